@@ -1,9 +1,49 @@
-//! TEMPORARY stub while the core is written: delegates to System.
-#![no_std]
-use core::alloc::{GlobalAlloc, Layout};
-extern crate std;
-pub struct Mallard;
-unsafe impl GlobalAlloc for Mallard {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 { unsafe { std::alloc::System.alloc(l) } }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) { unsafe { std::alloc::System.dealloc(p, l) } }
+//! mallard: a fast, thread-caching heap allocator.
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: mallard::Mallard = mallard::Mallard;
+//! ```
+//!
+//! Layers, bottom up (see DESIGN.md): `os` (page sources) → `segment` (4 MiB regions cut into
+//! pages) → `size_class` → `page` (sharded free lists) → `heap` (per-thread heaps, slow path)
+//! → `backend` (what heaps share: segment cache, abandoned segments, huge blocks) → `alloc`
+//! (fast paths) → `global` (`Mallard`). The allocator never allocates for itself: metadata
+//! lives in segment headers and in memory taken straight from the page source.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+pub mod alloc;
+pub mod backend;
+pub mod config;
+pub mod global;
+pub mod heap;
+pub mod lock;
+pub mod os;
+pub mod page;
+pub mod segment;
+pub mod size_class;
+pub mod stats;
+
+pub use global::Mallard;
+pub use stats::Stats;
+
+/// A snapshot of the global allocator's statistics, summed over all threads.
+pub fn stats() -> Stats {
+    global::GLOBAL_BACKEND.stats()
+}
+
+/// Writes the global allocator's statistics to stderr, without allocating.
+pub fn print_stats() {
+    let mut w = stats::FdWriter::new(2);
+    let _ = stats().write_table(&mut w);
+}
+
+/// The usable size of a block returned by `Mallard` (at least the size asked for).
+///
+/// # Safety
+/// `p` is a live block allocated by `Mallard`.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: forwarded.
+    unsafe { alloc::usable_size(p) }
 }

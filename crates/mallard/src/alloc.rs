@@ -1,0 +1,226 @@
+//! The public allocation paths over a heap: `malloc`, `free`, aligned and zeroed variants,
+//! `realloc`, `usable_size`. The fast paths are `#[inline(always)]` and touch only the heap's
+//! direct table and one page; everything else is in `#[cold]` functions.
+//!
+//! `heap` is always the calling thread's heap (or, in tests, the heap playing that thread).
+
+use crate::config::*;
+use crate::heap::Heap;
+use crate::page::{Block, Page, FULL};
+use crate::segment::{segment_of, Segment, SegmentKind};
+use crate::size_class::{class_for_aligned, class_of};
+use crate::stats::Counters;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+/// Allocates `size` bytes (aligned to 16 if `size >= 16`, else to 8). Null when out of memory.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+#[inline(always)]
+pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
+    if size <= DIRECT_MAX {
+        // SAFETY: (size + 7) / 8 <= DIRECT_SLOTS - 1; slots always point at a valid page.
+        let page = unsafe { &*heap.pages_direct.get_unchecked((size + 7) >> 3).get() };
+        if !page.free.get().is_null() {
+            // SAFETY: the free list is non-empty and the page is ours.
+            return unsafe { page.pop() }.cast();
+        }
+    }
+    malloc_slow(heap, size)
+}
+
+#[inline(never)]
+fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
+    if size > LARGE_MAX {
+        return huge_alloc(heap, size, MIN_ALIGN).map_or(ptr::null_mut(), |(p, _)| p);
+    }
+    malloc_class(heap, class_of(size)).map_or(ptr::null_mut(), |(p, _)| p)
+}
+
+/// What is known of a new block's contents.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    Dirty,
+    /// Zero apart from the first word (the free-list link).
+    ZeroButLink,
+    Zero,
+}
+
+/// Allocates from `class`; also says what is known of the block's contents.
+#[inline]
+fn malloc_class(heap: &Heap, class: usize) -> Option<(*mut u8, Contents)> {
+    let page = match heap.current_page(class) {
+        Some(p) => p,
+        None => heap.find_page(class)?,
+    };
+    let zero = if page.free_is_zero.get() { Contents::ZeroButLink } else { Contents::Dirty };
+    // SAFETY: find_page/current_page return a page of the thread's heap with a free block.
+    let b = unsafe { page.pop() };
+    Some((b.cast(), zero))
+}
+
+#[cold]
+fn huge_alloc(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Contents)> {
+    let (p, zero) = heap.backend().huge_alloc(size, align)?;
+    Some((p.as_ptr(), if zero { Contents::Zero } else { Contents::Dirty }))
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null when out of memory.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+#[inline]
+pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 {
+    if align <= MIN_ALIGN && (size >= align || align <= 8) {
+        // SAFETY: forwarded.
+        return unsafe { malloc(heap, size) };
+    }
+    malloc_aligned_slow(heap, size, align).map_or(ptr::null_mut(), |(p, _)| p)
+}
+
+#[cold]
+fn malloc_aligned_slow(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Contents)> {
+    if align <= SLICE_SIZE {
+        if let Some(class) = class_for_aligned(size.max(align), align) {
+            return malloc_class(heap, class);
+        }
+    }
+    huge_alloc(heap, size, align.max(OS_PAGE_SIZE))
+}
+
+/// Allocates `size` zeroed bytes aligned to `align`. Memory fresh from the OS is not cleared
+/// again.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
+    let r = if align <= MIN_ALIGN && (size >= align || align <= 8) {
+        if size <= LARGE_MAX {
+            malloc_class(heap, class_of(size))
+        } else {
+            huge_alloc(heap, size, MIN_ALIGN)
+        }
+    } else {
+        malloc_aligned_slow(heap, size, align)
+    };
+    match r {
+        None => ptr::null_mut(),
+        Some((p, zero)) => {
+            // SAFETY: p is a fresh block of at least `size` bytes (and at least one word).
+            unsafe {
+                match zero {
+                    Contents::Zero => {}
+                    // Only the free-list link was ever written.
+                    Contents::ZeroButLink => (*(p as *mut Block)).next = ptr::null_mut(),
+                    Contents::Dirty => ptr::write_bytes(p, 0, size),
+                }
+            }
+            p
+        }
+    }
+}
+
+/// Frees block `p`.
+///
+/// # Safety
+/// `p` was returned by an allocation function of this allocator, is not freed yet, and
+/// `heap` is the calling thread's heap.
+#[inline(always)]
+pub unsafe fn free(heap: &Heap, p: *mut u8) {
+    // SAFETY: p is a live block, so its segment header is mapped.
+    let seg = unsafe { &*segment_of(p) };
+    let page = seg.page_of(p);
+    if seg.owner.load(Ordering::Relaxed) == heap.id() && page.flags.get() == 0 {
+        // SAFETY: a live block of a page this thread owns.
+        unsafe { page.push_local(p.cast()) };
+        if page.used() == 0 {
+            heap.page_empty(page);
+        }
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe { free_slow(heap, seg, page, p) }
+}
+
+#[cold]
+unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
+    if seg.kind() == SegmentKind::Huge {
+        seg.backend().huge_free(seg);
+        return;
+    }
+    if seg.owner.load(Ordering::Relaxed) == heap.id() {
+        heap.free_local_full(page, p);
+        return;
+    }
+    // A remote free. Read the owner and class before the push: once the block is on the list
+    // the owner may reuse the page and even release the segment.
+    let owner = seg.owner.load(Ordering::Acquire);
+    let class = page.class.load(Ordering::Relaxed) as usize;
+    // SAFETY: p is a live block of `page`.
+    let tag = unsafe { page.push_remote(p.cast()) };
+    if tag == FULL && !owner.is_null() {
+        // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
+        unsafe { (*owner).remote_hint(class) };
+    }
+    if heap.is_empty() {
+        let b = heap.backend();
+        b.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
+        b.remote_pending[class].fetch_add(1, Ordering::Relaxed);
+    } else {
+        Counters::bump(&heap.counters.remote_frees, 1);
+        Counters::bump(&heap.remote_pending[class], 1);
+    }
+}
+
+/// The number of usable bytes in block `p` (at least what was asked for).
+///
+/// # Safety
+/// `p` is a live block of this allocator.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: p is a live block, so its segment header is mapped.
+    let seg = unsafe { &*segment_of(p) };
+    let page = seg.page_of(p);
+    if seg.kind() == SegmentKind::Huge {
+        page.start.get() as usize + page.block_size.get() - p as usize
+    } else {
+        page.block_size.get()
+    }
+}
+
+/// Resizes block `p` (aligned to `align`) to `new_size` bytes, in place when the new size
+/// still fits its size class (and is not under half of it), else by moving it. `old_size` is
+/// how many bytes to keep when moving. Null when out of memory; `p` is then untouched.
+///
+/// # Safety
+/// As for `free`; `p` is aligned to `align` and holds at least `old_size` bytes.
+pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize, align: usize) -> *mut u8 {
+    // SAFETY: p is a live block.
+    let seg = unsafe { &*segment_of(p) };
+    // SAFETY: as above.
+    let usable = unsafe { usable_size(p) };
+    if seg.kind() == SegmentKind::Huge {
+        if new_size > LARGE_MAX {
+            if new_size <= usable && new_size >= usable / 2 {
+                seg.huge_size.store(new_size, Ordering::Relaxed);
+                return p;
+            }
+            if let Some(q) = seg.backend().huge_resize(seg, p, new_size) {
+                return q.as_ptr();
+            }
+        }
+    } else if new_size <= usable && (new_size >= usable / 2 || usable <= 2 * MIN_ALIGN) {
+        return p;
+    }
+    // SAFETY: forwarded.
+    let q = unsafe { malloc_aligned(heap, new_size, align) };
+    if !q.is_null() {
+        // SAFETY: both blocks hold at least min(old_size, new_size) bytes and are distinct.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+            free(heap, p);
+        }
+    }
+    q
+}
+

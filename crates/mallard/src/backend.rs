@@ -1,0 +1,397 @@
+//! The backend: what all heaps of one allocator share. It owns the page source, the cache of
+//! empty segments, the list of segments abandoned by exited threads, the registry of every
+//! mapped segment (for statistics), the pool of thread heaps, and the huge blocks.
+//!
+//! Everything here is a rare path (a segment or heap changes hands), so one spin lock guards
+//! the lists. The process has one backend behind `Mallard`; tests make their own over a
+//! simulated page source.
+
+use crate::config::*;
+use crate::heap::Heap;
+use crate::lock::SpinLock;
+use crate::os::PageSource;
+use crate::segment::{Segment, SegmentKind};
+use crate::stats::{Counters, Stats};
+use core::ptr::{self, NonNull};
+use crate::size_class::CLASS_COUNT;
+use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+pub struct Backend {
+    pub source: &'static dyn PageSource,
+    state: SpinLock<State>,
+    /// Number of segments on the abandoned list (read without the lock).
+    abandoned_count: AtomicUsize,
+    /// Counters for events outside any heap (any thread, `fetch_add`).
+    pub counters: Counters,
+    /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
+    pub remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Creates and installs the calling thread's heap (for the global backend); `None` for
+    /// backends whose heaps are made explicitly.
+    pub thread_init: Option<fn() -> *const Heap>,
+}
+
+struct State {
+    cache: *mut Segment,
+    cache_len: usize,
+    abandoned: *mut Segment,
+    registry: *mut Segment,
+    /// Every heap ever made (they are never freed), and the ones free for reuse.
+    heaps: *mut Heap,
+    free_heaps: *mut Heap,
+    meta_cur: *mut u8,
+    meta_end: *mut u8,
+}
+
+// SAFETY: the raw pointers in State are only used under the lock.
+unsafe impl Send for State {}
+
+impl Backend {
+    /// A backend over `source` whose heaps are made with `heap_alloc` (for tests and
+    /// simulations), leaked so that it lives as long as its memory.
+    pub fn leaked(source: &'static dyn PageSource) -> &'static Backend {
+        std::boxed::Box::leak(std::boxed::Box::new(Backend::new(source, None)))
+    }
+
+    pub const fn new(source: &'static dyn PageSource, thread_init: Option<fn() -> *const Heap>) -> Self {
+        Backend {
+            source,
+            state: SpinLock::new(State {
+                cache: ptr::null_mut(),
+                cache_len: 0,
+                abandoned: ptr::null_mut(),
+                registry: ptr::null_mut(),
+                heaps: ptr::null_mut(),
+                free_heaps: ptr::null_mut(),
+                meta_cur: ptr::null_mut(),
+                meta_end: ptr::null_mut(),
+            }),
+            abandoned_count: AtomicUsize::new(0),
+            counters: Counters::new(),
+            remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            thread_init,
+        }
+    }
+
+    fn count(&self, c: fn(&Counters) -> &core::sync::atomic::AtomicI64, n: i64) {
+        c(&self.counters).fetch_add(n, Ordering::Relaxed);
+    }
+
+    // ---- segments ----
+
+    /// A segment of `kind` (not huge), from the cache or the OS.
+    pub fn segment_alloc(&self, kind: SegmentKind) -> Option<&Segment> {
+        let cached = {
+            let mut st = self.state.lock();
+            let s = st.cache;
+            if !s.is_null() {
+                // SAFETY: cache entries are valid segment headers owned by the cache.
+                st.cache = unsafe { (*s).next.get() };
+                st.cache_len -= 1;
+            }
+            s
+        };
+        if !cached.is_null() {
+            // SAFETY: we took it off the cache; nobody else refers to it.
+            let seg = unsafe { &*cached };
+            seg.init(kind, self, seg.addr(), SEGMENT_SIZE, false);
+            self.count(|c| &c.segments_reused, 1);
+            return Some(seg);
+        }
+        let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
+        // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
+        let seg = unsafe { &*(base.as_ptr() as *const Segment) };
+        seg.init(kind, self, base.as_ptr(), SEGMENT_SIZE, true);
+        self.register(seg);
+        self.count(|c| &c.segments_mapped, 1);
+        Some(seg)
+    }
+
+    /// Gives back an empty segment (or a huge one): to the cache if it is a plain 4 MiB
+    /// mapping and the cache has room, else to the OS.
+    pub fn segment_free(&self, seg: &Segment) {
+        seg.owner.store(ptr::null_mut(), Ordering::Relaxed);
+        if seg.map_size.get() == SEGMENT_SIZE && seg.base.get() == seg.addr() {
+            let mut st = self.state.lock();
+            if st.cache_len < SEGMENT_CACHE_MAX {
+                seg.set_kind(SegmentKind::Cached);
+                seg.next.set(st.cache);
+                st.cache = seg.addr().cast();
+                st.cache_len += 1;
+                return;
+            }
+        }
+        self.unregister(seg);
+        let (base, size) = (seg.base.get(), seg.map_size.get());
+        // SAFETY: the segment is empty and unlinked; base/size are its whole mapping.
+        unsafe { self.source.release(NonNull::new_unchecked(base), size) };
+        self.count(|c| &c.segments_released, 1);
+    }
+
+    fn register(&self, seg: &Segment) {
+        let mut st = self.state.lock();
+        seg.reg_prev.set(ptr::null_mut());
+        seg.reg_next.set(st.registry);
+        if !st.registry.is_null() {
+            // SAFETY: registry entries are valid headers; links change only under the lock.
+            unsafe { (*st.registry).reg_prev.set(seg.addr().cast()) };
+        }
+        st.registry = seg.addr().cast();
+    }
+
+    fn unregister(&self, seg: &Segment) {
+        let mut st = self.state.lock();
+        let (prev, next) = (seg.reg_prev.get(), seg.reg_next.get());
+        // SAFETY: as in `register`.
+        unsafe {
+            if prev.is_null() {
+                st.registry = next;
+            } else {
+                (*prev).reg_next.set(next);
+            }
+            if !next.is_null() {
+                (*next).reg_prev.set(prev);
+            }
+        }
+    }
+
+    /// Puts a segment whose owner exited on the abandoned list.
+    pub fn abandon(&self, seg: &Segment) {
+        seg.owner.store(ptr::null_mut(), Ordering::Release);
+        let mut st = self.state.lock();
+        seg.next.set(st.abandoned);
+        st.abandoned = seg.addr().cast();
+        self.abandoned_count.fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        self.count(|c| &c.segments_abandoned, 1);
+    }
+
+    /// Takes an abandoned segment, if any.
+    pub fn pop_abandoned(&self) -> Option<&Segment> {
+        if self.abandoned_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut st = self.state.lock();
+        let s = st.abandoned;
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: abandoned entries are valid segment headers owned by the list.
+        let seg = unsafe { &*s };
+        st.abandoned = seg.next.get();
+        self.abandoned_count.fetch_sub(1, Ordering::Relaxed);
+        Some(seg)
+    }
+
+    // ---- heaps ----
+
+    /// A heap for a new owner: a pooled one or a fresh one from metadata memory.
+    pub fn heap_alloc(&'static self) -> Option<&'static Heap> {
+        let mut st = self.state.lock();
+        let h = st.free_heaps;
+        if !h.is_null() {
+            // SAFETY: pooled heaps are valid and unowned.
+            let heap = unsafe { &*h };
+            st.free_heaps = heap.pool_next.get();
+            drop(st);
+            heap.counters.heaps_reused.store(heap.counters.heaps_reused.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            return Some(heap);
+        }
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        if (st.meta_end as usize) - (st.meta_cur as usize) < size {
+            let chunk = self.source.reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?;
+            st.meta_cur = chunk.as_ptr();
+            // SAFETY: the chunk is META_CHUNK_SIZE bytes.
+            st.meta_end = unsafe { chunk.as_ptr().add(META_CHUNK_SIZE) };
+        }
+        let mem = st.meta_cur;
+        // SAFETY: `size` bytes at meta_cur are unused, zeroed metadata memory.
+        st.meta_cur = unsafe { mem.add(size) };
+        // SAFETY: zeroed memory is a valid heap once `init` sets its pointers.
+        let heap: &'static Heap = unsafe { &*(mem as *const Heap) };
+        heap.init(self);
+        heap.all_next.set(st.heaps);
+        st.heaps = mem.cast();
+        drop(st);
+        Counters::bump(&heap.counters.heaps_created, 1);
+        Some(heap)
+    }
+
+    /// Returns a heap (already emptied by `Heap::abandon`) to the pool.
+    pub fn heap_free(&self, heap: &Heap) {
+        let mut st = self.state.lock();
+        heap.pool_next.set(st.free_heaps);
+        st.free_heaps = heap as *const Heap as *mut Heap;
+    }
+
+    // ---- huge blocks ----
+
+    /// Maps a huge block of `size` bytes aligned to `align`. Returns the block and whether its
+    /// memory is known to be zero.
+    pub fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
+        let (seg_off, block_off, map_align) = huge_layout(align);
+        let map_size = (block_off + seg_off).checked_add(size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        if map_size > isize::MAX as usize {
+            return None;
+        }
+        let mut fresh = true;
+        let base = if map_size == SEGMENT_SIZE && seg_off == 0 { self.pop_cache() } else { None };
+        let base = match base {
+            Some(b) => {
+                fresh = false;
+                b
+            }
+            None => self.source.reserve(map_size, map_align)?,
+        };
+        // SAFETY: seg_off < map_size; the header fits in the first slice after it.
+        let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
+        seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, fresh);
+        seg.huge_size.store(size, Ordering::Relaxed);
+        // SAFETY: block_off + size <= map_size - seg_off.
+        let block = unsafe { seg.addr().add(block_off) };
+        let usable = map_size - seg_off - block_off;
+        seg.pages[0].init(0, usable, block, usable, false);
+        seg.pages[0].used.store(1, Ordering::Relaxed);
+        if fresh {
+            self.register(seg);
+        }
+        self.count(|c| &c.huge_allocs, 1);
+        // SAFETY: block is inside the mapping, not null.
+        Some((unsafe { NonNull::new_unchecked(block) }, fresh))
+    }
+
+    fn pop_cache(&self) -> Option<NonNull<u8>> {
+        let mut st = self.state.lock();
+        let s = st.cache;
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: cache entries are valid headers owned by the cache.
+        st.cache = unsafe { (*s).next.get() };
+        st.cache_len -= 1;
+        drop(st);
+        self.count(|c| &c.segments_reused, 1);
+        NonNull::new(s.cast())
+    }
+
+    pub fn huge_free(&self, seg: &Segment) {
+        self.count(|c| &c.huge_frees, 1);
+        self.segment_free(seg);
+    }
+
+    /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its
+    /// mapping (mremap, no copy). `None` if neither works; the block is then unchanged.
+    pub fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
+        let seg_off = seg.addr() as usize - seg.base.get() as usize;
+        let block_off = p as usize - seg.addr() as usize;
+        let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        let old_size = seg.map_size.get();
+        if map_size == old_size {
+            seg.huge_size.store(new_size, Ordering::Relaxed);
+            // SAFETY: p is non-null.
+            return Some(unsafe { NonNull::new_unchecked(p) });
+        }
+        let map_align = if seg_off == 0 { SEGMENT_SIZE } else { seg_off + SEGMENT_SIZE };
+        // The header moves with the mapping: take it out of the registry meanwhile.
+        self.unregister(seg);
+        // SAFETY: base/old_size are the block's whole mapping.
+        let moved = unsafe { self.source.remap(NonNull::new_unchecked(seg.base.get()), old_size, map_size, map_align) };
+        let base = moved.map(|b| b.as_ptr()).unwrap_or(seg.base.get());
+        // SAFETY: the header is at the same offset in the (possibly moved) mapping.
+        let seg = unsafe { &*(base.add(seg_off) as *const Segment) };
+        if moved.is_some() {
+            seg.base.set(base);
+            seg.map_size.set(map_size);
+            seg.huge_size.store(new_size, Ordering::Relaxed);
+            let usable = map_size - seg_off - block_off;
+            // SAFETY: the block keeps its offset.
+            let block = unsafe { seg.addr().add(block_off) };
+            seg.page_map.iter().for_each(|m| m.set(&seg.pages[0] as *const _ as *mut _));
+            seg.pages[0].block_size.set(usable);
+            seg.pages[0].start.set(block);
+            self.count(|c| &c.huge_remaps, 1);
+        }
+        self.register(seg);
+        // SAFETY: block_off is inside the mapping.
+        moved.map(|_| unsafe { NonNull::new_unchecked(seg.addr().add(block_off)) })
+    }
+
+    // ---- statistics ----
+
+    /// Sums every heap's counters and walks the registry.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        s.add_counters(&self.counters);
+        let mut pending = [0i64; CLASS_COUNT];
+        let mut add_pending = |a: &[AtomicI64; CLASS_COUNT]| {
+            pending.iter_mut().zip(a).for_each(|(p, c)| *p += c.load(Ordering::Relaxed));
+        };
+        add_pending(&self.remote_pending);
+        let st = self.state.lock();
+        let mut h = st.heaps;
+        while !h.is_null() {
+            // SAFETY: heaps are never freed; counters are atomics.
+            let heap = unsafe { &*h };
+            s.add_counters(&heap.counters);
+            add_pending(&heap.remote_pending);
+            h = heap.all_next.get();
+        }
+        let mut seg = st.registry;
+        while !seg.is_null() {
+            // SAFETY: registered segments stay mapped while we hold the lock; we read only
+            // atomics and fields fixed while the segment is registered.
+            let sg = unsafe { &*seg };
+            s.segments_current += 1;
+            s.mapped_bytes += sg.map_size.get() as i64;
+            match sg.kind() {
+                SegmentKind::Cached => s.segments_cached += 1,
+                SegmentKind::Huge => {
+                    s.huge_blocks += 1;
+                    s.huge_bytes += sg.huge_size.load(Ordering::Relaxed) as i64;
+                }
+                _ => {
+                    for p in &sg.pages {
+                        let used = p.used.load(Ordering::Relaxed) as i64;
+                        if used > 0 {
+                            let c = p.class.load(Ordering::Relaxed) as usize;
+                            s.class_blocks[c] += used;
+                            s.class_pages[c] += 1;
+                        }
+                    }
+                }
+            }
+            seg = sg.reg_next.get();
+        }
+        drop(st);
+        // Blocks freed remotely but not yet collected still count in their page's `used`.
+        s.class_blocks.iter_mut().zip(pending).for_each(|(b, p)| *b -= p);
+        s
+    }
+
+    /// Takes the backend lock (before `fork`).
+    pub fn lock_for_fork(&self) {
+        self.state.raw_lock();
+    }
+
+    /// Releases the lock taken by `lock_for_fork`.
+    ///
+    /// # Safety
+    /// `lock_for_fork` was called by this thread (or the forked child's copy of it).
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: per the contract.
+        unsafe { self.state.raw_unlock() };
+    }
+}
+
+/// Where a huge block of alignment `align` goes: (segment header offset in the mapping,
+/// block offset from the header, mapping alignment). Up to half a segment the block follows
+/// the header slice inside the first segment; beyond, the mapping is aligned to `align` and
+/// the block starts exactly one segment after its header, which `segment_of` (masking
+/// `p - 1`) finds.
+fn huge_layout(align: usize) -> (usize, usize, usize) {
+    if align <= SEGMENT_SIZE / 2 {
+        (0, align.max(SLICE_SIZE), SEGMENT_SIZE)
+    } else {
+        let align = align.max(SEGMENT_SIZE);
+        (align - SEGMENT_SIZE, SEGMENT_SIZE, align)
+    }
+}

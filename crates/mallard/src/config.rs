@@ -1,0 +1,57 @@
+//! Tunables, each with the reason for its value. `const` asserts tie them together so that a
+//! change to one that breaks another fails to compile.
+
+/// The kernel's page: the unit of commit, decommit and RSS.
+pub const OS_PAGE_SIZE: usize = 4096;
+
+/// Segments are 4 MiB and aligned to 4 MiB, so a block's segment header is found by masking
+/// its address. Big enough that mmap is rare, small enough that a thread's first segment does
+/// not reserve much address space.
+pub const SEGMENT_SHIFT: u32 = 22;
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+
+/// A segment is cut into 64 KiB slices: the page map has one entry per slice, and slice 0
+/// holds the segment header, so every page starts 64 KiB-aligned.
+pub const SLICE_SHIFT: u32 = 16;
+pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+pub const SLICES_PER_SEGMENT: usize = SEGMENT_SIZE / SLICE_SIZE;
+
+/// Small pages are one slice; medium pages are eight. A large page is the whole segment
+/// (minus its header). Each kind serves blocks up to an eighth of its page, so a page holds at
+/// least 7 blocks and the tail waste of a page stays under one block.
+pub const SMALL_PAGE_SIZE: usize = SLICE_SIZE;
+pub const MEDIUM_PAGE_SIZE: usize = 8 * SLICE_SIZE;
+pub const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
+pub const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
+pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: above this a block is huge
+
+/// Sizes up to this are looked up in the heap's direct table (one entry per 8 bytes), so the
+/// common small malloc needs no size-class computation.
+pub const DIRECT_MAX: usize = 1024;
+pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
+
+/// Every block of 16 bytes or more is aligned to 16, like glibc's malloc.
+pub const MIN_ALIGN: usize = 16;
+
+/// A fresh page's free list is built at most this many bytes at a time, so memory the program
+/// never uses is never touched (and never counted in RSS).
+pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
+
+/// Empty segments kept for reuse (process-wide) instead of being unmapped at once: the cost
+/// of a thread that frees its last block and allocates again right after is then a list pop,
+/// not munmap + mmap.
+pub const SEGMENT_CACHE_MAX: usize = 8;
+
+/// A heap scans its full pages for remote frees at least once per this many fresh pages it
+/// takes, as a backstop to the remote-free hints.
+pub const FULL_SCAN_PERIOD: u32 = 32;
+
+/// Heap metadata is carved from chunks of this size taken from the page source.
+pub const META_CHUNK_SIZE: usize = SLICE_SIZE;
+
+const _: () = assert!(SEGMENT_SIZE % SLICE_SIZE == 0 && SLICES_PER_SEGMENT == 64);
+const _: () = assert!(SLICE_SIZE % OS_PAGE_SIZE == 0);
+const _: () = assert!(MEDIUM_PAGE_SIZE <= SEGMENT_SIZE && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);
+const _: () = assert!(DIRECT_MAX <= SMALL_MAX && DIRECT_MAX % 8 == 0);
+const _: () = assert!(LARGE_MAX * 7 <= SEGMENT_SIZE - SLICE_SIZE);

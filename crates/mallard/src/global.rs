@@ -1,0 +1,112 @@
+//! `Mallard`, the global allocator, and the thread-local heap behind it.
+//!
+//! Each thread finds its heap through a `const`-initialized thread-local pointer with no
+//! destructor (so it costs one TLS load and never allocates or registers anything). A thread
+//! starts on the placeholder heap, whose slots are all empty, so its first malloc falls into
+//! the slow path, which creates the real heap (from metadata memory, not from malloc) and
+//! registers a pthread key whose destructor abandons the heap when the thread exits.
+
+use crate::alloc;
+use crate::backend::Backend;
+use crate::heap::{Heap, StaticHeap};
+use crate::os::OsPageSource;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// The process-wide backend behind `Mallard`.
+pub static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_init));
+
+static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND));
+
+std::thread_local! {
+    static HEAP: Cell<*const Heap> = const { Cell::new(&PLACEHOLDER.0) };
+}
+
+/// The calling thread's heap (the placeholder until it first allocates).
+#[inline(always)]
+pub fn thread_heap() -> &'static Heap {
+    // SAFETY: the cell always holds the placeholder or a live heap of this thread.
+    unsafe { &*HEAP.with(|h| h.get()) }
+}
+
+const KEY_UNSET: u32 = u32::MAX;
+static KEY: AtomicU32 = AtomicU32::new(KEY_UNSET);
+
+/// Creates the calling thread's heap and arranges for it to be abandoned at thread exit.
+fn thread_init() -> *const Heap {
+    let Some(heap) = GLOBAL_BACKEND.heap_alloc() else { return core::ptr::null() };
+    // Install the heap before touching the pthread key: pthread_setspecific may itself
+    // allocate (for keys past the first 32), and must then find this heap.
+    HEAP.with(|h| h.set(heap));
+    let key = thread_key();
+    if key != KEY_UNSET {
+        // SAFETY: key is a valid pthread key.
+        unsafe { libc::pthread_setspecific(key, heap as *const Heap as *const libc::c_void) };
+    }
+    heap
+}
+
+fn thread_key() -> libc::pthread_key_t {
+    let key = KEY.load(Ordering::Acquire);
+    if key != KEY_UNSET {
+        return key;
+    }
+    let mut new: libc::pthread_key_t = 0;
+    // SAFETY: `new` is a valid out-pointer; thread_done has the destructor signature.
+    if unsafe { libc::pthread_key_create(&mut new, Some(thread_done)) } != 0 {
+        return KEY_UNSET;
+    }
+    match KEY.compare_exchange(KEY_UNSET, new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => new,
+        Err(existing) => {
+            // SAFETY: `new` is our own unused key.
+            unsafe { libc::pthread_key_delete(new) };
+            existing
+        }
+    }
+}
+
+/// pthread key destructor: the thread is exiting. Frees that run after this (other
+/// destructors) are handled as remote frees; a malloc creates a fresh heap, whose key value
+/// makes this run again.
+extern "C" fn thread_done(heap: *mut libc::c_void) {
+    HEAP.with(|h| h.set(&PLACEHOLDER.0));
+    // SAFETY: the key's value is the heap this thread created and still owns.
+    let heap = unsafe { &*(heap as *const Heap) };
+    heap.abandon();
+}
+
+/// The mallard allocator. Use it with
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: mallard::Mallard = mallard::Mallard;
+/// ```
+pub struct Mallard;
+
+// SAFETY: every block satisfies its layout (see `alloc::malloc_aligned`); null on failure.
+unsafe impl GlobalAlloc for Mallard {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the thread's own heap.
+        unsafe { alloc::malloc_aligned(thread_heap(), layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: the caller passes a live block of this allocator.
+        unsafe { alloc::free(thread_heap(), ptr) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the thread's own heap.
+        unsafe { alloc::malloc_zeroed(thread_heap(), layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller passes a live block with this layout.
+        unsafe { alloc::realloc(thread_heap(), ptr, layout.size(), new_size, layout.align()) }
+    }
+}

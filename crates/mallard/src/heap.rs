@@ -1,0 +1,569 @@
+//! Per-thread heaps: the owner of pages and segments, and the allocation slow path.
+//!
+//! A heap keeps, per size class, a queue of pages that may have room (the first one is the
+//! *current* page, which the direct table points at for small sizes) and a list of full pages.
+//! The slow path (`find_page`) walks the queue, collecting each page's local and remote frees,
+//! moves pages without room to the full list, and when nothing is left takes a fresh page:
+//! from one of its own segments, else from a segment an exited thread abandoned, else from a
+//! new segment.
+//!
+//! Remote frees into a full page clear the page's `FULL` tag and set the class's bit in
+//! `remote_hint`; the owner then moves such pages back to the queue (`process_hints`). A heap
+//! never shares its queues: only `remote_hint` is written by other threads.
+//!
+//! When a thread exits, `abandon` hands its segments to the backend (blocks still live in them
+//! stay valid, and remote frees to them keep working); a later thread that needs a segment
+//! reclaims them, and the heap struct itself is pooled for the next thread.
+
+use crate::backend::Backend;
+use crate::config::*;
+use crate::page::{Page, FULL, IN_FULL};
+use crate::segment::{Segment, SegmentKind};
+use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
+use crate::stats::Counters;
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// A doubly linked list of pages (through `Page::prev/next`).
+pub struct PageQueue {
+    pub first: Cell<*mut Page>,
+    pub last: Cell<*mut Page>,
+}
+
+/// A doubly linked list of segments (through `Segment::prev/next`).
+pub struct SegQueue {
+    first: Cell<*mut Segment>,
+    last: Cell<*mut Segment>,
+}
+
+#[repr(C, align(64))]
+struct RemoteHint([AtomicU64; 2]);
+
+#[repr(C)]
+pub struct Heap {
+    /// Current page for every size up to `DIRECT_MAX`, indexed by `(size + 7) / 8`.
+    pub pages_direct: [Cell<*mut Page>; DIRECT_SLOTS],
+    pub queues: [PageQueue; CLASS_COUNT],
+    full: [PageQueue; CLASS_COUNT],
+    /// Segments with free pages, per page kind; and segments with none.
+    avail: [SegQueue; 3],
+    busy: SegQueue,
+    backend: Cell<*const Backend>,
+    /// The placeholder heap of threads that have not allocated yet.
+    is_empty: bool,
+    fresh_pages: Cell<u32>,
+    pub counters: Counters,
+    /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
+    /// all heaps it is the number of blocks freed but still counted in their page's `used`.
+    pub remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Links: every heap of the backend / the pool of free heaps.
+    pub all_next: Cell<*mut Heap>,
+    pub pool_next: Cell<*mut Heap>,
+    /// One bit per class: a remote free cleared the `FULL` tag of one of its full pages.
+    /// The only field other threads write, on its own cache line.
+    remote_hint: RemoteHint,
+}
+
+/// The page every empty slot points at: it never has a free block, so the fast path falls
+/// through to the slow path without a null check.
+pub struct StaticPage(pub Page);
+// SAFETY: EMPTY_PAGE is never written (its free list stays empty, so nothing pops from it).
+unsafe impl Sync for StaticPage {}
+pub static EMPTY_PAGE: StaticPage = StaticPage(Page::EMPTY);
+
+fn empty_page() -> *mut Page {
+    &EMPTY_PAGE.0 as *const Page as *mut Page
+}
+
+/// The placeholder heap (see `Heap::is_empty`), usable in a `static`.
+pub struct StaticHeap(pub Heap);
+// SAFETY: the placeholder heap is never written: every path that would write it first sees
+// `is_empty` and switches to a real heap.
+unsafe impl Sync for StaticHeap {}
+
+/// Direct-table slots of each class with sizes up to DIRECT_MAX: (first, last).
+const fn direct_slots() -> [(u8, u8); CLASS_COUNT] {
+    let mut r = [(u8::MAX, 0u8); CLASS_COUNT];
+    let mut j = 0;
+    while j < DIRECT_SLOTS {
+        let c = class_of(j * 8);
+        if r[c].0 == u8::MAX {
+            r[c].0 = j as u8;
+        }
+        r[c].1 = j as u8;
+        j += 1;
+    }
+    r
+}
+const DIRECT_OF_CLASS: [(u8, u8); CLASS_COUNT] = direct_slots();
+
+impl PageQueue {
+    const EMPTY: PageQueue = PageQueue { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
+
+    fn push_front(&self, p: &Page) {
+        let pp = p as *const Page as *mut Page;
+        p.prev.set(ptr::null_mut());
+        p.next.set(self.first.get());
+        match self.first.get() {
+            // SAFETY: queue members are valid pages of this heap.
+            f if !f.is_null() => unsafe { (*f).prev.set(pp) },
+            _ => self.last.set(pp),
+        }
+        self.first.set(pp);
+    }
+
+    fn push_back(&self, p: &Page) {
+        let pp = p as *const Page as *mut Page;
+        p.next.set(ptr::null_mut());
+        p.prev.set(self.last.get());
+        match self.last.get() {
+            // SAFETY: as above.
+            l if !l.is_null() => unsafe { (*l).next.set(pp) },
+            _ => self.first.set(pp),
+        }
+        self.last.set(pp);
+    }
+
+    fn remove(&self, p: &Page) {
+        let (prev, next) = (p.prev.get(), p.next.get());
+        // SAFETY: as above.
+        unsafe {
+            if prev.is_null() { self.first.set(next) } else { (*prev).next.set(next) }
+            if next.is_null() { self.last.set(prev) } else { (*next).prev.set(prev) }
+        }
+        p.prev.set(ptr::null_mut());
+        p.next.set(ptr::null_mut());
+    }
+}
+
+impl SegQueue {
+    const EMPTY: SegQueue = SegQueue { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
+
+    fn push(&self, s: &Segment) {
+        let sp = s.addr().cast::<Segment>();
+        s.prev.set(ptr::null_mut());
+        s.next.set(self.first.get());
+        match self.first.get() {
+            // SAFETY: list members are valid segments of this heap.
+            f if !f.is_null() => unsafe { (*f).prev.set(sp) },
+            _ => self.last.set(sp),
+        }
+        self.first.set(sp);
+    }
+
+    fn remove(&self, s: &Segment) {
+        let (prev, next) = (s.prev.get(), s.next.get());
+        // SAFETY: as above.
+        unsafe {
+            if prev.is_null() { self.first.set(next) } else { (*prev).next.set(next) }
+            if next.is_null() { self.last.set(prev) } else { (*next).prev.set(prev) }
+        }
+        s.prev.set(ptr::null_mut());
+        s.next.set(ptr::null_mut());
+    }
+
+    fn first(&self) -> Option<&Segment> {
+        // SAFETY: list members are valid segments.
+        unsafe { self.first.get().as_ref() }
+    }
+}
+
+impl Heap {
+    /// The placeholder heap of a thread that has not allocated yet.
+    pub const fn placeholder(backend: &'static Backend) -> Heap {
+        Heap {
+            pages_direct: [const { Cell::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
+            queues: [PageQueue::EMPTY; CLASS_COUNT],
+            full: [PageQueue::EMPTY; CLASS_COUNT],
+            avail: [SegQueue::EMPTY, SegQueue::EMPTY, SegQueue::EMPTY],
+            busy: SegQueue::EMPTY,
+            backend: Cell::new(backend),
+            is_empty: true,
+            fresh_pages: Cell::new(0),
+            counters: Counters::new(),
+            remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            all_next: Cell::new(ptr::null_mut()),
+            pool_next: Cell::new(ptr::null_mut()),
+            remote_hint: RemoteHint([AtomicU64::new(0), AtomicU64::new(0)]),
+        }
+    }
+
+    /// Sets up a heap in zeroed memory (all-zero is a valid heap apart from these pointers).
+    pub fn init(&self, backend: &Backend) {
+        for slot in &self.pages_direct {
+            slot.set(empty_page());
+        }
+        self.backend.set(backend);
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.is_empty
+    }
+
+    #[inline(always)]
+    pub fn backend(&self) -> &Backend {
+        // SAFETY: backends outlive their heaps (they are statics or leaked).
+        unsafe { &*self.backend.get() }
+    }
+
+    /// The heap's identity as a segment owner.
+    #[inline(always)]
+    pub fn id(&self) -> *mut Heap {
+        self as *const Heap as *mut Heap
+    }
+
+    /// Points the direct slots of `class` at its queue's first page.
+    fn update_direct(&self, class: usize) {
+        let (lo, hi) = DIRECT_OF_CLASS[class];
+        if lo == u8::MAX {
+            return;
+        }
+        let first = self.queues[class].first.get();
+        let page = if first.is_null() { empty_page() } else { first };
+        for j in lo..=hi {
+            self.pages_direct[j as usize].set(page);
+        }
+    }
+
+    /// The current page of `class` if it has a free block ready.
+    #[inline(always)]
+    pub fn current_page(&self, class: usize) -> Option<&Page> {
+        // SAFETY: queue members are valid pages.
+        let p = unsafe { self.queues[class].first.get().as_ref()? };
+        if p.free.get().is_null() { None } else { Some(p) }
+    }
+
+    /// Slow path: a page of `class` with a block on its `free` list, or `None` when out of
+    /// memory. On the placeholder heap this first creates the thread's heap; the page then
+    /// belongs to that heap.
+    #[cold]
+    pub fn find_page(&self, class: usize) -> Option<&Page> {
+        if self.is_empty {
+            let real = (self.backend().thread_init?)();
+            // SAFETY: thread_init returns a valid heap or null.
+            return unsafe { real.as_ref()? }.find_page(class);
+        }
+        Counters::bump(&self.counters.malloc_slow, 1);
+        let q = &self.queues[class];
+        loop {
+            let mut p = q.first.get();
+            while !p.is_null() {
+                // SAFETY: queue members are valid pages of this heap.
+                let page = unsafe { &*p };
+                let next = page.next.get();
+                self.collected(page, page.collect());
+                if page.has_room() {
+                    if page.used() == 0 && p != q.first.get() {
+                        // An empty page behind the current one: give it back to its segment.
+                        self.retire_page(page);
+                    } else {
+                        if page.free.get().is_null() {
+                            page.extend();
+                        }
+                        if p != q.first.get() {
+                            q.remove(page);
+                            q.push_front(page);
+                            self.update_direct(class);
+                        }
+                        return Some(page);
+                    }
+                } else if !self.page_to_full(page) {
+                    continue; // remote frees arrived meanwhile: collect them
+                }
+                p = next;
+            }
+            if self.process_hints() && !q.first.get().is_null() {
+                continue;
+            }
+            let kind = kind_of(class);
+            if self.avail[kind as usize].first().is_none() {
+                if let Some(seg) = self.backend().pop_abandoned() {
+                    self.reclaim(seg);
+                    continue;
+                }
+            }
+            return self.fresh_page(class, kind);
+        }
+    }
+
+    /// Accounts for `n` remote frees collected from `page`.
+    #[inline]
+    fn collected(&self, page: &Page, n: u32) {
+        if n != 0 {
+            Counters::bump(&self.remote_pending[page.class.load(Ordering::Relaxed) as usize], -(n as i64));
+        }
+    }
+
+    /// Moves a page without room to the full list, unless remote frees arrived (then false).
+    fn page_to_full(&self, page: &Page) -> bool {
+        if page.thread_free.compare_exchange(0, FULL, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let was_first = self.queues[class].first.get() == page as *const Page as *mut Page;
+        self.queues[class].remove(page);
+        self.full[class].push_back(page);
+        page.flags.set(IN_FULL);
+        if was_first {
+            self.update_direct(class);
+        }
+        true
+    }
+
+    /// Moves a page from the full list back to the front of its queue.
+    fn page_unfull(&self, page: &Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+        page.flags.set(0);
+        self.full[class].remove(page);
+        self.queues[class].push_front(page);
+        self.update_direct(class);
+    }
+
+    /// Moves full pages that received remote frees back to their queues. True if any hint
+    /// was pending.
+    fn process_hints(&self) -> bool {
+        let mut any = false;
+        for (w, hint) in self.remote_hint.0.iter().enumerate() {
+            if hint.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = hint.swap(0, Ordering::Acquire);
+            any = true;
+            while bits != 0 {
+                let class = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.scan_full(class);
+            }
+        }
+        any
+    }
+
+    /// Moves the full pages of `class` whose `FULL` tag a remote free cleared back to the queue.
+    fn scan_full(&self, class: usize) {
+        let mut p = self.full[class].first.get();
+        while !p.is_null() {
+            // SAFETY: full-list members are valid pages of this heap.
+            let page = unsafe { &*p };
+            p = page.next.get();
+            if page.thread_free.load(Ordering::Acquire) & FULL == 0 {
+                self.page_unfull(page);
+            }
+        }
+    }
+
+    /// Called by a remote free that cleared the `FULL` tag of one of this heap's pages.
+    pub fn remote_hint(&self, class: usize) {
+        self.remote_hint.0[class / 64].fetch_or(1 << (class % 64), Ordering::Release);
+    }
+
+    /// Starts a fresh page of `class` in one of the heap's segments (or a new one).
+    fn fresh_page(&self, class: usize, kind: PageKind) -> Option<&Page> {
+        let n = self.fresh_pages.get().wrapping_add(1);
+        self.fresh_pages.set(n);
+        if n % FULL_SCAN_PERIOD == 0 && !self.full[class].first.get().is_null() {
+            // Backstop for a lost hint: look at the full pages before growing.
+            self.scan_full(class);
+            if !self.queues[class].first.get().is_null() {
+                return self.find_page(class);
+            }
+        }
+        let seg = match self.avail[kind as usize].first() {
+            Some(s) => s,
+            None => {
+                let s = self.backend().segment_alloc(SegmentKind::from_page_kind(kind))?;
+                s.owner.store(self.id(), Ordering::Release);
+                self.avail[kind as usize].push(s);
+                s
+            }
+        };
+        let (index, page) = seg.take_page().expect("segments on the avail list have a free page");
+        if seg.free_mask.get() == 0 {
+            self.avail[kind as usize].remove(seg);
+            self.busy.push(seg);
+        }
+        let (start, len) = seg.page_area(index);
+        let fresh = seg.page_was_fresh(index);
+        page.init(class, CLASS_SIZE[class], start, len, fresh);
+        page.extend();
+        self.queues[class].push_front(page);
+        self.update_direct(class);
+        Counters::bump(&self.counters.pages_fresh, 1);
+        Some(page)
+    }
+
+    /// Gives an empty page (in the class queue) back to its segment, and an empty segment
+    /// back to the backend.
+    fn retire_page(&self, page: &Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let was_first = self.queues[class].first.get() == page as *const Page as *mut Page;
+        self.queues[class].remove(page);
+        if was_first {
+            self.update_direct(class);
+        }
+        // SAFETY: a queued page belongs to a live segment of this heap.
+        let seg = unsafe { Segment::of_page(page) };
+        self.release_page(seg, page);
+        Counters::bump(&self.counters.pages_retired, 1);
+    }
+
+    /// Returns page `page` (unlinked) to segment `seg`, and the segment to the backend if it
+    /// became empty.
+    fn release_page(&self, seg: &Segment, page: &Page) {
+        let was_busy = seg.free_mask.get() == 0;
+        seg.free_page(page);
+        let kind = seg.kind() as usize;
+        if seg.used_pages.get() == 0 {
+            if was_busy { self.busy.remove(seg) } else { self.avail[kind].remove(seg) }
+            self.backend().segment_free(seg);
+        } else if was_busy {
+            self.busy.remove(seg);
+            self.avail[kind].push(seg);
+        }
+    }
+
+    /// A local free brought a page's `used` to zero: keep it if it is the only page of its
+    /// class (so alloc/free of one block does not churn pages), else retire it.
+    #[cold]
+    pub fn page_empty(&self, page: &Page) {
+        let class = page.class.load(Ordering::Relaxed) as usize;
+        let q = &self.queues[class];
+        if q.first.get() == page as *const Page as *mut Page && page.next.get().is_null() {
+            return;
+        }
+        self.retire_page(page);
+    }
+
+    /// Slow part of a free by the owner: the page is in the full list.
+    #[cold]
+    pub fn free_local_full(&self, page: &Page, b: *mut u8) {
+        self.page_unfull(page);
+        // SAFETY: b is a live block of this page (the caller checked ownership).
+        unsafe { page.push_local(b.cast()) };
+        if page.used() == 0 {
+            self.page_empty(page);
+        }
+    }
+
+    /// Takes over a segment an exited thread abandoned: its pages join this heap's queues.
+    fn reclaim(&self, seg: &Segment) {
+        seg.owner.store(self.id(), Ordering::Release);
+        let mut used = seg.used_mask();
+        let mut reclaimed = 0;
+        while used != 0 {
+            let i = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let page = &seg.pages[i];
+            self.collected(page, page.collect_remote());
+            page.flags.set(0);
+            if page.used() == 0 {
+                seg.free_page(page);
+            } else {
+                let class = page.class.load(Ordering::Relaxed) as usize;
+                self.queues[class].push_back(page);
+                self.update_direct(class);
+                reclaimed += 1;
+            }
+        }
+        Counters::bump(&self.counters.segments_reclaimed, 1);
+        Counters::bump(&self.counters.pages_reclaimed, reclaimed);
+        if seg.used_pages.get() == 0 {
+            self.backend().segment_free(seg);
+        } else if seg.free_mask.get() != 0 {
+            self.avail[seg.kind() as usize].push(seg);
+        } else {
+            self.busy.push(seg);
+        }
+    }
+
+    /// The owner is exiting: give every segment to the backend (empty ones are freed, the rest
+    /// abandoned for other threads to reclaim) and return the heap to the pool.
+    pub fn abandon(&self) {
+        if self.is_empty {
+            return;
+        }
+        let mut pages = 0;
+        for class in 0..CLASS_COUNT {
+            for q in [&self.queues[class], &self.full[class]] {
+                let mut p = q.first.get();
+                while !p.is_null() {
+                    // SAFETY: queue members are valid pages of this heap.
+                    let page = unsafe { &*p };
+                    p = page.next.get();
+                    q.remove(page);
+                    page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+                    page.flags.set(0);
+                    self.collected(page, page.collect_remote());
+                    if page.used() == 0 {
+                        // SAFETY: a queued page belongs to a live segment of this heap.
+                        let seg = unsafe { Segment::of_page(page) };
+                        self.release_page(seg, page);
+                    } else {
+                        pages += 1;
+                    }
+                }
+            }
+            self.update_direct(class);
+        }
+        let lists = [&self.avail[0], &self.avail[1], &self.avail[2], &self.busy];
+        for list in lists {
+            while let Some(seg) = list.first() {
+                list.remove(seg);
+                self.backend().abandon(seg);
+            }
+        }
+        Counters::bump(&self.counters.pages_abandoned, pages);
+        self.remote_hint.0.iter().for_each(|h| h.store(0, Ordering::Relaxed));
+        self.backend().heap_free(self);
+    }
+
+    /// Checks the heap's invariants (owner thread, no remote free in flight). Panics on a
+    /// violation.
+    pub fn validate(&self) {
+        for class in 0..CLASS_COUNT {
+            for (q, in_full) in [(&self.queues[class], false), (&self.full[class], true)] {
+                let mut p = q.first.get();
+                let mut prev = ptr::null_mut();
+                while !p.is_null() {
+                    // SAFETY: queue members are valid pages.
+                    let page = unsafe { &*p };
+                    assert_eq!(page.prev.get(), prev, "queue links are consistent");
+                    assert_eq!(page.class.load(Ordering::Relaxed) as usize, class, "page is in its class's queue");
+                    assert_eq!(page.flags.get() & IN_FULL != 0, in_full, "IN_FULL iff in the full list");
+                    // SAFETY: a queued page belongs to a live segment.
+                    let seg = unsafe { Segment::of_page(page) };
+                    assert_eq!(seg.owner.load(Ordering::Relaxed), self.id(), "the heap owns the segments of its pages");
+                    assert_eq!(seg.used_mask() & (1 << seg.page_index(page)), 1 << seg.page_index(page), "queued page is in use");
+                    page.validate();
+                    prev = p;
+                    p = page.next.get();
+                }
+                assert_eq!(q.last.get(), prev);
+            }
+            let first = self.queues[class].first.get();
+            let (lo, _) = DIRECT_OF_CLASS[class];
+            if lo != u8::MAX {
+                let expect = if first.is_null() { empty_page() } else { first };
+                assert_eq!(self.pages_direct[lo as usize].get(), expect, "direct slot points at the current page");
+            }
+        }
+        for (k, list) in [&self.avail[0], &self.avail[1], &self.avail[2], &self.busy].into_iter().enumerate() {
+            let mut s = list.first.get();
+            while !s.is_null() {
+                // SAFETY: list members are valid segments.
+                let seg = unsafe { &*s };
+                seg.validate();
+                assert_eq!(seg.owner.load(Ordering::Relaxed), self.id());
+                if k < 3 {
+                    assert_eq!(seg.kind() as usize, k, "avail list of its kind");
+                    assert_ne!(seg.free_mask.get(), 0, "avail segments have a free page");
+                } else {
+                    assert_eq!(seg.free_mask.get(), 0, "busy segments have no free page");
+                }
+                s = seg.next.get();
+            }
+        }
+    }
+}

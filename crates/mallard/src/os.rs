@@ -1,0 +1,330 @@
+//! The OS layer: where memory comes from.
+//!
+//! `PageSource` is the narrow interface the allocator needs: reserve an aligned region
+//! (readable, writable and zero-filled), decommit parts of it (the contents may be dropped and
+//! the memory stops counting as resident; it reads as zero when touched again), and release
+//! it. `OsPageSource` implements it with mmap/madvise/munmap; `SimPageSource` carves a fixed
+//! buffer, so that Miri and the model tests run the real allocator without system calls.
+
+use crate::config::OS_PAGE_SIZE;
+use crate::lock::SpinLock;
+use core::ptr::{self, NonNull};
+
+/// A source of aligned, zero-filled memory.
+///
+/// # Safety
+/// `reserve` must return memory that is valid for reads and writes of `size` bytes, aligned to
+/// `align`, zero-filled, and not handed out again until it is released.
+pub unsafe trait PageSource: Sync {
+    /// Reserves `size` bytes (a multiple of the OS page) aligned to `align` (a power of two,
+    /// at least the OS page). `None` when the system is out of memory.
+    fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
+
+    /// Lets the system drop the contents of `[p, p + size)`; it reads as zero afterwards.
+    ///
+    /// # Safety
+    /// The range lies inside one reserved region and holds no live data.
+    unsafe fn decommit(&self, p: NonNull<u8>, size: usize);
+
+    /// Returns a whole region to the system.
+    ///
+    /// # Safety
+    /// `p` and `size` are exactly what one `reserve` returned and asked for; nothing in the
+    /// region is used afterwards.
+    unsafe fn release(&self, p: NonNull<u8>, size: usize);
+
+    /// Grows or shrinks the region `[p, p + old_size)` to `new_size` bytes, moving it if
+    /// needed to an address aligned to `align`, without copying the bytes in user space.
+    /// `None` if that is not possible; the old region is then unchanged.
+    ///
+    /// # Safety
+    /// As for `release`: `p` and `old_size` describe one whole reserved region.
+    unsafe fn remap(&self, _p: NonNull<u8>, _old_size: usize, _new_size: usize, _align: usize) -> Option<NonNull<u8>> {
+        None
+    }
+}
+
+/// Memory straight from the kernel: anonymous private mappings.
+pub struct OsPageSource;
+
+#[cfg(not(miri))]
+// SAFETY: mmap returns fresh zero-filled pages; the trimming below keeps exactly the aligned
+// `size` bytes mapped.
+unsafe impl PageSource for OsPageSource {
+    fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        debug_assert!(size % OS_PAGE_SIZE == 0 && align.is_power_of_two());
+        // Ask for a region that is aligned by luck first (the kernel often places mappings
+        // next to each other); otherwise over-reserve and trim both ends.
+        let p = mmap(ptr::null_mut(), size)?;
+        if (p.as_ptr() as usize) & (align - 1) == 0 {
+            return Some(p);
+        }
+        // SAFETY: p is a mapping of exactly `size` bytes that we own.
+        unsafe { libc::munmap(p.as_ptr().cast(), size) };
+        let total = size.checked_add(align - OS_PAGE_SIZE)?;
+        let raw = mmap(ptr::null_mut(), total)?;
+        let start = raw.as_ptr() as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        let head = aligned - start;
+        let tail = total - head - size;
+        // SAFETY: both trimmed ranges lie inside the mapping we just made and are unused.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw.as_ptr().cast(), head);
+            }
+            if tail > 0 {
+                libc::munmap(raw.as_ptr().add(head + size).cast(), tail);
+            }
+            Some(NonNull::new_unchecked(raw.as_ptr().add(head)))
+        }
+    }
+
+    unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller owns the range; MADV_DONTNEED on private anonymous memory drops
+        // the pages and makes them read as zero on the next touch.
+        unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_DONTNEED) };
+    }
+
+    unsafe fn release(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller passes back exactly one region it reserved.
+        unsafe { libc::munmap(p.as_ptr().cast(), size) };
+    }
+
+    unsafe fn remap(&self, p: NonNull<u8>, old_size: usize, new_size: usize, align: usize) -> Option<NonNull<u8>> {
+        // Shrinking or growing in place keeps the alignment; try that first.
+        // SAFETY: the caller passes one whole region; without MREMAP_MAYMOVE the kernel
+        // either resizes it in place or fails leaving it unchanged.
+        let r = unsafe { libc::mremap(p.as_ptr().cast(), old_size, new_size, 0) };
+        if r != libc::MAP_FAILED {
+            return Some(p);
+        }
+        // Move it: reserve an aligned target, then let the kernel move the page tables there
+        // (MREMAP_FIXED replaces the target mapping), so no byte is copied.
+        let target = self.reserve(new_size, align)?;
+        // SAFETY: `target` is a fresh mapping of `new_size` bytes that we own; on failure the
+        // old region is untouched and we give the target back.
+        unsafe {
+            let r = libc::mremap(
+                p.as_ptr().cast(),
+                old_size,
+                new_size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                target.as_ptr() as *mut libc::c_void,
+            );
+            if r == libc::MAP_FAILED {
+                libc::munmap(target.as_ptr().cast(), new_size);
+                return None;
+            }
+        }
+        Some(target)
+    }
+}
+
+#[cfg(not(miri))]
+fn mmap(hint: *mut u8, size: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping has no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            hint.cast(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Under Miri the OS source is a simulated one over memory taken once from the system
+/// allocator (Miri cannot run mmap).
+#[cfg(miri)]
+// SAFETY: delegates to a SimPageSource, which keeps the PageSource promises.
+unsafe impl PageSource for OsPageSource {
+    fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        miri_source().reserve(size, align)
+    }
+    unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { miri_source().decommit(p, size) }
+    }
+    unsafe fn release(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { miri_source().release(p, size) }
+    }
+}
+
+#[cfg(miri)]
+fn miri_source() -> &'static SimPageSource {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+    static SOURCE: AtomicPtr<SimPageSource> = AtomicPtr::new(ptr::null_mut());
+    let s = SOURCE.load(Ordering::Acquire);
+    if !s.is_null() {
+        // SAFETY: published below, never freed.
+        return unsafe { &*s };
+    }
+    let fresh = std::boxed::Box::into_raw(std::boxed::Box::new(SimPageSource::with_capacity(64 << 20)));
+    match SOURCE.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: we just published it.
+        Ok(_) => unsafe { &*fresh },
+        // SAFETY: another thread published one first; ours is dropped unused.
+        Err(other) => unsafe {
+            drop(std::boxed::Box::from_raw(fresh));
+            &*other
+        },
+    }
+}
+
+/// Maximum number of released regions a `SimPageSource` remembers for reuse.
+const SIM_FREE_SLOTS: usize = 64;
+
+/// A page source over one fixed buffer: bump allocation plus a small first-fit list of
+/// released regions. Decommit zeroes the range, as the kernel would on the next touch.
+pub struct SimPageSource {
+    base: *mut u8,
+    size: usize,
+    state: SpinLock<SimState>,
+}
+
+struct SimState {
+    bump: usize,
+    free: [(usize, usize); SIM_FREE_SLOTS], // (offset, size); size 0 = unused slot
+}
+
+// SAFETY: the buffer is only handed out in disjoint regions, under the lock.
+unsafe impl Sync for SimPageSource {}
+// SAFETY: as above; the raw base pointer is just an address range we own.
+unsafe impl Send for SimPageSource {}
+
+impl SimPageSource {
+    /// A source over `[base, base + size)`.
+    ///
+    /// # Safety
+    /// The buffer must be valid for reads and writes, zero-filled, and used by nothing else for
+    /// as long as the source or any memory from it is used.
+    pub const unsafe fn new(base: *mut u8, size: usize) -> Self {
+        SimPageSource { base, size, state: SpinLock::new(SimState { bump: 0, free: [(0, 0); SIM_FREE_SLOTS] }) }
+    }
+
+    /// A source over a fresh zeroed buffer of `size` bytes from the system allocator (for
+    /// tests and simulations). The buffer is never freed: memory from the source may outlive
+    /// any owner.
+    pub fn with_capacity(size: usize) -> Self {
+        #[cfg(miri)]
+        // SAFETY: the layout has a non-zero size.
+        let base = unsafe { std::alloc::alloc_zeroed(Self::layout(size)) };
+        // Straight from mmap: untouched pages cost nothing (calloc with this alignment would
+        // clear them all).
+        #[cfg(not(miri))]
+        let base = OsPageSource.reserve(size, crate::config::SEGMENT_SIZE).map_or(ptr::null_mut(), |p| p.as_ptr());
+        assert!(!base.is_null(), "SimPageSource: cannot get {size} bytes");
+        // SAFETY: a fresh, zeroed, exclusively owned buffer that is never freed.
+        unsafe { Self::new(base, size) }
+    }
+
+    /// Gives the buffer of a `with_capacity` source back to the system allocator.
+    ///
+    /// # Safety
+    /// The source was made by `with_capacity` with the same `size`, and neither it nor any
+    /// memory from it is used again.
+    pub unsafe fn free_buffer(&self) {
+        #[cfg(miri)]
+        // SAFETY: per the contract, the buffer came from alloc_zeroed with this layout.
+        unsafe { std::alloc::dealloc(self.base, Self::layout(self.size)) };
+        #[cfg(not(miri))]
+        // SAFETY: per the contract, the buffer is one whole region from OsPageSource.
+        unsafe { OsPageSource.release(NonNull::new_unchecked(self.base), self.size) };
+    }
+
+    #[cfg(miri)]
+    fn layout(size: usize) -> core::alloc::Layout {
+        core::alloc::Layout::from_size_align(size, crate::config::SEGMENT_SIZE).unwrap()
+    }
+
+    fn region(&self, offset: usize) -> NonNull<u8> {
+        // SAFETY: offsets are always inside the buffer, so the pointer is in bounds and non-null.
+        unsafe { NonNull::new_unchecked(self.base.add(offset)) }
+    }
+}
+
+// SAFETY: regions are disjoint sub-ranges of a buffer we own; released ranges are zeroed
+// before they are handed out again.
+unsafe impl PageSource for SimPageSource {
+    fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let base = self.base as usize;
+        let mut st = self.state.lock();
+        // First fit among released regions (only ones that already have the alignment).
+        for slot in st.free.iter_mut() {
+            let (off, len) = *slot;
+            if len >= size && (base + off) % align == 0 {
+                *slot = if len == size { (0, 0) } else { (off + size, len - size) };
+                return Some(self.region(off));
+            }
+        }
+        let start = ((base + st.bump + align - 1) & !(align - 1)) - base;
+        if start.checked_add(size)? > self.size {
+            return None;
+        }
+        st.bump = start + size;
+        Some(self.region(start))
+    }
+
+    unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller owns the range and holds no live data in it.
+        unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
+    }
+
+    unsafe fn release(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller gives the region back; zero it so a later reserve gets zeroes.
+        unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
+        let off = p.as_ptr() as usize - self.base as usize;
+        let mut st = self.state.lock();
+        if off + size == st.bump {
+            st.bump = off;
+            return;
+        }
+        if let Some(slot) = st.free.iter_mut().find(|s| s.1 == 0) {
+            *slot = (off, size);
+        } // else: the region is forgotten (a bounded leak of simulated memory)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SEGMENT_SIZE;
+
+    #[test]
+    fn os_source_returns_aligned_zeroed_memory() {
+        let src = OsPageSource;
+        for align in [OS_PAGE_SIZE, SEGMENT_SIZE, 4 * SEGMENT_SIZE] {
+            let p = src.reserve(SEGMENT_SIZE, align).unwrap();
+            assert_eq!(p.as_ptr() as usize % align, 0);
+            // SAFETY: freshly reserved region of SEGMENT_SIZE bytes.
+            unsafe {
+                let s = core::slice::from_raw_parts_mut(p.as_ptr(), SEGMENT_SIZE);
+                assert!(s.iter().step_by(4096).all(|&b| b == 0));
+                s[100] = 7;
+                src.decommit(p, OS_PAGE_SIZE);
+                assert_eq!(s[100], 0, "decommitted memory reads as zero");
+                src.release(p, SEGMENT_SIZE);
+            }
+        }
+    }
+
+    #[test]
+    fn sim_source_reuses_released_regions() {
+        let src = SimPageSource::with_capacity(4 * SEGMENT_SIZE);
+        let a = src.reserve(SEGMENT_SIZE, SEGMENT_SIZE).unwrap();
+        let b = src.reserve(SEGMENT_SIZE, SEGMENT_SIZE).unwrap();
+        assert_ne!(a, b);
+        // SAFETY: a is a whole region from this source.
+        unsafe { src.release(a, SEGMENT_SIZE) };
+        assert_eq!(src.reserve(SEGMENT_SIZE, SEGMENT_SIZE), Some(a));
+        assert!(src.reserve(8 * SEGMENT_SIZE, SEGMENT_SIZE).is_none(), "out of memory is None");
+    }
+}

@@ -1,0 +1,250 @@
+//! Pages and their sharded free lists.
+//!
+//! A page is a run of memory inside a segment that serves blocks of one size class. Its free
+//! blocks sit on three lists, so that the hot paths never contend:
+//! - `free`: the owner allocates from it (the malloc fast path pops it);
+//! - `local_free`: the owner frees onto it (the free fast path pushes it);
+//! - `thread_free`: other threads free onto it with one atomic push (a remote free).
+//!
+//! The owner moves `local_free` and `thread_free` to `free` in its slow path (`collect`).
+//! A fresh page starts with empty lists and is carved lazily (`extend`), a few KiB at a time,
+//! so memory the program never uses is never touched.
+//!
+//! Invariant (owner's view, no remote free in flight):
+//! `used + len(free) + len(local_free) == capacity <= reserved`, and the blocks on
+//! `thread_free` are still counted in `used` until they are collected.
+//!
+//! The low bit of `thread_free` is the `FULL` flag: set by the owner when it moves the page to
+//! its full list, cleared by the first remote free that arrives after, which then tells the
+//! owning heap (`Heap::remote_hint`) that a full page has room again. Because flag and list
+//! head are one word, the freer learns "this page was full" atomically with its push.
+
+use crate::config::EXTEND_BYTES;
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+}
+
+/// `thread_free` tag bit: the page is in its owner's full list.
+pub const FULL: usize = 1;
+
+/// `Page::flags` bit (owner only): the page is in the heap's full list, so a local free must
+/// take the slow path and move it back.
+pub const IN_FULL: u8 = 1;
+
+#[repr(C)]
+pub struct Page {
+    // Hot fields first: the malloc and free fast paths touch only these.
+    pub free: Cell<*mut Block>,
+    /// Blocks handed out and not yet freed-and-collected. Written only by the owner; an atomic
+    /// so that `stats()` may read it from another thread.
+    pub used: AtomicU32,
+    pub flags: Cell<u8>,
+    /// The size class; read by remote freers and `stats()`.
+    pub class: AtomicU8,
+    /// Every block on `free` is zero apart from its link word.
+    pub free_is_zero: Cell<bool>,
+    /// The memory past `capacity` has not been touched since the OS zeroed it.
+    pub fresh: Cell<bool>,
+    pub local_free: Cell<*mut Block>,
+    pub thread_free: AtomicUsize,
+    pub block_size: Cell<usize>,
+    /// Blocks carved so far / blocks that fit.
+    pub capacity: Cell<u32>,
+    pub reserved: Cell<u32>,
+    /// First block of the page.
+    pub start: Cell<*mut u8>,
+    /// Links in the owning heap's page queue (or full list).
+    pub prev: Cell<*mut Page>,
+    pub next: Cell<*mut Page>,
+}
+
+impl Page {
+    pub const EMPTY: Page = Page {
+        free: Cell::new(ptr::null_mut()),
+        used: AtomicU32::new(0),
+        flags: Cell::new(0),
+        class: AtomicU8::new(0),
+        free_is_zero: Cell::new(false),
+        fresh: Cell::new(false),
+        local_free: Cell::new(ptr::null_mut()),
+        thread_free: AtomicUsize::new(0),
+        block_size: Cell::new(0),
+        capacity: Cell::new(0),
+        reserved: Cell::new(0),
+        start: Cell::new(ptr::null_mut()),
+        prev: Cell::new(ptr::null_mut()),
+        next: Cell::new(ptr::null_mut()),
+    };
+
+    /// Prepares the page to serve `class` from `[start, start + len)`.
+    pub fn init(&self, class: usize, block_size: usize, start: *mut u8, len: usize, fresh: bool) {
+        self.free.set(ptr::null_mut());
+        self.used.store(0, Ordering::Relaxed);
+        self.flags.set(0);
+        self.class.store(class as u8, Ordering::Relaxed);
+        self.free_is_zero.set(false);
+        self.fresh.set(fresh);
+        self.local_free.set(ptr::null_mut());
+        self.thread_free.store(0, Ordering::Relaxed);
+        self.block_size.set(block_size);
+        self.capacity.set(0);
+        self.reserved.set((len / block_size) as u32);
+        self.start.set(start);
+        self.prev.set(ptr::null_mut());
+        self.next.set(ptr::null_mut());
+    }
+
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Owner only: `used += delta` without a locked instruction.
+    #[inline(always)]
+    pub fn add_used(&self, delta: i32) {
+        self.used.store(self.used().wrapping_add(delta as u32), Ordering::Relaxed);
+    }
+
+    /// Pops a block from `free`, which must not be empty.
+    ///
+    /// # Safety
+    /// Owner only; `free` is non-empty.
+    #[inline(always)]
+    pub unsafe fn pop(&self) -> *mut Block {
+        let b = self.free.get();
+        // SAFETY: b is a free block of this page; its first word is the link.
+        self.free.set(unsafe { (*b).next });
+        self.add_used(1);
+        b
+    }
+
+    /// Owner only: pushes a block freed by the owner.
+    ///
+    /// # Safety
+    /// `b` is a block of this page that is in use.
+    #[inline(always)]
+    pub unsafe fn push_local(&self, b: *mut Block) {
+        // SAFETY: the block is ours and no longer used by the program.
+        unsafe { (*b).next = self.local_free.get() };
+        self.local_free.set(b);
+        self.add_used(-1);
+    }
+
+    /// Pushes a block freed by another thread. Returns the old tag: `FULL` if the page sat in
+    /// its owner's full list (the push cleared the flag and the caller must tell the owner).
+    ///
+    /// # Safety
+    /// `b` is a block of this page that is in use. The page's memory may be reused by its
+    /// owner as soon as this returns, so the caller must not touch the page afterwards.
+    pub unsafe fn push_remote(&self, b: *mut Block) -> usize {
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours to link until the push publishes it.
+            unsafe { (*b).next = (old & !FULL) as *mut Block };
+            match self.thread_free.compare_exchange_weak(old, b as usize, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return old & FULL,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Owner only: moves remote and local frees to `free` if `free` is empty. Returns the
+    /// number of remote frees collected.
+    pub fn collect(&self) -> u32 {
+        let n = self.collect_remote();
+        if self.free.get().is_null() && !self.local_free.get().is_null() {
+            self.free.set(self.local_free.replace(ptr::null_mut()));
+            self.free_is_zero.set(false);
+        }
+        n
+    }
+
+    /// Owner only: moves the `thread_free` list onto `local_free`. The page must not be in
+    /// the full list (its `FULL` tag is clear).
+    pub fn collect_remote(&self) -> u32 {
+        if self.thread_free.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let head = self.thread_free.swap(0, Ordering::Acquire) as *mut Block;
+        debug_assert!(head as usize & FULL == 0);
+        // Find the tail and count; these blocks are about to be reused anyway.
+        let mut n = 1u32;
+        let mut tail = head;
+        // SAFETY: every block on the list was pushed by a remote free of this page, and the
+        // Acquire swap makes the freers' link writes visible.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = self.local_free.get();
+        }
+        self.local_free.set(head);
+        self.add_used(-(n as i32));
+        n
+    }
+
+    /// Owner only: carves more blocks from the untouched end of the page onto `free`
+    /// (`free` must be empty and `capacity < reserved`). Builds at most `EXTEND_BYTES` worth,
+    /// and at least one block.
+    pub fn extend(&self) {
+        let size = self.block_size.get();
+        let cap = self.capacity.get() as usize;
+        let n = (EXTEND_BYTES / size).clamp(1, self.reserved.get() as usize - cap);
+        // SAFETY: blocks cap..cap+n lie inside the page (n <= reserved - cap) and are unused.
+        unsafe {
+            let first = self.start.get().add(cap * size);
+            let mut b = first;
+            for _ in 1..n {
+                let next = b.add(size);
+                (*(b as *mut Block)).next = next as *mut Block;
+                b = next;
+            }
+            (*(b as *mut Block)).next = ptr::null_mut();
+            self.free.set(first as *mut Block);
+        }
+        self.free_is_zero.set(self.fresh.get());
+        self.capacity.set((cap + n) as u32);
+    }
+
+    /// Owner only: whether the page can hand out a block without growing.
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        !self.free.get().is_null() || self.capacity.get() < self.reserved.get()
+    }
+
+    /// Whether `p` is the start of a block of this page (as opposed to an interior pointer).
+    pub fn is_block_start(&self, p: *const u8) -> bool {
+        let off = (p as usize).wrapping_sub(self.start.get() as usize);
+        let size = self.block_size.get();
+        size != 0 && off < size * self.reserved.get() as usize && off % size == 0
+    }
+
+    /// Checks the page invariants (owner only, no remote free in flight). Panics on violation.
+    pub fn validate(&self) {
+        let count = |mut b: *mut Block| {
+            let mut n = 0u32;
+            while !b.is_null() {
+                assert!(self.is_block_start(b as *const u8), "free-list entry {b:p} is not a block of its page");
+                assert!((b as usize - self.start.get() as usize) / self.block_size.get() < self.capacity.get() as usize);
+                n += 1;
+                assert!(n <= self.capacity.get(), "free list longer than the page: a cycle");
+                // SAFETY: b is a free block of this page (checked above).
+                b = unsafe { (*b).next };
+            }
+            n
+        };
+        let free = count(self.free.get());
+        let local = count(self.local_free.get());
+        let remote = count((self.thread_free.load(Ordering::Acquire) & !FULL) as *mut Block);
+        assert!(self.capacity.get() <= self.reserved.get());
+        assert_eq!(self.used() + free + local, self.capacity.get(), "used + free + local_free == capacity");
+        assert!(remote <= self.used(), "remote frees are counted in used until collected");
+    }
+}

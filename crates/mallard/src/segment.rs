@@ -1,0 +1,230 @@
+//! Segments: aligned 4 MiB regions from the page source, cut into pages.
+//!
+//! The segment header sits in the first slice (64 KiB) and holds the page map, one entry per
+//! slice, so the page of any block is found in O(1): mask the address down to the segment,
+//! then index the map with the slice number. Blocks never start at offset 0 of a segment,
+//! which lets `segment_of` mask `p - 1` and so also serve huge blocks whose alignment puts
+//! them exactly one segment past their header.
+//!
+//! Kinds (`SegmentKind`): a small segment has 63 pages of one slice; a medium segment 8 pages
+//! of eight slices (page 0 one slice shorter, for the header); a large segment one page of 63
+//! slices; a huge segment one block, in a mapping of its own.
+//!
+//! Invariants (owner's view): `used_pages == popcount(valid & !free_mask)`; a page is on a
+//! heap queue iff its bit is clear in `free_mask`; `owner` is the owning heap, or null when the
+//! segment is abandoned, cached or huge.
+
+use crate::backend::Backend;
+use crate::config::*;
+use crate::page::Page;
+use crate::size_class::PageKind;
+use core::cell::Cell;
+use crate::heap::Heap;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum SegmentKind {
+    Small = 0,
+    Medium = 1,
+    Large = 2,
+    Huge = 3,
+    /// Empty, in the backend's segment cache.
+    Cached = 4,
+}
+
+impl SegmentKind {
+    pub fn from_page_kind(k: PageKind) -> Self {
+        match k {
+            PageKind::Small => SegmentKind::Small,
+            PageKind::Medium => SegmentKind::Medium,
+            PageKind::Large => SegmentKind::Large,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => SegmentKind::Small,
+            1 => SegmentKind::Medium,
+            2 => SegmentKind::Large,
+            3 => SegmentKind::Huge,
+            _ => SegmentKind::Cached,
+        }
+    }
+
+    /// Bit mask of the page indices a segment of this kind has.
+    pub fn valid_pages(self) -> u64 {
+        match self {
+            SegmentKind::Small => !1u64,
+            SegmentKind::Medium => 0xff,
+            SegmentKind::Large | SegmentKind::Huge => 1,
+            SegmentKind::Cached => 0,
+        }
+    }
+}
+
+#[repr(C)]
+pub struct Segment {
+    /// The owning heap; null if none. Read by every `free`.
+    pub owner: AtomicPtr<Heap>,
+    kind: AtomicU8,
+    /// All bytes of the segment were zero when it was mapped and no page has used them since.
+    pub fresh: Cell<bool>,
+    /// Page of each slice.
+    pub page_map: [Cell<*mut Page>; SLICES_PER_SEGMENT],
+    pub pages: [Page; SLICES_PER_SEGMENT],
+    pub free_mask: Cell<u64>,
+    pub used_pages: Cell<u32>,
+    /// Pages that have been used since the segment was mapped (their memory is not zero).
+    pub dirty_mask: Cell<u64>,
+    /// Links in a heap's segment list, the cache or the abandoned list.
+    pub next: Cell<*mut Segment>,
+    pub prev: Cell<*mut Segment>,
+    /// Links in the backend's registry of every mapped segment (changed under its lock).
+    pub reg_next: Cell<*mut Segment>,
+    pub reg_prev: Cell<*mut Segment>,
+    pub backend: Cell<*const Backend>,
+    /// The mapping that holds the segment (a huge one may start before the header).
+    pub base: Cell<*mut u8>,
+    pub map_size: Cell<usize>,
+    /// Huge segments: the size the program asked for (for statistics).
+    pub huge_size: AtomicUsize,
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+
+/// The segment holding block `p`.
+#[inline(always)]
+pub fn segment_of(p: *const u8) -> *const Segment {
+    p.map_addr(|a| a.wrapping_sub(1) & !SEGMENT_MASK).cast()
+}
+
+/// Slice index of `p` inside its segment.
+#[inline(always)]
+pub fn slice_of(p: *const u8) -> usize {
+    (p as usize >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1)
+}
+
+impl Segment {
+    #[inline(always)]
+    pub fn kind(&self) -> SegmentKind {
+        SegmentKind::from_u8(self.kind.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub fn backend(&self) -> &Backend {
+        // SAFETY: set at init; backends outlive their segments.
+        unsafe { &*self.backend.get() }
+    }
+
+    /// The page holding block `p` of this segment.
+    #[inline(always)]
+    pub fn page_of(&self, p: *const u8) -> &Page {
+        // SAFETY: page_map entries always point into `self.pages`.
+        unsafe { &*self.page_map[slice_of(p)].get() }
+    }
+
+    /// The segment's start, as a pointer that may reach the whole mapping (a pointer made
+    /// from `&self` could only reach the header).
+    pub fn addr(&self) -> *mut u8 {
+        self.base.get().with_addr(self as *const Segment as usize)
+    }
+
+    /// The segment of a page of this kind of header, from any block pointer of the page.
+    ///
+    /// # Safety
+    /// `page` is a page of a live segment whose `start` has been set.
+    pub unsafe fn of_page(page: &Page) -> &Segment {
+        // SAFETY: `start` points into the segment's mapping, so masking it finds the header.
+        unsafe { &*segment_of(page.start.get()) }
+    }
+
+    /// Sets up the header for `kind`. The memory is either fresh (all zero, which is a valid
+    /// empty header) or a former segment's header; the registry links are kept.
+    pub fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, fresh: bool) {
+        self.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
+        self.kind.store(kind as u8, Ordering::Relaxed);
+        self.fresh.set(fresh);
+        for s in 0..SLICES_PER_SEGMENT {
+            let page_index = match kind {
+                SegmentKind::Small => s,
+                SegmentKind::Medium => s / 8,
+                _ => 0,
+            };
+            self.page_map[s].set(&self.pages[page_index] as *const Page as *mut Page);
+        }
+        for p in &self.pages {
+            p.used.store(0, Ordering::Relaxed);
+            p.reserved.set(0);
+        }
+        self.free_mask.set(kind.valid_pages());
+        self.used_pages.set(0);
+        self.dirty_mask.set(0);
+        self.next.set(core::ptr::null_mut());
+        self.prev.set(core::ptr::null_mut());
+        self.backend.set(backend);
+        self.base.set(base);
+        self.map_size.set(map_size);
+        self.huge_size.store(0, Ordering::Relaxed);
+    }
+
+    /// Marks the segment cached (empty, dirty) or re-kinds it.
+    pub fn set_kind(&self, kind: SegmentKind) {
+        self.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// The memory range page `index` serves.
+    pub fn page_area(&self, index: usize) -> (*mut u8, usize) {
+        let (start, end) = match self.kind() {
+            SegmentKind::Small => (index * SLICE_SIZE, (index + 1) * SLICE_SIZE),
+            SegmentKind::Medium => ((index * MEDIUM_PAGE_SIZE).max(SLICE_SIZE), (index + 1) * MEDIUM_PAGE_SIZE),
+            _ => (SLICE_SIZE, SEGMENT_SIZE),
+        };
+        // SAFETY: the offsets stay inside the segment.
+        (unsafe { self.addr().add(start) }, end - start)
+    }
+
+    /// Owner only: takes a free page, or `None` if every page is in use.
+    pub fn take_page(&self) -> Option<(usize, &Page)> {
+        let mask = self.free_mask.get();
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize;
+        self.free_mask.set(mask & !(1 << i));
+        self.used_pages.set(self.used_pages.get() + 1);
+        Some((i, &self.pages[i]))
+    }
+
+    /// Owner only: whether page `i` has been used since the segment was mapped, and marks it
+    /// used from now on.
+    pub fn page_was_fresh(&self, i: usize) -> bool {
+        let dirty = self.dirty_mask.get();
+        self.dirty_mask.set(dirty | 1 << i);
+        self.fresh.get() && dirty & (1 << i) == 0
+    }
+
+    /// Owner only: gives page `page` back to the segment.
+    pub fn free_page(&self, page: &Page) {
+        let i = self.page_index(page);
+        debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
+        page.reserved.set(0);
+        page.used.store(0, Ordering::Relaxed);
+        self.free_mask.set(self.free_mask.get() | 1 << i);
+        self.used_pages.set(self.used_pages.get() - 1);
+    }
+
+    pub fn page_index(&self, page: &Page) -> usize {
+        (page as *const Page as usize - self.pages.as_ptr() as usize) / core::mem::size_of::<Page>()
+    }
+
+    /// Page indices in use.
+    pub fn used_mask(&self) -> u64 {
+        self.kind().valid_pages() & !self.free_mask.get()
+    }
+
+    pub fn validate(&self) {
+        assert_eq!(self.used_mask().count_ones(), self.used_pages.get(), "used_pages == popcount(used)");
+        assert_eq!(self.free_mask.get() & !self.kind().valid_pages(), 0);
+    }
+}

@@ -1,0 +1,175 @@
+//! Statistics: counters declared once (the `counters!` list below); each heap keeps its own
+//! set, written only by its thread, and `stats()` sums them with the backend's shared set and
+//! with what the segment registry shows (live blocks per class, segments, huge blocks).
+//! `print_stats` formats into a stack buffer: it never allocates.
+
+use crate::size_class::{CLASS_COUNT, CLASS_SIZE};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($( $name:ident : $desc:literal, )*) => {
+        /// Event counters. In a heap they are written only by its owner (plain load and
+        /// store, no locked instruction); in the backend by any thread (`fetch_add`).
+        pub struct Counters { $( pub $name: AtomicI64, )* }
+
+        impl Counters {
+            pub const fn new() -> Self { Counters { $( $name: AtomicI64::new(0), )* } }
+            fn sum_into(&self, s: &mut Stats) { $( s.$name += self.$name.load(Relaxed); )* }
+        }
+
+        /// A summed snapshot of the allocator's state. Taken while other threads run, it is
+        /// consistent per counter, not across counters.
+        #[derive(Clone, Copy, Debug)]
+        pub struct Stats {
+            $( #[doc = $desc] pub $name: i64, )*
+            /// Blocks live per size class.
+            pub class_blocks: [i64; CLASS_COUNT],
+            /// Pages with blocks in use (or freed remotely and not yet collected) per class.
+            pub class_pages: [i64; CLASS_COUNT],
+            /// Segments currently mapped (page segments, cached ones and huge ones).
+            pub segments_current: i64,
+            /// Empty segments kept in the cache.
+            pub segments_cached: i64,
+            /// Huge blocks live, and their requested bytes.
+            pub huge_blocks: i64,
+            pub huge_bytes: i64,
+            /// Bytes mapped from the OS for segments right now.
+            pub mapped_bytes: i64,
+        }
+
+        impl Stats {
+            const ZERO: Stats = Stats {
+                $( $name: 0, )*
+                class_blocks: [0; CLASS_COUNT],
+                class_pages: [0; CLASS_COUNT],
+                segments_current: 0, segments_cached: 0, huge_blocks: 0, huge_bytes: 0, mapped_bytes: 0,
+            };
+            /// The event counters as (name, description, value).
+            pub fn counters(&self) -> [(&'static str, &'static str, i64); [$(stringify!($name)),*].len()] {
+                [ $( (stringify!($name), $desc, self.$name), )* ]
+            }
+        }
+    };
+}
+
+counters! {
+    segments_mapped: "segments taken from the OS",
+    segments_released: "segments given back to the OS",
+    segments_reused: "segments taken again from the cache",
+    segments_abandoned: "segments left by exiting threads",
+    segments_reclaimed: "abandoned segments taken over by another thread",
+    pages_fresh: "pages started for a size class",
+    pages_retired: "empty pages returned to their segment",
+    pages_abandoned: "pages in use left by exiting threads",
+    pages_reclaimed: "abandoned pages taken over by another thread",
+    remote_frees: "blocks freed by a thread other than their owner",
+    huge_allocs: "huge blocks mapped",
+    huge_frees: "huge blocks unmapped",
+    huge_remaps: "huge blocks resized by mremap",
+    heaps_created: "thread heaps created",
+    heaps_reused: "thread heaps reused after their thread exited",
+    malloc_slow: "allocations that took the slow path",
+}
+
+impl Counters {
+    /// Owner-only increment (no locked instruction).
+    #[inline(always)]
+    pub fn bump(c: &AtomicI64, n: i64) {
+        c.store(c.load(Relaxed) + n, Relaxed);
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::ZERO
+    }
+}
+
+impl Stats {
+    pub(crate) fn add_counters(&mut self, c: &Counters) {
+        c.sum_into(self);
+    }
+
+    /// Bytes in live blocks of the page classes (block sizes, not requested sizes).
+    pub fn small_live_bytes(&self) -> i64 {
+        self.class_blocks.iter().zip(CLASS_SIZE.iter()).map(|(&n, &s)| n * s as i64).sum()
+    }
+
+    /// Bytes in live blocks, page classes and huge blocks together.
+    pub fn live_bytes(&self) -> i64 {
+        self.small_live_bytes() + self.huge_bytes
+    }
+
+    /// Writes the statistics as a compact table.
+    pub fn write_table(&self, w: &mut dyn Write) -> fmt::Result {
+        writeln!(w, "mallard statistics")?;
+        writeln!(
+            w,
+            "  live {} bytes ({} in huge blocks), {} segments mapped ({} bytes, {} cached)",
+            self.live_bytes(),
+            self.huge_bytes,
+            self.segments_current,
+            self.mapped_bytes,
+            self.segments_cached
+        )?;
+        for (name, _, v) in self.counters() {
+            if v != 0 {
+                writeln!(w, "  {name:<20} {v:>12}")?;
+            }
+        }
+        writeln!(w, "  {:>8} {:>10} {:>8} {:>12}", "class", "blocks", "pages", "bytes")?;
+        for c in 0..CLASS_COUNT {
+            if self.class_blocks[c] != 0 || self.class_pages[c] != 0 {
+                let size = CLASS_SIZE[c] as i64;
+                writeln!(w, "  {:>8} {:>10} {:>8} {:>12}", size, self.class_blocks[c], self.class_pages[c], self.class_blocks[c] * size)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that flushes to a file descriptor when full.
+pub struct FdWriter {
+    fd: i32,
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl FdWriter {
+    pub const fn new(fd: i32) -> Self {
+        FdWriter { fd, buf: [0; 512], len: 0 }
+    }
+
+    pub fn flush(&mut self) {
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: buf[off..len] is initialized memory we own.
+            let n = unsafe { libc::write(self.fd, self.buf.as_ptr().add(off).cast(), self.len - off) };
+            if n <= 0 {
+                break;
+            }
+            off += n as usize;
+        }
+        self.len = 0;
+    }
+}
+
+impl Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FdWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

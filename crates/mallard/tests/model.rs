@@ -1,0 +1,158 @@
+//! Model tests: random op-programs run against heaps on a simulated page source and against a
+//! shadow model of the live blocks. Every block is filled with a pattern that is checked before
+//! it is freed or resized, blocks must never overlap, and every heap's invariants must hold
+//! after every step. Several heaps play several threads (a free by another heap is a remote
+//! free), and `Exit` plays a thread exit (abandon, then a new heap from the pool).
+
+use mallard::alloc::{free, malloc_aligned, malloc_zeroed, realloc, usable_size};
+use mallard::backend::Backend;
+use mallard::heap::Heap;
+use mallard::os::SimPageSource;
+use proptest::prelude::*;
+
+const HEAPS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { heap: usize, size: usize, align_shift: u32, zeroed: bool },
+    Free { idx: usize, heap: usize },
+    Realloc { idx: usize, heap: usize, size: usize },
+    Exit { heap: usize },
+}
+
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        8 => 0usize..=256,
+        4 => 257usize..=8192,
+        2 => 8193usize..=70_000,
+        1 => 70_001usize..=600_000,
+        1 => 600_001usize..=2_000_000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let heap = 0..HEAPS;
+    prop_oneof![
+        6 => (heap.clone(), size(), prop_oneof![6 => Just(0u32), 2 => 3u32..=8, 1 => 9u32..=21], any::<bool>())
+            .prop_map(|(heap, size, align_shift, zeroed)| Op::Alloc { heap, size, align_shift, zeroed }),
+        5 => (any::<usize>(), heap.clone()).prop_map(|(idx, heap)| Op::Free { idx, heap }),
+        2 => (any::<usize>(), heap.clone(), size()).prop_map(|(idx, heap, size)| Op::Realloc { idx, heap, size }),
+        1 => heap.prop_map(|heap| Op::Exit { heap }),
+    ]
+}
+
+struct Live {
+    p: *mut u8,
+    size: usize,
+    align: usize,
+    seed: u8,
+}
+
+fn pattern(seed: u8, k: usize) -> u8 {
+    seed.wrapping_add(k as u8 ^ (k >> 8) as u8)
+}
+
+fn fill(p: *mut u8, size: usize, seed: u8) {
+    // SAFETY: the block holds `size` bytes.
+    let s = unsafe { std::slice::from_raw_parts_mut(p, size) };
+    s.iter_mut().enumerate().for_each(|(k, b)| *b = pattern(seed, k));
+}
+
+fn check(b: &Live, len: usize) {
+    // SAFETY: the block holds at least `len` bytes.
+    let s = unsafe { std::slice::from_raw_parts(b.p, len) };
+    if let Some(k) = (0..len).find(|&k| s[k] != pattern(b.seed, k)) {
+        panic!("byte {k} of block {:p} (size {}) changed", b.p, b.size);
+    }
+}
+
+fn run(ops: &[Op]) {
+    let source: &'static SimPageSource = Box::leak(Box::new(SimPageSource::with_capacity(512 << 20)));
+    let backend: &'static Backend = Backend::leaked(source);
+    let mut heaps: Vec<&Heap> = (0..HEAPS).map(|_| backend.heap_alloc().unwrap()).collect();
+    let mut live: Vec<Live> = Vec::new();
+    let mut seed = 1u8;
+    for op in ops {
+        match *op {
+            Op::Alloc { heap, size, align_shift, zeroed } => {
+                let align = 1usize << align_shift;
+                // SAFETY: heaps[heap] plays the calling thread.
+                let p = unsafe {
+                    if zeroed { malloc_zeroed(heaps[heap], size, align) } else { malloc_aligned(heaps[heap], size, align) }
+                };
+                assert!(!p.is_null(), "out of simulated memory");
+                assert_eq!(p as usize % align, 0, "alignment {align}");
+                // SAFETY: p is live.
+                assert!(unsafe { usable_size(p) } >= size);
+                if zeroed {
+                    // SAFETY: p holds `size` bytes.
+                    assert!(unsafe { std::slice::from_raw_parts(p, size) }.iter().all(|&b| b == 0), "zeroed block");
+                }
+                let (a, b) = (p as usize, p as usize + size.max(1));
+                for other in &live {
+                    let (c, d) = (other.p as usize, other.p as usize + other.size.max(1));
+                    assert!(b <= c || d <= a, "block {p:p}+{size} overlaps {:p}+{}", other.p, other.size);
+                }
+                seed = seed.wrapping_add(37);
+                fill(p, size, seed);
+                live.push(Live { p, size, align, seed });
+            }
+            Op::Free { idx, heap } if !live.is_empty() => {
+                let b = live.swap_remove(idx % live.len());
+                check(&b, b.size);
+                // SAFETY: a live block; a free by another heap is a remote free.
+                unsafe { free(heaps[heap], b.p) };
+            }
+            Op::Realloc { idx, heap, size } if !live.is_empty() => {
+                let i = idx % live.len();
+                check(&live[i], live[i].size);
+                let b = &mut live[i];
+                // SAFETY: a live block with this alignment.
+                let q = unsafe { realloc(heaps[heap], b.p, b.size, size, b.align) };
+                assert!(!q.is_null());
+                assert_eq!(q as usize % b.align, 0);
+                let kept = b.size.min(size);
+                b.p = q;
+                check(b, kept);
+                b.size = size;
+                seed = seed.wrapping_add(37);
+                b.seed = seed;
+                fill(q, size, seed);
+            }
+            Op::Exit { heap } => {
+                heaps[heap].abandon();
+                heaps[heap] = backend.heap_alloc().unwrap();
+            }
+            _ => {}
+        }
+        for h in &heaps {
+            h.validate();
+        }
+    }
+    for b in &live {
+        check(b, b.size);
+    }
+    for (i, b) in live.drain(..).enumerate() {
+        // SAFETY: live blocks, freed by assorted heaps.
+        unsafe { free(heaps[i % HEAPS], b.p) };
+        heaps.iter().for_each(|h| h.validate());
+    }
+    let s = backend.stats();
+    assert_eq!(s.huge_blocks, 0, "every huge block was unmapped");
+    assert_eq!(s.class_blocks.iter().sum::<i64>(), 0, "no block is live");
+    // SAFETY: every block is freed and the heaps and backend are not used again.
+    unsafe { source.free_buffer() };
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(if cfg!(miri) { 2 } else { 256 }),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn op_programs_keep_contents_and_invariants(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 20 } else { 200 })) {
+        run(&ops);
+    }
+}
