@@ -128,7 +128,7 @@ fn mmap(hint: *mut u8, size: usize) -> Option<NonNull<u8>> {
             hint.cast(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )

@@ -1,0 +1,237 @@
+//! `Mallard` as the global allocator of this test binary: threads, thread exit, remote frees,
+//! alignment, zeroing, realloc and out-of-memory, checked through contents and statistics.
+//! Tests that read the process-wide statistics run one at a time (`SERIAL`).
+
+use mallard::Mallard;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::{mpsc, Mutex};
+
+#[global_allocator]
+static GLOBAL: Mallard = Mallard;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (seed.wrapping_mul(31) + k) as u8).collect()
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn blocks_passed_between_threads_keep_their_contents() {
+    const THREADS: usize = 4;
+    let rounds = if cfg!(miri) { 20 } else { 20_000 };
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::sync_channel::<(usize, Vec<u8>)>(64)).unzip();
+    let mut handles = Vec::new();
+    for (t, rx) in rxs.into_iter().enumerate() {
+        let next = txs[(t + 1) % THREADS].clone();
+        handles.push(std::thread::spawn(move || {
+            let mut received = 0;
+            for i in 0..rounds {
+                let seed = t * 1_000_000 + i;
+                let len = (seed * 7919) % 3000;
+                next.send((seed, pattern(seed, len))).unwrap();
+                // Free (remotely) what the previous thread made.
+                while let Ok((s, v)) = rx.try_recv() {
+                    assert_eq!(v, pattern(s, v.len()), "block from another thread changed");
+                    received += 1;
+                }
+            }
+            drop(next);
+            for (s, v) in rx.iter() {
+                assert_eq!(v, pattern(s, v.len()));
+                received += 1;
+            }
+            received
+        }));
+    }
+    drop(txs);
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, THREADS * rounds);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "10,000 threads")]
+fn ten_thousand_threads_do_not_grow_memory() {
+    let _g = serial();
+    let before = mallard::stats();
+    let mut leftovers: Vec<Vec<u64>> = Vec::new();
+    for round in 0..10_000usize {
+        let h = std::thread::spawn(move || {
+            let mut keep = Vec::new();
+            for i in 0..50 {
+                let v: Vec<u64> = vec![(round + i) as u64; 1 + (round * 13 + i * 7) % 300];
+                if i % 10 == 0 {
+                    keep.push(v); // outlives the thread; freed later by the main thread
+                }
+            }
+            keep
+        });
+        leftovers.extend(h.join().unwrap());
+        if leftovers.len() > 1000 {
+            for (k, v) in leftovers.drain(..).enumerate() {
+                assert!(v.iter().all(|&x| x == v[0]), "block {k} kept its contents");
+            }
+        }
+    }
+    drop(leftovers);
+    let after = mallard::stats();
+    let new_segments = after.segments_mapped - before.segments_mapped;
+    assert!(new_segments <= 16, "10,000 threads mapped {new_segments} new segments");
+    assert!(after.segments_reclaimed - before.segments_reclaimed >= 1000, "abandoned segments are reclaimed");
+    assert!(after.heaps_reused - before.heaps_reused >= 9000, "heaps are reused");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "long")]
+fn producer_consumer_reuses_memory() {
+    let _g = serial();
+    let before = mallard::stats();
+    let (tx, rx) = mpsc::sync_channel::<Vec<Box<[u8]>>>(16);
+    let consumer = std::thread::spawn(move || {
+        let mut n = 0usize;
+        for batch in rx {
+            for b in batch {
+                assert!(b.iter().all(|&x| x == b.len() as u8));
+                n += 1;
+            }
+        }
+        n
+    });
+    let total = 2_000_000usize;
+    for i in 0..total / 64 {
+        let batch: Vec<Box<[u8]>> =
+            (0..64).map(|k| { let len = 16 + (i * 64 + k) % 240; vec![len as u8; len].into_boxed_slice() }).collect();
+        tx.send(batch).unwrap();
+    }
+    drop(tx);
+    assert_eq!(consumer.join().unwrap(), total);
+    let after = mallard::stats();
+    // ~300 MB went through; at most a few MiB are live at a time.
+    let grew = after.segments_mapped - before.segments_mapped;
+    assert!(grew <= 8, "producer/consumer mapped {grew} segments for bounded live memory");
+    assert!(after.remote_frees - before.remote_frees >= total as i64);
+}
+
+#[test]
+fn every_power_of_two_alignment_is_honoured() {
+    let mut blocks = Vec::new();
+    for shift in 0..=if cfg!(miri) { 16 } else { 26 } {
+        let align = 1usize << shift;
+        for size in [1, 8, 24, 100, 4096, 70_000, 700_000] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: non-zero size.
+            let p = unsafe { GLOBAL.alloc(layout) };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0, "size {size} align {align}");
+            // SAFETY: p holds `size` bytes.
+            unsafe { p.write_bytes(0xa5, size) };
+            blocks.push((p, layout));
+        }
+    }
+    for (p, layout) in blocks {
+        // SAFETY: p holds layout.size() bytes.
+        assert!(unsafe { std::slice::from_raw_parts(p, layout.size()) }.iter().all(|&b| b == 0xa5));
+        // SAFETY: allocated above with this layout.
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+}
+
+#[test]
+fn alloc_zeroed_returns_zeroes_even_on_reused_memory() {
+    for size in [8, 16, 100, 1000, 5000, 100_000, 1 << 20] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        for _ in 0..3 {
+            // SAFETY: non-zero size.
+            let p = unsafe { GLOBAL.alloc(layout) };
+            // SAFETY: p holds `size` bytes; dirty it and free it so it gets reused.
+            unsafe {
+                p.write_bytes(0xff, size);
+                GLOBAL.dealloc(p, layout);
+            }
+            // SAFETY: non-zero size.
+            let z = unsafe { GLOBAL.alloc_zeroed(layout) };
+            // SAFETY: z holds `size` bytes.
+            assert!(unsafe { std::slice::from_raw_parts(z, size) }.iter().all(|&b| b == 0), "size {size}");
+            // SAFETY: allocated above.
+            unsafe { GLOBAL.dealloc(z, layout) };
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn large_zeroed_allocation_from_fresh_memory_is_not_touched() {
+    let _g = serial();
+    let size = 1usize << 30;
+    let before = resident_bytes();
+    let v: Vec<u8> = vec![0; size]; // alloc_zeroed
+    let during = resident_bytes();
+    assert!(v[size / 2] == 0 && v[size - 1] == 0);
+    assert!(during < before + (64 << 20), "1 GiB calloc made {} MiB resident", (during - before) >> 20);
+}
+
+#[test]
+fn realloc_stays_in_place_within_the_class() {
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    // SAFETY: non-zero size; realloc to sizes that fit the 112-byte class.
+    unsafe {
+        let p = GLOBAL.alloc(layout);
+        p.write_bytes(7, 100);
+        let q = GLOBAL.realloc(p, layout, 112);
+        assert_eq!(p, q, "grow within the class stays in place");
+        let r = GLOBAL.realloc(q, Layout::from_size_align(112, 8).unwrap(), 97);
+        assert_eq!(p, r, "shrink within the class stays in place");
+        assert!(std::slice::from_raw_parts(r, 97).iter().all(|&b| b == 7));
+        let s = GLOBAL.realloc(r, Layout::from_size_align(97, 8).unwrap(), 5000);
+        assert_ne!(s, r, "growing past the class moves");
+        assert!(std::slice::from_raw_parts(s, 97).iter().all(|&b| b == 7), "contents kept");
+        GLOBAL.dealloc(s, Layout::from_size_align(5000, 8).unwrap());
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps GiBs")]
+fn huge_realloc_keeps_contents_while_growing_and_shrinking() {
+    let mut v: Vec<u64> = Vec::new();
+    for i in 0..(64u64 << 20) / 8 {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+    v.truncate(1000);
+    v.shrink_to_fit();
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+}
+
+#[test]
+fn out_of_memory_returns_null() {
+    for size in [isize::MAX as usize - 8191, 1usize << 46] {
+        let layout = Layout::from_size_align(size, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        assert!(p.is_null(), "an impossible allocation of {size} bytes returns null");
+    }
+    let mut v: Vec<u8> = Vec::new();
+    assert!(v.try_reserve(1usize << 50).is_err());
+}
+
+#[test]
+fn stats_count_live_blocks_per_class() {
+    let _g = serial();
+    let before = mallard::stats();
+    let blocks: Vec<Box<[u8; 200]>> = (0..1000).map(|_| Box::new([1u8; 200])).collect();
+    let during = mallard::stats();
+    let class = mallard::size_class::class_of(200);
+    assert!(during.class_blocks[class] - before.class_blocks[class] >= 1000);
+    drop(blocks);
+    let after = mallard::stats();
+    assert_eq!(after.class_blocks[class], before.class_blocks[class]);
+}
