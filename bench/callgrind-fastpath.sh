@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Instructions per alloc+dealloc pair of 32 B on the fast path, per allocator, under callgrind.
+# Runs bench/examples/fastpath at 1M and 2M pairs and subtracts the totals, so start-up and
+# warm-up cancel out: Ir/pair = (Ir(2M) - Ir(1M)) / 1M (includes ~3-5 instructions of loop).
+# Usage: bench/callgrind-fastpath.sh [allocator...]   (default: system mallard mimalloc)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
+
+cargo build --release --quiet -p mallard-bench --example fastpath
+bin="${CARGO_TARGET_DIR:-target}/release/examples/fastpath"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+total_ir() { # the "totals:" (or older "summary:") line of a callgrind output file
+  awk '/^(totals|summary):/ { print $2; exit }' "$1"
+}
+
+allocators=("$@")
+[ ${#allocators[@]} -gt 0 ] || allocators=(system mallard mimalloc)
+printf '%-10s %16s %16s %12s\n' allocator "Ir(1M)" "Ir(2M)" "Ir/pair"
+for a in "${allocators[@]}"; do
+  for n in 1000000 2000000; do
+    valgrind --tool=callgrind --callgrind-out-file="$out/$a.$n" "$bin" "$a" "$n" \
+      >"$out/$a.$n.log" 2>&1 || { cat "$out/$a.$n.log" >&2; exit 1; }
+  done
+  ir1="$(total_ir "$out/$a.1000000")"
+  ir2="$(total_ir "$out/$a.2000000")"
+  awk -v a="$a" -v x="$ir1" -v y="$ir2" \
+    'BEGIN { printf "%-10s %16d %16d %12.2f\n", a, x, y, (y - x) / 1000000 }'
+done

@@ -1,0 +1,303 @@
+//! The workloads. Each one is generic over the allocator and calls it directly with raw
+//! pointers, so its inner loop is monomorphized per allocator (no `dyn`). Each writes to the
+//! memory it gets (one byte per cache line, or per OS page for large blocks) and checks a
+//! pattern before freeing, so page faults and cache misses count and a broken allocator fails
+//! loudly instead of looking fast. The harness's own bookkeeping (slot rings, channels, threads)
+//! uses the global allocator, which is never the one under test.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+use std::hint::black_box;
+
+/// xorshift64*: tiny, fast, and the same sequence for every allocator.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` for `n < 2^32` (multiply-shift, no division).
+    pub fn below(&mut self, n: usize) -> usize {
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
+    }
+
+    /// A size in `min..=max`, skewed towards `min` the way real programs are: pick a
+    /// power-of-two ceiling uniformly in log space, then a size uniformly below it.
+    pub fn skewed(&mut self, min: usize, max: usize) -> usize {
+        let bands = (max / min).ilog2() as usize;
+        let ceiling = ((min * 2) << self.below(bands)).min(max);
+        min + self.below(ceiling - min + 1)
+    }
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).expect("benchmark sizes are small")
+}
+
+/// The byte a block of `size` is filled with, so a block handed out twice shows up as a
+/// mismatch when one owner checks it.
+fn pattern(size: usize) -> u8 {
+    (size as u8) ^ 0x5A
+}
+
+/// # Safety
+/// `a` must be a working allocator; the caller owns the result and frees it with `layout`.
+#[inline(always)]
+unsafe fn alloc<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
+    // SAFETY: the layouts used here all have non-zero size.
+    let p = unsafe { a.alloc(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    black_box(p)
+}
+
+/// Writes `v` at every `stride`-th byte of `p[..size]` and at its last byte.
+///
+/// # Safety
+/// `p` must be valid for writes of `size > 0` bytes.
+#[inline(always)]
+unsafe fn touch(p: *mut u8, size: usize, stride: usize, v: u8) {
+    let mut i = 0;
+    while i < size {
+        // SAFETY: i < size.
+        unsafe { p.add(i).write(v) };
+        i += stride;
+    }
+    // SAFETY: size > 0.
+    unsafe { p.add(size - 1).write(v) };
+}
+
+/// Reads back the first and last byte that [`touch`] wrote.
+///
+/// # Safety
+/// `p` must be valid for reads of `size > 0` bytes.
+#[inline(always)]
+unsafe fn check(p: *const u8, size: usize, v: u8) {
+    // SAFETY: size > 0, so both offsets are inside the block.
+    let (first, last) = unsafe { (p.read(), p.add(size - 1).read()) };
+    assert!(
+        first == v && last == v,
+        "block {p:?} of {size} B corrupted: {first:#x}/{last:#x}, want {v:#x}"
+    );
+}
+
+/// Replaces a random slot of a ring of `SLOTS` live blocks, `steps` times; 8..=1024 bytes,
+/// one in eight from `alloc_zeroed`.
+pub fn churn<A: GlobalAlloc>(a: &A, steps: usize, seed: u64) {
+    const SLOTS: usize = 1000;
+    let mut rng = Rng::new(seed);
+    let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
+    for _ in 0..steps {
+        let slot = &mut live[rng.below(SLOTS)];
+        if !slot.0.is_null() {
+            // SAFETY: the slot holds a block we allocated with this size and touched.
+            unsafe {
+                check(slot.0, slot.1, pattern(slot.1));
+                a.dealloc(slot.0, layout(slot.1));
+            }
+        }
+        let size = rng.skewed(8, 1024);
+        // One in eight is calloc-style, so the zeroing path is measured and checked too.
+        let zeroed = rng.below(8) == 0;
+        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+        unsafe {
+            let p = if zeroed {
+                alloc_zeroed(a, layout(size))
+            } else {
+                alloc(a, layout(size))
+            };
+            touch(p, size, 64, pattern(size));
+            *slot = (p, size);
+        }
+    }
+    free_all(a, &live);
+}
+
+/// Like [`alloc`], and checks the block really is zeroed.
+///
+/// # Safety
+/// As for [`alloc`].
+#[inline(always)]
+unsafe fn alloc_zeroed<A: GlobalAlloc>(a: &A, layout: Layout) -> *mut u8 {
+    // SAFETY: the layouts used here all have non-zero size.
+    let p = unsafe { a.alloc_zeroed(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: the block has layout.size() > 0 bytes.
+    unsafe { check(p, layout.size(), 0) };
+    black_box(p)
+}
+
+fn free_all<A: GlobalAlloc>(a: &A, live: &[(*mut u8, usize)]) {
+    for &(p, size) in live {
+        if !p.is_null() {
+            // SAFETY: every non-null entry is a live block of that size from `a`.
+            unsafe { a.dealloc(p, layout(size)) };
+        }
+    }
+}
+
+/// [`churn`] on `threads` threads at once, each with its own blocks.
+pub fn mt_churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, steps_per_thread: usize) {
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || churn(a, steps_per_thread, 1 + t as u64));
+        }
+    });
+}
+
+const BATCH: usize = 64;
+
+/// Pointers in flight from producer to consumer.
+struct Batch([*mut u8; BATCH]);
+
+// SAFETY: the blocks are handed over whole: the producer never touches a block after sending it.
+unsafe impl Send for Batch {}
+
+/// One thread allocates `blocks` blocks of 16..=256 bytes and sends them in batches to a second
+/// thread, which checks and frees them: every free is a remote free. The channel is bounded so
+/// the live set stays small (at most ~`BOUND * BATCH` blocks in flight).
+pub fn prod_cons<A: GlobalAlloc + Sync>(a: &A, blocks: usize) {
+    const BOUND: usize = 16;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BOUND);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for batch in rx {
+                for &p in batch.0.iter().take_while(|p| !p.is_null()) {
+                    // SAFETY: the producer wrote the block's size in its first word and
+                    // touched the rest; we are now its only owner.
+                    unsafe {
+                        let size = p.cast::<usize>().read();
+                        check(p.add(size - 1), 1, pattern(size));
+                        a.dealloc(p, layout(size));
+                    }
+                }
+            }
+        });
+        let mut rng = Rng::new(7);
+        let mut batch = Batch([null_mut(); BATCH]);
+        for i in 0..blocks {
+            let size = rng.skewed(16, 256);
+            // SAFETY: fresh block of at least 16 bytes, 8-aligned, so the size word fits.
+            unsafe {
+                let p = alloc(a, layout(size));
+                touch(p, size, 64, pattern(size));
+                p.cast::<usize>().write(size);
+                batch.0[i % BATCH] = p;
+            }
+            if i % BATCH == BATCH - 1 {
+                tx.send(batch).expect("consumer alive");
+                batch = Batch([null_mut(); BATCH]);
+            }
+        }
+        if !batch.0[0].is_null() {
+            tx.send(batch).expect("consumer alive");
+        }
+        drop(tx); // ends the consumer's loop; the scope then joins it
+    });
+}
+
+/// `BUFS` buffers grow together by realloc doubling from 16 B to `max` and shrink back by
+/// halving, `cycles` times; new halves are written, kept bytes are checked after each move.
+pub fn vec_grow<A: GlobalAlloc>(a: &A, cycles: usize, max: usize) {
+    const BUFS: usize = 8;
+    const MIN: usize = 16;
+    let v = |i: usize| 0xA0 + i as u8;
+    let mut bufs = [null_mut::<u8>(); BUFS];
+    for (i, b) in bufs.iter_mut().enumerate() {
+        // SAFETY: fresh block of MIN bytes.
+        unsafe {
+            *b = alloc(a, layout(MIN));
+            touch(*b, MIN, 64, v(i));
+        }
+    }
+    // Each buffer moves size -> new; `keep` bytes must survive, the rest is new and written.
+    let resize = |b: &mut *mut u8, i: usize, size: usize, new: usize| {
+        // SAFETY: `*b` is a live block of `size` bytes from `a`, and `new` is non-zero.
+        unsafe {
+            let p = a.realloc(*b, layout(size), new);
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout(new));
+            }
+            check(p, size.min(new), v(i));
+            if new > size {
+                touch(p.add(size), new - size, 64, v(i));
+            }
+            *b = black_box(p);
+        }
+    };
+    for _ in 0..cycles {
+        let mut size = MIN;
+        while size < max {
+            for (i, b) in bufs.iter_mut().enumerate() {
+                resize(b, i, size, size * 2);
+            }
+            size *= 2;
+        }
+        while size > MIN {
+            for (i, b) in bufs.iter_mut().enumerate() {
+                resize(b, i, size, size / 2);
+            }
+            size /= 2;
+        }
+    }
+    for b in bufs {
+        // SAFETY: each buffer is back to MIN bytes.
+        unsafe { a.dealloc(b, layout(MIN)) };
+    }
+}
+
+/// malloc-large style: a ring of 32 live blocks of 64 KiB..=8 MiB, a random one replaced each
+/// step; one byte written per OS page, so fresh memory costs its page faults.
+pub fn large<A: GlobalAlloc>(a: &A, steps: usize) {
+    const SLOTS: usize = 32;
+    let mut rng = Rng::new(3);
+    let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
+    for _ in 0..steps {
+        let slot = &mut live[rng.below(SLOTS)];
+        if !slot.0.is_null() {
+            // SAFETY: the slot holds a block we allocated with this size and touched.
+            unsafe {
+                check(slot.0, slot.1, pattern(slot.1));
+                a.dealloc(slot.0, layout(slot.1));
+            }
+        }
+        let size = rng.skewed(64 << 10, 8 << 20);
+        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+        unsafe {
+            let p = alloc(a, layout(size));
+            touch(p, size, 4096, pattern(size));
+            *slot = (p, size);
+        }
+    }
+    free_all(a, &live);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skewed_sizes_stay_in_range_and_favour_small() {
+        let mut rng = Rng::new(1);
+        let sizes: Vec<usize> = (0..100_000).map(|_| rng.skewed(8, 1024)).collect();
+        assert!(sizes.iter().all(|&s| (8..=1024).contains(&s)));
+        assert!(sizes.contains(&8) && sizes.contains(&1024));
+        let small = sizes.iter().filter(|&&s| s <= 128).count();
+        assert!(
+            small > sizes.len() / 2,
+            "only {small} of {} are <= 128 B",
+            sizes.len()
+        );
+    }
+}

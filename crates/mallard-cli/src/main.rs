@@ -1,0 +1,105 @@
+//! The `mallard` command. It runs on the system allocator on purpose: a harness that
+//! allocated through the allocator under test would measure itself and could crash with it.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mallard",
+    version,
+    about = "mallard heap allocator: tools and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare System, mallard and mimalloc on in-process workloads (interleaved, median).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Tiny sizes, one round: proves every workload still runs (for CI), measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Timed rounds per (workload, allocator); the table shows the median.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Run only these workloads (comma-separated): churn, mt-churn, prod-cons, vec-grow, large.
+    #[arg(long, value_name = "NAME")]
+    only: Option<String>,
+}
+
+fn bench(args: BenchArgs) -> Result<(), String> {
+    let opts = mallard_bench::Options {
+        rounds: args.rounds as usize,
+        smoke: args.smoke,
+        filter: args.only,
+        progress: true,
+    };
+    if let Some(f) = &opts.filter {
+        let unknown: Vec<&str> = f
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !mallard_bench::WORKLOADS.contains(w))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown workload(s) {unknown:?}; known: {}",
+                mallard_bench::WORKLOADS.join(", ")
+            ));
+        }
+    }
+    let report = mallard_bench::run(&opts);
+    print!("{}", report.to_markdown());
+    if let Some(path) = args.json {
+        std::fs::write(&path, report.to_json() + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mallard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_rejects_unknown_workload() {
+        let cli = Cli::try_parse_from(["mallard", "bench", "--smoke", "--only", "nope"]).unwrap();
+        let Command::Bench(args) = cli.command;
+        assert!(bench(args).unwrap_err().contains("unknown workload"));
+    }
+
+    #[test]
+    fn bench_rejects_zero_rounds() {
+        assert!(Cli::try_parse_from(["mallard", "bench", "--rounds", "0"]).is_err());
+    }
+}
