@@ -17,7 +17,7 @@ total_ir() { # the "totals:" (or older "summary:") line of a callgrind output fi
 }
 
 allocators=("$@")
-[ ${#allocators[@]} -gt 0 ] || allocators=(system mallard mimalloc)
+[ ${#allocators[@]} -gt 0 ] || allocators=(noop system mallard mimalloc)
 printf '%-10s %16s %16s %12s\n' allocator "Ir(1M)" "Ir(2M)" "Ir/pair"
 for a in "${allocators[@]}"; do
   for n in 1000000 2000000; do

@@ -18,9 +18,20 @@ fn pairs<A: GlobalAlloc>(a: &A, n: usize) {
     }
 }
 
+/// Hands out one static block and ignores frees: measures the loop around the pairs.
+struct Noop;
+static mut SLOT: [u64; 8] = [0; 8];
+// SAFETY: never used for real storage; the loop only checks the pointer for null.
+unsafe impl GlobalAlloc for Noop {
+    unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+        &raw mut SLOT as *mut u8
+    }
+    unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: fastpath <system|mallard|mimalloc> <iterations>";
+    let usage = "usage: fastpath <system|mallard|mimalloc|noop> <iterations>";
     let (Some(which), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -29,6 +40,8 @@ fn main() {
         "system" => |n| pairs(&std::alloc::System, n),
         "mallard" => |n| pairs(&mallard::Mallard, n),
         "mimalloc" => |n| pairs(&mimalloc::MiMalloc, n),
+        // The harness alone: subtract its count to get the allocator's own instructions.
+        "noop" => |n| pairs(&Noop, n),
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);

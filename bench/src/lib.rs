@@ -82,7 +82,7 @@ pub fn run_once<A: GlobalAlloc + Sync + 'static>(
 }
 
 /// The only place the allocator name becomes a type: everything below is monomorphized.
-fn run_named(allocator: &str, workload: &str, smoke: bool) -> f64 {
+pub fn run_named(allocator: &str, workload: &str, smoke: bool) -> f64 {
     match allocator {
         "system" => run_once(&SYSTEM, workload, smoke),
         "mallard" => run_once(&MALLARD, workload, smoke),

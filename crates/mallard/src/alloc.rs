@@ -131,10 +131,14 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     // SAFETY: p is a live block, so its segment header is mapped.
     let seg = unsafe { &*segment_of(p) };
     let page = seg.page_of(p);
-    if seg.owner.load(Ordering::Relaxed) == heap.id() && page.flags.get() == 0 {
+    if page.owner.load(Ordering::Relaxed) == heap.id() {
         // SAFETY: a live block of a page this thread owns.
-        unsafe { page.push_local(p.cast()) };
-        if page.used() == 0 {
+        unsafe { page.link_local(p.cast()) };
+        // Test before decrementing: one compare with memory, one decrement of memory.
+        if page.used() != 1 {
+            page.add_used(-1);
+        } else {
+            page.used.store(0, Ordering::Relaxed);
             heap.page_empty(page);
         }
         return;
@@ -149,13 +153,13 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
         seg.backend().huge_free(seg);
         return;
     }
-    if seg.owner.load(Ordering::Relaxed) == heap.id() {
+    let owner = page.owner_heap();
+    if owner == heap.id() {
         heap.free_local_full(page, p);
         return;
     }
-    // A remote free. Read the owner and class before the push: once the block is on the list
-    // the owner may reuse the page and even release the segment.
-    let owner = seg.owner.load(Ordering::Acquire);
+    // A remote free. The owner and class were read before the push: once the block is on the
+    // list the owner may reuse the page and even release the segment.
     let class = page.class.load(Ordering::Relaxed) as usize;
     // SAFETY: p is a live block of `page`.
     let tag = unsafe { page.push_remote(p.cast()) };
@@ -205,7 +209,8 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
                 seg.huge_size.store(new_size, Ordering::Relaxed);
                 return p;
             }
-            if let Some(q) = seg.backend().huge_resize(seg, p, new_size) {
+            // SAFETY: p is the segment's live huge block.
+            if let Some(q) = unsafe { seg.backend().huge_resize(seg, p, new_size) } {
                 return q.as_ptr();
             }
         }

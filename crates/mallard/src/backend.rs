@@ -249,7 +249,7 @@ impl Backend {
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
         let usable = map_size - seg_off - block_off;
-        seg.pages[0].init(0, usable, block, usable, false);
+        seg.pages[0].init(ptr::null_mut(), 0, usable, block, usable, false);
         seg.pages[0].used.store(1, Ordering::Relaxed);
         if fresh {
             self.register(seg);
@@ -280,7 +280,10 @@ impl Backend {
 
     /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its
     /// mapping (mremap, no copy). `None` if neither works; the block is then unchanged.
-    pub fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
+    ///
+    /// # Safety
+    /// `p` is the live huge block of `seg`; after a move only the returned pointer is valid.
+    pub unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
         let seg_off = seg.addr() as usize - seg.base.get() as usize;
         let block_off = p as usize - seg.addr() as usize;
         let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;

@@ -17,7 +17,7 @@
 
 use crate::backend::Backend;
 use crate::config::*;
-use crate::page::{Page, FULL, IN_FULL};
+use crate::page::{Page, EMPTY_FULL, FULL};
 use crate::segment::{Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
 use crate::stats::Counters;
@@ -298,14 +298,14 @@ impl Heap {
 
     /// Moves a page without room to the full list, unless remote frees arrived (then false).
     fn page_to_full(&self, page: &Page) -> bool {
-        if page.thread_free.compare_exchange(0, FULL, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if page.thread_free.compare_exchange(ptr::null_mut(), EMPTY_FULL, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
         }
         let class = page.class.load(Ordering::Relaxed) as usize;
-        let was_first = self.queues[class].first.get() == page as *const Page as *mut Page;
+        let was_first = ptr::eq(self.queues[class].first.get(), page);
         self.queues[class].remove(page);
         self.full[class].push_back(page);
-        page.flags.set(IN_FULL);
+        page.set_in_full(self.id(), true);
         if was_first {
             self.update_direct(class);
         }
@@ -316,7 +316,7 @@ impl Heap {
     fn page_unfull(&self, page: &Page) {
         let class = page.class.load(Ordering::Relaxed) as usize;
         page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
-        page.flags.set(0);
+        page.set_in_full(self.id(), false);
         self.full[class].remove(page);
         self.queues[class].push_front(page);
         self.update_direct(class);
@@ -348,7 +348,7 @@ impl Heap {
             // SAFETY: full-list members are valid pages of this heap.
             let page = unsafe { &*p };
             p = page.next.get();
-            if page.thread_free.load(Ordering::Acquire) & FULL == 0 {
+            if page.thread_free.load(Ordering::Acquire).addr() & FULL == 0 {
                 self.page_unfull(page);
             }
         }
@@ -386,7 +386,7 @@ impl Heap {
         }
         let (start, len) = seg.page_area(index);
         let fresh = seg.page_was_fresh(index);
-        page.init(class, CLASS_SIZE[class], start, len, fresh);
+        page.init(self.id(), class, CLASS_SIZE[class], start, len, fresh);
         page.extend();
         self.queues[class].push_front(page);
         self.update_direct(class);
@@ -396,9 +396,10 @@ impl Heap {
 
     /// Gives an empty page (in the class queue) back to its segment, and an empty segment
     /// back to the backend.
+    #[cold]
     fn retire_page(&self, page: &Page) {
         let class = page.class.load(Ordering::Relaxed) as usize;
-        let was_first = self.queues[class].first.get() == page as *const Page as *mut Page;
+        let was_first = ptr::eq(self.queues[class].first.get(), page);
         self.queues[class].remove(page);
         if was_first {
             self.update_direct(class);
@@ -426,14 +427,12 @@ impl Heap {
 
     /// A local free brought a page's `used` to zero: keep it if it is the only page of its
     /// class (so alloc/free of one block does not churn pages), else retire it.
-    #[cold]
+    #[inline(always)]
     pub fn page_empty(&self, page: &Page) {
-        let class = page.class.load(Ordering::Relaxed) as usize;
-        let q = &self.queues[class];
-        if q.first.get() == page as *const Page as *mut Page && page.next.get().is_null() {
-            return;
+        // Alone in its queue iff it has no neighbours.
+        if !page.prev.get().is_null() || !page.next.get().is_null() {
+            self.retire_page(page);
         }
-        self.retire_page(page);
     }
 
     /// Slow part of a free by the owner: the page is in the full list.
@@ -457,7 +456,7 @@ impl Heap {
             used &= used - 1;
             let page = &seg.pages[i];
             self.collected(page, page.collect_remote());
-            page.flags.set(0);
+            page.set_in_full(self.id(), false);
             if page.used() == 0 {
                 seg.free_page(page);
             } else {
@@ -494,7 +493,7 @@ impl Heap {
                     p = page.next.get();
                     q.remove(page);
                     page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
-                    page.flags.set(0);
+                    page.owner.store(ptr::null_mut(), Ordering::Relaxed);
                     self.collected(page, page.collect_remote());
                     if page.used() == 0 {
                         // SAFETY: a queued page belongs to a live segment of this heap.
@@ -531,7 +530,8 @@ impl Heap {
                     let page = unsafe { &*p };
                     assert_eq!(page.prev.get(), prev, "queue links are consistent");
                     assert_eq!(page.class.load(Ordering::Relaxed) as usize, class, "page is in its class's queue");
-                    assert_eq!(page.flags.get() & IN_FULL != 0, in_full, "IN_FULL iff in the full list");
+                    assert_eq!(page.in_full(), in_full, "IN_FULL iff in the full list");
+                    assert_eq!(page.owner_heap(), self.id(), "page owned by this heap");
                     // SAFETY: a queued page belongs to a live segment.
                     let seg = unsafe { Segment::of_page(page) };
                     assert_eq!(seg.owner.load(Ordering::Relaxed), self.id(), "the heap owns the segments of its pages");

@@ -12,6 +12,8 @@
 //! lives in segment headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// Templates of statics (`Page::EMPTY`, empty queues) are consts with cells on purpose.
+#![allow(clippy::declare_interior_mutable_const, clippy::needless_range_loop, clippy::new_without_default)]
 
 pub mod alloc;
 pub mod backend;

@@ -22,7 +22,8 @@
 use crate::config::EXTEND_BYTES;
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use crate::heap::Heap;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 /// A free block: its first word links to the next free block.
 #[repr(C)]
@@ -33,47 +34,59 @@ pub struct Block {
 /// `thread_free` tag bit: the page is in its owner's full list.
 pub const FULL: usize = 1;
 
-/// `Page::flags` bit (owner only): the page is in the heap's full list, so a local free must
-/// take the slow path and move it back.
-pub const IN_FULL: u8 = 1;
+/// An empty `thread_free` list tagged `FULL`.
+pub const EMPTY_FULL: *mut Block = ptr::without_provenance_mut(FULL);
 
-#[repr(C)]
+/// Tag bit of `Page::owner`: the page is in its heap's full list, so a local free must take
+/// the slow path and move it back.
+pub const IN_FULL: usize = 1;
+
+/// Two cache lines: the first is written only by the owning thread (the fast paths), the
+/// second is what other threads touch (a remote free reads `owner` and `class` and pushes on
+/// `thread_free`), so remote frees do not steal the line the owner allocates from.
+#[repr(C, align(64))]
 pub struct Page {
-    // Hot fields first: the malloc and free fast paths touch only these.
+    // ---- owner's line ----
     pub free: Cell<*mut Block>,
+    pub local_free: Cell<*mut Block>,
     /// Blocks handed out and not yet freed-and-collected. Written only by the owner; an atomic
     /// so that `stats()` may read it from another thread.
     pub used: AtomicU32,
-    pub flags: Cell<u8>,
-    /// The size class; read by remote freers and `stats()`.
-    pub class: AtomicU8,
+    /// Blocks carved so far / blocks that fit.
+    pub capacity: Cell<u32>,
+    pub reserved: Cell<u32>,
     /// Every block on `free` is zero apart from its link word.
     pub free_is_zero: Cell<bool>,
     /// The memory past `capacity` has not been touched since the OS zeroed it.
     pub fresh: Cell<bool>,
-    pub local_free: Cell<*mut Block>,
-    pub thread_free: AtomicUsize,
     pub block_size: Cell<usize>,
-    /// Blocks carved so far / blocks that fit.
-    pub capacity: Cell<u32>,
-    pub reserved: Cell<u32>,
     /// First block of the page.
     pub start: Cell<*mut u8>,
     /// Links in the owning heap's page queue (or full list).
     pub prev: Cell<*mut Page>,
     pub next: Cell<*mut Page>,
+    // ---- shared line ----
+    /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
+    /// path's one test: equal to the caller's heap means a local free into a non-full page.
+    /// Written by the owner (and by whoever reclaims the page), read by remote freers.
+    pub owner: AtomicPtr<Heap>,
+    pub thread_free: AtomicPtr<Block>,
+    /// The size class; read by remote freers and `stats()`.
+    pub class: AtomicU8,
 }
+
+const _: () = assert!(core::mem::size_of::<Page>() == 128 && core::mem::offset_of!(Page, owner) == 64);
 
 impl Page {
     pub const EMPTY: Page = Page {
         free: Cell::new(ptr::null_mut()),
         used: AtomicU32::new(0),
-        flags: Cell::new(0),
+        owner: AtomicPtr::new(ptr::null_mut()),
         class: AtomicU8::new(0),
         free_is_zero: Cell::new(false),
         fresh: Cell::new(false),
         local_free: Cell::new(ptr::null_mut()),
-        thread_free: AtomicUsize::new(0),
+        thread_free: AtomicPtr::new(ptr::null_mut()),
         block_size: Cell::new(0),
         capacity: Cell::new(0),
         reserved: Cell::new(0),
@@ -83,15 +96,15 @@ impl Page {
     };
 
     /// Prepares the page to serve `class` from `[start, start + len)`.
-    pub fn init(&self, class: usize, block_size: usize, start: *mut u8, len: usize, fresh: bool) {
+    pub fn init(&self, owner: *mut Heap, class: usize, block_size: usize, start: *mut u8, len: usize, fresh: bool) {
         self.free.set(ptr::null_mut());
         self.used.store(0, Ordering::Relaxed);
-        self.flags.set(0);
+        self.owner.store(owner, Ordering::Relaxed);
         self.class.store(class as u8, Ordering::Relaxed);
         self.free_is_zero.set(false);
         self.fresh.set(fresh);
         self.local_free.set(ptr::null_mut());
-        self.thread_free.store(0, Ordering::Relaxed);
+        self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
         self.block_size.set(block_size);
         self.capacity.set(0);
         self.reserved.set((len / block_size) as u32);
@@ -130,10 +143,20 @@ impl Page {
     /// `b` is a block of this page that is in use.
     #[inline(always)]
     pub unsafe fn push_local(&self, b: *mut Block) {
+        // SAFETY: forwarded.
+        unsafe { self.link_local(b) };
+        self.add_used(-1);
+    }
+
+    /// Owner only: links a freed block onto `local_free` without updating `used`.
+    ///
+    /// # Safety
+    /// As for `push_local`; the caller accounts for the block in `used`.
+    #[inline(always)]
+    pub unsafe fn link_local(&self, b: *mut Block) {
         // SAFETY: the block is ours and no longer used by the program.
         unsafe { (*b).next = self.local_free.get() };
         self.local_free.set(b);
-        self.add_used(-1);
     }
 
     /// Pushes a block freed by another thread. Returns the old tag: `FULL` if the page sat in
@@ -146,9 +169,9 @@ impl Page {
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
             // SAFETY: the block is ours to link until the push publishes it.
-            unsafe { (*b).next = (old & !FULL) as *mut Block };
-            match self.thread_free.compare_exchange_weak(old, b as usize, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return old & FULL,
+            unsafe { (*b).next = old.map_addr(|a| a & !FULL) };
+            match self.thread_free.compare_exchange_weak(old, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return old.addr() & FULL,
                 Err(cur) => old = cur,
             }
         }
@@ -168,11 +191,11 @@ impl Page {
     /// Owner only: moves the `thread_free` list onto `local_free`. The page must not be in
     /// the full list (its `FULL` tag is clear).
     pub fn collect_remote(&self) -> u32 {
-        if self.thread_free.load(Ordering::Relaxed) == 0 {
+        if self.thread_free.load(Ordering::Relaxed).is_null() {
             return 0;
         }
-        let head = self.thread_free.swap(0, Ordering::Acquire) as *mut Block;
-        debug_assert!(head as usize & FULL == 0);
+        let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
+        debug_assert!(head.addr() & FULL == 0);
         // Find the tail and count; these blocks are about to be reused anyway.
         let mut n = 1u32;
         let mut tail = head;
@@ -213,6 +236,21 @@ impl Page {
         self.capacity.set((cap + n) as u32);
     }
 
+    /// The owning heap without the tag.
+    #[inline]
+    pub fn owner_heap(&self) -> *mut Heap {
+        self.owner.load(Ordering::Relaxed).map_addr(|a| a & !IN_FULL)
+    }
+
+    /// Owner only: sets or clears the `IN_FULL` tag.
+    pub fn set_in_full(&self, heap: *mut Heap, in_full: bool) {
+        self.owner.store(heap.map_addr(|a| a | in_full as usize), Ordering::Relaxed);
+    }
+
+    pub fn in_full(&self) -> bool {
+        self.owner.load(Ordering::Relaxed).addr() & IN_FULL != 0
+    }
+
     /// Owner only: whether the page can hand out a block without growing.
     #[inline]
     pub fn has_room(&self) -> bool {
@@ -242,7 +280,7 @@ impl Page {
         };
         let free = count(self.free.get());
         let local = count(self.local_free.get());
-        let remote = count((self.thread_free.load(Ordering::Acquire) & !FULL) as *mut Block);
+        let remote = count(self.thread_free.load(Ordering::Acquire).map_addr(|a| a & !FULL));
         assert!(self.capacity.get() <= self.reserved.get());
         assert_eq!(self.used() + free + local, self.capacity.get(), "used + free + local_free == capacity");
         assert!(remote <= self.used(), "remote frees are counted in used until collected");

@@ -130,6 +130,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "half a million sizes")]
     fn every_size_maps_to_the_smallest_class_that_holds_it() {
         let mut prev = 0;
         for (c, &size) in CLASS_SIZE.iter().enumerate() {

@@ -21,12 +21,15 @@ enum Op {
 }
 
 fn size() -> impl Strategy<Value = usize> {
+    // Under Miri every byte costs: keep blocks near the low edge of each kind (small, medium,
+    // large, huge) so that every path is still taken.
+    let (medium, large, huge) = if cfg!(miri) { (20_000, 80_000, 610_000) } else { (70_000, 600_000, 2_000_000) };
     prop_oneof![
         8 => 0usize..=256,
         4 => 257usize..=8192,
-        2 => 8193usize..=70_000,
-        1 => 70_001usize..=600_000,
-        1 => 600_001usize..=2_000_000,
+        2 => 8193usize..=medium,
+        1 => 65_537usize..=large,
+        1 => 524_289usize..=huge,
     ]
 }
 
@@ -67,7 +70,7 @@ fn check(b: &Live, len: usize) {
 }
 
 fn run(ops: &[Op]) {
-    let source: &'static SimPageSource = Box::leak(Box::new(SimPageSource::with_capacity(512 << 20)));
+    let source: &'static SimPageSource = Box::leak(Box::new(SimPageSource::with_capacity(if cfg!(miri) { 48 << 20 } else { 512 << 20 })));
     let backend: &'static Backend = Backend::leaked(source);
     let mut heaps: Vec<&Heap> = (0..HEAPS).map(|_| backend.heap_alloc().unwrap()).collect();
     let mut live: Vec<Live> = Vec::new();
