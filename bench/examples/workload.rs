@@ -9,4 +9,7 @@ fn main() {
     };
     let ms = mallard_bench::run_named(a, w, false);
     println!("{w} on {a}: {ms:.1} ms");
+    if a == "mallard" && std::env::var_os("MALLARD_STATS").is_some() {
+        mallard::print_stats();
+    }
 }

@@ -36,12 +36,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            rounds: 5,
-            smoke: false,
-            filter: None,
-            progress: false,
-        }
+        Options { rounds: 5, smoke: false, filter: None, progress: false }
     }
 }
 
@@ -63,11 +58,7 @@ pub fn threads() -> usize {
 
 /// Runs `workload` once on allocator `a`; returns wall time in milliseconds. Sizes are set
 /// so a normal run takes ~0.2–1 s on a 2-core machine and a smoke run a few ms.
-pub fn run_once<A: GlobalAlloc + Sync + 'static>(
-    a: &'static A,
-    workload: &str,
-    smoke: bool,
-) -> f64 {
+pub fn run_once<A: GlobalAlloc + Sync + 'static>(a: &'static A, workload: &str, smoke: bool) -> f64 {
     let n = |normal: usize, tiny: usize| if smoke { tiny } else { normal };
     let start = Instant::now();
     match workload {
@@ -136,12 +127,7 @@ pub fn run(opts: &Options) -> Report {
                 .collect(),
         })
         .collect();
-    Report {
-        meta: Meta::collect(),
-        rounds,
-        smoke: opts.smoke,
-        rows,
-    }
+    Report { meta: Meta::collect(), rounds, smoke: opts.smoke, rows }
 }
 
 #[cfg(test)]
@@ -156,10 +142,7 @@ mod tests {
 
     #[test]
     fn filter_selects_listed_workloads_in_table_order() {
-        let opts = Options {
-            filter: Some("large, churn".into()),
-            ..Options::default()
-        };
+        let opts = Options { filter: Some("large, churn".into()), ..Options::default() };
         assert_eq!(opts.workloads(), ["churn", "large"]);
     }
 }

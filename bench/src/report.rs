@@ -39,10 +39,7 @@ pub struct Cell {
 
 impl Row {
     pub fn median(&self, allocator: &str) -> Option<f64> {
-        self.cells
-            .iter()
-            .find(|c| c.allocator == allocator)
-            .map(|c| c.median_ms)
+        self.cells.iter().find(|c| c.allocator == allocator).map(|c| c.median_ms)
     }
 }
 
@@ -57,20 +54,13 @@ impl Meta {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
-        Meta {
-            date: utc_now(),
-            cpu,
-            cores: crate::threads(),
-            rustc: env!("MALLARD_BENCH_RUSTC").to_string(),
-        }
+        Meta { date: utc_now(), cpu, cores: crate::threads(), rustc: env!("MALLARD_BENCH_RUSTC").to_string() }
     }
 }
 
 /// Current UTC time as `YYYY-MM-DD HH:MM`, without a date crate (Hinnant's civil_from_days).
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -81,11 +71,7 @@ fn utc_now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
 fn geomean(xs: impl Iterator<Item = f64>) -> f64 {
@@ -103,29 +89,14 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let m = &self.meta;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "mallard bench — {} — {} ({} cores) — {}",
-            m.date, m.cpu, m.cores, m.rustc
-        );
-        let mode = if self.smoke {
-            "smoke mode, not a measurement"
-        } else {
-            "median"
-        };
-        let _ = writeln!(
-            out,
-            "{} round(s), interleaved, wall time in ms ({mode})\n",
-            self.rounds
-        );
+        let _ = writeln!(out, "mallard bench — {} — {} ({} cores) — {}", m.date, m.cpu, m.cores, m.rustc);
+        let mode = if self.smoke { "smoke mode, not a measurement" } else { "median" };
+        let _ = writeln!(out, "{} round(s), interleaved, wall time in ms ({mode})\n", self.rounds);
         out += "| workload | system | mallard | mimalloc | mallard/system | mallard/mimalloc |\n";
         out += "|---|--:|--:|--:|--:|--:|\n";
         let get = |r: &Row, a| r.median(a).unwrap_or(f64::NAN);
         let line = |out: &mut String, name: &str, s: f64, ma: f64, mi: f64, rs: f64, rm: f64| {
-            let _ = writeln!(
-                out,
-                "| {name} | {s:.1} | {ma:.1} | {mi:.1} | {rs:.2} | {rm:.2} |"
-            );
+            let _ = writeln!(out, "| {name} | {s:.1} | {ma:.1} | {mi:.1} | {rs:.2} | {rm:.2} |");
         };
         for r in &self.rows {
             let (s, ma, mi) = (get(r, "system"), get(r, "mallard"), get(r, "mimalloc"));

@@ -84,10 +84,7 @@ unsafe fn touch(p: *mut u8, size: usize, stride: usize, v: u8) {
 unsafe fn check(p: *const u8, size: usize, v: u8) {
     // SAFETY: size > 0, so both offsets are inside the block.
     let (first, last) = unsafe { (p.read(), p.add(size - 1).read()) };
-    assert!(
-        first == v && last == v,
-        "block {p:?} of {size} B corrupted: {first:#x}/{last:#x}, want {v:#x}"
-    );
+    assert!(first == v && last == v, "block {p:?} of {size} B corrupted: {first:#x}/{last:#x}, want {v:#x}");
 }
 
 /// Replaces a random slot of a ring of `SLOTS` live blocks, `steps` times; 8..=1024 bytes,
@@ -110,11 +107,7 @@ pub fn churn<A: GlobalAlloc>(a: &A, steps: usize, seed: u64) {
         let zeroed = rng.below(8) == 0;
         // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
         unsafe {
-            let p = if zeroed {
-                alloc_zeroed(a, layout(size))
-            } else {
-                alloc(a, layout(size))
-            };
+            let p = if zeroed { alloc_zeroed(a, layout(size)) } else { alloc(a, layout(size)) };
             touch(p, size, 64, pattern(size));
             *slot = (p, size);
         }
@@ -294,10 +287,6 @@ mod tests {
         assert!(sizes.iter().all(|&s| (8..=1024).contains(&s)));
         assert!(sizes.contains(&8) && sizes.contains(&1024));
         let small = sizes.iter().filter(|&&s| s <= 128).count();
-        assert!(
-            small > sizes.len() / 2,
-            "only {small} of {} are <= 128 B",
-            sizes.len()
-        );
+        assert!(small > sizes.len() / 2, "only {small} of {} are <= 128 B", sizes.len());
     }
 }

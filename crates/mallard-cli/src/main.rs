@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "mallard",
-    version,
-    about = "mallard heap allocator: tools and benchmarks"
-)]
+#[command(name = "mallard", version, about = "mallard heap allocator: tools and benchmarks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,30 +35,19 @@ struct BenchArgs {
 }
 
 fn bench(args: BenchArgs) -> Result<(), String> {
-    let opts = mallard_bench::Options {
-        rounds: args.rounds as usize,
-        smoke: args.smoke,
-        filter: args.only,
-        progress: true,
-    };
+    let opts =
+        mallard_bench::Options { rounds: args.rounds as usize, smoke: args.smoke, filter: args.only, progress: true };
     if let Some(f) = &opts.filter {
-        let unknown: Vec<&str> = f
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !mallard_bench::WORKLOADS.contains(w))
-            .collect();
+        let unknown: Vec<&str> =
+            f.split(',').map(str::trim).filter(|w| !mallard_bench::WORKLOADS.contains(w)).collect();
         if !unknown.is_empty() {
-            return Err(format!(
-                "unknown workload(s) {unknown:?}; known: {}",
-                mallard_bench::WORKLOADS.join(", ")
-            ));
+            return Err(format!("unknown workload(s) {unknown:?}; known: {}", mallard_bench::WORKLOADS.join(", ")));
         }
     }
     let report = mallard_bench::run(&opts);
     print!("{}", report.to_markdown());
     if let Some(path) = args.json {
-        std::fs::write(&path, report.to_json() + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(&path, report.to_json() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

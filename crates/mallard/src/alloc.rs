@@ -167,13 +167,16 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
         // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
         unsafe { (*owner).remote_hint(class) };
     }
-    if heap.is_empty() {
-        let b = heap.backend();
-        b.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
-        b.remote_pending[class].fetch_add(1, Ordering::Relaxed);
-    } else {
-        Counters::bump(&heap.counters.remote_frees, 1);
-        Counters::bump(&heap.remote_pending[class], 1);
+    match heap.for_remote_free() {
+        Some(h) => {
+            Counters::bump(&h.counters.remote_frees, 1);
+            Counters::bump(&h.remote_pending[class], 1);
+        }
+        None => {
+            let b = heap.backend();
+            b.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
+            b.remote_pending[class].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -228,4 +231,3 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     }
     q
 }
-

@@ -17,7 +17,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// The process-wide backend behind `Mallard`.
 pub static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_init));
 
-static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND));
+static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, false));
+static EXITED: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, true));
 
 std::thread_local! {
     static HEAP: Cell<*const Heap> = const { Cell::new(&PLACEHOLDER.0) };
@@ -69,9 +70,10 @@ fn thread_key() -> libc::pthread_key_t {
 
 /// pthread key destructor: the thread is exiting. Frees that run after this (other
 /// destructors) are handled as remote frees; a malloc creates a fresh heap, whose key value
-/// makes this run again.
+/// makes this run again (glibc repeats destructor rounds up to 4 times; a heap made after the
+/// last round is never abandoned, a bounded leak on a path that should not happen).
 extern "C" fn thread_done(heap: *mut libc::c_void) {
-    HEAP.with(|h| h.set(&PLACEHOLDER.0));
+    HEAP.with(|h| h.set(&EXITED.0));
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };
     heap.abandon();

@@ -52,6 +52,9 @@ pub struct Heap {
     backend: Cell<*const Backend>,
     /// The placeholder heap of threads that have not allocated yet.
     is_empty: bool,
+    /// The placeholder of a thread whose heap was already abandoned (it is exiting): a free
+    /// there does not create a new heap.
+    exited: bool,
     fresh_pages: Cell<u32>,
     pub counters: Counters,
     /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
@@ -129,8 +132,16 @@ impl PageQueue {
         let (prev, next) = (p.prev.get(), p.next.get());
         // SAFETY: as above.
         unsafe {
-            if prev.is_null() { self.first.set(next) } else { (*prev).next.set(next) }
-            if next.is_null() { self.last.set(prev) } else { (*next).prev.set(prev) }
+            if prev.is_null() {
+                self.first.set(next)
+            } else {
+                (*prev).next.set(next)
+            }
+            if next.is_null() {
+                self.last.set(prev)
+            } else {
+                (*next).prev.set(prev)
+            }
         }
         p.prev.set(ptr::null_mut());
         p.next.set(ptr::null_mut());
@@ -156,8 +167,16 @@ impl SegQueue {
         let (prev, next) = (s.prev.get(), s.next.get());
         // SAFETY: as above.
         unsafe {
-            if prev.is_null() { self.first.set(next) } else { (*prev).next.set(next) }
-            if next.is_null() { self.last.set(prev) } else { (*next).prev.set(prev) }
+            if prev.is_null() {
+                self.first.set(next)
+            } else {
+                (*prev).next.set(next)
+            }
+            if next.is_null() {
+                self.last.set(prev)
+            } else {
+                (*next).prev.set(prev)
+            }
         }
         s.prev.set(ptr::null_mut());
         s.next.set(ptr::null_mut());
@@ -170,8 +189,9 @@ impl SegQueue {
 }
 
 impl Heap {
-    /// The placeholder heap of a thread that has not allocated yet.
-    pub const fn placeholder(backend: &'static Backend) -> Heap {
+    /// The placeholder heap of a thread that has not allocated yet (or, with `exited`, of a
+    /// thread whose heap was abandoned at exit).
+    pub const fn placeholder(backend: &'static Backend, exited: bool) -> Heap {
         Heap {
             pages_direct: [const { Cell::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
             queues: [PageQueue::EMPTY; CLASS_COUNT],
@@ -180,6 +200,7 @@ impl Heap {
             busy: SegQueue::EMPTY,
             backend: Cell::new(backend),
             is_empty: true,
+            exited,
             fresh_pages: Cell::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
@@ -200,6 +221,20 @@ impl Heap {
     #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.is_empty
+    }
+
+    /// The heap that should account for a remote free by this thread: a thread that frees
+    /// before it ever allocated gets its heap now, so that its frees are counted without
+    /// atomics. `None` on an exiting thread's placeholder (or when out of memory).
+    pub fn for_remote_free(&self) -> Option<&Heap> {
+        if !self.is_empty {
+            return Some(self);
+        }
+        if self.exited {
+            return None;
+        }
+        // SAFETY: thread_init returns a valid heap or null.
+        unsafe { (self.backend().thread_init?)().as_ref() }
     }
 
     #[inline(always)]
@@ -232,7 +267,11 @@ impl Heap {
     pub fn current_page(&self, class: usize) -> Option<&Page> {
         // SAFETY: queue members are valid pages.
         let p = unsafe { self.queues[class].first.get().as_ref()? };
-        if p.free.get().is_null() { None } else { Some(p) }
+        if p.free.get().is_null() {
+            None
+        } else {
+            Some(p)
+        }
     }
 
     /// Slow path: a page of `class` with a block on its `free` list, or `None` when out of
@@ -298,7 +337,8 @@ impl Heap {
 
     /// Moves a page without room to the full list, unless remote frees arrived (then false).
     fn page_to_full(&self, page: &Page) -> bool {
-        if page.thread_free.compare_exchange(ptr::null_mut(), EMPTY_FULL, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if page.thread_free.compare_exchange(ptr::null_mut(), EMPTY_FULL, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
             return false;
         }
         let class = page.class.load(Ordering::Relaxed) as usize;
@@ -417,7 +457,11 @@ impl Heap {
         seg.free_page(page);
         let kind = seg.kind() as usize;
         if seg.used_pages.get() == 0 {
-            if was_busy { self.busy.remove(seg) } else { self.avail[kind].remove(seg) }
+            if was_busy {
+                self.busy.remove(seg)
+            } else {
+                self.avail[kind].remove(seg)
+            }
             self.backend().segment_free(seg);
         } else if was_busy {
             self.busy.remove(seg);
@@ -535,7 +579,11 @@ impl Heap {
                     // SAFETY: a queued page belongs to a live segment.
                     let seg = unsafe { Segment::of_page(page) };
                     assert_eq!(seg.owner.load(Ordering::Relaxed), self.id(), "the heap owns the segments of its pages");
-                    assert_eq!(seg.used_mask() & (1 << seg.page_index(page)), 1 << seg.page_index(page), "queued page is in use");
+                    assert_eq!(
+                        seg.used_mask() & (1 << seg.page_index(page)),
+                        1 << seg.page_index(page),
+                        "queued page is in use"
+                    );
                     page.validate();
                     prev = p;
                     p = page.next.get();

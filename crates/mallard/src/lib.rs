@@ -7,19 +7,21 @@
 //!
 //! Layers, bottom up (see DESIGN.md): `os` (page sources) → `segment` (4 MiB regions cut into
 //! pages) → `size_class` → `page` (sharded free lists) → `heap` (per-thread heaps, slow path)
-//! → `backend` (what heaps share: segment cache, abandoned segments, huge blocks) → `alloc`
+//! → `backend` (what heaps share: segment cache, abandoned segments) and `huge` → `alloc`
 //! (fast paths) → `global` (`Mallard`). The allocator never allocates for itself: metadata
 //! lives in segment headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Templates of statics (`Page::EMPTY`, empty queues) are consts with cells on purpose.
 #![allow(clippy::declare_interior_mutable_const, clippy::needless_range_loop, clippy::new_without_default)]
+#![allow(clippy::manual_is_multiple_of)] // `a % b == 0` reads as the arithmetic it is
 
 pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod global;
 pub mod heap;
+pub mod huge;
 pub mod lock;
 pub mod os;
 pub mod page;

@@ -234,10 +234,14 @@ impl SimPageSource {
     pub unsafe fn free_buffer(&self) {
         #[cfg(miri)]
         // SAFETY: per the contract, the buffer came from alloc_zeroed with this layout.
-        unsafe { std::alloc::dealloc(self.base, Self::layout(self.size)) };
+        unsafe {
+            std::alloc::dealloc(self.base, Self::layout(self.size))
+        };
         #[cfg(not(miri))]
         // SAFETY: per the contract, the buffer is one whole region from OsPageSource.
-        unsafe { OsPageSource.release(NonNull::new_unchecked(self.base), self.size) };
+        unsafe {
+            OsPageSource.release(NonNull::new_unchecked(self.base), self.size)
+        };
     }
 
     #[cfg(miri)]

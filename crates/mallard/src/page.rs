@@ -20,9 +20,9 @@
 //! head are one word, the freer learns "this page was full" atomically with its push.
 
 use crate::config::EXTEND_BYTES;
+use crate::heap::Heap;
 use core::cell::Cell;
 use core::ptr;
-use crate::heap::Heap;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 /// A free block: its first word links to the next free block.
@@ -270,7 +270,9 @@ impl Page {
             let mut n = 0u32;
             while !b.is_null() {
                 assert!(self.is_block_start(b as *const u8), "free-list entry {b:p} is not a block of its page");
-                assert!((b as usize - self.start.get() as usize) / self.block_size.get() < self.capacity.get() as usize);
+                assert!(
+                    (b as usize - self.start.get() as usize) / self.block_size.get() < self.capacity.get() as usize
+                );
                 n += 1;
                 assert!(n <= self.capacity.get(), "free list longer than the page: a cycle");
                 // SAFETY: b is a free block of this page (checked above).

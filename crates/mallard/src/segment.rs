@@ -16,10 +16,10 @@
 
 use crate::backend::Backend;
 use crate::config::*;
+use crate::heap::Heap;
 use crate::page::Page;
 use crate::size_class::PageKind;
 use core::cell::Cell;
-use crate::heap::Heap;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -122,7 +122,14 @@ impl Stats {
         for c in 0..CLASS_COUNT {
             if self.class_blocks[c] != 0 || self.class_pages[c] != 0 {
                 let size = CLASS_SIZE[c] as i64;
-                writeln!(w, "  {:>8} {:>10} {:>8} {:>12}", size, self.class_blocks[c], self.class_pages[c], self.class_blocks[c] * size)?;
+                writeln!(
+                    w,
+                    "  {:>8} {:>10} {:>8} {:>12}",
+                    size,
+                    self.class_blocks[c],
+                    self.class_pages[c],
+                    self.class_blocks[c] * size
+                )?;
             }
         }
         Ok(())

@@ -70,7 +70,8 @@ fn check(b: &Live, len: usize) {
 }
 
 fn run(ops: &[Op]) {
-    let source: &'static SimPageSource = Box::leak(Box::new(SimPageSource::with_capacity(if cfg!(miri) { 48 << 20 } else { 512 << 20 })));
+    let source: &'static SimPageSource =
+        Box::leak(Box::new(SimPageSource::with_capacity(if cfg!(miri) { 48 << 20 } else { 512 << 20 })));
     let backend: &'static Backend = Backend::leaked(source);
     let mut heaps: Vec<&Heap> = (0..HEAPS).map(|_| backend.heap_alloc().unwrap()).collect();
     let mut live: Vec<Live> = Vec::new();
@@ -81,7 +82,11 @@ fn run(ops: &[Op]) {
                 let align = 1usize << align_shift;
                 // SAFETY: heaps[heap] plays the calling thread.
                 let p = unsafe {
-                    if zeroed { malloc_zeroed(heaps[heap], size, align) } else { malloc_aligned(heaps[heap], size, align) }
+                    if zeroed {
+                        malloc_zeroed(heaps[heap], size, align)
+                    } else {
+                        malloc_aligned(heaps[heap], size, align)
+                    }
                 };
                 assert!(!p.is_null(), "out of simulated memory");
                 assert_eq!(p as usize % align, 0, "alignment {align}");

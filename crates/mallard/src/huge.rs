@@ -1,0 +1,106 @@
+//! Huge blocks: sizes above the largest page class, and alignments beyond a slice. Each is
+//! one mapping of its own with a segment header in front (so `free` finds it like any other
+//! block), rounded up to whole segments so that a block can grow in place until the end of
+//! its mapping; beyond that `mremap` moves the pages without copying them. A plain 4 MiB
+//! mapping is taken from and returned to the backend's segment cache.
+
+use crate::backend::Backend;
+use crate::config::*;
+use crate::segment::{Segment, SegmentKind};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+impl Backend {
+    /// Maps a huge block of `size` bytes aligned to `align`. Returns the block and whether its
+    /// memory is known to be zero.
+    pub fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
+        let (seg_off, block_off, map_align) = huge_layout(align);
+        let map_size = (block_off + seg_off).checked_add(size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        if map_size > isize::MAX as usize {
+            return None;
+        }
+        let mut fresh = true;
+        let base = if map_size == SEGMENT_SIZE && seg_off == 0 { self.pop_cache() } else { None };
+        let base = match base {
+            Some(b) => {
+                fresh = false;
+                b
+            }
+            None => self.source.reserve(map_size, map_align)?,
+        };
+        // SAFETY: seg_off < map_size; the header fits in the first slice after it.
+        let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
+        seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, fresh);
+        seg.huge_size.store(size, Ordering::Relaxed);
+        // SAFETY: block_off + size <= map_size - seg_off.
+        let block = unsafe { seg.addr().add(block_off) };
+        let usable = map_size - seg_off - block_off;
+        seg.pages[0].init(ptr::null_mut(), 0, usable, block, usable, false);
+        seg.pages[0].used.store(1, Ordering::Relaxed);
+        if fresh {
+            self.register(seg);
+        }
+        self.count(|c| &c.huge_allocs, 1);
+        // SAFETY: block is inside the mapping, not null.
+        Some((unsafe { NonNull::new_unchecked(block) }, fresh))
+    }
+
+    pub fn huge_free(&self, seg: &Segment) {
+        self.count(|c| &c.huge_frees, 1);
+        self.segment_free(seg);
+    }
+
+    /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its
+    /// mapping (mremap, no copy). `None` if neither works; the block is then unchanged.
+    ///
+    /// # Safety
+    /// `p` is the live huge block of `seg`; after a move only the returned pointer is valid.
+    pub unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
+        let seg_off = seg.addr() as usize - seg.base.get() as usize;
+        let block_off = p as usize - seg.addr() as usize;
+        let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        let old_size = seg.map_size.get();
+        if map_size == old_size {
+            seg.huge_size.store(new_size, Ordering::Relaxed);
+            // SAFETY: p is non-null.
+            return Some(unsafe { NonNull::new_unchecked(p) });
+        }
+        let map_align = if seg_off == 0 { SEGMENT_SIZE } else { seg_off + SEGMENT_SIZE };
+        // The header moves with the mapping: take it out of the registry meanwhile.
+        self.unregister(seg);
+        // SAFETY: base/old_size are the block's whole mapping.
+        let moved = unsafe { self.source.remap(NonNull::new_unchecked(seg.base.get()), old_size, map_size, map_align) };
+        let base = moved.map(|b| b.as_ptr()).unwrap_or(seg.base.get());
+        // SAFETY: the header is at the same offset in the (possibly moved) mapping.
+        let seg = unsafe { &*(base.add(seg_off) as *const Segment) };
+        if moved.is_some() {
+            seg.base.set(base);
+            seg.map_size.set(map_size);
+            seg.huge_size.store(new_size, Ordering::Relaxed);
+            let usable = map_size - seg_off - block_off;
+            // SAFETY: the block keeps its offset.
+            let block = unsafe { seg.addr().add(block_off) };
+            seg.page_map.iter().for_each(|m| m.set(&seg.pages[0] as *const _ as *mut _));
+            seg.pages[0].block_size.set(usable);
+            seg.pages[0].start.set(block);
+            self.count(|c| &c.huge_remaps, 1);
+        }
+        self.register(seg);
+        // SAFETY: block_off is inside the mapping.
+        moved.map(|_| unsafe { NonNull::new_unchecked(seg.addr().add(block_off)) })
+    }
+}
+
+/// Where a huge block of alignment `align` goes: (segment header offset in the mapping,
+/// block offset from the header, mapping alignment). Up to half a segment the block follows
+/// the header slice inside the first segment; beyond, the mapping is aligned to `align` and
+/// the block starts exactly one segment after its header, which `segment_of` (masking
+/// `p - 1`) finds.
+fn huge_layout(align: usize) -> (usize, usize, usize) {
+    if align <= SEGMENT_SIZE / 2 {
+        (0, align.max(SLICE_SIZE), SEGMENT_SIZE)
+    } else {
+        let align = align.max(SEGMENT_SIZE);
+        (align - SEGMENT_SIZE, SEGMENT_SIZE, align)
+    }
+}
