@@ -134,12 +134,28 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     if page.owner.load(Ordering::Relaxed) == heap.id() {
         // SAFETY: a live block of a page this thread owns.
         unsafe { page.link_local(p.cast()) };
-        // Test before decrementing: one compare with memory, one decrement of memory.
-        if page.used() != 1 {
-            page.add_used(-1);
-        } else {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // `dec` sets ZF itself, where a relaxed load and store would need a reload and a
+        // compare. Only the owner writes `used`, so this unlocked read-modify-write is what
+        // `store(load() - 1)` means; `stats()` readers see the old or the new value.
+        // SAFETY: `used` is a live u32 that this thread owns for writing; the asm touches only
+        // it and the flags.
+        unsafe {
+            core::arch::asm!(
+                "dec dword ptr [{page} + {used}]",
+                "jz {empty}",
+                page = in(reg) page as *const Page,
+                used = const core::mem::offset_of!(Page, used),
+                empty = label { heap.page_empty(page) },
+                options(nostack),
+            );
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        if page.used() == 1 {
             page.used.store(0, Ordering::Relaxed);
             heap.page_empty(page);
+        } else {
+            page.add_used(-1);
         }
         return;
     }

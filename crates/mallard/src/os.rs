@@ -6,6 +6,7 @@
 //! it. `OsPageSource` implements it with mmap/madvise/munmap; `SimPageSource` carves a fixed
 //! buffer, so that Miri and the model tests run the real allocator without system calls.
 
+#[cfg_attr(miri, allow(unused_imports))]
 use crate::config::OS_PAGE_SIZE;
 use crate::lock::SpinLock;
 use core::ptr::{self, NonNull};
@@ -143,39 +144,21 @@ fn mmap(hint: *mut u8, size: usize) -> Option<NonNull<u8>> {
 /// Under Miri the OS source is a simulated one over memory taken once from the system
 /// allocator (Miri cannot run mmap).
 #[cfg(miri)]
+static MIRI_SOURCE: SimPageSource = SimPageSource::lazy(64 << 20);
+
+#[cfg(miri)]
 // SAFETY: delegates to a SimPageSource, which keeps the PageSource promises.
 unsafe impl PageSource for OsPageSource {
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        miri_source().reserve(size, align)
+        MIRI_SOURCE.reserve(size, align)
     }
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { miri_source().decommit(p, size) }
+        unsafe { MIRI_SOURCE.decommit(p, size) }
     }
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { miri_source().release(p, size) }
-    }
-}
-
-#[cfg(miri)]
-fn miri_source() -> &'static SimPageSource {
-    use core::sync::atomic::{AtomicPtr, Ordering};
-    static SOURCE: AtomicPtr<SimPageSource> = AtomicPtr::new(ptr::null_mut());
-    let s = SOURCE.load(Ordering::Acquire);
-    if !s.is_null() {
-        // SAFETY: published below, never freed.
-        return unsafe { &*s };
-    }
-    let fresh = std::boxed::Box::into_raw(std::boxed::Box::new(SimPageSource::with_capacity(64 << 20)));
-    match SOURCE.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: we just published it.
-        Ok(_) => unsafe { &*fresh },
-        // SAFETY: another thread published one first; ours is dropped unused.
-        Err(other) => unsafe {
-            drop(std::boxed::Box::from_raw(fresh));
-            &*other
-        },
+        unsafe { MIRI_SOURCE.release(p, size) }
     }
 }
 
@@ -185,20 +168,19 @@ const SIM_FREE_SLOTS: usize = 64;
 /// A page source over one fixed buffer: bump allocation plus a small first-fit list of
 /// released regions. Decommit zeroes the range, as the kernel would on the next touch.
 pub struct SimPageSource {
-    base: *mut u8,
     size: usize,
     state: SpinLock<SimState>,
 }
 
 struct SimState {
+    /// The buffer; null until first use for a `lazy` source.
+    base: *mut u8,
     bump: usize,
     free: [(usize, usize); SIM_FREE_SLOTS], // (offset, size); size 0 = unused slot
 }
 
 // SAFETY: the buffer is only handed out in disjoint regions, under the lock.
-unsafe impl Sync for SimPageSource {}
-// SAFETY: as above; the raw base pointer is just an address range we own.
-unsafe impl Send for SimPageSource {}
+unsafe impl Send for SimState {}
 
 impl SimPageSource {
     /// A source over `[base, base + size)`.
@@ -207,51 +189,71 @@ impl SimPageSource {
     /// The buffer must be valid for reads and writes, zero-filled, and used by nothing else for
     /// as long as the source or any memory from it is used.
     pub const unsafe fn new(base: *mut u8, size: usize) -> Self {
-        SimPageSource { base, size, state: SpinLock::new(SimState { bump: 0, free: [(0, 0); SIM_FREE_SLOTS] }) }
+        SimPageSource { size, state: SpinLock::new(SimState { base, bump: 0, free: [(0, 0); SIM_FREE_SLOTS] }) }
     }
 
-    /// A source over a fresh zeroed buffer of `size` bytes from the system allocator (for
-    /// tests and simulations). The buffer is never freed: memory from the source may outlive
-    /// any owner.
+    /// A source whose zeroed buffer of `size` bytes is taken on first use, straight from the
+    /// system (never through the global allocator, which may be mallard itself).
+    pub const fn lazy(size: usize) -> Self {
+        // SAFETY: a null base is replaced by a fresh buffer before any use.
+        unsafe { Self::new(ptr::null_mut(), size) }
+    }
+
+    /// A source over a fresh zeroed buffer of `size` bytes (for tests and simulations). The
+    /// buffer is never freed unless `free_buffer` is called: memory from the source may
+    /// outlive any owner.
     pub fn with_capacity(size: usize) -> Self {
-        #[cfg(miri)]
-        // SAFETY: the layout has a non-zero size.
-        let base = unsafe { std::alloc::alloc_zeroed(Self::layout(size)) };
-        // Straight from mmap: untouched pages cost nothing (calloc with this alignment would
-        // clear them all).
-        #[cfg(not(miri))]
-        let base = OsPageSource.reserve(size, crate::config::SEGMENT_SIZE).map_or(ptr::null_mut(), |p| p.as_ptr());
+        let base = take_buffer(size);
         assert!(!base.is_null(), "SimPageSource: cannot get {size} bytes");
-        // SAFETY: a fresh, zeroed, exclusively owned buffer that is never freed.
+        // SAFETY: a fresh, zeroed, exclusively owned buffer.
         unsafe { Self::new(base, size) }
     }
 
-    /// Gives the buffer of a `with_capacity` source back to the system allocator.
+    /// Gives the buffer back to the system.
     ///
     /// # Safety
-    /// The source was made by `with_capacity` with the same `size`, and neither it nor any
-    /// memory from it is used again.
+    /// Neither the source nor any memory from it is used again.
     pub unsafe fn free_buffer(&self) {
-        #[cfg(miri)]
-        // SAFETY: per the contract, the buffer came from alloc_zeroed with this layout.
-        unsafe {
-            std::alloc::dealloc(self.base, Self::layout(self.size))
-        };
-        #[cfg(not(miri))]
-        // SAFETY: per the contract, the buffer is one whole region from OsPageSource.
-        unsafe {
-            OsPageSource.release(NonNull::new_unchecked(self.base), self.size)
-        };
+        let mut st = self.state.lock();
+        if !st.base.is_null() {
+            // SAFETY: per the contract; the buffer came from take_buffer(self.size).
+            unsafe { give_buffer(st.base, self.size) };
+            st.base = ptr::null_mut();
+        }
     }
+}
 
+#[cfg(miri)]
+fn buffer_layout(size: usize) -> core::alloc::Layout {
+    core::alloc::Layout::from_size_align(size, crate::config::SEGMENT_SIZE).expect("buffer size")
+}
+
+/// A zeroed, segment-aligned buffer of `size` bytes from the system, or null.
+fn take_buffer(size: usize) -> *mut u8 {
     #[cfg(miri)]
-    fn layout(size: usize) -> core::alloc::Layout {
-        core::alloc::Layout::from_size_align(size, crate::config::SEGMENT_SIZE).unwrap()
+    {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: the layout has a non-zero size.
+        unsafe { std::alloc::System.alloc_zeroed(buffer_layout(size)) }
     }
+    // Straight from mmap: untouched pages cost nothing.
+    #[cfg(not(miri))]
+    OsPageSource.reserve(size, crate::config::SEGMENT_SIZE).map_or(ptr::null_mut(), |p| p.as_ptr())
+}
 
-    fn region(&self, offset: usize) -> NonNull<u8> {
-        // SAFETY: offsets are always inside the buffer, so the pointer is in bounds and non-null.
-        unsafe { NonNull::new_unchecked(self.base.add(offset)) }
+/// # Safety
+/// `base` came from `take_buffer(size)` and is not used afterwards.
+unsafe fn give_buffer(base: *mut u8, size: usize) {
+    #[cfg(miri)]
+    {
+        use std::alloc::GlobalAlloc;
+        // SAFETY: per the contract.
+        unsafe { std::alloc::System.dealloc(base, buffer_layout(size)) }
+    }
+    #[cfg(not(miri))]
+    // SAFETY: per the contract, one whole region from OsPageSource.
+    unsafe {
+        OsPageSource.release(NonNull::new_unchecked(base), size)
     }
 }
 
@@ -259,22 +261,32 @@ impl SimPageSource {
 // before they are handed out again.
 unsafe impl PageSource for SimPageSource {
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let base = self.base as usize;
         let mut st = self.state.lock();
+        if st.base.is_null() {
+            st.base = take_buffer(self.size);
+            if st.base.is_null() {
+                return None;
+            }
+        }
+        let base = st.base;
+        let at = |off: usize| {
+            // SAFETY: offsets are always inside the buffer, so the pointer is non-null.
+            unsafe { NonNull::new_unchecked(base.add(off)) }
+        };
         // First fit among released regions (only ones that already have the alignment).
         for slot in st.free.iter_mut() {
             let (off, len) = *slot;
-            if len >= size && (base + off) % align == 0 {
+            if len >= size && (base as usize + off) % align == 0 {
                 *slot = if len == size { (0, 0) } else { (off + size, len - size) };
-                return Some(self.region(off));
+                return Some(at(off));
             }
         }
-        let start = ((base + st.bump + align - 1) & !(align - 1)) - base;
+        let start = ((base as usize + st.bump + align - 1) & !(align - 1)) - base as usize;
         if start.checked_add(size)? > self.size {
             return None;
         }
         st.bump = start + size;
-        Some(self.region(start))
+        Some(at(start))
     }
 
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
@@ -285,8 +297,8 @@ unsafe impl PageSource for SimPageSource {
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller gives the region back; zero it so a later reserve gets zeroes.
         unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
-        let off = p.as_ptr() as usize - self.base as usize;
         let mut st = self.state.lock();
+        let off = p.as_ptr() as usize - st.base as usize;
         if off + size == st.bump {
             st.bump = off;
             return;

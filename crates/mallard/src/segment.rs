@@ -94,9 +94,18 @@ pub struct Segment {
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
 
 /// The segment holding block `p`.
+///
+/// Natively the header pointer is derived from `p`. Under Miri it is rebuilt from the address
+/// and the mapping's exposed provenance (see `Segment::init`): a caller's pointer may carry a
+/// tag that Stacked Borrows narrowed to the block (a `Box` does), which must not reach the
+/// header, while the allocator itself may.
 #[inline(always)]
 pub fn segment_of(p: *const u8) -> *const Segment {
-    p.map_addr(|a| a.wrapping_sub(1) & !SEGMENT_MASK).cast()
+    let addr = p.addr().wrapping_sub(1) & !SEGMENT_MASK;
+    #[cfg(miri)]
+    return core::ptr::with_exposed_provenance(addr);
+    #[cfg(not(miri))]
+    p.with_addr(addr).cast()
 }
 
 /// Slice index of `p` inside its segment.
@@ -142,6 +151,8 @@ impl Segment {
     /// Sets up the header for `kind`. The memory is either fresh (all zero, which is a valid
     /// empty header) or a former segment's header; the registry links are kept.
     pub fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, fresh: bool) {
+        // Lets `segment_of` rebuild a pointer to the header from a bare address under Miri.
+        let _ = base.expose_provenance();
         self.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
         self.kind.store(kind as u8, Ordering::Relaxed);
         self.fresh.set(fresh);

@@ -138,7 +138,10 @@ fn every_power_of_two_alignment_is_honoured() {
     let mut blocks = Vec::new();
     for shift in 0..=if cfg!(miri) { 16 } else { 26 } {
         let align = 1usize << shift;
-        for size in [1, 8, 24, 100, 4096, 70_000, 700_000] {
+        // (Miri's simulated memory is 64 MiB: no huge blocks for every alignment there.)
+        for &size in
+            if cfg!(miri) { &[1, 8, 24, 100, 4096, 70_000][..] } else { &[1, 8, 24, 100, 4096, 70_000, 700_000] }
+        {
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: non-zero size.
             let p = unsafe { GLOBAL.alloc(layout) };
