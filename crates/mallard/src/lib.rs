@@ -22,6 +22,7 @@ pub mod config;
 pub mod global;
 pub mod heap;
 pub mod huge;
+pub mod large;
 pub mod lock;
 pub mod os;
 pub mod page;

@@ -1,0 +1,708 @@
+//! The chunk heap: variable-size blocks with boundary tags, split on allocation, coalesced on
+//! free, found in O(1) by two-level segregated fit (TLSF).
+//!
+//! A region (the inside of a chunk segment) is tiled by chunks. Each chunk starts with a
+//! 16-byte header; the block the program gets follows it:
+//!
+//! ```text
+//!   chunk c:  [prev_size | size | FREE | PREV_FREE] [ block … ]  next chunk at c + size
+//!   free c:   [prev_size | size | FREE | PREV_FREE] [next_free][prev_free] … [footer = size]
+//! ```
+//!
+//! A free chunk's footer is the `prev_size` word of the next chunk's header, so a free chunk
+//! finds both neighbours in O(1): the next one at `c + size`, the previous one (when
+//! `PREV_FREE` says it is free) at `c - prev_size`. The region ends with a sentinel header
+//! (size 0, in use), so the last chunk needs no special case.
+//!
+//! Invariants (checked by `validate_region`):
+//! - the chunks tile the region exactly: Σ size == region length − sentinel;
+//! - no two free chunks are adjacent (free coalesces at once);
+//! - `PREV_FREE` of a chunk == `FREE` of its predecessor, and a free chunk's footer == size;
+//! - every free chunk is on the list its size maps to, and the bitmaps say which lists are
+//!   non-empty.
+//!
+//! Fit policy ("good fit", as in TLSF): a request is rounded up to the next list boundary
+//! (at most 1/16 of its size), so that any chunk on the first non-empty list at or above it
+//! fits without a search. The chunk is then split; the remainder stays free if it is at least
+//! `MIN_SPLIT`. Worst-case waste of one allocation: the rounding is only used for the search,
+//! so the waste is the unsplit remainder, under `MIN_SPLIT` (4 KiB) plus 16 bytes of header.
+//! The price of O(1) is that a chunk of the exact size on the request's own list is not found
+//! by the search; only when the search finds nothing does `alloc` scan that one list (first
+//! fit), so a request for most of an empty region still succeeds.
+
+use core::cell::Cell;
+use core::ptr;
+
+/// Header bytes before each block.
+pub const HEADER: usize = 16;
+/// Free chunks smaller than this are never split off (they could serve no large request).
+pub const MIN_SPLIT: usize = 4096;
+const FREE: usize = 1;
+const PREV_FREE: usize = 2;
+const FLAGS: usize = FREE | PREV_FREE;
+
+/// Second-level lists per power of two.
+const SL_LOG: u32 = 4;
+const SL_COUNT: usize = 1 << SL_LOG;
+/// Sizes under 2^FL_MIN share first-level list 0 (in steps of 256 bytes); above, one
+/// first-level list per power of two up to the region size (under 2^22 bytes).
+const FL_MIN: u32 = 12;
+const FL_COUNT: usize = 22 - FL_MIN as usize + 1;
+/// The largest chunk the bins can hold.
+pub const MAX_CHUNK: usize = (1 << 22) - 1;
+
+/// Two-level segregated free lists of chunks (one per heap; it spans all its regions).
+pub struct ChunkHeap {
+    fl_bitmap: Cell<u32>,
+    sl_bitmap: [Cell<u32>; FL_COUNT],
+    heads: [[Cell<*mut u8>; SL_COUNT]; FL_COUNT],
+}
+
+// ---- raw chunk access (c is a chunk address, always 16-aligned inside a region) ----
+
+#[inline]
+unsafe fn size_flags(c: *mut u8) -> usize {
+    // SAFETY: c is a chunk header inside a region.
+    unsafe { *(c.add(8) as *const usize) }
+}
+#[inline]
+unsafe fn set_size_flags(c: *mut u8, v: usize) {
+    // SAFETY: as above.
+    unsafe { *(c.add(8) as *mut usize) = v }
+}
+#[inline]
+unsafe fn size_of(c: *mut u8) -> usize {
+    // SAFETY: forwarded.
+    unsafe { size_flags(c) & !FLAGS }
+}
+#[inline]
+unsafe fn is_free(c: *mut u8) -> bool {
+    // SAFETY: forwarded.
+    unsafe { size_flags(c) & FREE != 0 }
+}
+#[inline]
+unsafe fn prev_is_free(c: *mut u8) -> bool {
+    // SAFETY: forwarded.
+    unsafe { size_flags(c) & PREV_FREE != 0 }
+}
+#[inline]
+unsafe fn prev_size(c: *mut u8) -> usize {
+    // SAFETY: the first word of a header; meaningful only when PREV_FREE is set.
+    unsafe { *(c as *const usize) }
+}
+#[inline]
+unsafe fn next_chunk(c: *mut u8) -> *mut u8 {
+    // SAFETY: c + size is the next header (or the sentinel) of the same region.
+    unsafe { c.add(size_of(c)) }
+}
+#[inline]
+unsafe fn link_next(c: *mut u8) -> *mut *mut u8 {
+    // SAFETY: a free chunk's links follow its header.
+    unsafe { c.add(HEADER) as *mut *mut u8 }
+}
+#[inline]
+unsafe fn link_prev(c: *mut u8) -> *mut *mut u8 {
+    // SAFETY: as above.
+    unsafe { c.add(HEADER + 8) as *mut *mut u8 }
+}
+
+/// Writes chunk `c` as free with `size` (keeping its PREV_FREE bit as given), its footer, and
+/// tells the next chunk that its predecessor is free.
+unsafe fn write_free(c: *mut u8, size: usize, prev_free: bool) {
+    // SAFETY: [c, c + size + 16) lies in the region (the next header follows).
+    unsafe {
+        set_size_flags(c, size | FREE | if prev_free { PREV_FREE } else { 0 });
+        let next = c.add(size);
+        *(next as *mut usize) = size; // footer = next chunk's prev_size
+        set_size_flags(next, size_flags(next) | PREV_FREE);
+    }
+}
+
+/// Writes chunk `c` as in use with `size`, and clears the next chunk's PREV_FREE bit.
+unsafe fn write_used(c: *mut u8, size: usize, prev_free: bool) {
+    // SAFETY: as for write_free.
+    unsafe {
+        set_size_flags(c, size | if prev_free { PREV_FREE } else { 0 });
+        let next = c.add(size);
+        set_size_flags(next, size_flags(next) & !PREV_FREE);
+    }
+}
+
+/// List indices of a free chunk of `size`.
+#[inline]
+fn mapping(size: usize) -> (usize, usize) {
+    if size < 1 << FL_MIN {
+        return (0, size >> (FL_MIN - SL_LOG));
+    }
+    let fl = usize::BITS - 1 - size.leading_zeros();
+    let sl = (size >> (fl - SL_LOG)) & (SL_COUNT - 1);
+    ((fl - FL_MIN + 1) as usize, sl)
+}
+
+/// First list whose every chunk holds `size` bytes, or `None` past the largest list.
+#[inline]
+fn mapping_search(size: usize) -> Option<(usize, usize)> {
+    let step = if size < 1 << FL_MIN {
+        1 << (FL_MIN - SL_LOG)
+    } else {
+        1 << (usize::BITS - 1 - size.leading_zeros() - SL_LOG)
+    };
+    let rounded = size.checked_add(step - 1)?;
+    if rounded > MAX_CHUNK {
+        return None;
+    }
+    Some(mapping(rounded))
+}
+
+impl ChunkHeap {
+    pub const fn new() -> Self {
+        ChunkHeap {
+            fl_bitmap: Cell::new(0),
+            sl_bitmap: [const { Cell::new(0) }; FL_COUNT],
+            heads: [const { [const { Cell::new(ptr::null_mut()) }; SL_COUNT] }; FL_COUNT],
+        }
+    }
+
+    /// Forgets every free chunk (the regions are being handed to another heap).
+    pub fn clear(&self) {
+        self.fl_bitmap.set(0);
+        self.sl_bitmap.iter().for_each(|c| c.set(0));
+        self.heads.iter().flatten().for_each(|c| c.set(ptr::null_mut()));
+    }
+
+    unsafe fn insert(&self, c: *mut u8) {
+        // SAFETY: c is a free chunk not on any list.
+        unsafe {
+            let (fl, sl) = mapping(size_of(c));
+            let head = self.heads[fl][sl].get();
+            *link_next(c) = head;
+            *link_prev(c) = ptr::null_mut();
+            if !head.is_null() {
+                *link_prev(head) = c;
+            }
+            self.heads[fl][sl].set(c);
+            self.sl_bitmap[fl].set(self.sl_bitmap[fl].get() | 1 << sl);
+            self.fl_bitmap.set(self.fl_bitmap.get() | 1 << fl);
+        }
+    }
+
+    unsafe fn remove(&self, c: *mut u8) {
+        // SAFETY: c is a free chunk on the list its size maps to.
+        unsafe {
+            let (fl, sl) = mapping(size_of(c));
+            let (next, prev) = (*link_next(c), *link_prev(c));
+            if !next.is_null() {
+                *link_prev(next) = prev;
+            }
+            if prev.is_null() {
+                self.heads[fl][sl].set(next);
+                if next.is_null() {
+                    let slm = self.sl_bitmap[fl].get() & !(1 << sl);
+                    self.sl_bitmap[fl].set(slm);
+                    if slm == 0 {
+                        self.fl_bitmap.set(self.fl_bitmap.get() & !(1 << fl));
+                    }
+                }
+            } else {
+                *link_next(prev) = next;
+            }
+        }
+    }
+
+    /// A free chunk of at least `size` bytes, taken off its list; `None` if there is none.
+    fn take_fit(&self, size: usize) -> Option<*mut u8> {
+        let (fl, sl) = mapping_search(size)?;
+        let mut sl_map = self.sl_bitmap[fl].get() & (!0u32 << sl);
+        let mut fl = fl;
+        if sl_map == 0 {
+            let fl_map = self.fl_bitmap.get() & (!0u32).checked_shl(fl as u32 + 1).unwrap_or(0);
+            if fl_map == 0 {
+                return None;
+            }
+            fl = fl_map.trailing_zeros() as usize;
+            sl_map = self.sl_bitmap[fl].get();
+        }
+        let sl = sl_map.trailing_zeros() as usize;
+        let c = self.heads[fl][sl].get();
+        debug_assert!(!c.is_null());
+        // SAFETY: c heads a non-empty list, so it is a free chunk.
+        unsafe { self.remove(c) };
+        Some(c)
+    }
+
+    /// Makes `[start, end)` (16-aligned, at least 2 * MIN_SPLIT long) one free chunk plus
+    /// the end sentinel.
+    ///
+    /// # Safety
+    /// The range is writable memory owned by this heap and used for nothing else.
+    pub unsafe fn add_region(&self, start: *mut u8, end: *mut u8) {
+        let len = end as usize - start as usize;
+        debug_assert!(start as usize % 16 == 0 && len % 16 == 0 && len - HEADER <= MAX_CHUNK);
+        // SAFETY: the sentinel header occupies the last 16 bytes of the range.
+        unsafe {
+            let sentinel = end.sub(HEADER);
+            set_size_flags(sentinel, 0);
+            write_free(start, len - HEADER, false);
+            self.insert(start);
+        }
+    }
+
+    /// Adopts a region another heap built (after its owner exited): its free chunks join
+    /// this heap's lists. Returns the number of chunks in use.
+    ///
+    /// # Safety
+    /// A valid region that no other heap lists.
+    pub unsafe fn adopt_region(&self, start: *mut u8, end: *mut u8) -> usize {
+        let mut used = 0;
+        let mut c = start;
+        // SAFETY: walking a valid region chunk by chunk up to its sentinel.
+        unsafe {
+            while c < end.sub(HEADER) {
+                if is_free(c) {
+                    self.insert(c);
+                } else {
+                    used += 1;
+                }
+                c = next_chunk(c);
+            }
+        }
+        used
+    }
+
+    /// Takes a region out of this heap's lists: it must be one free chunk (the region is
+    /// empty) and is about to be released.
+    ///
+    /// # Safety
+    /// `start` begins a region of this heap whose only chunk is free.
+    pub unsafe fn remove_region(&self, start: *mut u8) {
+        // SAFETY: per the contract.
+        unsafe {
+            debug_assert!(is_free(start));
+            self.remove(start);
+        }
+    }
+
+    /// First fit within the request's own list, for when the good-fit search finds nothing
+    /// (a request just under a chunk's size, e.g. most of an empty region).
+    fn take_scan(&self, size: usize) -> Option<*mut u8> {
+        if size > MAX_CHUNK {
+            return None;
+        }
+        let (fl, sl) = mapping(size);
+        let mut c = self.heads[fl][sl].get();
+        // SAFETY: list members are free chunks.
+        unsafe {
+            while !c.is_null() {
+                if size_of(c) >= size {
+                    self.remove(c);
+                    return Some(c);
+                }
+                c = *link_next(c);
+            }
+        }
+        None
+    }
+
+    /// Allocates a block of `size` bytes (16-aligned). `None` if no free chunk fits: the
+    /// caller adds a region and retries.
+    pub fn alloc(&self, size: usize) -> Option<*mut u8> {
+        let need = size.checked_add(HEADER + 15)? & !15;
+        let c = self.take_fit(need).or_else(|| self.take_scan(need))?;
+        // SAFETY: c is a free chunk of at least `need` bytes, off every list.
+        unsafe {
+            let have = size_of(c);
+            let prev_free = prev_is_free(c);
+            if have - need >= MIN_SPLIT {
+                write_used(c, need, prev_free);
+                let rest = c.add(need);
+                write_free(rest, have - need, false);
+                self.insert(rest);
+            } else {
+                write_used(c, have, prev_free);
+            }
+            Some(c.add(HEADER))
+        }
+    }
+
+    /// Frees block `p`, coalescing with free neighbours. Returns the resulting free chunk and
+    /// its size (the caller releases the region when that chunk covers all of it).
+    ///
+    /// # Safety
+    /// `p` is a live block of this heap's regions.
+    pub unsafe fn free(&self, p: *mut u8) -> (*mut u8, usize) {
+        // SAFETY: p follows its chunk header; neighbours are found through the boundary tags.
+        unsafe {
+            let mut c = p.sub(HEADER);
+            let mut size = size_of(c);
+            let mut prev_free = prev_is_free(c);
+            if prev_free {
+                let prev = c.sub(prev_size(c));
+                self.remove(prev);
+                size += size_of(prev);
+                prev_free = prev_is_free(prev); // always false: no two free chunks touch
+                c = prev;
+            }
+            let next = c.add(size);
+            if is_free(next) {
+                self.remove(next);
+                size += size_of(next);
+            }
+            write_free(c, size, prev_free);
+            self.insert(c);
+            (c, size)
+        }
+    }
+
+    /// The usable size of block `p`.
+    ///
+    /// # Safety
+    /// `p` is a live block.
+    pub unsafe fn usable_size(p: *mut u8) -> usize {
+        // SAFETY: p follows its header.
+        unsafe { size_of(p.sub(HEADER)) - HEADER }
+    }
+
+    /// Resizes block `p` in place to hold `new_size` bytes: grows into a free next neighbour,
+    /// shrinks by splitting off the tail. False if it cannot (the block is unchanged).
+    ///
+    /// # Safety
+    /// `p` is a live block of this heap's regions.
+    pub unsafe fn resize_in_place(&self, p: *mut u8, new_size: usize) -> bool {
+        let Some(need) = new_size.checked_add(HEADER + 15).map(|n| n & !15) else { return false };
+        // SAFETY: p is live; its neighbours are found through the boundary tags.
+        unsafe {
+            let c = p.sub(HEADER);
+            let have = size_of(c);
+            let prev_free = prev_is_free(c);
+            let mut total = have;
+            let next = c.add(have);
+            if need > have {
+                if !is_free(next) || have + size_of(next) < need {
+                    return false;
+                }
+                self.remove(next);
+                total += size_of(next);
+            } else if have - need < MIN_SPLIT {
+                return true; // a small shrink: keep the chunk as it is
+            }
+            // `total` bytes from c are ours; keep `need`, free the tail if it is worth it.
+            let tail = total - need;
+            if tail >= MIN_SPLIT {
+                write_used(c, need, prev_free);
+                let rest = c.add(need);
+                let after = rest.add(tail);
+                let rest_size = if is_free(after) {
+                    self.remove(after);
+                    tail + size_of(after)
+                } else {
+                    tail
+                };
+                write_free(rest, rest_size, false);
+                self.insert(rest);
+            } else {
+                write_used(c, total, prev_free);
+            }
+            true
+        }
+    }
+
+    /// The largest free chunk in the lists (0 if none), for fragmentation figures.
+    pub fn largest_free(&self) -> usize {
+        let fl_map = self.fl_bitmap.get();
+        if fl_map == 0 {
+            return 0;
+        }
+        let fl = 31 - fl_map.leading_zeros() as usize;
+        let sl = 31 - self.sl_bitmap[fl].get().leading_zeros() as usize;
+        let mut best = 0;
+        let mut c = self.heads[fl][sl].get();
+        while !c.is_null() {
+            // SAFETY: list members are free chunks.
+            unsafe {
+                best = best.max(size_of(c));
+                c = *link_next(c);
+            }
+        }
+        best
+    }
+
+    /// Checks the region invariants; returns (free chunks, free bytes, used chunks). Panics on
+    /// a violation.
+    ///
+    /// # Safety
+    /// `[start, end)` is a region of this heap.
+    pub unsafe fn validate_region(&self, start: *mut u8, end: *mut u8) -> (usize, usize, usize) {
+        let (mut free, mut free_bytes, mut used) = (0, 0, 0);
+        let mut c = start;
+        let mut prev_was_free = false;
+        // SAFETY: walking the region through its headers.
+        unsafe {
+            let sentinel = end.sub(HEADER);
+            while c < sentinel {
+                let size = size_of(c);
+                assert!(size >= 32 && size % 16 == 0, "chunk {c:p} has a bad size {size}");
+                assert_eq!(prev_is_free(c), prev_was_free, "PREV_FREE of {c:p} matches its predecessor");
+                if is_free(c) {
+                    assert!(!prev_was_free, "two adjacent free chunks at {c:p}");
+                    assert_eq!(prev_size(c.add(size)), size, "footer of free chunk {c:p}");
+                    assert!(self.lists_contain(c), "free chunk {c:p} is on the list its size maps to");
+                    free += 1;
+                    free_bytes += size;
+                } else {
+                    used += 1;
+                }
+                prev_was_free = is_free(c);
+                c = c.add(size);
+            }
+            assert_eq!(c, sentinel, "chunks tile the region exactly");
+            assert_eq!(size_of(sentinel), 0);
+            assert_eq!(prev_is_free(sentinel), prev_was_free);
+        }
+        (free, free_bytes, used)
+    }
+
+    fn lists_contain(&self, c: *mut u8) -> bool {
+        // SAFETY: called on a free chunk; list members are free chunks.
+        unsafe {
+            let (fl, sl) = mapping(size_of(c));
+            let mut x = self.heads[fl][sl].get();
+            while !x.is_null() {
+                if x == c {
+                    return true;
+                }
+                x = *link_next(x);
+            }
+        }
+        false
+    }
+
+    /// Checks the lists and bitmaps; returns the number of free chunks listed.
+    pub fn validate_lists(&self) -> usize {
+        let mut n = 0;
+        for fl in 0..FL_COUNT {
+            assert_eq!(self.fl_bitmap.get() & (1 << fl) != 0, self.sl_bitmap[fl].get() != 0, "first-level bit {fl}");
+            for sl in 0..SL_COUNT {
+                let head = self.heads[fl][sl].get();
+                assert_eq!(self.sl_bitmap[fl].get() & (1 << sl) != 0, !head.is_null(), "second-level bit {fl}/{sl}");
+                let mut prev = ptr::null_mut();
+                let mut c = head;
+                while !c.is_null() {
+                    // SAFETY: list members are free chunks.
+                    unsafe {
+                        assert!(is_free(c));
+                        assert_eq!(mapping(size_of(c)), (fl, sl), "chunk on the list of its size");
+                        assert_eq!(*link_prev(c), prev);
+                        prev = c;
+                        c = *link_next(c);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Default for ChunkHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A region over a 16-aligned buffer (u128 is 16-aligned).
+    struct Region {
+        buf: Vec<u128>,
+    }
+
+    impl Region {
+        fn new(len: usize) -> Self {
+            Region { buf: vec![0; len / 16] }
+        }
+        fn start(&mut self) -> *mut u8 {
+            self.buf.as_mut_ptr().cast()
+        }
+        fn end(&mut self) -> *mut u8 {
+            // SAFETY: one past the end of the buffer.
+            unsafe { self.start().add(self.buf.len() * 16) }
+        }
+    }
+
+    fn check(h: &ChunkHeap, r: &mut Region) -> (usize, usize, usize) {
+        let (start, end) = (r.start(), r.end());
+        // SAFETY: the region belongs to h.
+        let v = unsafe { h.validate_region(start, end) };
+        assert_eq!(h.validate_lists(), v.0, "every listed chunk is a free chunk of the region");
+        v
+    }
+
+    const LEN: usize = 1 << 20;
+
+    #[test]
+    fn free_between_two_free_neighbours_merges_all_three() {
+        let mut r = Region::new(LEN);
+        let h = ChunkHeap::new();
+        // SAFETY: a fresh region.
+        unsafe { h.add_region(r.start(), r.end()) };
+        let a = h.alloc(100_000).unwrap();
+        let b = h.alloc(100_000).unwrap();
+        let c = h.alloc(100_000).unwrap();
+        let _d = h.alloc(100_000).unwrap();
+        // SAFETY: live blocks.
+        unsafe {
+            h.free(a);
+            h.free(c);
+            assert_eq!(check(&h, &mut r).0, 3, "a, c and the tail are free");
+            let (merged, size) = h.free(b);
+            assert_eq!(merged, a.sub(HEADER), "b merged with a before it");
+            assert!(size >= 3 * 100_000, "and with c after it");
+        }
+        assert_eq!(check(&h, &mut r), (2, LEN - HEADER - (100_000 + HEADER).next_multiple_of(16), 1));
+    }
+
+    #[test]
+    fn free_at_region_edges_coalesces_to_one_chunk() {
+        let mut r = Region::new(LEN);
+        let h = ChunkHeap::new();
+        // SAFETY: a fresh region.
+        unsafe { h.add_region(r.start(), r.end()) };
+        let first = h.alloc(200_000).unwrap();
+        let last = h.alloc(LEN - 200_000 - 4 * HEADER - 32).unwrap();
+        assert_eq!(check(&h, &mut r).0, 0, "the region is full");
+        // SAFETY: live blocks.
+        unsafe {
+            h.free(last);
+            check(&h, &mut r);
+            let (c, size) = h.free(first);
+            assert_eq!(c, r.start());
+            assert_eq!(size, LEN - HEADER, "everything merged back into one chunk");
+        }
+        assert_eq!(check(&h, &mut r), (1, LEN - HEADER, 0));
+    }
+
+    #[test]
+    fn a_remainder_too_small_to_split_stays_with_the_block() {
+        let mut r = Region::new(LEN);
+        let h = ChunkHeap::new();
+        // SAFETY: a fresh region.
+        unsafe { h.add_region(r.start(), r.end()) };
+        let whole = LEN - HEADER;
+        let p = h.alloc(whole - HEADER - 1000).unwrap();
+        // SAFETY: live block.
+        assert_eq!(unsafe { ChunkHeap::usable_size(p) }, whole - HEADER, "the 1000-byte rest was not split off");
+        assert_eq!(check(&h, &mut r), (0, 0, 1));
+        assert!(h.alloc(10).is_none(), "nothing left");
+    }
+
+    #[test]
+    fn resize_grows_into_a_free_neighbour_and_shrinks_by_splitting() {
+        let mut r = Region::new(LEN);
+        let h = ChunkHeap::new();
+        // SAFETY: a fresh region; p stays live.
+        unsafe {
+            h.add_region(r.start(), r.end());
+            let p = h.alloc(100_000).unwrap();
+            let q = h.alloc(100_000).unwrap();
+            h.free(q);
+            assert!(h.resize_in_place(p, 300_000), "grows into the free chunk after it");
+            assert!(ChunkHeap::usable_size(p) >= 300_000);
+            check(&h, &mut r);
+            assert!(h.resize_in_place(p, 50_000), "shrinks in place");
+            assert!(ChunkHeap::usable_size(p) < 60_000);
+            assert_eq!(check(&h, &mut r), (1, LEN - HEADER - (50_000 + HEADER).next_multiple_of(16), 1));
+            let blocker = h.alloc(LEN - 200_000).unwrap();
+            assert!(!h.resize_in_place(p, LEN - 100_000), "cannot grow past a used neighbour");
+            h.free(blocker);
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc(usize),
+        Free(usize),
+        Resize(usize, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..200_000).prop_map(Op::Alloc),
+            3 => any::<usize>().prop_map(Op::Free),
+            2 => (any::<usize>(), 1usize..300_000).prop_map(|(i, s)| Op::Resize(i, s)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn op_programs_keep_blocks_apart_and_invariants_true(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 300 })) {
+            let mut r = Region::new(if cfg!(miri) { 1 << 18 } else { 2 << 20 });
+            let h = ChunkHeap::new();
+            // SAFETY: a fresh region.
+            unsafe { h.add_region(r.start(), r.end()) };
+            let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
+            let mut seed = 0u8;
+            let fill = |p: *mut u8, n: usize, s: u8| {
+                // SAFETY: p holds n bytes (sampled under Miri).
+                unsafe { for k in (0..n).step_by(if cfg!(miri) { 997 } else { 61 }) { *p.add(k) = s ^ k as u8 } }
+            };
+            let same = |p: *mut u8, n: usize, s: u8| {
+                // SAFETY: as for fill.
+                (0..n).step_by(if cfg!(miri) { 997 } else { 61 }).all(|k| unsafe { *p.add(k) } == s ^ k as u8)
+            };
+            for op in ops {
+                match op {
+                    Op::Alloc(n) => {
+                        if let Some(p) = h.alloc(n) {
+                            assert_eq!(p as usize % 16, 0);
+                            // SAFETY: live block.
+                            assert!(unsafe { ChunkHeap::usable_size(p) } >= n);
+                            for &(q, m, _) in &live {
+                                assert!(p as usize + n <= q as usize || q as usize + m <= p as usize, "overlap");
+                            }
+                            seed = seed.wrapping_add(1);
+                            fill(p, n, seed);
+                            live.push((p, n, seed));
+                        }
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let (p, n, s) = live.swap_remove(i % live.len());
+                        assert!(same(p, n, s), "contents kept until free");
+                        // SAFETY: live block.
+                        unsafe { h.free(p) };
+                    }
+                    Op::Resize(i, n) if !live.is_empty() => {
+                        let k = i % live.len();
+                        let (p, m, s) = live[k];
+                        // SAFETY: live block.
+                        if unsafe { h.resize_in_place(p, n) } {
+                            assert!(same(p, m.min(n), s), "contents kept by a resize in place");
+                            // SAFETY: live block.
+                            assert!(unsafe { ChunkHeap::usable_size(p) } >= n);
+                            seed = seed.wrapping_add(1);
+                            fill(p, n, seed);
+                            live[k] = (p, n, seed);
+                        }
+                    }
+                    _ => {}
+                }
+                let (_, _, used) = check(&h, &mut r);
+                assert_eq!(used, live.len());
+            }
+            for (p, _, _) in live.drain(..) {
+                // SAFETY: live block.
+                unsafe { h.free(p) };
+            }
+            let len = r.buf.len() * 16;
+            assert_eq!(check(&h, &mut r), (1, len - HEADER, 0), "all free: one chunk again");
+        }
+    }
+}
