@@ -5,7 +5,8 @@
 //! `heap` is always the calling thread's heap (or, in tests, the heap playing that thread).
 
 use crate::config::*;
-use crate::heap::Heap;
+use crate::heap::{Heap, CHUNK_HINT};
+use crate::large::ChunkHeap;
 use crate::page::{Block, Page, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::size_class::{class_for_aligned, class_of};
@@ -32,10 +33,19 @@ pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
 
 #[inline(never)]
 fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
-    if size > LARGE_MAX {
-        return huge_alloc(heap, size, MIN_ALIGN).map_or(ptr::null_mut(), |(p, _)| p);
+    alloc_sized(heap, size).map_or(ptr::null_mut(), |(p, _)| p)
+}
+
+/// Allocates `size` bytes with the default alignment from whichever part serves the size:
+/// page classes, the chunk heap, or a huge block.
+fn alloc_sized(heap: &Heap, size: usize) -> Option<(*mut u8, Contents)> {
+    if size <= LARGE_MAX {
+        malloc_class(heap, class_of(size))
+    } else if size <= CHUNK_MAX {
+        heap.chunk_alloc(size).map(|p| (p, Contents::Dirty))
+    } else {
+        huge_alloc(heap, size, MIN_ALIGN)
     }
-    malloc_class(heap, class_of(size)).map_or(ptr::null_mut(), |(p, _)| p)
 }
 
 /// What is known of a new block's contents.
@@ -96,11 +106,7 @@ fn malloc_aligned_slow(heap: &Heap, size: usize, align: usize) -> Option<(*mut u
 /// `heap` is the calling thread's heap.
 pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
     let r = if align <= MIN_ALIGN && (size >= align || align <= 8) {
-        if size <= LARGE_MAX {
-            malloc_class(heap, class_of(size))
-        } else {
-            huge_alloc(heap, size, MIN_ALIGN)
-        }
+        alloc_sized(heap, size)
     } else {
         malloc_aligned_slow(heap, size, align)
     };
@@ -165,13 +171,29 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
 
 #[cold]
 unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
-    if seg.kind() == SegmentKind::Huge {
+    let kind = seg.kind();
+    if kind == SegmentKind::Huge {
         seg.backend().huge_free(seg);
         return;
     }
     let owner = page.owner_heap();
     if owner == heap.id() {
-        heap.free_local_full(page, p);
+        if kind == SegmentKind::Chunk {
+            // SAFETY: a live chunk of a segment this heap owns.
+            unsafe { heap.chunk_free(seg, p) };
+        } else {
+            heap.free_local_full(page, p);
+        }
+        return;
+    }
+    if kind == SegmentKind::Chunk {
+        // SAFETY: p is a live chunk; the owner frees it when it collects the list.
+        unsafe { page.push_remote(p.cast()) };
+        if !owner.is_null() {
+            // SAFETY: heaps are never unmapped.
+            unsafe { (*owner).remote_hint(CHUNK_HINT) };
+        }
+        count_remote_free(heap, None);
         return;
     }
     // A remote free. The owner and class were read before the push: once the block is on the
@@ -183,15 +205,24 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
         // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
         unsafe { (*owner).remote_hint(class) };
     }
+    count_remote_free(heap, Some(class));
+}
+
+/// Counts a remote free (of a block of `class`, or of a chunk) in the freeing thread's heap.
+fn count_remote_free(heap: &Heap, class: Option<usize>) {
     match heap.for_remote_free() {
         Some(h) => {
             Counters::bump(&h.counters.remote_frees, 1);
-            Counters::bump(&h.remote_pending[class], 1);
+            if let Some(c) = class {
+                Counters::bump(&h.remote_pending[c], 1);
+            }
         }
         None => {
             let b = heap.backend();
             b.counters.remote_frees.fetch_add(1, Ordering::Relaxed);
-            b.remote_pending[class].fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = class {
+                b.remote_pending[c].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -204,10 +235,11 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: p is a live block, so its segment header is mapped.
     let seg = unsafe { &*segment_of(p) };
     let page = seg.page_of(p);
-    if seg.kind() == SegmentKind::Huge {
-        page.start.get() as usize + page.block_size.get() - p as usize
-    } else {
-        page.block_size.get()
+    match seg.kind() {
+        SegmentKind::Huge => page.start.get() as usize + page.block_size.get() - p as usize,
+        // SAFETY: p is a live chunk.
+        SegmentKind::Chunk => unsafe { ChunkHeap::usable_size(p.cast_mut()) },
+        _ => page.block_size.get(),
     }
 }
 
@@ -225,13 +257,19 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     if seg.kind() == SegmentKind::Huge {
         if new_size > LARGE_MAX {
             if new_size <= usable && new_size >= usable / 2 {
-                seg.huge_size.store(new_size, Ordering::Relaxed);
+                seg.live_bytes.store(new_size, Ordering::Relaxed);
                 return p;
             }
             // SAFETY: p is the segment's live huge block.
             if let Some(q) = unsafe { seg.backend().huge_resize(seg, p, new_size) } {
                 return q.as_ptr();
             }
+        }
+    } else if seg.kind() == SegmentKind::Chunk {
+        let local = seg.pages[0].owner_heap() == heap.id();
+        // SAFETY: p is a live chunk of a segment this heap owns.
+        if local && new_size > LARGE_MAX && new_size <= CHUNK_MAX && unsafe { heap.chunk_resize(seg, p, new_size) } {
+            return p;
         }
     } else if new_size <= usable && (new_size >= usable / 2 || usable <= 2 * MIN_ALIGN) {
         return p;

@@ -40,6 +40,9 @@ struct State {
     free_heaps: *mut Heap,
     meta_cur: *mut u8,
     meta_end: *mut u8,
+    /// Freed huge mappings: (header, mapping size); size 0 = empty slot.
+    huge_cache: [(*mut Segment, usize); HUGE_CACHE_SLOTS],
+    huge_cache_bytes: usize,
 }
 
 // SAFETY: the raw pointers in State are only used under the lock.
@@ -64,6 +67,8 @@ impl Backend {
                 free_heaps: ptr::null_mut(),
                 meta_cur: ptr::null_mut(),
                 meta_end: ptr::null_mut(),
+                huge_cache: [(ptr::null_mut(), 0); HUGE_CACHE_SLOTS],
+                huge_cache_bytes: 0,
             }),
             abandoned_count: AtomicUsize::new(0),
             counters: Counters::new(),
@@ -223,6 +228,34 @@ impl Backend {
         st.free_heaps = heap as *const Heap as *mut Heap;
     }
 
+    /// Keeps a freed huge mapping (header at its base, bigger than a segment) for reuse.
+    /// False if the cache has no room for it; the caller then releases it.
+    pub(crate) fn cache_huge(&self, seg: &Segment) -> bool {
+        let size = seg.map_size.get();
+        let mut st = self.state.lock();
+        if st.huge_cache_bytes + size > HUGE_CACHE_BYTES {
+            return false;
+        }
+        let Some(slot) = st.huge_cache.iter_mut().find(|s| s.1 == 0) else { return false };
+        *slot = (seg.addr().cast(), size);
+        st.huge_cache_bytes += size;
+        seg.set_kind(SegmentKind::Cached);
+        true
+    }
+
+    /// Takes the smallest cached huge mapping of at least `min` and at most `max` bytes:
+    /// (its header, its size). Its memory is not zero.
+    pub(crate) fn pop_huge(&self, min: usize, max: usize) -> Option<(*mut Segment, usize)> {
+        let mut st = self.state.lock();
+        let best = (0..HUGE_CACHE_SLOTS)
+            .filter(|&i| st.huge_cache[i].1 >= min && st.huge_cache[i].1 <= max)
+            .min_by_key(|&i| st.huge_cache[i].1)?;
+        let entry = st.huge_cache[best];
+        st.huge_cache[best] = (ptr::null_mut(), 0);
+        st.huge_cache_bytes -= entry.1;
+        Some(entry)
+    }
+
     /// Takes an empty segment from the cache (its memory is not zero).
     pub(crate) fn pop_cache(&self) -> Option<NonNull<u8>> {
         let mut st = self.state.lock();
@@ -267,9 +300,13 @@ impl Backend {
             s.mapped_bytes += sg.map_size.get() as i64;
             match sg.kind() {
                 SegmentKind::Cached => s.segments_cached += 1,
+                SegmentKind::Chunk => {
+                    s.large_blocks += sg.pages[0].used.load(Ordering::Relaxed) as i64;
+                    s.large_bytes += sg.live_bytes.load(Ordering::Relaxed) as i64;
+                }
                 SegmentKind::Huge => {
                     s.huge_blocks += 1;
-                    s.huge_bytes += sg.huge_size.load(Ordering::Relaxed) as i64;
+                    s.huge_bytes += sg.live_bytes.load(Ordering::Relaxed) as i64;
                 }
                 _ => {
                     for p in &sg.pages {

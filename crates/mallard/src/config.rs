@@ -26,6 +26,11 @@ pub const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
 pub const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
 pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: above this a block is huge
 
+/// Blocks above `LARGE_MAX` up to this come from the chunk heap, whose regions are chunk
+/// segments (all of a segment but its header slice, minus a chunk header and the region's end
+/// sentinel). Bigger blocks are huge.
+pub const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * crate::large::HEADER;
+
 /// Sizes up to this are looked up in the heap's direct table (one entry per 8 bytes), so the
 /// common small malloc needs no size-class computation.
 pub const DIRECT_MAX: usize = 1024;
@@ -42,6 +47,12 @@ pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
 /// of a thread that frees its last block and allocates again right after is then a list pop,
 /// not munmap + mmap.
 pub const SEGMENT_CACHE_MAX: usize = 8;
+
+/// Freed huge mappings kept for reuse (process-wide), by count and by bytes: a program that
+/// frees and allocates multi-MiB blocks in turn reuses pages that are already faulted in,
+/// instead of an munmap, an mmap and a page fault per 4 KiB each time.
+pub const HUGE_CACHE_SLOTS: usize = 16;
+pub const HUGE_CACHE_BYTES: usize = 64 << 20;
 
 /// A heap scans its full pages for remote frees at least once per this many fresh pages it
 /// takes, as a backstop to the remote-free hints.

@@ -17,7 +17,9 @@
 
 use crate::backend::Backend;
 use crate::config::*;
+use crate::large::ChunkHeap;
 use crate::page::{Page, EMPTY_FULL, FULL};
+use crate::segment::segment_of;
 use crate::segment::{Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
 use crate::stats::Counters;
@@ -40,6 +42,10 @@ pub struct SegQueue {
 #[repr(C, align(64))]
 struct RemoteHint([AtomicU64; 2]);
 
+/// The `remote_hint` bit that says a chunk of this heap was freed by another thread.
+pub const CHUNK_HINT: usize = 127;
+const _: () = assert!(CLASS_COUNT <= CHUNK_HINT);
+
 #[repr(C)]
 pub struct Heap {
     /// Current page for every size up to `DIRECT_MAX`, indexed by `(size + 7) / 8`.
@@ -49,6 +55,9 @@ pub struct Heap {
     /// Segments with free pages, per page kind; and segments with none.
     avail: [SegQueue; 3],
     busy: SegQueue,
+    /// The chunk heap: free chunks of all this heap's chunk segments, and those segments.
+    chunks: ChunkHeap,
+    chunk_segs: SegQueue,
     backend: Cell<*const Backend>,
     /// The placeholder heap of threads that have not allocated yet.
     is_empty: bool,
@@ -198,6 +207,8 @@ impl Heap {
             full: [PageQueue::EMPTY; CLASS_COUNT],
             avail: [SegQueue::EMPTY, SegQueue::EMPTY, SegQueue::EMPTY],
             busy: SegQueue::EMPTY,
+            chunks: ChunkHeap::new(),
+            chunk_segs: SegQueue::EMPTY,
             backend: Cell::new(backend),
             is_empty: true,
             exited,
@@ -375,7 +386,11 @@ impl Heap {
             while bits != 0 {
                 let class = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.scan_full(class);
+                if class == CHUNK_HINT {
+                    self.collect_chunk_remote();
+                } else {
+                    self.scan_full(class);
+                }
             }
         }
         any
@@ -493,6 +508,10 @@ impl Heap {
     /// Takes over a segment an exited thread abandoned: its pages join this heap's queues.
     fn reclaim(&self, seg: &Segment) {
         seg.owner.store(self.id(), Ordering::Release);
+        if seg.kind() == SegmentKind::Chunk {
+            self.reclaim_chunk_segment(seg);
+            return;
+        }
         let mut used = seg.used_mask();
         let mut reclaimed = 0;
         while used != 0 {
@@ -550,6 +569,17 @@ impl Heap {
             }
             self.update_direct(class);
         }
+        self.collect_chunk_remote();
+        while let Some(seg) = self.chunk_segs.first() {
+            self.chunk_segs.remove(seg);
+            seg.pages[0].owner.store(ptr::null_mut(), Ordering::Relaxed);
+            if seg.pages[0].used() == 0 {
+                self.backend().segment_free(seg);
+            } else {
+                self.backend().abandon(seg);
+            }
+        }
+        self.chunks.clear();
         let lists = [&self.avail[0], &self.avail[1], &self.avail[2], &self.busy];
         for list in lists {
             while let Some(seg) = list.first() {
@@ -560,6 +590,168 @@ impl Heap {
         Counters::bump(&self.counters.pages_abandoned, pages);
         self.remote_hint.0.iter().for_each(|h| h.store(0, Ordering::Relaxed));
         self.backend().heap_free(self);
+    }
+
+    /// Collects every pending free: remote frees into pages and chunks, and full pages that
+    /// got room; gives empty pages back to their segments and empty segments to the backend.
+    /// With `force`, first takes over every abandoned segment, so that frees into them are
+    /// collected too.
+    pub fn collect(&self, force: bool) {
+        if self.is_empty {
+            return;
+        }
+        if force {
+            while let Some(seg) = self.backend().pop_abandoned() {
+                self.reclaim(seg);
+            }
+        }
+        self.process_hints();
+        self.collect_chunk_remote();
+        for class in 0..CLASS_COUNT {
+            self.scan_full(class);
+            let mut p = self.queues[class].first.get();
+            while !p.is_null() {
+                // SAFETY: queue members are valid pages of this heap.
+                let page = unsafe { &*p };
+                p = page.next.get();
+                self.collected(page, page.collect());
+                if page.used() == 0 {
+                    self.retire_page(page);
+                }
+            }
+        }
+    }
+
+    // ---- the chunk heap ----
+
+    /// Allocates `size` bytes (LARGE_MAX < size <= CHUNK_MAX) from the chunk heap.
+    #[inline(never)]
+    pub fn chunk_alloc(&self, size: usize) -> Option<*mut u8> {
+        if self.is_empty {
+            let real = (self.backend().thread_init?)();
+            // SAFETY: thread_init returns a valid heap or null.
+            return unsafe { real.as_ref()? }.chunk_alloc(size);
+        }
+        loop {
+            if let Some(p) = self.chunks.alloc(size) {
+                // SAFETY: p is a live chunk of one of this heap's chunk segments.
+                let seg = unsafe { &*segment_of(p) };
+                seg.pages[0].add_used(1);
+                // SAFETY: p is live.
+                Self::add_live(seg, unsafe { ChunkHeap::usable_size(p) } as isize);
+                return Some(p);
+            }
+            if self.collect_chunk_remote() > 0 {
+                continue;
+            }
+            if let Some(seg) = self.backend().pop_abandoned() {
+                self.reclaim(seg);
+                continue;
+            }
+            self.new_chunk_segment()?;
+        }
+    }
+
+    fn add_live(seg: &Segment, delta: isize) {
+        let v = seg.live_bytes.load(Ordering::Relaxed);
+        seg.live_bytes.store(v.wrapping_add_signed(delta), Ordering::Relaxed);
+    }
+
+    /// Takes a fresh chunk segment: its region becomes one free chunk.
+    fn new_chunk_segment(&self) -> Option<()> {
+        let seg = self.backend().segment_alloc(SegmentKind::Chunk)?;
+        seg.owner.store(self.id(), Ordering::Release);
+        seg.take_page();
+        let page = &seg.pages[0];
+        page.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
+        // Tagged: every free of a chunk takes the slow path, which knows chunks.
+        page.set_in_full(self.id(), true);
+        let (start, end) = seg.chunk_region();
+        // SAFETY: the region is fresh memory of a segment this heap now owns.
+        unsafe { self.chunks.add_region(start, end) };
+        self.chunk_segs.push(seg);
+        Some(())
+    }
+
+    /// Frees chunk `p` of segment `seg`, owned by this heap. An empty segment goes back to
+    /// the backend, unless it is the heap's only one.
+    ///
+    /// # Safety
+    /// `p` is a live chunk of `seg`, which this heap owns.
+    pub unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
+        // SAFETY: per the contract.
+        let usable = unsafe { ChunkHeap::usable_size(p) };
+        // SAFETY: per the contract.
+        let (c, _) = unsafe { self.chunks.free(p) };
+        Self::add_live(seg, -(usable as isize));
+        let page = &seg.pages[0];
+        page.add_used(-1);
+        if page.used() == 0 && !(seg.prev.get().is_null() && seg.next.get().is_null()) {
+            // SAFETY: the region is one free chunk starting at c.
+            unsafe { self.chunks.remove_region(c) };
+            self.chunk_segs.remove(seg);
+            self.backend().segment_free(seg);
+        }
+    }
+
+    /// Resizes live chunk `p` of `seg` in place. False if it cannot.
+    ///
+    /// # Safety
+    /// As for `chunk_free`.
+    pub unsafe fn chunk_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> bool {
+        // SAFETY: per the contract.
+        unsafe {
+            let before = ChunkHeap::usable_size(p);
+            if !self.chunks.resize_in_place(p, new_size) {
+                return false;
+            }
+            Self::add_live(seg, ChunkHeap::usable_size(p) as isize - before as isize);
+        }
+        true
+    }
+
+    /// Frees the chunks other threads freed into this heap's chunk segments. Returns how many.
+    fn collect_chunk_remote(&self) -> usize {
+        let mut n = 0;
+        let mut s = self.chunk_segs.first.get();
+        while !s.is_null() {
+            // SAFETY: list members are valid chunk segments of this heap.
+            let seg = unsafe { &*s };
+            s = seg.next.get(); // read first: freeing may release the segment
+            n += self.collect_chunks_of(seg);
+        }
+        n
+    }
+
+    fn collect_chunks_of(&self, seg: &Segment) -> usize {
+        let page = &seg.pages[0];
+        if page.thread_free.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        let mut b = page.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut n = 0;
+        while !b.is_null() {
+            // SAFETY: remotely freed chunks of seg; the link is read before the chunk is freed.
+            unsafe {
+                let next = (*b).next;
+                self.chunk_free(seg, b.cast());
+                b = next;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes over an abandoned chunk segment: its free chunks join this heap's bins.
+    fn reclaim_chunk_segment(&self, seg: &Segment) {
+        seg.pages[0].set_in_full(self.id(), true);
+        let (start, end) = seg.chunk_region();
+        // SAFETY: an abandoned region no heap lists any more.
+        unsafe { self.chunks.adopt_region(start, end) };
+        self.chunk_segs.push(seg);
+        Counters::bump(&self.counters.segments_reclaimed, 1);
+        // Frees that arrived while it was abandoned; the last one releases an emptied segment.
+        self.collect_chunks_of(seg);
     }
 
     /// Checks the heap's invariants (owner thread, no remote free in flight). Panics on a
@@ -597,6 +789,21 @@ impl Heap {
                 assert_eq!(self.pages_direct[lo as usize].get(), expect, "direct slot points at the current page");
             }
         }
+        let mut free_chunks = 0;
+        let mut s = self.chunk_segs.first.get();
+        while !s.is_null() {
+            // SAFETY: list members are valid chunk segments of this heap.
+            let seg = unsafe { &*s };
+            assert_eq!(seg.kind(), SegmentKind::Chunk);
+            assert_eq!(seg.pages[0].owner_heap(), self.id(), "chunk segment owned by this heap");
+            let (start, end) = seg.chunk_region();
+            // SAFETY: the region belongs to this heap.
+            let (free, _, used) = unsafe { self.chunks.validate_region(start, end) };
+            assert_eq!(used as u32, seg.pages[0].used(), "live chunk count of the segment");
+            free_chunks += free;
+            s = seg.next.get();
+        }
+        assert_eq!(self.chunks.validate_lists(), free_chunks, "the bins list exactly the free chunks");
         for (k, list) in [&self.avail[0], &self.avail[1], &self.avail[2], &self.busy].into_iter().enumerate() {
             let mut s = list.first.get();
             while !s.is_null() {

@@ -2,7 +2,9 @@
 //! one mapping of its own with a segment header in front (so `free` finds it like any other
 //! block), rounded up to whole segments so that a block can grow in place until the end of
 //! its mapping; beyond that `mremap` moves the pages without copying them. A plain 4 MiB
-//! mapping is taken from and returned to the backend's segment cache.
+//! mapping is taken from and returned to the backend's segment cache; bigger ones go to a
+//! small cache of huge mappings (`HUGE_CACHE_BYTES`) and serve later blocks of up to their
+//! size.
 
 use crate::backend::Backend;
 use crate::config::*;
@@ -20,8 +22,20 @@ impl Backend {
             return None;
         }
         let mut fresh = true;
-        let base = if map_size == SEGMENT_SIZE && seg_off == 0 { self.pop_cache() } else { None };
-        let base = match base {
+        let mut map_size = map_size;
+        let cached = if seg_off != 0 {
+            None
+        } else if map_size == SEGMENT_SIZE {
+            self.pop_cache()
+        } else {
+            // A cached mapping up to twice the size will do (the rest stays untouched).
+            self.pop_huge(map_size, 2 * map_size).map(|(seg, size)| {
+                map_size = size;
+                // SAFETY: cached headers are the (non-null) bases of their mappings.
+                unsafe { NonNull::new_unchecked((*seg).addr()) }
+            })
+        };
+        let base = match cached {
             Some(b) => {
                 fresh = false;
                 b
@@ -31,7 +45,7 @@ impl Backend {
         // SAFETY: seg_off < map_size; the header fits in the first slice after it.
         let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
         seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, fresh);
-        seg.huge_size.store(size, Ordering::Relaxed);
+        seg.live_bytes.store(size, Ordering::Relaxed);
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
         let usable = map_size - seg_off - block_off;
@@ -47,7 +61,10 @@ impl Backend {
 
     pub fn huge_free(&self, seg: &Segment) {
         self.count(|c| &c.huge_frees, 1);
-        self.segment_free(seg);
+        let plain = seg.base.get() == seg.addr();
+        if !(plain && seg.map_size.get() > SEGMENT_SIZE && self.cache_huge(seg)) {
+            self.segment_free(seg);
+        }
     }
 
     /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its
@@ -61,7 +78,7 @@ impl Backend {
         let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
         let old_size = seg.map_size.get();
         if map_size == old_size {
-            seg.huge_size.store(new_size, Ordering::Relaxed);
+            seg.live_bytes.store(new_size, Ordering::Relaxed);
             // SAFETY: p is non-null.
             return Some(unsafe { NonNull::new_unchecked(p) });
         }
@@ -76,7 +93,7 @@ impl Backend {
         if moved.is_some() {
             seg.base.set(base);
             seg.map_size.set(map_size);
-            seg.huge_size.store(new_size, Ordering::Relaxed);
+            seg.live_bytes.store(new_size, Ordering::Relaxed);
             let usable = map_size - seg_off - block_off;
             // SAFETY: the block keeps its offset.
             let block = unsafe { seg.addr().add(block_off) };

@@ -8,7 +8,8 @@
 //!
 //! Kinds (`SegmentKind`): a small segment has 63 pages of one slice; a medium segment 8 pages
 //! of eight slices (page 0 one slice shorter, for the header); a large segment one page of 63
-//! slices; a huge segment one block, in a mapping of its own.
+//! slices; a chunk segment one region of the chunk heap (its page 0 carries the owner and the
+//! remote-free list); a huge segment one block, in a mapping of its own.
 //!
 //! Invariants (owner's view): `used_pages == popcount(valid & !free_mask)`; a page is on a
 //! heap queue iff its bit is clear in `free_mask`; `owner` is the owning heap, or null when the
@@ -29,8 +30,10 @@ pub enum SegmentKind {
     Medium = 1,
     Large = 2,
     Huge = 3,
+    /// A region of the chunk heap (`large`), for blocks above the page classes.
+    Chunk = 4,
     /// Empty, in the backend's segment cache.
-    Cached = 4,
+    Cached = 5,
 }
 
 impl SegmentKind {
@@ -48,6 +51,7 @@ impl SegmentKind {
             1 => SegmentKind::Medium,
             2 => SegmentKind::Large,
             3 => SegmentKind::Huge,
+            4 => SegmentKind::Chunk,
             _ => SegmentKind::Cached,
         }
     }
@@ -57,7 +61,7 @@ impl SegmentKind {
         match self {
             SegmentKind::Small => !1u64,
             SegmentKind::Medium => 0xff,
-            SegmentKind::Large | SegmentKind::Huge => 1,
+            SegmentKind::Large | SegmentKind::Huge | SegmentKind::Chunk => 1,
             SegmentKind::Cached => 0,
         }
     }
@@ -87,8 +91,9 @@ pub struct Segment {
     /// The mapping that holds the segment (a huge one may start before the header).
     pub base: Cell<*mut u8>,
     pub map_size: Cell<usize>,
-    /// Huge segments: the size the program asked for (for statistics).
-    pub huge_size: AtomicUsize,
+    /// Bytes the program asked for in this segment's live blocks, for huge and chunk
+    /// segments (statistics).
+    pub live_bytes: AtomicUsize,
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
@@ -176,12 +181,18 @@ impl Segment {
         self.backend.set(backend);
         self.base.set(base);
         self.map_size.set(map_size);
-        self.huge_size.store(0, Ordering::Relaxed);
+        self.live_bytes.store(0, Ordering::Relaxed);
     }
 
     /// Marks the segment cached (empty, dirty) or re-kinds it.
     pub fn set_kind(&self, kind: SegmentKind) {
         self.kind.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// The chunk heap's region in a chunk segment: everything after the header slice.
+    pub fn chunk_region(&self) -> (*mut u8, *mut u8) {
+        // SAFETY: both ends lie inside (or one past) the segment.
+        unsafe { (self.addr().add(SLICE_SIZE), self.addr().add(SEGMENT_SIZE)) }
     }
 
     /// The memory range page `index` serves.

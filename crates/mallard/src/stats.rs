@@ -31,6 +31,9 @@ macro_rules! counters {
             pub segments_current: i64,
             /// Empty segments kept in the cache.
             pub segments_cached: i64,
+            /// Chunk-heap blocks live, and their usable bytes.
+            pub large_blocks: i64,
+            pub large_bytes: i64,
             /// Huge blocks live, and their requested bytes.
             pub huge_blocks: i64,
             pub huge_bytes: i64,
@@ -43,7 +46,7 @@ macro_rules! counters {
                 $( $name: 0, )*
                 class_blocks: [0; CLASS_COUNT],
                 class_pages: [0; CLASS_COUNT],
-                segments_current: 0, segments_cached: 0, huge_blocks: 0, huge_bytes: 0, mapped_bytes: 0,
+                segments_current: 0, segments_cached: 0, large_blocks: 0, large_bytes: 0, huge_blocks: 0, huge_bytes: 0, mapped_bytes: 0,
             };
             /// The event counters as (name, description, value).
             pub fn counters(&self) -> [(&'static str, &'static str, i64); [$(stringify!($name)),*].len()] {
@@ -96,9 +99,9 @@ impl Stats {
         self.class_blocks.iter().zip(CLASS_SIZE.iter()).map(|(&n, &s)| n * s as i64).sum()
     }
 
-    /// Bytes in live blocks, page classes and huge blocks together.
+    /// Bytes in live blocks: page classes, chunks and huge blocks together.
     pub fn live_bytes(&self) -> i64 {
-        self.small_live_bytes() + self.huge_bytes
+        self.small_live_bytes() + self.large_bytes + self.huge_bytes
     }
 
     /// Writes the statistics as a compact table.
@@ -106,9 +109,12 @@ impl Stats {
         writeln!(w, "mallard statistics")?;
         writeln!(
             w,
-            "  live {} bytes ({} in huge blocks), {} segments mapped ({} bytes, {} cached)",
+            "  live {} bytes ({} in {} chunks, {} in {} huge blocks), {} segments mapped ({} bytes, {} cached)",
             self.live_bytes(),
+            self.large_bytes,
+            self.large_blocks,
             self.huge_bytes,
+            self.huge_blocks,
             self.segments_current,
             self.mapped_bytes,
             self.segments_cached

@@ -145,9 +145,15 @@ fn run(ops: &[Op]) {
         unsafe { free(heaps[i % HEAPS], b.p) };
         heaps.iter().for_each(|h| h.validate());
     }
+    for h in &heaps {
+        h.collect(true);
+        h.validate();
+    }
     let s = backend.stats();
     assert_eq!(s.huge_blocks, 0, "every huge block was unmapped");
+    assert_eq!(s.large_blocks, 0, "no chunk is live");
     assert_eq!(s.class_blocks.iter().sum::<i64>(), 0, "no block is live");
+    assert_eq!(s.class_pages.iter().sum::<i64>(), 0, "every page was given back");
     // SAFETY: every block is freed and the heaps and backend are not used again.
     unsafe { source.free_buffer() };
 }
