@@ -14,7 +14,7 @@ use crate::segment::{Segment, SegmentKind};
 use crate::size_class::CLASS_COUNT;
 use crate::stats::{Counters, Stats};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 pub struct Backend {
     pub source: &'static dyn PageSource,
@@ -25,6 +25,10 @@ pub struct Backend {
     pub counters: Counters,
     /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
     pub remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Purge delay in ms (see `config::PURGE_DELAY_MS`).
+    purge_delay_ms: AtomicU64,
+    /// Earliest time a cached segment or mapping is due to be purged (ms; MAX = none).
+    next_purge: AtomicU64,
     /// Creates and installs the calling thread's heap (for the global backend); `None` for
     /// backends whose heaps are made explicitly.
     pub thread_init: Option<fn() -> *const Heap>,
@@ -73,6 +77,8 @@ impl Backend {
             abandoned_count: AtomicUsize::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            purge_delay_ms: AtomicU64::new(PURGE_DELAY_MS),
+            next_purge: AtomicU64::new(u64::MAX),
             thread_init,
         }
     }
@@ -98,7 +104,8 @@ impl Backend {
         if !cached.is_null() {
             // SAFETY: we took it off the cache; nobody else refers to it.
             let seg = unsafe { &*cached };
-            seg.init(kind, self, seg.addr(), SEGMENT_SIZE, false);
+            let zero = seg.dirty_mask.get() == 0; // purged while cached
+            seg.init(kind, self, seg.addr(), SEGMENT_SIZE, zero);
             self.count(|c| &c.segments_reused, 1);
             return Some(seg);
         }
@@ -119,6 +126,7 @@ impl Backend {
             let mut st = self.state.lock();
             if st.cache_len < SEGMENT_CACHE_MAX {
                 seg.set_kind(SegmentKind::Cached);
+                self.schedule_purge(seg);
                 seg.next.set(st.cache);
                 st.cache = seg.addr().cast();
                 st.cache_len += 1;
@@ -240,7 +248,68 @@ impl Backend {
         *slot = (seg.addr().cast(), size);
         st.huge_cache_bytes += size;
         seg.set_kind(SegmentKind::Cached);
+        self.schedule_purge(seg);
         true
+    }
+
+    /// The purge delay in milliseconds.
+    pub fn purge_delay_ms(&self) -> u64 {
+        self.purge_delay_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the purge delay (0 purges free memory at the first chance).
+    pub fn set_purge_delay_ms(&self, ms: u64) {
+        self.purge_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When memory freed now is due to be purged.
+    pub fn purge_deadline(&self) -> u64 {
+        crate::os::now_ms() + self.purge_delay_ms()
+    }
+
+    /// A segment entering a cache: due for purging after the delay (if it is dirty).
+    fn schedule_purge(&self, seg: &Segment) {
+        if seg.dirty_mask.get() != 0 {
+            let at = self.purge_deadline();
+            seg.purge_at.set(at);
+            self.next_purge.fetch_min(at, Ordering::Relaxed);
+        }
+    }
+
+    /// Decommits cached segments and huge mappings whose delay has passed (all with `force`).
+    pub fn purge(&self, now: u64, force: bool) {
+        if !force && now < self.next_purge.load(Ordering::Relaxed) {
+            return;
+        }
+        let st = self.state.lock();
+        let mut next = u64::MAX;
+        let mut bytes = 0;
+        let mut visit = |seg: &Segment| {
+            if seg.dirty_mask.get() == 0 {
+                return;
+            }
+            if force || now >= seg.purge_at.get() {
+                bytes += seg.purge_all();
+            } else {
+                next = next.min(seg.purge_at.get());
+            }
+        };
+        let mut s = st.cache;
+        while !s.is_null() {
+            // SAFETY: cache entries are valid, empty segments owned by the cache.
+            let seg = unsafe { &*s };
+            visit(seg);
+            s = seg.next.get();
+        }
+        for &(seg, size) in st.huge_cache.iter() {
+            if size != 0 {
+                // SAFETY: as above, for cached huge mappings.
+                visit(unsafe { &*seg });
+            }
+        }
+        self.next_purge.store(next, Ordering::Relaxed);
+        drop(st);
+        self.counters.bytes_purged.fetch_add(bytes as i64, Ordering::Relaxed);
     }
 
     /// Takes the smallest cached huge mapping of at least `min` and at most `max` bytes:

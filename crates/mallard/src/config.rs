@@ -54,6 +54,16 @@ pub const SEGMENT_CACHE_MAX: usize = 8;
 pub const HUGE_CACHE_SLOTS: usize = 16;
 pub const HUGE_CACHE_BYTES: usize = 64 << 20;
 
+/// Free memory stays committed this long before it is decommitted (purged): long enough
+/// that a program that frees and allocates in turn reuses it without page faults, short
+/// enough that memory a program stopped using goes back to the OS within about a second.
+/// Settable at run time (`mallard::set_purge_delay_ms`).
+pub const PURGE_DELAY_MS: u64 = 500;
+
+/// The first bytes of a segment are its header, which stays committed when the segment is
+/// purged (the registry links in it stay in use).
+pub const HEADER_KEEP: usize = core::mem::size_of::<crate::segment::Segment>().next_multiple_of(OS_PAGE_SIZE);
+
 /// A heap scans its full pages for remote frees at least once per this many fresh pages it
 /// takes, as a backstop to the remote-free hints.
 pub const FULL_SCAN_PERIOD: u32 = 32;
@@ -66,3 +76,4 @@ const _: () = assert!(SLICE_SIZE % OS_PAGE_SIZE == 0);
 const _: () = assert!(MEDIUM_PAGE_SIZE <= SEGMENT_SIZE && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);
 const _: () = assert!(DIRECT_MAX <= SMALL_MAX && DIRECT_MAX % 8 == 0);
 const _: () = assert!(LARGE_MAX * 7 <= SEGMENT_SIZE - SLICE_SIZE);
+const _: () = assert!(HEADER_KEEP <= SLICE_SIZE);

@@ -65,6 +65,8 @@ pub struct Heap {
     /// there does not create a new heap.
     exited: bool,
     fresh_pages: Cell<u32>,
+    /// When `maybe_purge` next looks for due purges (ms).
+    next_purge_check: Cell<u64>,
     pub counters: Counters,
     /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
     /// all heaps it is the number of blocks freed but still counted in their page's `used`.
@@ -213,6 +215,7 @@ impl Heap {
             is_empty: true,
             exited,
             fresh_pages: Cell::new(0),
+            next_purge_check: Cell::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
             all_next: Cell::new(ptr::null_mut()),
@@ -416,6 +419,7 @@ impl Heap {
 
     /// Starts a fresh page of `class` in one of the heap's segments (or a new one).
     fn fresh_page(&self, class: usize, kind: PageKind) -> Option<&Page> {
+        self.maybe_purge();
         let n = self.fresh_pages.get().wrapping_add(1);
         self.fresh_pages.set(n);
         if n % FULL_SCAN_PERIOD == 0 && !self.full[class].first.get().is_null() {
@@ -463,13 +467,14 @@ impl Heap {
         let seg = unsafe { Segment::of_page(page) };
         self.release_page(seg, page);
         Counters::bump(&self.counters.pages_retired, 1);
+        self.maybe_purge();
     }
 
     /// Returns page `page` (unlinked) to segment `seg`, and the segment to the backend if it
     /// became empty.
     fn release_page(&self, seg: &Segment, page: &Page) {
         let was_busy = seg.free_mask.get() == 0;
-        seg.free_page(page);
+        seg.free_page(page, self.backend().purge_deadline());
         let kind = seg.kind() as usize;
         if seg.used_pages.get() == 0 {
             if was_busy {
@@ -521,7 +526,7 @@ impl Heap {
             self.collected(page, page.collect_remote());
             page.set_in_full(self.id(), false);
             if page.used() == 0 {
-                seg.free_page(page);
+                seg.free_page(page, self.backend().purge_deadline());
             } else {
                 let class = page.class.load(Ordering::Relaxed) as usize;
                 self.queues[class].push_back(page);
@@ -622,6 +627,49 @@ impl Heap {
         }
     }
 
+    /// Purges what is due, at most a few times per purge delay (called from slow paths).
+    fn maybe_purge(&self) {
+        let now = crate::os::now_ms();
+        if now < self.next_purge_check.get() {
+            return;
+        }
+        self.next_purge_check.set(now + (self.backend().purge_delay_ms() / 4).max(1));
+        self.purge(now, false);
+    }
+
+    /// Decommits free memory whose purge delay has passed (all of it with `force`): free
+    /// pages of this heap's segments, free runs inside its chunks (only with `force`), and the
+    /// backend's cached segments.
+    pub fn purge(&self, now: u64, force: bool) {
+        let mut bytes = 0;
+        for list in [&self.avail[0], &self.avail[1], &self.avail[2], &self.busy] {
+            let mut s = list.first.get();
+            while !s.is_null() {
+                // SAFETY: list members are valid segments of this heap.
+                let seg = unsafe { &*s };
+                bytes += seg.purge_pages(now, force);
+                s = seg.next.get();
+            }
+        }
+        if force {
+            let mut s = self.chunk_segs.first.get();
+            while !s.is_null() {
+                // SAFETY: list members are valid chunk segments of this heap.
+                let seg = unsafe { &*s };
+                let (start, end) = seg.chunk_region();
+                let source = self.backend().source;
+                // SAFETY: the region is this heap's; free chunks hold nothing live.
+                bytes += unsafe {
+                    self.chunks
+                        .purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
+                };
+                s = seg.next.get();
+            }
+        }
+        Counters::bump(&self.counters.bytes_purged, bytes as i64);
+        self.backend().purge(now, force);
+    }
+
     // ---- the chunk heap ----
 
     /// Allocates `size` bytes (LARGE_MAX < size <= CHUNK_MAX) from the chunk heap.
@@ -662,6 +710,7 @@ impl Heap {
         let seg = self.backend().segment_alloc(SegmentKind::Chunk)?;
         seg.owner.store(self.id(), Ordering::Release);
         seg.take_page();
+        seg.page_was_fresh(0); // the region is in use from now on: dirty when it is freed
         let page = &seg.pages[0];
         page.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
         // Tagged: every free of a chunk takes the slow path, which knows chunks.

@@ -21,7 +21,6 @@ impl Backend {
         if map_size > isize::MAX as usize {
             return None;
         }
-        let mut fresh = true;
         let mut map_size = map_size;
         let cached = if seg_off != 0 {
             None
@@ -35,28 +34,28 @@ impl Backend {
                 unsafe { NonNull::new_unchecked((*seg).addr()) }
             })
         };
-        let base = match cached {
-            Some(b) => {
-                fresh = false;
-                b
-            }
-            None => self.source.reserve(map_size, map_align)?,
+        let (base, from_os) = match cached {
+            Some(b) => (b, false),
+            None => (self.source.reserve(map_size, map_align)?, true),
         };
         // SAFETY: seg_off < map_size; the header fits in the first slice after it.
         let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
-        seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, fresh);
+        // Fresh from the OS, or purged while cached: the block reads as zero.
+        let zero = from_os || seg.dirty_mask.get() == 0;
+        seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, zero);
+        seg.dirty_mask.set(!0); // the block is in use: dirty once it is freed
         seg.live_bytes.store(size, Ordering::Relaxed);
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
         let usable = map_size - seg_off - block_off;
         seg.pages[0].init(ptr::null_mut(), 0, usable, block, usable, false);
         seg.pages[0].used.store(1, Ordering::Relaxed);
-        if fresh {
+        if from_os {
             self.register(seg);
         }
         self.count(|c| &c.huge_allocs, 1);
         // SAFETY: block is inside the mapping, not null.
-        Some((unsafe { NonNull::new_unchecked(block) }, fresh))
+        Some((unsafe { NonNull::new_unchecked(block) }, zero))
     }
 
     pub fn huge_free(&self, seg: &Segment) {

@@ -406,6 +406,34 @@ impl ChunkHeap {
         }
     }
 
+    /// Decommits the whole OS pages inside every free chunk of a region (headers, links and
+    /// footers stay). Returns the bytes decommitted.
+    ///
+    /// # Safety
+    /// `[start, end)` is a region of this heap; `decommit` may drop the contents of the ranges
+    /// it is given.
+    pub unsafe fn purge_free(&self, start: *mut u8, end: *mut u8, mut decommit: impl FnMut(*mut u8, usize)) -> usize {
+        const PAGE: usize = crate::config::OS_PAGE_SIZE;
+        let mut bytes = 0;
+        let mut c = start;
+        // SAFETY: walking the region through its headers.
+        unsafe {
+            while c < end.sub(HEADER) {
+                let size = size_of(c);
+                if is_free(c) {
+                    let from = (c as usize + HEADER + 16).next_multiple_of(PAGE);
+                    let to = (c as usize + size) & !(PAGE - 1);
+                    if to > from {
+                        decommit(c.add(from - c as usize), to - from);
+                        bytes += to - from;
+                    }
+                }
+                c = c.add(size);
+            }
+        }
+        bytes
+    }
+
     /// The largest free chunk in the lists (0 if none), for fragmentation figures.
     pub fn largest_free(&self) -> usize {
         let fl_map = self.fl_bitmap.get();

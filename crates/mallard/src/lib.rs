@@ -38,6 +38,28 @@ pub fn stats() -> Stats {
     global::GLOBAL_BACKEND.stats()
 }
 
+/// Collects the calling thread's pending frees (remote frees into its pages and chunks) and
+/// gives free memory back to the OS: with `force`, all free memory of this thread's heap and
+/// of the process-wide caches (and every segment abandoned by exited threads is taken over
+/// first); without, only what has stayed free longer than the purge delay. Free memory of
+/// other live threads' heaps is purged by those threads as they allocate.
+pub fn collect(force: bool) {
+    let heap = global::thread_heap();
+    let now = os::now_ms();
+    if heap.is_empty() {
+        global::GLOBAL_BACKEND.purge(now, force);
+    } else {
+        heap.collect(force);
+        heap.purge(now, force);
+    }
+}
+
+/// Sets how long free memory stays committed before it is purged, in milliseconds (default
+/// `config::PURGE_DELAY_MS`; 0 purges at the first chance).
+pub fn set_purge_delay_ms(ms: u64) {
+    global::GLOBAL_BACKEND.set_purge_delay_ms(ms);
+}
+
 /// Writes the global allocator's statistics to stderr, without allocating.
 pub fn print_stats() {
     let mut w = stats::FdWriter::new(2);

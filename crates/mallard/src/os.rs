@@ -45,6 +45,18 @@ pub unsafe trait PageSource: Sync {
     }
 }
 
+/// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    #[cfg(not(miri))]
+    let clock = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(miri)]
+    let clock = libc::CLOCK_MONOTONIC;
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Memory straight from the kernel: anonymous private mappings.
 pub struct OsPageSource;
 

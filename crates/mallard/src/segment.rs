@@ -72,15 +72,17 @@ pub struct Segment {
     /// The owning heap; null if none. Read by every `free`.
     pub owner: AtomicPtr<Heap>,
     kind: AtomicU8,
-    /// All bytes of the segment were zero when it was mapped and no page has used them since.
-    pub fresh: Cell<bool>,
     /// Page of each slice.
     pub page_map: [Cell<*mut Page>; SLICES_PER_SEGMENT],
     pub pages: [Page; SLICES_PER_SEGMENT],
     pub free_mask: Cell<u64>,
     pub used_pages: Cell<u32>,
-    /// Pages that have been used since the segment was mapped (their memory is not zero).
+    /// Pages whose memory may be non-zero (used since the segment was mapped or purged).
     pub dirty_mask: Cell<u64>,
+    /// Free pages still committed, and when they are due to be purged (ms; 0 = none). For a
+    /// cached segment, `purge_at` is when the whole segment is due.
+    pub purge_mask: Cell<u64>,
+    pub purge_at: Cell<u64>,
     /// Links in a heap's segment list, the cache or the abandoned list.
     pub next: Cell<*mut Segment>,
     pub prev: Cell<*mut Segment>,
@@ -155,12 +157,12 @@ impl Segment {
 
     /// Sets up the header for `kind`. The memory is either fresh (all zero, which is a valid
     /// empty header) or a former segment's header; the registry links are kept.
-    pub fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, fresh: bool) {
+    /// `zero` says whether the memory after the header is known to be zero.
+    pub fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, zero: bool) {
         // Lets `segment_of` rebuild a pointer to the header from a bare address under Miri.
         let _ = base.expose_provenance();
         self.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
         self.kind.store(kind as u8, Ordering::Relaxed);
-        self.fresh.set(fresh);
         for s in 0..SLICES_PER_SEGMENT {
             let page_index = match kind {
                 SegmentKind::Small => s,
@@ -175,7 +177,9 @@ impl Segment {
         }
         self.free_mask.set(kind.valid_pages());
         self.used_pages.set(0);
-        self.dirty_mask.set(0);
+        self.dirty_mask.set(if zero { 0 } else { !0 });
+        self.purge_mask.set(0);
+        self.purge_at.set(0);
         self.next.set(core::ptr::null_mut());
         self.prev.set(core::ptr::null_mut());
         self.backend.set(backend);
@@ -214,6 +218,7 @@ impl Segment {
         }
         let i = mask.trailing_zeros() as usize;
         self.free_mask.set(mask & !(1 << i));
+        self.purge_mask.set(self.purge_mask.get() & !(1 << i));
         self.used_pages.set(self.used_pages.get() + 1);
         Some((i, &self.pages[i]))
     }
@@ -223,12 +228,19 @@ impl Segment {
     pub fn page_was_fresh(&self, i: usize) -> bool {
         let dirty = self.dirty_mask.get();
         self.dirty_mask.set(dirty | 1 << i);
-        self.fresh.get() && dirty & (1 << i) == 0
+        dirty & (1 << i) == 0
     }
 
-    /// Owner only: gives page `page` back to the segment.
-    pub fn free_page(&self, page: &Page) {
+    /// Owner only: gives page `page` back to the segment; its memory is purged at `purge_at`
+    /// (ms) unless the page is taken again before.
+    pub fn free_page(&self, page: &Page, purge_at: u64) {
         let i = self.page_index(page);
+        if self.dirty_mask.get() & (1 << i) != 0 {
+            self.purge_mask.set(self.purge_mask.get() | 1 << i);
+            if self.purge_at.get() == 0 {
+                self.purge_at.set(purge_at);
+            }
+        }
         debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
         page.reserved.set(0);
         page.used.store(0, Ordering::Relaxed);
@@ -238,6 +250,39 @@ impl Segment {
 
     pub fn page_index(&self, page: &Page) -> usize {
         (page as *const Page as usize - self.pages.as_ptr() as usize) / core::mem::size_of::<Page>()
+    }
+
+    /// Owner only: decommits the free pages that are due (all of them with `force`).
+    /// Returns the number of bytes decommitted.
+    pub fn purge_pages(&self, now: u64, force: bool) -> usize {
+        let mut mask = self.purge_mask.get();
+        if mask == 0 || !(force || now >= self.purge_at.get()) {
+            return 0;
+        }
+        let mut bytes = 0;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let (start, len) = self.page_area(i);
+            // SAFETY: a free page's memory holds nothing live.
+            unsafe { self.backend().source.decommit(core::ptr::NonNull::new_unchecked(start), len) };
+            self.dirty_mask.set(self.dirty_mask.get() & !(1 << i));
+            bytes += len;
+        }
+        self.purge_mask.set(0);
+        self.purge_at.set(0);
+        bytes
+    }
+
+    /// Decommits everything after the header of an empty segment (or huge mapping) and marks
+    /// it zero. Returns the bytes decommitted.
+    pub fn purge_all(&self) -> usize {
+        let len = self.map_size.get() - (self.addr() as usize - self.base.get() as usize) - HEADER_KEEP;
+        // SAFETY: the segment is empty; the range lies inside its mapping, after the header.
+        unsafe { self.backend().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
+        self.dirty_mask.set(0);
+        self.purge_at.set(0);
+        len
     }
 
     /// Page indices in use.

@@ -73,6 +73,7 @@ counters! {
     heaps_created: "thread heaps created",
     heaps_reused: "thread heaps reused after their thread exited",
     malloc_slow: "allocations that took the slow path",
+    bytes_purged: "bytes of free memory decommitted (given back to the OS)",
 }
 
 impl Counters {

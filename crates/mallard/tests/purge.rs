@@ -1,0 +1,81 @@
+//! Returning memory to the OS, measured as the process's resident set (/proc/self/statm):
+//! after a program frees what it allocated, `collect(true)` gives it back at once, and the
+//! delayed purge gives it back without `collect` once the delay has passed. One test per
+//! binary section, run one at a time: RSS is process-wide.
+
+use mallard::Mallard;
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: Mallard = Mallard;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+}
+
+const MIB: usize = 1 << 20;
+
+/// Hundreds of MiB in small, medium, chunk and huge blocks, every page written.
+fn grow() -> Vec<Vec<Box<[u8]>>> {
+    let mut groups = Vec::new();
+    for (count, size) in [(600_000, 100), (4_000, 20_000), (80, 700_000), (12, 6 * MIB)] {
+        groups.push((0..count).map(|i| vec![(i % 251) as u8 + 1; size].into_boxed_slice()).collect::<Vec<_>>());
+    }
+    groups
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn collect_returns_freed_memory_to_the_os() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mallard::collect(true);
+    let base = rss();
+    let mut groups = grow();
+    let peak = rss();
+    assert!(peak > base + 250 * MIB, "grew by {} MiB only", (peak - base) / MIB);
+    // Half of every group is freed by another thread (remote frees), the rest here.
+    let halves: Vec<Vec<Box<[u8]>>> = groups.iter_mut().map(|g| g.split_off(g.len() / 2)).collect();
+    std::thread::spawn(move || drop(halves)).join().unwrap();
+    drop(groups);
+    mallard::collect(true);
+    let after = rss();
+    let kept = after.saturating_sub(base);
+    assert!(kept < 24 * MIB, "after collect(true) {} MiB of {} MiB stay resident", kept / MIB, (peak - base) / MIB);
+    assert!(mallard::stats().bytes_purged > 0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn free_memory_is_purged_after_the_delay_without_collect() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mallard::collect(true);
+    mallard::set_purge_delay_ms(50);
+    let base = rss();
+    let groups = grow();
+    let peak = rss();
+    drop(groups);
+    // Keep allocating a small working set: its slow paths are where due purges run.
+    let start = std::time::Instant::now();
+    let mut work: Vec<Box<[u8]>> = Vec::new();
+    let mut i = 0usize;
+    loop {
+        work.push(vec![1u8; 64 + (i * 97) % 30_000].into_boxed_slice());
+        if work.len() > 200 {
+            work.clear();
+        }
+        i += 1;
+        if i.is_multiple_of(1000) && rss() < base + (peak - base) / 10 {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "RSS stayed at {} MiB of a {} MiB peak",
+            (rss() - base) / MIB,
+            (peak - base) / MIB
+        );
+    }
+    mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+}
