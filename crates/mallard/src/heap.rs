@@ -670,6 +670,11 @@ impl Heap {
         self.backend().purge(now, force);
     }
 
+    /// (free chunks, their bytes, the largest) of this heap's chunk heap.
+    pub fn chunk_figures(&self) -> (usize, usize, usize) {
+        self.chunks.free_figures()
+    }
+
     // ---- the chunk heap ----
 
     /// Allocates `size` bytes (LARGE_MAX < size <= CHUNK_MAX) from the chunk heap.

@@ -434,24 +434,23 @@ impl ChunkHeap {
         bytes
     }
 
-    /// The largest free chunk in the lists (0 if none), for fragmentation figures.
-    pub fn largest_free(&self) -> usize {
-        let fl_map = self.fl_bitmap.get();
-        if fl_map == 0 {
-            return 0;
-        }
-        let fl = 31 - fl_map.leading_zeros() as usize;
-        let sl = 31 - self.sl_bitmap[fl].get().leading_zeros() as usize;
-        let mut best = 0;
-        let mut c = self.heads[fl][sl].get();
-        while !c.is_null() {
-            // SAFETY: list members are free chunks.
-            unsafe {
-                best = best.max(size_of(c));
-                c = *link_next(c);
+    /// (free chunks, their bytes, the largest) over the lists, for fragmentation figures.
+    pub fn free_figures(&self) -> (usize, usize, usize) {
+        let (mut n, mut bytes, mut largest) = (0, 0, 0);
+        for c in self.heads.iter().flatten() {
+            let mut c = c.get();
+            while !c.is_null() {
+                // SAFETY: list members are free chunks.
+                unsafe {
+                    let size = size_of(c);
+                    n += 1;
+                    bytes += size;
+                    largest = largest.max(size);
+                    c = *link_next(c);
+                }
             }
         }
-        best
+        (n, bytes, largest)
     }
 
     /// Checks the region invariants; returns (free chunks, free bytes, used chunks). Panics on

@@ -33,9 +33,14 @@ pub mod stats;
 pub use global::Mallard;
 pub use stats::Stats;
 
-/// A snapshot of the global allocator's statistics, summed over all threads.
+/// A snapshot of the global allocator's statistics, summed over all threads (the chunk-heap
+/// figures are the calling thread's). Does not allocate.
 pub fn stats() -> Stats {
-    global::GLOBAL_BACKEND.stats()
+    let mut s = global::GLOBAL_BACKEND.stats();
+    s.resident_bytes = stats::resident_bytes();
+    let (n, bytes, largest) = global::thread_heap().chunk_figures();
+    (s.free_chunks, s.free_chunk_bytes, s.largest_free_chunk) = (n as i64, bytes as i64, largest as i64);
+    s
 }
 
 /// Collects the calling thread's pending frees (remote frees into its pages and chunks) and

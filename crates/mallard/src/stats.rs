@@ -39,6 +39,12 @@ macro_rules! counters {
             pub huge_bytes: i64,
             /// Bytes mapped from the OS for segments right now.
             pub mapped_bytes: i64,
+            /// The process's resident set (from /proc/self/statm; 0 where unavailable).
+            pub resident_bytes: i64,
+            /// The calling thread's chunk heap: free chunks, their bytes, the largest.
+            pub free_chunks: i64,
+            pub free_chunk_bytes: i64,
+            pub largest_free_chunk: i64,
         }
 
         impl Stats {
@@ -47,6 +53,7 @@ macro_rules! counters {
                 class_blocks: [0; CLASS_COUNT],
                 class_pages: [0; CLASS_COUNT],
                 segments_current: 0, segments_cached: 0, large_blocks: 0, large_bytes: 0, huge_blocks: 0, huge_bytes: 0, mapped_bytes: 0,
+                resident_bytes: 0, free_chunks: 0, free_chunk_bytes: 0, largest_free_chunk: 0,
             };
             /// The event counters as (name, description, value).
             pub fn counters(&self) -> [(&'static str, &'static str, i64); [$(stringify!($name)),*].len()] {
@@ -105,6 +112,15 @@ impl Stats {
         self.small_live_bytes() + self.large_bytes + self.huge_bytes
     }
 
+    /// Resident bytes per live byte: 1.0 is no waste; what is above it is fragmentation,
+    /// metadata, caches and memory not yet purged (and the program's non-heap memory).
+    pub fn fragmentation(&self) -> f64 {
+        if self.live_bytes() <= 0 {
+            return 0.0;
+        }
+        self.resident_bytes as f64 / self.live_bytes() as f64
+    }
+
     /// Writes the statistics as a compact table.
     pub fn write_table(&self, w: &mut dyn Write) -> fmt::Result {
         writeln!(w, "mallard statistics")?;
@@ -119,6 +135,15 @@ impl Stats {
             self.segments_current,
             self.mapped_bytes,
             self.segments_cached
+        )?;
+        writeln!(
+            w,
+            "  resident {} bytes, fragmentation {:.2} (resident / live); this thread's chunk heap: {} free chunks, {} bytes, largest {}",
+            self.resident_bytes,
+            self.fragmentation(),
+            self.free_chunks,
+            self.free_chunk_bytes,
+            self.largest_free_chunk
         )?;
         for (name, _, v) in self.counters() {
             if v != 0 {
@@ -140,6 +165,31 @@ impl Stats {
             }
         }
         Ok(())
+    }
+}
+
+/// The process's resident set in bytes, read from /proc/self/statm without allocating.
+pub fn resident_bytes() -> i64 {
+    #[cfg(miri)]
+    return 0;
+    #[cfg(not(miri))]
+    {
+        let mut buf = [0u8; 128];
+        // SAFETY: a NUL-terminated path; buf is a valid, writable buffer.
+        let n = unsafe {
+            let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return 0;
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        };
+        let text = &buf[..n.max(0) as usize];
+        let pages = text.split(|&b| b == b' ').nth(1).unwrap_or(b"0");
+        let pages = pages.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
+        // SAFETY: sysconf has no preconditions.
+        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
     }
 }
 

@@ -248,3 +248,57 @@ fn stats_count_live_blocks_per_class() {
     let after = mallard::stats();
     assert_eq!(after.class_blocks[class], before.class_blocks[class]);
 }
+
+#[test]
+fn chunk_realloc_grows_in_place_into_a_free_neighbour_and_keeps_contents() {
+    const MIB: usize = 1 << 20;
+    let l = |n| Layout::from_size_align(n, 8).unwrap();
+    // SAFETY: non-zero sizes; every block is freed with its current layout.
+    unsafe {
+        // A fresh thread has a fresh chunk segment: a and b are neighbours.
+        std::thread::spawn(move || {
+            let a = GLOBAL.alloc(l(MIB));
+            let b = GLOBAL.alloc(l(MIB));
+            assert!(!a.is_null() && !b.is_null());
+            a.write_bytes(0x5a, MIB);
+            GLOBAL.dealloc(b, l(MIB));
+            let grown = GLOBAL.realloc(a, l(MIB), 2 * MIB);
+            assert_eq!(grown, a, "grew into the freed neighbour without moving");
+            assert!(all_bytes(grown, MIB, 0x5a), "contents kept");
+            let shrunk = GLOBAL.realloc(grown, l(2 * MIB), 600_000);
+            assert_eq!(shrunk, a, "shrinks in place");
+            assert!(all_bytes(shrunk, 600_000, 0x5a));
+            // Growing past what the segment holds moves the block, keeping its contents.
+            let moved = GLOBAL.realloc(shrunk, l(600_000), 6 * MIB);
+            assert!(!moved.is_null());
+            assert!(all_bytes(moved, 600_000, 0x5a), "contents kept by a move");
+            GLOBAL.dealloc(moved, l(6 * MIB));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[test]
+fn stats_show_fragmentation_figures() {
+    const MIB: usize = 1 << 20;
+    let l = Layout::from_size_align(MIB, 8).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: non-zero sizes; freed below.
+        unsafe {
+            let (a, b, c) = (GLOBAL.alloc(l), GLOBAL.alloc(l), GLOBAL.alloc(l));
+            GLOBAL.dealloc(b, l);
+            let s = mallard::stats();
+            assert_eq!(s.free_chunks, 2, "the hole left by b and the rest of the region");
+            assert!(s.largest_free_chunk as usize >= MIB && s.free_chunk_bytes > s.largest_free_chunk);
+            assert!(s.large_blocks >= 2 && s.large_bytes >= 2 * MIB as i64);
+            if !cfg!(miri) {
+                assert!(s.resident_bytes > 0 && s.fragmentation() > 0.0);
+            }
+            GLOBAL.dealloc(a, l);
+            GLOBAL.dealloc(c, l);
+        }
+    })
+    .join()
+    .unwrap();
+}
