@@ -274,8 +274,15 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     } else if new_size <= usable && (new_size >= usable / 2 || usable <= 2 * MIN_ALIGN) {
         return p;
     }
-    // SAFETY: forwarded.
-    let q = unsafe { malloc_aligned(heap, new_size, align) };
+    // A block above the page classes that has to move to grow is likely a growing buffer:
+    // give it a huge mapping, which grows in place to the end of its mapping and then by
+    // mremap, instead of a chunk it would soon outgrow and copy again.
+    let q = if new_size > usable && new_size > LARGE_MAX {
+        huge_alloc(heap, new_size, align.max(MIN_ALIGN)).map_or(ptr::null_mut(), |(q, _)| q)
+    } else {
+        // SAFETY: forwarded.
+        unsafe { malloc_aligned(heap, new_size, align) }
+    };
     if !q.is_null() {
         // SAFETY: both blocks hold at least min(old_size, new_size) bytes and are distinct.
         unsafe {
