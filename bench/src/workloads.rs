@@ -87,6 +87,18 @@ unsafe fn check(p: *const u8, size: usize, v: u8) {
     assert!(first == v && last == v, "block {p:?} of {size} B corrupted: {first:#x}/{last:#x}, want {v:#x}");
 }
 
+/// Checks and frees the block a slot holds, if any.
+fn free_slot<A: GlobalAlloc>(a: &A, slot: &mut (*mut u8, usize)) {
+    if !slot.0.is_null() {
+        // SAFETY: the slot holds a block we allocated with this size and touched.
+        unsafe {
+            check(slot.0, slot.1, pattern(slot.1));
+            a.dealloc(slot.0, layout(slot.1));
+        }
+        slot.0 = null_mut();
+    }
+}
+
 /// Replaces a random slot of a ring of `SLOTS` live blocks, `steps` times; 8..=1024 bytes,
 /// one in eight from `alloc_zeroed`.
 pub fn churn<A: GlobalAlloc>(a: &A, steps: usize, seed: u64) {
@@ -95,13 +107,7 @@ pub fn churn<A: GlobalAlloc>(a: &A, steps: usize, seed: u64) {
     let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
     for _ in 0..steps {
         let slot = &mut live[rng.below(SLOTS)];
-        if !slot.0.is_null() {
-            // SAFETY: the slot holds a block we allocated with this size and touched.
-            unsafe {
-                check(slot.0, slot.1, pattern(slot.1));
-                a.dealloc(slot.0, layout(slot.1));
-            }
-        }
+        free_slot(a, slot);
         let size = rng.skewed(8, 1024);
         // One in eight is calloc-style, so the zeroing path is measured and checked too.
         let zeroed = rng.below(8) == 0;
@@ -258,13 +264,7 @@ pub fn large<A: GlobalAlloc>(a: &A, steps: usize) {
     let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
     for _ in 0..steps {
         let slot = &mut live[rng.below(SLOTS)];
-        if !slot.0.is_null() {
-            // SAFETY: the slot holds a block we allocated with this size and touched.
-            unsafe {
-                check(slot.0, slot.1, pattern(slot.1));
-                a.dealloc(slot.0, layout(slot.1));
-            }
-        }
+        free_slot(a, slot);
         let size = rng.skewed(64 << 10, 8 << 20);
         // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
         unsafe {

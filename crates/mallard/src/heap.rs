@@ -18,6 +18,7 @@
 use crate::backend::Backend;
 use crate::config::*;
 use crate::large::ChunkHeap;
+use crate::list::{Linked, List};
 use crate::page::{Page, EMPTY_FULL, FULL};
 use crate::segment::segment_of;
 use crate::segment::{Segment, SegmentKind};
@@ -27,17 +28,10 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// A doubly linked list of pages (through `Page::prev/next`).
-pub struct PageQueue {
-    pub first: Cell<*mut Page>,
-    pub last: Cell<*mut Page>,
-}
-
-/// A doubly linked list of segments (through `Segment::prev/next`).
-pub struct SegQueue {
-    first: Cell<*mut Segment>,
-    last: Cell<*mut Segment>,
-}
+/// A queue of pages (through `Page::prev/next`).
+pub type PageQueue = List<Page>;
+/// A list of segments (through `Segment::prev/next`).
+type SegQueue = List<Segment>;
 
 #[repr(C, align(64))]
 struct RemoteHint([AtomicU64; 2]);
@@ -112,90 +106,21 @@ const fn direct_slots() -> [(u8, u8); CLASS_COUNT] {
 }
 const DIRECT_OF_CLASS: [(u8, u8); CLASS_COUNT] = direct_slots();
 
-impl PageQueue {
-    const EMPTY: PageQueue = PageQueue { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
-
-    fn push_front(&self, p: &Page) {
-        let pp = p as *const Page as *mut Page;
-        p.prev.set(ptr::null_mut());
-        p.next.set(self.first.get());
-        match self.first.get() {
-            // SAFETY: queue members are valid pages of this heap.
-            f if !f.is_null() => unsafe { (*f).prev.set(pp) },
-            _ => self.last.set(pp),
-        }
-        self.first.set(pp);
+impl Linked for Page {
+    fn prev(&self) -> &Cell<*mut Page> {
+        &self.prev
     }
-
-    fn push_back(&self, p: &Page) {
-        let pp = p as *const Page as *mut Page;
-        p.next.set(ptr::null_mut());
-        p.prev.set(self.last.get());
-        match self.last.get() {
-            // SAFETY: as above.
-            l if !l.is_null() => unsafe { (*l).next.set(pp) },
-            _ => self.first.set(pp),
-        }
-        self.last.set(pp);
-    }
-
-    fn remove(&self, p: &Page) {
-        let (prev, next) = (p.prev.get(), p.next.get());
-        // SAFETY: as above.
-        unsafe {
-            if prev.is_null() {
-                self.first.set(next)
-            } else {
-                (*prev).next.set(next)
-            }
-            if next.is_null() {
-                self.last.set(prev)
-            } else {
-                (*next).prev.set(prev)
-            }
-        }
-        p.prev.set(ptr::null_mut());
-        p.next.set(ptr::null_mut());
+    fn next(&self) -> &Cell<*mut Page> {
+        &self.next
     }
 }
 
-impl SegQueue {
-    const EMPTY: SegQueue = SegQueue { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
-
-    fn push(&self, s: &Segment) {
-        let sp = s.addr().cast::<Segment>();
-        s.prev.set(ptr::null_mut());
-        s.next.set(self.first.get());
-        match self.first.get() {
-            // SAFETY: list members are valid segments of this heap.
-            f if !f.is_null() => unsafe { (*f).prev.set(sp) },
-            _ => self.last.set(sp),
-        }
-        self.first.set(sp);
+impl Linked for Segment {
+    fn prev(&self) -> &Cell<*mut Segment> {
+        &self.prev
     }
-
-    fn remove(&self, s: &Segment) {
-        let (prev, next) = (s.prev.get(), s.next.get());
-        // SAFETY: as above.
-        unsafe {
-            if prev.is_null() {
-                self.first.set(next)
-            } else {
-                (*prev).next.set(next)
-            }
-            if next.is_null() {
-                self.last.set(prev)
-            } else {
-                (*next).prev.set(prev)
-            }
-        }
-        s.prev.set(ptr::null_mut());
-        s.next.set(ptr::null_mut());
-    }
-
-    fn first(&self) -> Option<&Segment> {
-        // SAFETY: list members are valid segments.
-        unsafe { self.first.get().as_ref() }
+    fn next(&self) -> &Cell<*mut Segment> {
+        &self.next
     }
 }
 
@@ -434,14 +359,14 @@ impl Heap {
             None => {
                 let s = self.backend().segment_alloc(SegmentKind::from_page_kind(kind))?;
                 s.owner.store(self.id(), Ordering::Release);
-                self.avail[kind as usize].push(s);
+                self.avail[kind as usize].push_front(s);
                 s
             }
         };
         let (index, page) = seg.take_page().expect("segments on the avail list have a free page");
         if seg.free_mask.get() == 0 {
             self.avail[kind as usize].remove(seg);
-            self.busy.push(seg);
+            self.busy.push_front(seg);
         }
         let (start, len) = seg.page_area(index);
         let fresh = seg.page_was_fresh(index);
@@ -485,7 +410,7 @@ impl Heap {
             self.backend().segment_free(seg);
         } else if was_busy {
             self.busy.remove(seg);
-            self.avail[kind].push(seg);
+            self.avail[kind].push_front(seg);
         }
     }
 
@@ -539,9 +464,9 @@ impl Heap {
         if seg.used_pages.get() == 0 {
             self.backend().segment_free(seg);
         } else if seg.free_mask.get() != 0 {
-            self.avail[seg.kind() as usize].push(seg);
+            self.avail[seg.kind() as usize].push_front(seg);
         } else {
-            self.busy.push(seg);
+            self.busy.push_front(seg);
         }
     }
 
@@ -723,7 +648,7 @@ impl Heap {
         let (start, end) = seg.chunk_region();
         // SAFETY: the region is fresh memory of a segment this heap now owns.
         unsafe { self.chunks.add_region(start, end) };
-        self.chunk_segs.push(seg);
+        self.chunk_segs.push_front(seg);
         Some(())
     }
 
@@ -802,7 +727,7 @@ impl Heap {
         let (start, end) = seg.chunk_region();
         // SAFETY: an abandoned region no heap lists any more.
         unsafe { self.chunks.adopt_region(start, end) };
-        self.chunk_segs.push(seg);
+        self.chunk_segs.push_front(seg);
         Counters::bump(&self.counters.segments_reclaimed, 1);
         // Frees that arrived while it was abandoned; the last one releases an emptied segment.
         self.collect_chunks_of(seg);

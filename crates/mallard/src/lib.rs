@@ -23,6 +23,7 @@ pub mod global;
 pub mod heap;
 pub mod huge;
 pub mod large;
+pub mod list;
 pub mod lock;
 pub mod os;
 pub mod page;
