@@ -13,7 +13,7 @@ pub mod workloads;
 pub use report::{Cell, Meta, Report, Row};
 
 /// Workload names, in table order.
-pub const WORKLOADS: &[&str] = &["churn", "mt-churn", "prod-cons", "vec-grow", "large"];
+pub const WORKLOADS: &[&str] = &["churn", "mt-churn", "prod-cons", "prod-cons-large", "vec-grow", "large"];
 
 /// Allocator names, in column order.
 pub const ALLOCATORS: &[&str] = &["system", "mallard", "mimalloc"];
@@ -65,6 +65,7 @@ pub fn run_once<A: GlobalAlloc + Sync + 'static>(a: &'static A, workload: &str, 
         "churn" => workloads::churn(a, n(8_000_000, 5_000), 1),
         "mt-churn" => workloads::mt_churn(a, threads(), n(8_000_000, 5_000)),
         "prod-cons" => workloads::prod_cons(a, n(4_000_000, 5_000)),
+        "prod-cons-large" => workloads::prod_cons_large(a, n(20_000, 20)),
         "vec-grow" => workloads::vec_grow(a, n(40, 2), n(4 << 20, 64 << 10)),
         "large" => workloads::large(a, n(4_000, 20)),
         other => panic!("unknown workload {other:?}; known: {WORKLOADS:?}"),

@@ -167,6 +167,22 @@ unsafe impl Send for Batch {}
 /// thread, which checks and frees them: every free is a remote free. The channel is bounded so
 /// the live set stays small (at most ~`BOUND * BATCH` blocks in flight).
 pub fn prod_cons<A: GlobalAlloc + Sync>(a: &A, blocks: usize) {
+    prod_cons_sized(a, blocks, (16, 256), 64, BATCH);
+}
+
+/// `prod_cons` with blocks of 512 KiB..=2 MiB (the chunk heap's range), sent one at a time and
+/// written every 4 KiB: how large blocks freed by another thread behave.
+pub fn prod_cons_large<A: GlobalAlloc + Sync>(a: &A, blocks: usize) {
+    prod_cons_sized(a, blocks, (512 << 10, 2 << 20), 4096, 1);
+}
+
+fn prod_cons_sized<A: GlobalAlloc + Sync>(
+    a: &A,
+    blocks: usize,
+    (min, max): (usize, usize),
+    stride: usize,
+    per_batch: usize,
+) {
     const BOUND: usize = 16;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BOUND);
     std::thread::scope(|s| {
@@ -186,15 +202,15 @@ pub fn prod_cons<A: GlobalAlloc + Sync>(a: &A, blocks: usize) {
         let mut rng = Rng::new(7);
         let mut batch = Batch([null_mut(); BATCH]);
         for i in 0..blocks {
-            let size = rng.skewed(16, 256);
+            let size = rng.skewed(min, max);
             // SAFETY: fresh block of at least 16 bytes, 8-aligned, so the size word fits.
             unsafe {
                 let p = alloc(a, layout(size));
-                touch(p, size, 64, pattern(size));
+                touch(p, size, stride, pattern(size));
                 p.cast::<usize>().write(size);
-                batch.0[i % BATCH] = p;
+                batch.0[i % per_batch] = p;
             }
-            if i % BATCH == BATCH - 1 {
+            if i % per_batch == per_batch - 1 {
                 tx.send(batch).expect("consumer alive");
                 batch = Batch([null_mut(); BATCH]);
             }

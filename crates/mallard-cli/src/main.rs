@@ -29,7 +29,8 @@ struct BenchArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Run only these workloads (comma-separated): churn, mt-churn, prod-cons, vec-grow, large.
+    /// Run only these workloads (comma-separated): churn, mt-churn, prod-cons, prod-cons-large,
+    /// vec-grow, large.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
 }

@@ -60,6 +60,10 @@ pub const HUGE_CACHE_BYTES: usize = 64 << 20;
 /// Settable at run time (`mallard::set_purge_delay_ms`).
 pub const PURGE_DELAY_MS: u64 = 500;
 
+/// A free chunk run at least this big makes its chunk segment due for purging (smaller runs
+/// are left alone: their few pages are likely reused soon).
+pub const CHUNK_PURGE_MIN: usize = 256 << 10;
+
 /// The first bytes of a segment are its header, which stays committed when the segment is
 /// purged (the registry links in it stay in use).
 pub const HEADER_KEEP: usize = core::mem::size_of::<crate::segment::Segment>().next_multiple_of(OS_PAGE_SIZE);

@@ -563,7 +563,7 @@ impl Heap {
     }
 
     /// Decommits free memory whose purge delay has passed (all of it with `force`): free
-    /// pages of this heap's segments, free runs inside its chunks (only with `force`), and the
+    /// pages of this heap's segments, the free runs inside its chunk segments, and the
     /// backend's cached segments.
     pub fn purge(&self, now: u64, force: bool) {
         let mut bytes = 0;
@@ -576,20 +576,23 @@ impl Heap {
                 s = seg.next.get();
             }
         }
-        if force {
-            let mut s = self.chunk_segs.first.get();
-            while !s.is_null() {
-                // SAFETY: list members are valid chunk segments of this heap.
-                let seg = unsafe { &*s };
-                let (start, end) = seg.chunk_region();
-                let source = self.backend().source;
-                // SAFETY: the region is this heap's; free chunks hold nothing live.
-                bytes += unsafe {
-                    self.chunks
-                        .purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
-                };
-                s = seg.next.get();
+        let mut s = self.chunk_segs.first.get();
+        while !s.is_null() {
+            // SAFETY: list members are valid chunk segments of this heap.
+            let seg = unsafe { &*s };
+            s = seg.next.get();
+            let due = seg.purge_mask.get() != 0 && now >= seg.purge_at.get();
+            if !(force || due) {
+                continue;
             }
+            let (start, end) = seg.chunk_region();
+            let source = self.backend().source;
+            // SAFETY: the region is this heap's; free chunks hold nothing live.
+            bytes += unsafe {
+                self.chunks.purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
+            };
+            seg.purge_mask.set(0);
+            seg.purge_at.set(0);
         }
         Counters::bump(&self.counters.bytes_purged, bytes as i64);
         self.backend().purge(now, force);
@@ -661,7 +664,7 @@ impl Heap {
         // SAFETY: per the contract.
         let usable = unsafe { ChunkHeap::usable_size(p) };
         // SAFETY: per the contract.
-        let (c, _) = unsafe { self.chunks.free(p) };
+        let (c, size) = unsafe { self.chunks.free(p) };
         Self::add_live(seg, -(usable as isize));
         let page = &seg.pages[0];
         page.add_used(-1);
@@ -670,6 +673,13 @@ impl Heap {
             unsafe { self.chunks.remove_region(c) };
             self.chunk_segs.remove(seg);
             self.backend().segment_free(seg);
+        } else if size >= CHUNK_PURGE_MIN {
+            // The free run is worth giving back if it stays free for the purge delay.
+            seg.purge_mask.set(1);
+            if seg.purge_at.get() == 0 {
+                seg.purge_at.set(self.backend().purge_deadline());
+            }
+            self.maybe_purge();
         }
     }
 

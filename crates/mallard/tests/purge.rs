@@ -79,3 +79,35 @@ fn free_memory_is_purged_after_the_delay_without_collect() {
     }
     mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn a_free_run_inside_a_chunk_segment_is_purged_only_once_due() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(|| {
+        let fill = |n: usize| vec![7u8; n].into_boxed_slice();
+        // B keeps the chunk segment alive while A's run is free.
+        mallard::set_purge_delay_ms(60_000);
+        let a = fill(3 * MIB);
+        let b = fill(512 << 10);
+        let before = rss();
+        drop(a);
+        mallard::collect(false);
+        let not_due = rss();
+        assert!(before.saturating_sub(not_due) < MIB, "a run freed just now is not purged before its delay");
+        mallard::collect(true);
+        let forced = rss();
+        assert!(not_due.saturating_sub(forced) >= 2 * MIB, "collect(true) purges it");
+        // With no delay the run is due at once, and any purge point takes it.
+        mallard::set_purge_delay_ms(0);
+        let a = fill(3 * MIB);
+        let before = rss();
+        drop(a);
+        mallard::collect(false);
+        assert!(before.saturating_sub(rss()) >= 2 * MIB, "a due run is purged without force");
+        mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+        drop(b);
+    })
+    .join()
+    .unwrap();
+}
