@@ -224,6 +224,9 @@ impl Heap {
             return unsafe { real.as_ref()? }.find_page(class);
         }
         Counters::bump(&self.counters.malloc_slow, 1);
+        // Every slow path is a purge point (one coarse clock read), so that a program that
+        // keeps allocating gives back what it stopped using.
+        self.maybe_purge();
         let q = &self.queues[class];
         loop {
             let mut p = q.first.get();
@@ -558,7 +561,9 @@ impl Heap {
         if now < self.next_purge_check.get() {
             return;
         }
-        self.next_purge_check.set(now + (self.backend().purge_delay_ms() / 4).max(1));
+        // A quarter of the delay, but at least every 100 ms: a later, shorter delay (or a new
+        // owner of this heap) must not wait for a check scheduled under a long one.
+        self.next_purge_check.set(now + (self.backend().purge_delay_ms() / 4).clamp(1, 100));
         self.purge(now, false);
     }
 
