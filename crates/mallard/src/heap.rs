@@ -591,13 +591,21 @@ impl Heap {
                 continue;
             }
             let (start, end) = seg.chunk_region();
+            seg.purge_mask.set(0);
+            seg.purge_at.set(0);
+            if seg.pages[0].used() == 0 && !(seg.prev.get().is_null() && seg.next.get().is_null()) {
+                // An empty segment that is not the heap's last: back to the backend whole.
+                // SAFETY: an empty region is one free chunk at its start.
+                unsafe { self.chunks.remove_region(start) };
+                self.chunk_segs.remove(seg);
+                self.backend().segment_free(seg);
+                continue;
+            }
             let source = self.backend().source;
             // SAFETY: the region is this heap's; free chunks hold nothing live.
             bytes += unsafe {
                 self.chunks.purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
             };
-            seg.purge_mask.set(0);
-            seg.purge_at.set(0);
         }
         Counters::bump(&self.counters.bytes_purged, bytes as i64);
         self.backend().purge(now, force);
@@ -617,6 +625,13 @@ impl Heap {
             let real = (self.backend().thread_init?)();
             // SAFETY: thread_init returns a valid heap or null.
             return unsafe { real.as_ref()? }.chunk_alloc(size);
+        }
+        // Chunks other threads freed go back into the bins first, so they are reused before
+        // the heap grows.
+        let (w, bit) = (CHUNK_HINT / 64, 1u64 << (CHUNK_HINT % 64));
+        if self.remote_hint.0[w].load(Ordering::Relaxed) & bit != 0 {
+            self.remote_hint.0[w].fetch_and(!bit, Ordering::Acquire);
+            self.collect_chunk_remote();
         }
         loop {
             if let Some(p) = self.chunks.alloc(size) {
@@ -661,7 +676,8 @@ impl Heap {
     }
 
     /// Frees chunk `p` of segment `seg`, owned by this heap. An empty segment goes back to
-    /// the backend, unless it is the heap's only one.
+    /// the backend when its purge delay has passed (see `purge`), unless it is the heap's
+    /// only one.
     ///
     /// # Safety
     /// `p` is a live chunk of `seg`, which this heap owns.
@@ -669,17 +685,15 @@ impl Heap {
         // SAFETY: per the contract.
         let usable = unsafe { ChunkHeap::usable_size(p) };
         // SAFETY: per the contract.
-        let (c, size) = unsafe { self.chunks.free(p) };
+        let (_, size) = unsafe { self.chunks.free(p) };
         Self::add_live(seg, -(usable as isize));
         let page = &seg.pages[0];
         page.add_used(-1);
-        if page.used() == 0 && !(seg.prev.get().is_null() && seg.next.get().is_null()) {
-            // SAFETY: the region is one free chunk starting at c.
-            unsafe { self.chunks.remove_region(c) };
-            self.chunk_segs.remove(seg);
-            self.backend().segment_free(seg);
-        } else if size >= CHUNK_PURGE_MIN {
-            // The free run is worth giving back if it stays free for the purge delay.
+        if size >= CHUNK_PURGE_MIN {
+            // The free run (or the whole region, once the segment is empty) is worth giving
+            // back if it stays free for the purge delay. An empty segment stays with the heap
+            // until then: a program that frees and allocates large blocks in turn reuses it
+            // without a trip through the backend.
             seg.purge_mask.set(1);
             if seg.purge_at.get() == 0 {
                 seg.purge_at.set(self.backend().purge_deadline());
@@ -744,7 +758,8 @@ impl Heap {
         unsafe { self.chunks.adopt_region(start, end) };
         self.chunk_segs.push_front(seg);
         Counters::bump(&self.counters.segments_reclaimed, 1);
-        // Frees that arrived while it was abandoned; the last one releases an emptied segment.
+        // Frees that arrived while it was abandoned (an emptied segment goes back at the next
+        // due purge).
         self.collect_chunks_of(seg);
     }
 
