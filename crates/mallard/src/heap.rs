@@ -11,6 +11,13 @@
 //! `remote_hint`; the owner then moves such pages back to the queue (`process_hints`). A heap
 //! never shares its queues: only `remote_hint` is written by other threads.
 //!
+//! Blocks above the page classes come from the heap's `ChunkHeap` over its chunk segments
+//! (`chunk_alloc`); chunks freed by other threads come back through the segment's page-0
+//! `thread_free` list and the `CHUNK_HINT` bit.
+//!
+//! Free memory is purged (decommitted) once it has stayed free for the purge delay: every slow
+//! path is a purge point (`maybe_purge`), and `collect(true)` + `purge(now, true)` do it all now.
+//!
 //! When a thread exits, `abandon` hands its segments to the backend (blocks still live in them
 //! stay valid, and remote frees to them keep working); a later thread that needs a segment
 //! reclaims them, and the heap struct itself is pooled for the next thread.
@@ -20,8 +27,7 @@ use crate::config::*;
 use crate::large::ChunkHeap;
 use crate::list::{Linked, List};
 use crate::page::{Page, EMPTY_FULL, FULL};
-use crate::segment::segment_of;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
 use crate::stats::Counters;
 use core::cell::Cell;

@@ -5,11 +5,12 @@
 //! static GLOBAL: mallard::Mallard = mallard::Mallard;
 //! ```
 //!
-//! Layers, bottom up (see DESIGN.md): `os` (page sources) → `segment` (4 MiB regions cut into
-//! pages) → `size_class` → `page` (sharded free lists) → `heap` (per-thread heaps, slow path)
-//! → `backend` (what heaps share: segment cache, abandoned segments) and `huge` → `alloc`
-//! (fast paths) → `global` (`Mallard`). The allocator never allocates for itself: metadata
-//! lives in segment headers and in memory taken straight from the page source.
+//! Layers, bottom up (see DESIGN.md): `os` (page sources) → `size_class` → `page` (sharded
+//! free lists) → `segment` (4 MiB regions cut into pages) → `large` (the chunk heap: boundary
+//! tags, TLSF) → `heap` (per-thread heaps, slow path, purge) → `backend` (what heaps share:
+//! segment cache, abandoned segments, huge-mapping cache) and `huge` → `alloc` (fast paths) →
+//! `global` (`Mallard`). The allocator never allocates for itself: metadata lives in segment
+//! headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Templates of statics (`Page::EMPTY`, empty queues) are consts with cells on purpose.
