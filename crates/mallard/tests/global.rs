@@ -302,3 +302,41 @@ fn stats_show_fragmentation_figures() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn large_blocks_freed_by_other_threads_and_after_exit_keep_contents_and_are_reused() {
+    const MIB: usize = 1 << 20;
+    let rounds = if cfg!(miri) { 3 } else { 200 };
+    let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(4);
+    // Producers allocate large blocks (chunk heap and huge) and exit while the consumer still
+    // holds some: their chunk segments are abandoned with live chunks, then freed remotely.
+    let producers: Vec<_> = (0..2)
+        .map(|t| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..rounds {
+                    let seed = t * 10_000 + i;
+                    let len = if cfg!(miri) { 600_000 } else { 600_000 + (seed * 7919) % (5 * MIB) };
+                    let mut v = vec![0u8; len];
+                    let step = if cfg!(miri) { 4093 } else { 61 };
+                    for k in (0..len).step_by(step) {
+                        v[k] = (seed + k) as u8;
+                    }
+                    tx.send((seed, v)).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut n = 0;
+    for (seed, v) in rx {
+        let step = if cfg!(miri) { 4093 } else { 61 };
+        assert!((0..v.len()).step_by(step).all(|k| v[k] == (seed + k) as u8), "large block {seed} changed");
+        n += 1;
+    }
+    producers.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(n, 2 * rounds);
+    // The consumer's next large allocation takes over what the producers left.
+    let v = vec![1u8; 2 * MIB];
+    assert_eq!(v[MIB], 1);
+}
