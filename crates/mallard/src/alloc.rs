@@ -82,11 +82,18 @@ fn huge_alloc(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Conten
 /// `heap` is the calling thread's heap.
 #[inline]
 pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 {
-    if align <= MIN_ALIGN && (size >= align || align <= 8) {
+    if natural_alignment(size, align) {
         // SAFETY: forwarded.
         return unsafe { malloc(heap, size) };
     }
     malloc_aligned_slow(heap, size, align).map_or(ptr::null_mut(), |(p, _)| p)
+}
+
+/// Whether every block that fits `size` is already aligned to `align`: blocks of 16 bytes
+/// and more are 16-aligned, smaller ones 8-aligned.
+#[inline(always)]
+fn natural_alignment(size: usize, align: usize) -> bool {
+    align <= MIN_ALIGN && (size >= align || align <= 8)
 }
 
 #[cold]
@@ -105,11 +112,8 @@ fn malloc_aligned_slow(heap: &Heap, size: usize, align: usize) -> Option<(*mut u
 /// # Safety
 /// `heap` is the calling thread's heap.
 pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
-    let r = if align <= MIN_ALIGN && (size >= align || align <= 8) {
-        alloc_sized(heap, size)
-    } else {
-        malloc_aligned_slow(heap, size, align)
-    };
+    let r =
+        if natural_alignment(size, align) { alloc_sized(heap, size) } else { malloc_aligned_slow(heap, size, align) };
     match r {
         None => ptr::null_mut(),
         Some((p, zero)) => {

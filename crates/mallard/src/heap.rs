@@ -172,11 +172,17 @@ impl Heap {
     /// before it ever allocated gets its heap now, so that its frees are counted without
     /// atomics. `None` on an exiting thread's placeholder (or when out of memory).
     pub fn for_remote_free(&self) -> Option<&Heap> {
-        if !self.is_empty {
-            return Some(self);
-        }
         if self.exited {
             return None;
+        }
+        self.real()
+    }
+
+    /// This heap, or on the placeholder the calling thread's real heap, created now. `None`
+    /// when out of memory (or for a backend whose heaps are made explicitly).
+    fn real(&self) -> Option<&Heap> {
+        if !self.is_empty {
+            return Some(self);
         }
         // SAFETY: thread_init returns a valid heap or null.
         unsafe { (self.backend().thread_init?)().as_ref() }
@@ -225,14 +231,15 @@ impl Heap {
     #[cold]
     pub fn find_page(&self, class: usize) -> Option<&Page> {
         if self.is_empty {
-            let real = (self.backend().thread_init?)();
-            // SAFETY: thread_init returns a valid heap or null.
-            return unsafe { real.as_ref()? }.find_page(class);
+            return self.real()?.find_page(class);
         }
         Counters::bump(&self.counters.malloc_slow, 1);
-        // Every slow path is a purge point (one coarse clock read), so that a program that
-        // keeps allocating gives back what it stopped using.
-        self.maybe_purge();
+        // Every 32nd slow path is a purge point, so that a program that keeps allocating gives
+        // back what it stopped using; the clock is read there only (a slow path that just
+        // recycles the page's own frees runs every few hundred blocks).
+        if self.counters.malloc_slow.load(Ordering::Relaxed) % 32 == 0 {
+            self.maybe_purge();
+        }
         let q = &self.queues[class];
         loop {
             let mut p = q.first.get();
@@ -628,9 +635,7 @@ impl Heap {
     #[inline(never)]
     pub fn chunk_alloc(&self, size: usize) -> Option<*mut u8> {
         if self.is_empty {
-            let real = (self.backend().thread_init?)();
-            // SAFETY: thread_init returns a valid heap or null.
-            return unsafe { real.as_ref()? }.chunk_alloc(size);
+            return self.real()?.chunk_alloc(size);
         }
         // Chunks other threads freed go back into the bins first, so they are reused before
         // the heap grows.
