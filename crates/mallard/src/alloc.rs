@@ -6,15 +6,17 @@
 
 use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
-use crate::large::ChunkHeap;
+use crate::large::{self, ChunkHeap};
+use crate::misuse;
 use crate::page::{Block, Page, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
+use crate::segment_map;
 use crate::size_class::{class_for_aligned, class_of};
 use crate::stats::Counters;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-/// Allocates `size` bytes (aligned to 16 if `size >= 16`, else to 8). Null when out of memory.
+/// Allocates `size` bytes aligned to 16 (a unique block even for 0). Null when out of memory.
 ///
 /// # Safety
 /// `heap` is the calling thread's heap.
@@ -33,7 +35,19 @@ pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
 
 #[inline(never)]
 fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
-    alloc_sized(heap, size).map_or(ptr::null_mut(), |(p, _)| p)
+    alloc_sized(heap, size).map_or_else(out_of_memory, |(p, _)| p)
+}
+
+/// The result of a failed allocation: null, with `errno = ENOMEM` as C callers expect (Rust
+/// callers ignore errno). Setting it here keeps the test off the fast paths.
+#[cold]
+fn out_of_memory() -> *mut u8 {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    // SAFETY: __errno_location returns the calling thread's errno.
+    unsafe {
+        *libc::__errno_location() = libc::ENOMEM
+    };
+    ptr::null_mut()
 }
 
 /// Allocates `size` bytes with the default alignment from whichever part serves the size:
@@ -86,14 +100,13 @@ pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 
         // SAFETY: forwarded.
         return unsafe { malloc(heap, size) };
     }
-    malloc_aligned_slow(heap, size, align).map_or(ptr::null_mut(), |(p, _)| p)
+    malloc_aligned_slow(heap, size, align).map_or_else(out_of_memory, |(p, _)| p)
 }
 
-/// Whether every block that fits `size` is already aligned to `align`: blocks of 16 bytes
-/// and more are 16-aligned, smaller ones 8-aligned.
+/// Whether every block that fits `size` is already aligned to `align`: all are 16-aligned.
 #[inline(always)]
-fn natural_alignment(size: usize, align: usize) -> bool {
-    align <= MIN_ALIGN && (size >= align || align <= 8)
+fn natural_alignment(_size: usize, align: usize) -> bool {
+    align <= MIN_ALIGN
 }
 
 #[cold]
@@ -115,7 +128,7 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
     let r =
         if natural_alignment(size, align) { alloc_sized(heap, size) } else { malloc_aligned_slow(heap, size, align) };
     match r {
-        None => ptr::null_mut(),
+        None => out_of_memory(),
         Some((p, zero)) => {
             // SAFETY: p is a fresh block of at least `size` bytes (and at least one word).
             unsafe {
@@ -131,19 +144,35 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
     }
 }
 
-/// Frees block `p`.
+/// Frees block `p`; null does nothing. A pointer that is not a live block of this allocator
+/// is reported and the process aborts (see `misuse`).
 ///
 /// # Safety
-/// `p` was returned by an allocation function of this allocator, is not freed yet, and
-/// `heap` is the calling thread's heap.
+/// `heap` is the calling thread's heap. `p` is null or a live block of this allocator; other
+/// pointers are caught as far as `misuse` describes, not all of them.
 #[inline(always)]
 pub unsafe fn free(heap: &Heap, p: *mut u8) {
-    // SAFETY: p is a live block, so its segment header is mapped.
+    if !segment_map::contains(p) {
+        return free_unmapped(p);
+    }
+    // SAFETY: p's region holds a segment, so its header is mapped.
     let seg = unsafe { &*segment_of(p) };
     let page = seg.page_of(p);
     if page.owner.load(Ordering::Relaxed) == heap.id() {
-        // SAFETY: a live block of a page this thread owns.
-        unsafe { page.link_local(p.cast()) };
+        let mark = misuse::free_mark();
+        let b = p as *mut Block;
+        // SAFETY: p starts a block of a page this thread owns (checked first), so its two
+        // words are ours to read and, once freed, to write.
+        unsafe {
+            if !page.starts_block(p) {
+                misuse::report("free of a pointer inside a block", p);
+            }
+            if (*b).mark == mark {
+                return free_marked(heap, page, p);
+            }
+            (*b).mark = mark;
+            page.link_local(b);
+        }
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         // `dec` sets ZF itself, where a relaxed load and store would need a reload and a
         // compare. Only the owner writes `used`, so this unlocked read-modify-write is what
@@ -173,19 +202,91 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     unsafe { free_slow(heap, seg, page, p) }
 }
 
+/// `free` of a pointer outside every segment: nothing for null, else misuse.
+#[cold]
+fn free_unmapped(p: *mut u8) {
+    if !p.is_null() {
+        misuse::report("free of a pointer mallard did not allocate", p);
+    }
+}
+
+/// `free` of a block of the caller's own page that carries the free mark: a double free if
+/// the block is on one of the page's free lists, else a live block whose program happened to
+/// write the mark (then it is freed as usual).
+#[cold]
+unsafe fn free_marked(heap: &Heap, page: &Page, p: *mut u8) {
+    if page.holds_free(p.cast()) {
+        misuse::report("double free", p);
+    }
+    // SAFETY: p is a live block of `page`, which this thread owns.
+    unsafe {
+        page.link_local(p.cast());
+        if page.used() == 1 {
+            page.used.store(0, Ordering::Relaxed);
+            heap.page_empty(page);
+        } else {
+            page.add_used(-1);
+        }
+    }
+}
+
+/// Checks that `p` can be a live block of page-class `page`, for the paths where the page is
+/// not the caller's own (its lists may not be walked): `p` must start one of its blocks and
+/// not carry the free mark. Marks the block freed.
+///
+/// # Safety
+/// `page` is the page of `p`'s slice, in a mapped segment.
+unsafe fn check_and_mark(page: &Page, p: *mut u8) {
+    if page.block_size.get() == 0 || !page.is_block_start(p) {
+        misuse::report("free of a pointer that is not a block", p);
+    }
+    let b = p as *mut Block;
+    // SAFETY: p starts a block of the page (checked), which the program owns until this free.
+    unsafe {
+        if (*b).mark == misuse::free_mark() {
+            misuse::report("double free", p);
+        }
+        (*b).mark = misuse::free_mark();
+    }
+}
+
 #[cold]
 unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
     let kind = seg.kind();
-    if kind == SegmentKind::Huge {
-        seg.backend().huge_free(seg);
-        return;
+    match kind {
+        SegmentKind::Huge => {
+            if p != seg.pages[0].start.get() {
+                misuse::report("free of a pointer inside a huge block", p);
+            }
+            seg.backend().huge_free(seg);
+            return;
+        }
+        SegmentKind::Cached => misuse::report("double free (or free of a pointer mallard did not allocate)", p),
+        SegmentKind::Chunk => {
+            let (start, end) = seg.chunk_region();
+            // The header is only read by the owner, who may be changing it (see `chunk_free`).
+            if p.addr() % MIN_ALIGN != 0 || p.addr() < start.addr() + large::HEADER || p.addr() >= end.addr() {
+                misuse::report("free of a pointer that is not a block", p);
+            }
+        }
+        _ => {}
     }
     let owner = page.owner_heap();
     if owner == heap.id() {
         if kind == SegmentKind::Chunk {
-            // SAFETY: a live chunk of a segment this heap owns.
+            // SAFETY: a chunk of a segment this heap owns (chunk_free checks its header).
             unsafe { heap.chunk_free(seg, p) };
         } else {
+            // SAFETY: our own page.
+            unsafe {
+                if !page.starts_block(p) || !page.is_block_start(p) {
+                    misuse::report("free of a pointer inside a block", p);
+                }
+                if (*(p as *mut Block)).mark == misuse::free_mark() && page.holds_free(p.cast()) {
+                    misuse::report("double free", p);
+                }
+                (*(p as *mut Block)).mark = misuse::free_mark();
+            }
             heap.free_local_full(page, p);
         }
         return;
@@ -200,6 +301,8 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
         count_remote_free(heap, None);
         return;
     }
+    // SAFETY: the page of p's slice.
+    unsafe { check_and_mark(page, p) };
     // A remote free. The owner and class were read before the push: once the block is on the
     // list the owner may reuse the page and even release the segment.
     let class = page.class.load(Ordering::Relaxed) as usize;
@@ -282,7 +385,7 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     // give it a huge mapping, which grows in place to the end of its mapping and then by
     // mremap, instead of a chunk it would soon outgrow and copy again.
     let q = if new_size > usable && new_size > LARGE_MAX {
-        huge_alloc(heap, new_size, align.max(MIN_ALIGN)).map_or(ptr::null_mut(), |(q, _)| q)
+        huge_alloc(heap, new_size, align.max(MIN_ALIGN)).map_or_else(out_of_memory, |(q, _)| q)
     } else {
         // SAFETY: forwarded.
         unsafe { malloc_aligned(heap, new_size, align) }
@@ -295,4 +398,69 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
         }
     }
     q
+}
+
+/// `realloc` for callers that do not know the block's size (the C API): keeps the whole
+/// usable size when the block moves.
+///
+/// # Safety
+/// As for `realloc`.
+pub unsafe fn realloc_unsized(heap: &Heap, p: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe {
+        check_live(heap, p, "realloc");
+        let old = usable_size(p);
+        realloc(heap, p, old, new_size, MIN_ALIGN)
+    }
+}
+
+/// `usable_size` for pointers from outside (the C API): checks `p` first, as `check_live`.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+pub unsafe fn usable_size_checked(heap: &Heap, p: *const u8) -> usize {
+    // SAFETY: forwarded.
+    unsafe {
+        check_live(heap, p, "malloc_usable_size");
+        usable_size(p)
+    }
+}
+
+/// Reports (and aborts) unless `p` can be a live block of this allocator; `op` names the
+/// operation in the report. Catches what `free` catches.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+pub unsafe fn check_live(heap: &Heap, p: *const u8, op: &str) {
+    if !segment_map::contains(p) {
+        misuse::report_op(op, "a pointer mallard did not allocate", p);
+    }
+    // SAFETY: p's region holds a segment, so its header is mapped.
+    let seg = unsafe { &*segment_of(p) };
+    let page = seg.page_of(p);
+    match seg.kind() {
+        SegmentKind::Huge => {
+            if p != seg.pages[0].start.get() {
+                misuse::report_op(op, "a pointer inside a huge block", p);
+            }
+        }
+        SegmentKind::Cached => misuse::report_op(op, "a freed block", p),
+        SegmentKind::Chunk => {
+            let (start, end) = seg.chunk_region();
+            // SAFETY: the header of a live chunk is stable apart from its PREV_FREE bit.
+            if let Some(what) = unsafe { ChunkHeap::check_live(p.cast_mut(), start, end) } {
+                misuse::report_op(op, what, p);
+            }
+        }
+        _ => {
+            if page.block_size.get() == 0 || !page.is_block_start(p) {
+                misuse::report_op(op, "a pointer that is not a block", p);
+            }
+            // SAFETY: p starts a block of the page.
+            let marked = unsafe { (*(p as *const Block)).mark } == misuse::free_mark();
+            if marked && (page.owner_heap() != heap.id() || page.holds_free(p.cast())) {
+                misuse::report_op(op, "a freed block", p);
+            }
+        }
+    }
 }

@@ -141,6 +141,7 @@ impl Backend {
     }
 
     pub(crate) fn register(&self, seg: &Segment) {
+        crate::segment_map::insert(seg.addr());
         let mut st = self.state.lock();
         seg.reg_prev.set(ptr::null_mut());
         seg.reg_next.set(st.registry);
@@ -152,6 +153,7 @@ impl Backend {
     }
 
     pub(crate) fn unregister(&self, seg: &Segment) {
+        crate::segment_map::remove(seg.addr());
         let mut st = self.state.lock();
         let (prev, next) = (seg.reg_prev.get(), seg.reg_next.get());
         // SAFETY: as in `register`.

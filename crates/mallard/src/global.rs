@@ -11,7 +11,6 @@ use crate::backend::Backend;
 use crate::heap::{Heap, StaticHeap};
 use crate::os::OsPageSource;
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The process-wide backend behind `Mallard`.
@@ -20,15 +19,87 @@ pub static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_ini
 static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, false));
 static EXITED: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, true));
 
-std::thread_local! {
-    static HEAP: Cell<*const Heap> = const { Cell::new(&PLACEHOLDER.0) };
+/// The thread's heap pointer, in the initial-exec TLS model.
+///
+/// Rust's `thread_local!` uses the general-dynamic model in a shared library, where every
+/// access calls `__tls_get_addr`, and that may itself call malloc the first time a thread
+/// touches a dlopened library's TLS: a recursion back into the allocator. The initial-exec
+/// model reads the slot at a fixed offset from the thread pointer (two instructions, no call)
+/// and is what C allocators use; a library that has it can still be dlopened, as glibc keeps
+/// spare static TLS for exactly this. Stable Rust cannot choose the model, so the slot is
+/// declared in assembly. Its initial value, in every new thread, is the placeholder heap.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+mod heap_slot {
+    use super::{Heap, PLACEHOLDER};
+
+    core::arch::global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        ".globl __mallard_thread_heap",
+        ".hidden __mallard_thread_heap",
+        ".type __mallard_thread_heap,@object",
+        ".size __mallard_thread_heap,8",
+        "__mallard_thread_heap:",
+        ".quad {placeholder}",
+        ".popsection",
+        placeholder = sym PLACEHOLDER,
+    );
+
+    #[inline(always)]
+    pub fn get() -> *const Heap {
+        let h: *const Heap;
+        // SAFETY: reads this thread's 8-byte slot declared above.
+        unsafe {
+            core::arch::asm!(
+                "mov {h}, qword ptr [rip + __mallard_thread_heap@GOTTPOFF]",
+                "mov {h}, qword ptr fs:[{h}]",
+                h = out(reg) h,
+                options(nostack, readonly, preserves_flags, pure),
+            );
+        }
+        h
+    }
+
+    #[inline(always)]
+    pub fn set(heap: *const Heap) {
+        // SAFETY: writes this thread's 8-byte slot declared above.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + __mallard_thread_heap@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {h}",
+                t = out(reg) _,
+                h = in(reg) heap,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+/// Elsewhere (and under Miri) a `const` thread-local with no destructor.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+mod heap_slot {
+    use super::{Heap, PLACEHOLDER};
+    
+    std::thread_local! {
+        static HEAP: Cell<*const Heap> = const { Cell::new(&PLACEHOLDER.0) };
+    }
+
+    #[inline(always)]
+    pub fn get() -> *const Heap {
+        HEAP.with(|h| h.get())
+    }
+
+    #[inline(always)]
+    pub fn set(heap: *const Heap) {
+        HEAP.with(|h| h.set(heap))
+    }
 }
 
 /// The calling thread's heap (the placeholder until it first allocates).
 #[inline(always)]
 pub fn thread_heap() -> &'static Heap {
-    // SAFETY: the cell always holds the placeholder or a live heap of this thread.
-    unsafe { &*HEAP.with(|h| h.get()) }
+    // SAFETY: the slot always holds the placeholder or a live heap of this thread.
+    unsafe { &*heap_slot::get() }
 }
 
 const KEY_UNSET: u32 = u32::MAX;
@@ -36,10 +107,11 @@ static KEY: AtomicU32 = AtomicU32::new(KEY_UNSET);
 
 /// Creates the calling thread's heap and arranges for it to be abandoned at thread exit.
 fn thread_init() -> *const Heap {
+    crate::misuse::init_free_mark();
     let Some(heap) = GLOBAL_BACKEND.heap_alloc() else { return core::ptr::null() };
     // Install the heap before touching the pthread key: pthread_setspecific may itself
     // allocate (for keys past the first 32), and must then find this heap.
-    HEAP.with(|h| h.set(heap));
+    heap_slot::set(heap);
     let key = thread_key();
     if key != KEY_UNSET {
         // SAFETY: key is a valid pthread key.
@@ -73,7 +145,7 @@ fn thread_key() -> libc::pthread_key_t {
 /// makes this run again (glibc repeats destructor rounds up to 4 times; a heap made after the
 /// last round is never abandoned, a bounded leak on a path that should not happen).
 extern "C" fn thread_done(heap: *mut libc::c_void) {
-    HEAP.with(|h| h.set(&EXITED.0));
+    heap_slot::set(&EXITED.0);
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };
     heap.abandon();

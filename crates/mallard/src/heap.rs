@@ -91,6 +91,7 @@ fn empty_page() -> *mut Page {
 }
 
 /// The placeholder heap (see `Heap::is_empty`), usable in a `static`.
+#[repr(transparent)]
 pub struct StaticHeap(pub Heap);
 // SAFETY: the placeholder heap is never written: every path that would write it first sees
 // `is_empty` and switches to a real heap.
@@ -693,6 +694,14 @@ impl Heap {
     /// # Safety
     /// `p` is a live chunk of `seg`, which this heap owns.
     pub unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
+        let (start, end) = seg.chunk_region();
+        // SAFETY: the region is mapped; only this heap changes its headers.
+        if let Some(what) = unsafe { ChunkHeap::check_live(p, start, end) } {
+            if what == "a freed block" {
+                crate::misuse::report("double free", p);
+            }
+            crate::misuse::report_op("free", what, p);
+        }
         // SAFETY: per the contract.
         let usable = unsafe { ChunkHeap::usable_size(p) };
         // SAFETY: per the contract.

@@ -353,6 +353,35 @@ impl ChunkHeap {
         }
     }
 
+    /// Why `p` cannot be a live block of the region `[start, end)`, or `None` if its header
+    /// says it is one: the pointer must be aligned and inside, the chunk in use, its size
+    /// sane and the next chunk's `PREV_FREE` bit clear.
+    ///
+    /// # Safety
+    /// `[start, end)` is a mapped chunk region.
+    pub unsafe fn check_live(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
+        let a = p.addr();
+        if a % 16 != 0 || a < start.addr() + HEADER || a >= end.addr() {
+            return Some("a pointer that is not a block");
+        }
+        // SAFETY: the header lies inside the region (checked above).
+        unsafe {
+            let c = p.sub(HEADER);
+            let sf = size_flags(c);
+            if sf & FREE != 0 {
+                return Some("a freed block");
+            }
+            let size = sf & !FLAGS;
+            if size < 2 * HEADER || size % 16 != 0 || size > end.addr() - HEADER - c.addr() {
+                return Some("a pointer that is not a block (or a corrupted chunk header)");
+            }
+            if prev_is_free(c.add(size)) {
+                return Some("a corrupted chunk header");
+            }
+        }
+        None
+    }
+
     /// The usable size of block `p`.
     ///
     /// # Safety

@@ -26,9 +26,11 @@ pub mod huge;
 pub mod large;
 pub mod list;
 pub mod lock;
+pub mod misuse;
 pub mod os;
 pub mod page;
 pub mod segment;
+pub mod segment_map;
 pub mod size_class;
 pub mod stats;
 

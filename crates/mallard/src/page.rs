@@ -25,10 +25,22 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
-/// A free block: its first word links to the next free block.
+/// A free block: its first word links to the next free block, its second holds the
+/// double-free mark (`crate::misuse::free_mark()`) from the moment it is freed until it is
+/// handed out again. Every size class has room for both (16 bytes at least).
 #[repr(C)]
 pub struct Block {
     pub next: *mut Block,
+    pub mark: usize,
+}
+
+/// `ceil(2^64 / size)` (0 for an unused page).
+const fn block_magic(size: usize) -> u64 {
+    if size == 0 {
+        0
+    } else {
+        u64::MAX / size as u64 + 1
+    }
 }
 
 /// `thread_free` tag bit: the page is in its owner's full list.
@@ -60,11 +72,13 @@ pub struct Page {
     /// The memory past `capacity` has not been touched since the OS zeroed it.
     pub fresh: Cell<bool>,
     pub block_size: Cell<usize>,
+    /// `ceil(2^64 / block_size)`: `p` starts a block exactly when
+    /// `(p - start) * block_magic mod 2^64 < block_magic` (Lemire's divisibility test, exact
+    /// for offsets below 2^32), a multiply where `%` would divide.
+    pub block_magic: Cell<u64>,
     /// First block of the page.
     pub start: Cell<*mut u8>,
-    /// Links in the owning heap's page queue (or full list).
-    pub prev: Cell<*mut Page>,
-    pub next: Cell<*mut Page>,
+    _line_end: [u8; 8],
     // ---- shared line ----
     /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
     /// path's one test: equal to the caller's heap means a local free into a non-full page.
@@ -73,6 +87,10 @@ pub struct Page {
     pub thread_free: AtomicPtr<Block>,
     /// The size class; read by remote freers and `stats()`.
     pub class: AtomicU8,
+    /// Links in the owning heap's page queue (or full list). Owner only, but written so
+    /// rarely that they live here, leaving the owner's line to the fast paths.
+    pub prev: Cell<*mut Page>,
+    pub next: Cell<*mut Page>,
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() == 128 && core::mem::offset_of!(Page, owner) == 64);
@@ -88,9 +106,11 @@ impl Page {
         local_free: Cell::new(ptr::null_mut()),
         thread_free: AtomicPtr::new(ptr::null_mut()),
         block_size: Cell::new(0),
+        block_magic: Cell::new(0),
         capacity: Cell::new(0),
         reserved: Cell::new(0),
         start: Cell::new(ptr::null_mut()),
+        _line_end: [0; 8],
         prev: Cell::new(ptr::null_mut()),
         next: Cell::new(ptr::null_mut()),
     };
@@ -106,6 +126,7 @@ impl Page {
         self.local_free.set(ptr::null_mut());
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
         self.block_size.set(block_size);
+        self.block_magic.set(block_magic(block_size));
         self.capacity.set(0);
         self.reserved.set((len / block_size) as u32);
         self.start.set(start);
@@ -124,17 +145,50 @@ impl Page {
         self.used.store(self.used().wrapping_add(delta as u32), Ordering::Relaxed);
     }
 
-    /// Pops a block from `free`, which must not be empty.
+    /// Pops a block from `free`, which must not be empty, and clears its double-free mark.
     ///
     /// # Safety
     /// Owner only; `free` is non-empty.
     #[inline(always)]
     pub unsafe fn pop(&self) -> *mut Block {
         let b = self.free.get();
-        // SAFETY: b is a free block of this page; its first word is the link.
-        self.free.set(unsafe { (*b).next });
+        // SAFETY: b is a free block of this page; its first word is the link, its second the
+        // mark (a block in use must not look freed).
+        unsafe {
+            self.free.set((*b).next);
+            (*b).mark = 0;
+        }
         self.add_used(1);
         b
+    }
+
+    /// Whether `p` is the start of a block, by the multiply test of `block_magic` (fast path;
+    /// `is_block_start` also checks the range).
+    #[inline(always)]
+    pub fn starts_block(&self, p: *const u8) -> bool {
+        let off = (p as usize).wrapping_sub(self.start.get() as usize) as u64;
+        let m = self.block_magic.get();
+        off.wrapping_mul(m) < m
+    }
+
+    /// Owner only: whether `b` is on one of the page's free lists (`free`, `local_free`,
+    /// `thread_free`). Walks them: used only to confirm a suspected double free.
+    pub fn holds_free(&self, b: *const Block) -> bool {
+        let on = |mut x: *mut Block| {
+            let mut n = 0u32;
+            while !x.is_null() && n <= self.reserved.get() {
+                if core::ptr::eq(x, b) {
+                    return true;
+                }
+                // SAFETY: x is a free block of this page.
+                x = unsafe { (*x).next };
+                n += 1;
+            }
+            false
+        };
+        on(self.free.get())
+            || on(self.local_free.get())
+            || on(self.thread_free.load(Ordering::Acquire).map_addr(|a| a & !FULL))
     }
 
     /// Owner only: pushes a block freed by the owner.

@@ -1,10 +1,11 @@
 //! The size-class table, computed at compile time.
 //!
-//! Classes: 8, then every multiple of 16 up to 256, then eight classes per doubling
-//! (256 + 32·k, 512 + 64·k, …) up to `LARGE_MAX`. Eight steps per doubling bound the rounding
-//! waste above 128 bytes by 1/8 of the request; every class from 16 up is a multiple of 16, so
-//! its blocks are 16-byte aligned; and every power of two is a class, which the aligned
-//! allocation path relies on. `const` asserts below hold the table to all three.
+//! Classes: every multiple of 16 up to 256, then eight classes per doubling (256 + 32·k,
+//! 512 + 64·k, …) up to `LARGE_MAX`. Eight steps per doubling bound the rounding waste above
+//! 128 bytes by 1/8 of the request; every class is a multiple of 16, so every block is 16-byte
+//! aligned (what C's `malloc` promises) and has room for the two words of a free block (its
+//! link and the double-free mark, see `page::Block`); and every power of two is a class, which
+//! the aligned allocation path relies on. `const` asserts below hold the table to all of it.
 
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SMALL_MAX};
 
@@ -18,9 +19,9 @@ pub enum PageKind {
 }
 
 const fn count_classes() -> usize {
-    // 8, 16..=256 step 16 (16 classes), then 8 per doubling from 256 to LARGE_MAX.
+    // 16..=256 step 16 (16 classes), then 8 per doubling from 256 to LARGE_MAX.
     let doublings = LARGE_MAX.trailing_zeros() as usize - 8;
-    1 + 16 + 8 * doublings
+    16 + 8 * doublings
 }
 
 /// Number of size classes.
@@ -28,10 +29,9 @@ pub const CLASS_COUNT: usize = count_classes();
 
 const fn build_table() -> [usize; CLASS_COUNT] {
     let mut t = [0usize; CLASS_COUNT];
-    t[0] = 8;
-    let mut i = 1;
-    while i <= 16 {
-        t[i] = 16 * i;
+    let mut i = 0;
+    while i < 16 {
+        t[i] = 16 * (i + 1);
         i += 1;
     }
     let mut base = 256;
@@ -55,15 +55,15 @@ const TABLE: [usize; CLASS_COUNT] = build_table();
 /// The class serving `size` bytes (`size <= LARGE_MAX`).
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
-    if size <= 8 {
+    if size <= 16 {
         0
     } else if size <= 256 {
-        (size + 15) >> 4
+        ((size + 15) >> 4) - 1
     } else {
         let w = size - 1;
         let b = (usize::BITS - 1 - w.leading_zeros()) as usize; // 2^b <= w < 2^(b+1), b >= 8
         let sub = (w >> (b - 3)) & 7;
-        16 + (b - 8) * 8 + sub + 1
+        16 + (b - 8) * 8 + sub
     }
 }
 
@@ -104,9 +104,9 @@ const _: () = {
     let mut i = 0;
     while i < CLASS_COUNT {
         let size = TABLE[i];
-        // ascending, 16-byte aligned from 16 up
+        // ascending, 16-byte aligned, room for a free block's two words
         assert!(i == 0 || size > TABLE[i - 1]);
-        assert!(size < MIN_ALIGN || size % MIN_ALIGN == 0);
+        assert!(size % MIN_ALIGN == 0 && size >= core::mem::size_of::<crate::page::Block>());
         // the lookup agrees with the table at both edges of every class
         assert!(class_of(size) == i);
         if i > 0 {

@@ -1,0 +1,16 @@
+//! Builds the body of C++ operator new (`src/new_delete.c`, plain C with unwind tables so
+//! that a `bad_alloc` thrown by libstdc++ can pass through it) and names the shared library.
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/new_delete.c");
+    cc::Build::new()
+        .file("src/new_delete.c")
+        .flag("-fexceptions")
+        .warnings(true)
+        .extra_warnings(true)
+        .compile("mallard_new_delete");
+    // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
+    // whose blocks the program still holds.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmallard.so");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+}

@@ -1,0 +1,138 @@
+//! Start-up: options from the environment, the fork handlers and the exit report.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `MALLARD_STATS` | `0` | `1`: print the statistics table to stderr at exit |
+//! | `MALLARD_VERBOSE` | `0` | `1`: say on stderr that mallard is loaded, with its options |
+//! | `MALLARD_PURGE_DELAY_MS` | `500` | how long free memory stays committed before it is given back to the OS |
+//!
+//! A value that does not parse prints one warning line and keeps the default. Everything here
+//! runs from the library's constructor, before `main`, and never allocates.
+
+use core::ffi::{c_char, c_int, CStr};
+use core_alloc::config::PURGE_DELAY_MS;
+use core_alloc::global::GLOBAL_BACKEND;
+use core_alloc::stats::FdWriter;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// `mallopt` parameter: the purge delay in milliseconds (mallard's own).
+pub const M_PURGE_DELAY: c_int = -200;
+
+static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+extern "C" fn init() {
+    let verbose = flag("MALLARD_VERBOSE");
+    let stats = flag("MALLARD_STATS");
+    let delay = number("MALLARD_PURGE_DELAY_MS", PURGE_DELAY_MS);
+    core_alloc::set_purge_delay_ms(delay);
+    STATS_AT_EXIT.store(stats, Ordering::Relaxed);
+    // SAFETY: the handlers are plain functions that only take and release the backend lock.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+        if stats {
+            libc::atexit(print_at_exit);
+        }
+    }
+    if verbose {
+        let mut w = FdWriter::new(2);
+        let _ = writeln!(
+            w,
+            "mallard {}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={}",
+            env!("CARGO_PKG_VERSION"),
+            stats as u8,
+            delay
+        );
+        w.flush();
+    }
+}
+
+extern "C" fn print_at_exit() {
+    if STATS_AT_EXIT.load(Ordering::Relaxed) {
+        core_alloc::print_stats();
+    }
+}
+
+// `fork` copies the backend's lock in whatever state it is; holding it across the fork makes
+// sure no other thread is half-way through a change the child would inherit.
+extern "C" fn fork_prepare() {
+    GLOBAL_BACKEND.lock_for_fork();
+}
+
+extern "C" fn fork_parent() {
+    // SAFETY: fork_prepare took the lock in this thread.
+    unsafe { GLOBAL_BACKEND.unlock_after_fork() };
+}
+
+extern "C" fn fork_child() {
+    // SAFETY: the child's only thread is the copy of the one that took the lock.
+    unsafe { GLOBAL_BACKEND.unlock_after_fork() };
+}
+
+fn var(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv takes a C string and returns NULL or a C string that lives as long as
+    // the environment is not changed, which nothing does during start-up.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: non-null result of getenv.
+    Some(unsafe { CStr::from_ptr(v as *const c_char) }.to_bytes())
+}
+
+fn warn(name: &str, value: &[u8], expected: &str, default: &dyn core::fmt::Display) {
+    let mut w = FdWriter::new(2);
+    let shown = core::str::from_utf8(value).unwrap_or("(not UTF-8)");
+    let _ = writeln!(w, "mallard: {name}={shown:?} is not {expected}; keeping the default {default}");
+    w.flush();
+}
+
+/// A 0/1 switch (also `true`/`false`, `yes`/`no`, `on`/`off`).
+fn flag(name: &'static str) -> bool {
+    let Some(v) = var_named(name) else { return false };
+    match parse_flag(v) {
+        Some(b) => b,
+        None => {
+            warn(name, v, "0 or 1", &0);
+            false
+        }
+    }
+}
+
+fn number(name: &'static str, default: u64) -> u64 {
+    let Some(v) = var_named(name) else { return default };
+    match parse_number(v) {
+        Some(n) => n,
+        None => {
+            warn(name, v, "a whole number", &default);
+            default
+        }
+    }
+}
+
+fn var_named(name: &'static str) -> Option<&'static [u8]> {
+    // Names are short constants; build the C string on the stack.
+    let mut buf = [0u8; 64];
+    let n = name.len().min(buf.len() - 1);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    var(CStr::from_bytes_until_nul(&buf).ok()?)
+}
+
+pub fn parse_flag(v: &[u8]) -> Option<bool> {
+    match v {
+        b"" | b"0" | b"false" | b"no" | b"off" => Some(false),
+        b"1" | b"true" | b"yes" | b"on" => Some(true),
+        _ => None,
+    }
+}
+
+pub fn parse_number(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + (c - b'0') as u64))
+}
