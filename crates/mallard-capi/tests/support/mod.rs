@@ -1,0 +1,59 @@
+//! Shared by the C API tests: the library under test and a way to run programs on it.
+//!
+//! `cargo test` does not build a cdylib for its integration tests, so the first test that needs
+//! `libmallard.so` builds it with cargo, in release mode, into a target directory of its own
+//! (`target/capi-test`: a nested cargo on the outer build's directory would wait for its lock).
+//! `MALLARD_TEST_LIB=/path/to/libmallard.so` uses a given library instead.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Path of the `libmallard.so` under test (built on first use).
+pub fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MALLARD_TEST_LIB") {
+            return PathBuf::from(p);
+        }
+        let target = workspace().join("target/capi-test");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "-p", "mallard-capi", "--target-dir"])
+            .arg(&target)
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo to build libmallard.so");
+        assert!(status.success(), "building libmallard.so failed");
+        let lib = target.join("release/libmallard.so");
+        assert!(lib.exists(), "{} missing after the build", lib.display());
+        lib
+    })
+}
+
+/// A scratch directory for one test (under target/, emptied first).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = workspace().join("target/capi-test/scratch").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch directory");
+    d
+}
+
+/// `cmd` with libmallard.so preloaded.
+pub fn preloaded(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env("LD_PRELOAD", lib());
+    c
+}
+
+/// Runs `cmd` and returns its output, with the command line in the panic message on failure
+/// to start.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
