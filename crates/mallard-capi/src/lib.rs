@@ -13,6 +13,7 @@
 mod cabi;
 mod cxx;
 mod options;
+mod report;
 
 pub use cabi::*;
 

@@ -5,6 +5,7 @@
 //! | `MALLARD_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `MALLARD_VERBOSE` | `0` | `1`: say on stderr that mallard is loaded, with its options |
 //! | `MALLARD_PURGE_DELAY_MS` | `500` | how long free memory stays committed before it is given back to the OS |
+//! | `MALLARD_REPORT` | unset | a file to which each process appends its exit record (`report.rs`; used by `mallard run`) |
 //!
 //! A value that does not parse prints one warning line and keeps the default. Everything here
 //! runs from the library's constructor, before `main`, and never allocates.
@@ -36,6 +37,11 @@ extern "C" fn init() {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         if stats {
             libc::atexit(print_at_exit);
+        }
+        let report = libc::getenv(c"MALLARD_REPORT".as_ptr());
+        if !report.is_null() && *report != 0 {
+            crate::report::set_path(report);
+            libc::atexit(crate::report::write_at_exit);
         }
     }
     if verbose {

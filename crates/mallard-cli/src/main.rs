@@ -1,6 +1,8 @@
 //! The `mallard` command. It runs on the system allocator on purpose: a harness that
 //! allocated through the allocator under test would measure itself and could crash with it.
 
+mod run;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +16,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a program on libmallard.so (LD_PRELOAD) and report its heap:
+    /// `mallard run -- python3 -c 'print(sum(range(10**6)))'`.
+    Run(run::RunArgs),
     /// Compare System, mallard and mimalloc on in-process workloads (interleaved, median).
     Bench(BenchArgs),
 }
@@ -57,6 +62,11 @@ fn bench(args: BenchArgs) -> Result<(), String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
+        Command::Run(args) => match run::run(args) {
+            // The program's own exit code (128 + signal if it was killed), as a shell does.
+            Ok(outcome) => return ExitCode::from(outcome.code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,8 +90,17 @@ mod tests {
     #[test]
     fn bench_rejects_unknown_workload() {
         let cli = Cli::try_parse_from(["mallard", "bench", "--smoke", "--only", "nope"]).unwrap();
-        let Command::Bench(args) = cli.command;
+        let Command::Bench(args) = cli.command else { panic!("parsed as another command") };
         assert!(bench(args).unwrap_err().contains("unknown workload"));
+    }
+
+    #[test]
+    fn run_takes_the_command_after_its_options() {
+        let cli = Cli::try_parse_from(["mallard", "run", "--stats", "--", "python3", "-c", "pass"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("parsed as another command") };
+        assert!(args.stats);
+        assert_eq!(args.command, ["python3", "-c", "pass"]);
+        assert!(Cli::try_parse_from(["mallard", "run"]).is_err(), "a command is required");
     }
 
     #[test]

@@ -364,7 +364,7 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     if seg.kind() == SegmentKind::Huge {
         if new_size > LARGE_MAX {
             if new_size <= usable && new_size >= usable / 2 {
-                seg.live_bytes.store(new_size, Ordering::Relaxed);
+                seg.set_live_bytes(new_size);
                 return p;
             }
             // SAFETY: p is the segment's live huge block.

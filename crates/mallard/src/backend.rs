@@ -25,6 +25,10 @@ pub struct Backend {
     pub counters: Counters,
     /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
     pub remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Bytes in use now and at most: blocks carved from pages, live chunks and huge blocks
+    /// (changed only on slow paths; see `note_in_use`).
+    in_use: AtomicI64,
+    peak_in_use: AtomicI64,
     /// Purge delay in ms (see `config::PURGE_DELAY_MS`).
     purge_delay_ms: AtomicU64,
     /// Earliest time a cached segment or mapping is due to be purged (ms; MAX = none).
@@ -77,6 +81,8 @@ impl Backend {
             abandoned_count: AtomicUsize::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            in_use: AtomicI64::new(0),
+            peak_in_use: AtomicI64::new(0),
             purge_delay_ms: AtomicU64::new(PURGE_DELAY_MS),
             next_purge: AtomicU64::new(u64::MAX),
             thread_init,
@@ -348,6 +354,8 @@ impl Backend {
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
         s.add_counters(&self.counters);
+        s.in_use_bytes = self.in_use.load(Ordering::Relaxed);
+        s.peak_in_use_bytes = self.peak_in_use.load(Ordering::Relaxed);
         let mut pending = [0i64; CLASS_COUNT];
         let mut add_pending = |a: &[AtomicI64; CLASS_COUNT]| {
             pending.iter_mut().zip(a).for_each(|(p, c)| *p += c.load(Ordering::Relaxed));
@@ -359,6 +367,7 @@ impl Backend {
             // SAFETY: heaps are never freed; counters are atomics.
             let heap = unsafe { &*h };
             s.add_counters(&heap.counters);
+            s.class_pages_started.iter_mut().zip(&heap.class_pages_started).for_each(|(s, c)| *s += c.load(Ordering::Relaxed));
             add_pending(&heap.remote_pending);
             h = heap.all_next.get();
         }
@@ -396,6 +405,17 @@ impl Backend {
         // Blocks freed remotely but not yet collected still count in their page's `used`.
         s.class_blocks.iter_mut().zip(pending).for_each(|(b, p)| *b -= p);
         s
+    }
+
+    /// Adds `delta` bytes to what is in use (blocks carved from a page or the page given back,
+    /// a chunk or huge block allocated or freed) and keeps the peak. A page counts every block
+    /// it has carved, live or free, so the peak bounds the peak of live bytes from above; it
+    /// is exact for chunks and huge blocks.
+    pub fn note_in_use(&self, delta: i64) {
+        let now = self.in_use.fetch_add(delta, Ordering::Relaxed) + delta;
+        if delta > 0 {
+            self.peak_in_use.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Takes the backend lock (before `fork`).

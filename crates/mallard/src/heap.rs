@@ -71,6 +71,8 @@ pub struct Heap {
     /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
     /// all heaps it is the number of blocks freed but still counted in their page's `used`.
     pub remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Pages started per class (statistics; owner-written).
+    pub class_pages_started: [AtomicI64; CLASS_COUNT],
     /// Links: every heap of the backend / the pool of free heaps.
     pub all_next: Cell<*mut Heap>,
     pub pool_next: Cell<*mut Heap>,
@@ -150,6 +152,7 @@ impl Heap {
             next_purge_check: Cell::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            class_pages_started: [const { AtomicI64::new(0) }; CLASS_COUNT],
             all_next: Cell::new(ptr::null_mut()),
             pool_next: Cell::new(ptr::null_mut()),
             remote_hint: RemoteHint([AtomicU64::new(0), AtomicU64::new(0)]),
@@ -255,7 +258,7 @@ impl Heap {
                         self.retire_page(page);
                     } else {
                         if page.free.get().is_null() {
-                            page.extend();
+                            self.carve(page);
                         }
                         if p != q.first.get() {
                             q.remove(page);
@@ -388,11 +391,18 @@ impl Heap {
         let (start, len) = seg.page_area(index);
         let fresh = seg.page_was_fresh(index);
         page.init(self.id(), class, CLASS_SIZE[class], start, len, fresh);
-        page.extend();
+        self.carve(page);
         self.queues[class].push_front(page);
         self.update_direct(class);
         Counters::bump(&self.counters.pages_fresh, 1);
+        Counters::bump(&self.class_pages_started[class], 1);
         Some(page)
+    }
+
+    /// Carves more blocks of `page` (see `Page::extend`), counting them as in use.
+    fn carve(&self, page: &Page) {
+        let bytes = page.extend();
+        self.backend().note_in_use(bytes as i64);
     }
 
     /// Gives an empty page (in the class queue) back to its segment, and an empty segment
@@ -668,6 +678,7 @@ impl Heap {
     fn add_live(seg: &Segment, delta: isize) {
         let v = seg.live_bytes.load(Ordering::Relaxed);
         seg.live_bytes.store(v.wrapping_add_signed(delta), Ordering::Relaxed);
+        seg.backend().note_in_use(delta as i64);
     }
 
     /// Takes a fresh chunk segment: its region becomes one free chunk.

@@ -44,7 +44,8 @@ impl Backend {
         let zero = from_os || seg.dirty_mask.get() == 0;
         seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, zero);
         seg.dirty_mask.set(!0); // the block is in use: dirty once it is freed
-        seg.live_bytes.store(size, Ordering::Relaxed);
+        seg.live_bytes.store(0, Ordering::Relaxed);
+        seg.set_live_bytes(size);
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
         let usable = map_size - seg_off - block_off;
@@ -60,6 +61,7 @@ impl Backend {
 
     pub fn huge_free(&self, seg: &Segment) {
         self.count(|c| &c.huge_frees, 1);
+        self.note_in_use(-(seg.live_bytes.load(Ordering::Relaxed) as i64));
         let plain = seg.base.get() == seg.addr();
         if !(plain && seg.map_size.get() > SEGMENT_SIZE && self.cache_huge(seg)) {
             self.segment_free(seg);
@@ -77,7 +79,7 @@ impl Backend {
         let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
         let old_size = seg.map_size.get();
         if map_size == old_size {
-            seg.live_bytes.store(new_size, Ordering::Relaxed);
+            seg.set_live_bytes(new_size);
             // SAFETY: p is non-null.
             return Some(unsafe { NonNull::new_unchecked(p) });
         }
@@ -92,7 +94,7 @@ impl Backend {
         if moved.is_some() {
             seg.base.set(base);
             seg.map_size.set(map_size);
-            seg.live_bytes.store(new_size, Ordering::Relaxed);
+            seg.set_live_bytes(new_size);
             let usable = map_size - seg_off - block_off;
             // SAFETY: the block keeps its offset.
             let block = unsafe { seg.addr().add(block_off) };

@@ -46,6 +46,17 @@ pub unsafe trait PageSource: Sync {
 }
 
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
+/// Runs `f` (a system call on a `free` path) without letting it change errno: C's `free` must
+/// keep errno, and a failed `madvise` or `munmap` would set it.
+fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: __errno_location returns the calling thread's errno.
+    let saved = unsafe { *libc::__errno_location() };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    r
+}
+
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     #[cfg(not(miri))]
@@ -95,12 +106,12 @@ unsafe impl PageSource for OsPageSource {
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller owns the range; MADV_DONTNEED on private anonymous memory drops
         // the pages and makes them read as zero on the next touch.
-        unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_DONTNEED) };
+        keep_errno(|| unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_DONTNEED) });
     }
 
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller passes back exactly one region it reserved.
-        unsafe { libc::munmap(p.as_ptr().cast(), size) };
+        keep_errno(|| unsafe { libc::munmap(p.as_ptr().cast(), size) });
     }
 
     unsafe fn remap(&self, p: NonNull<u8>, old_size: usize, new_size: usize, align: usize) -> Option<NonNull<u8>> {

@@ -269,8 +269,8 @@ impl Page {
 
     /// Owner only: carves more blocks from the untouched end of the page onto `free`
     /// (`free` must be empty and `capacity < reserved`). Builds at most `EXTEND_BYTES` worth,
-    /// and at least one block.
-    pub fn extend(&self) {
+    /// and at least one block. Returns the bytes carved.
+    pub fn extend(&self) -> usize {
         let size = self.block_size.get();
         let cap = self.capacity.get() as usize;
         let n = (EXTEND_BYTES / size).clamp(1, self.reserved.get() as usize - cap);
@@ -288,6 +288,7 @@ impl Page {
         }
         self.free_is_zero.set(self.fresh.get());
         self.capacity.set((cap + n) as u32);
+        n * size
     }
 
     /// The owning heap without the tag.

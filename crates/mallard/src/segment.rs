@@ -140,6 +140,12 @@ impl Segment {
         unsafe { &*self.page_map[slice_of(p)].get() }
     }
 
+    /// Sets the requested bytes of a huge segment's block, keeping the in-use figure.
+    pub fn set_live_bytes(&self, n: usize) {
+        let old = self.live_bytes.swap(n, Ordering::Relaxed);
+        self.backend().note_in_use(n as i64 - old as i64);
+    }
+
     /// The segment's start, as a pointer that may reach the whole mapping (a pointer made
     /// from `&self` could only reach the header).
     pub fn addr(&self) -> *mut u8 {
@@ -235,6 +241,7 @@ impl Segment {
     /// (ms) unless the page is taken again before.
     pub fn free_page(&self, page: &Page, purge_at: u64) {
         let i = self.page_index(page);
+        self.backend().note_in_use(-((page.capacity.get() as usize * page.block_size.get()) as i64));
         if self.dirty_mask.get() & (1 << i) != 0 {
             self.purge_mask.set(self.purge_mask.get() | 1 << i);
             if self.purge_at.get() == 0 {

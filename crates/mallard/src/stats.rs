@@ -27,6 +27,12 @@ macro_rules! counters {
             pub class_blocks: [i64; CLASS_COUNT],
             /// Pages with blocks in use (or freed remotely and not yet collected) per class.
             pub class_pages: [i64; CLASS_COUNT],
+            /// Pages started per class since the process began (how much each class was used).
+            pub class_pages_started: [i64; CLASS_COUNT],
+            /// Bytes in use (blocks carved from pages, live chunks, huge blocks) now and at the
+            /// peak: an upper bound of live bytes that costs nothing on the fast paths.
+            pub in_use_bytes: i64,
+            pub peak_in_use_bytes: i64,
             /// Segments currently mapped (page segments, cached ones and huge ones).
             pub segments_current: i64,
             /// Empty segments kept in the cache.
@@ -52,6 +58,8 @@ macro_rules! counters {
                 $( $name: 0, )*
                 class_blocks: [0; CLASS_COUNT],
                 class_pages: [0; CLASS_COUNT],
+                class_pages_started: [0; CLASS_COUNT],
+                in_use_bytes: 0, peak_in_use_bytes: 0,
                 segments_current: 0, segments_cached: 0, large_blocks: 0, large_bytes: 0, huge_blocks: 0, huge_bytes: 0, mapped_bytes: 0,
                 resident_bytes: 0, free_chunks: 0, free_chunk_bytes: 0, largest_free_chunk: 0,
             };
