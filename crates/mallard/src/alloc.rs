@@ -159,7 +159,7 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     let seg = unsafe { &*segment_of(p) };
     let page = seg.page_of(p);
     if page.owner.load(Ordering::Relaxed) == heap.id() {
-        let mark = misuse::free_mark();
+        let mark = heap.free_mark.get();
         let b = p as *mut Block;
         // SAFETY: p starts a block of a page this thread owns (checked first), so its two
         // words are ours to read and, once freed, to write.

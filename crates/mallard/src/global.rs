@@ -166,7 +166,7 @@ unsafe impl GlobalAlloc for Mallard {
         unsafe { alloc::malloc_aligned(thread_heap(), layout.size(), layout.align()) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: the caller passes a live block of this allocator.
         unsafe { alloc::free(thread_heap(), ptr) }
