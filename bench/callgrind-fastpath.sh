@@ -2,26 +2,37 @@
 # Instructions per alloc+dealloc pair of 32 B on the fast path, per allocator, under callgrind.
 # Runs bench/examples/fastpath at 1M and 2M pairs and subtracts the totals, so start-up and
 # warm-up cancel out: Ir/pair = (Ir(2M) - Ir(1M)) / 1M (includes ~3-5 instructions of loop).
-# Usage: bench/callgrind-fastpath.sh [allocator...]   (default: system mallard mimalloc)
+# Usage: bench/callgrind-fastpath.sh [allocator...]   (default: noop system mallard mimalloc
+# c-glibc c-mallard). The c-* entries run bench/c/fastpath.c, the same loop through the C ABI
+# (malloc/free through the PLT), with c-mallard preloading target/release/libmallard.so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
 
-cargo build --release --quiet -p mallard-bench --example fastpath
+cargo build --release --quiet -p mallard-bench --example fastpath -p mallard-capi
 bin="${CARGO_TARGET_DIR:-target}/release/examples/fastpath"
+lib="$(realpath "${CARGO_TARGET_DIR:-target}/release/libmallard.so")"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+cc -O2 -o "$out/cfastpath" bench/c/fastpath.c
 
 total_ir() { # the "totals:" (or older "summary:") line of a callgrind output file
   awk '/^(totals|summary):/ { print $2; exit }' "$1"
 }
 
 allocators=("$@")
-[ ${#allocators[@]} -gt 0 ] || allocators=(noop system mallard mimalloc)
+[ ${#allocators[@]} -gt 0 ] || allocators=(noop system mallard mimalloc c-glibc c-mallard)
 printf '%-10s %16s %16s %12s\n' allocator "Ir(1M)" "Ir(2M)" "Ir/pair"
 for a in "${allocators[@]}"; do
   for n in 1000000 2000000; do
-    valgrind --tool=callgrind --callgrind-out-file="$out/$a.$n" "$bin" "$a" "$n" \
+    # valgrind itself is static: LD_PRELOAD in its environment reaches only the program.
+    preload=
+    case "$a" in
+      c-glibc) run=("$out/cfastpath" "$n") ;;
+      c-mallard) run=("$out/cfastpath" "$n"); preload="$lib" ;;
+      *) run=("$bin" "$a" "$n") ;;
+    esac
+    env ${preload:+LD_PRELOAD="$preload"} valgrind --tool=callgrind --callgrind-out-file="$out/$a.$n" "${run[@]}" \
       >"$out/$a.$n.log" 2>&1 || { cat "$out/$a.$n.log" >&2; exit 1; }
   done
   ir1="$(total_ir "$out/$a.1000000")"
