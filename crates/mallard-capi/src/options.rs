@@ -15,12 +15,15 @@ use core_alloc::config::PURGE_DELAY_MS;
 use core_alloc::global::GLOBAL_BACKEND;
 use core_alloc::stats::FdWriter;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 
 /// `mallopt` parameter: the purge delay in milliseconds (mallard's own).
 pub const M_PURGE_DELAY: c_int = -200;
 
-static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
+/// Where the statistics go at exit (-1: nowhere). A copy of stderr taken at start-up: many
+/// programs close stderr in their own exit handlers (coreutils' `close_stdout` does), which
+/// run before ours.
+static STATS_FD: AtomicI32 = AtomicI32::new(-1);
 
 #[used]
 #[link_section = ".init_array"]
@@ -31,11 +34,12 @@ extern "C" fn init() {
     let stats = flag("MALLARD_STATS");
     let delay = number("MALLARD_PURGE_DELAY_MS", PURGE_DELAY_MS);
     core_alloc::set_purge_delay_ms(delay);
-    STATS_AT_EXIT.store(stats, Ordering::Relaxed);
-    // SAFETY: the handlers are plain functions that only take and release the backend lock.
+    // SAFETY: the handlers are plain functions that only take and release the backend lock
+    // or write to a file descriptor; fcntl duplicates a descriptor.
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         if stats {
+            STATS_FD.store(libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3), Ordering::Relaxed);
             libc::atexit(print_at_exit);
         }
         let report = libc::getenv(c"MALLARD_REPORT".as_ptr());
@@ -58,8 +62,9 @@ extern "C" fn init() {
 }
 
 extern "C" fn print_at_exit() {
-    if STATS_AT_EXIT.load(Ordering::Relaxed) {
-        core_alloc::print_stats();
+    let fd = STATS_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        core_alloc::print_stats_to(fd);
     }
 }
 

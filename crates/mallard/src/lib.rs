@@ -71,7 +71,12 @@ pub fn set_purge_delay_ms(ms: u64) {
 
 /// Writes the global allocator's statistics to stderr, without allocating.
 pub fn print_stats() {
-    let mut w = stats::FdWriter::new(2);
+    print_stats_to(2);
+}
+
+/// Writes the global allocator's statistics to file descriptor `fd`, without allocating.
+pub fn print_stats_to(fd: i32) {
+    let mut w = stats::FdWriter::new(fd);
     let _ = stats().write_table(&mut w);
 }
 

@@ -1,0 +1,103 @@
+//! `mallard run` end to end: the real binary, the real library, real programs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// libmallard.so, built into a target directory of its own (a nested cargo on the outer
+/// build's directory would wait for its lock).
+fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        let target = root.join("target/capi-test");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "-p", "mallard-capi", "--target-dir"])
+            .arg(&target)
+            .current_dir(&root)
+            .status()
+            .expect("run cargo")
+            .success();
+        assert!(ok, "building libmallard.so failed");
+        target.join("release/libmallard.so")
+    })
+}
+
+/// `mallard run --lib <lib> ARGS…`, not under cargo (so it does not try to build).
+fn mallard_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .arg("run")
+        .arg("--lib")
+        .arg(lib())
+        .args(args)
+        .env_remove("CARGO")
+        .output()
+        .expect("run mallard")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn python_runs_on_mallard_and_the_report_reads_at_a_glance() {
+    let out = mallard_run(&["--", "python3", "-c", "d = {i: str(i) * 3 for i in range(200000)}; print(len(d))"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "200000");
+    for want in [
+        "mallard run: python3 -c",
+        "exit status 0",
+        "peak RSS",
+        "peak in use",
+        "live at exit",
+        "segments",
+        "remote frees",
+        "size classes",
+    ] {
+        assert!(stderr.contains(want), "report lacks {want:?}:\n{stderr}");
+    }
+    // CPython's objects went through mallard (PYTHONMALLOC=malloc): the 48..80-byte classes
+    // that hold small ints, strings and dict entries started many pages.
+    let pages: i64 = stderr
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 2 && f[0].parse::<i64>().is_ok()).then(|| f[1].replace(',', "").parse::<i64>().unwrap_or(0))
+        })
+        .sum();
+    assert!(pages > 50, "too few pages for 200k Python objects: is PYTHONMALLOC=malloc set?\n{stderr}");
+}
+
+#[test]
+fn the_exit_code_and_signals_are_passed_on() {
+    let out = mallard_run(&["--quiet", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(out.stderr.is_empty(), "--quiet prints nothing: {}", text(&out.stderr));
+    let out = mallard_run(&["--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("killed by signal 15"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn stats_adds_the_library_table() {
+    // ls closes stderr in its own exit handler, before the library prints: the table must
+    // still appear.
+    let out = mallard_run(&["--stats", "--", "ls", "/"]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("mallard statistics"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_missing_program_or_library_is_a_clear_error() {
+    let out = mallard_run(&["--", "/nonexistent/program"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot run /nonexistent/program"), "{}", text(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(["run", "--lib", "/nonexistent/libmallard.so", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent/libmallard.so is not a file"), "{}", text(&out.stderr));
+}
