@@ -1,0 +1,468 @@
+//! libmallard.so from C and C++: the programs in `tests/cases/` are compiled with gcc/g++ and
+//! run with the library preloaded (or linked, or dlopened), each with a timeout.
+//!
+//! - `contract.c`: the glibc contract of the malloc family and mallard's own API, as numbered
+//!   checks (also run on glibc itself, which keeps the checks honest);
+//! - `threads.c`, `fork.c`, `tls_dtor.c`: cross-thread frees and thread churn, fork from a busy
+//!   multi-threaded parent, allocation in other libraries' thread-exit destructors;
+//! - `large_remote.c`: large blocks freed by other threads while empty chunk segments come due
+//!   for purge;
+//! - `dlopen.c`: the library dlopened by a program that does not use it as its malloc;
+//! - `cxx.cpp`: every `operator new`/`delete`, `std::bad_alloc`, new-handlers, the STL;
+//! - `misuse.c`: bad frees and double frees, each reported in one line before an abort;
+//! - the environment variables `MALLARD_STATS`, `MALLARD_VERBOSE`, `MALLARD_PURGE_DELAY_MS`.
+//!
+//! gcc and g++ are required: without them the tests fail and say how to install them.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A program that runs longer than this is killed (with its process group) and fails.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn cases() -> PathBuf {
+    support::workspace().join("tests/cases")
+}
+
+fn lib_dir() -> PathBuf {
+    support::lib().parent().expect("the library has a directory").to_path_buf()
+}
+
+/// Checks once that `compiler` runs; panics with how to install it if not.
+fn require_compiler(compiler: &str) {
+    static FOUND: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if found.iter().any(|c| c == compiler) {
+        return;
+    }
+    let ok = Command::new(compiler)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "`{compiler}` is needed to build the C/C++ test programs of libmallard.so and was not found: install it \
+         (Debian/Ubuntu: `sudo apt-get install build-essential`)"
+    );
+    found.push(compiler.to_string());
+}
+
+/// Compiles `tests/cases/<source>` (C with gcc, C++ with g++) with `-O2 -g -pthread -Wall` and
+/// `extra` flags, into a scratch directory named `name`; returns the program's path. Each
+/// name is built once per test run, however many tests use it.
+fn build(name: &str, source: &str, extra: &[&str]) -> PathBuf {
+    type Slot = Arc<OnceLock<PathBuf>>;
+    static BUILT: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
+    let slot = {
+        let mut map = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    };
+    slot.get_or_init(|| {
+        let cxx = source.ends_with(".cpp");
+        let compiler = if cxx { "g++" } else { "gcc" };
+        require_compiler(compiler);
+        let dir = support::scratch(&format!("bin-{name}"));
+        let exe = dir.join(name);
+        let mut cmd = Command::new(compiler);
+        cmd.args(["-O2", "-g", "-pthread", "-Wall"]);
+        if cxx {
+            cmd.arg("-std=c++17");
+        } else {
+            cmd.arg("-std=gnu11");
+        }
+        cmd.arg(cases().join(source)).arg("-o").arg(&exe).args(extra).arg("-ldl");
+        let out = support::output(&mut cmd);
+        assert!(
+            out.status.success(),
+            "compiling {source} failed: {cmd:?}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exe
+    })
+    .clone()
+}
+
+/// What a program did.
+struct Run {
+    cmd: String,
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+    secs: f64,
+}
+
+impl Run {
+    fn exited_ok(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    fn signal(&self) -> Option<i32> {
+        self.status.and_then(|s| s.signal())
+    }
+
+    /// The whole story, for failure messages.
+    fn describe(&self) -> String {
+        let status = match self.status {
+            None => format!("killed after the {} s timeout", TIMEOUT.as_secs()),
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exit code {c}"),
+                (_, Some(sig)) => {
+                    format!("killed by signal {sig}{}", if s.core_dumped() { " (core dumped)" } else { "" })
+                }
+                _ => format!("{s}"),
+            },
+        };
+        let mut d = format!("$ {}\n{status} after {:.2} s\n", self.cmd, self.secs);
+        let _ = write!(d, "--- stdout ---\n{}--- stderr ---\n{}--- end ---", tail(&self.stdout), tail(&self.stderr));
+        d
+    }
+}
+
+/// The last 20000 bytes of `s` (failure messages stay readable).
+fn tail(s: &str) -> &str {
+    let mut start = s.len().saturating_sub(20_000);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Runs `cmd` with stdout and stderr into files of `dir`, in a process group of its own that
+/// is killed whole after `TIMEOUT`.
+fn run_in(dir: &Path, mut cmd: Command) -> Run {
+    let out_path = dir.join("stdout");
+    let err_path = dir.join("stderr");
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create stdout file"))
+        .stderr(File::create(&err_path).expect("create stderr file"))
+        .process_group(0);
+    let shown = format!("{cmd:?}");
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the test program") {
+            break Some(s);
+        }
+        if start.elapsed() > TIMEOUT {
+            // SAFETY: kill(2) of the process group this test created for the child.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    Run { cmd: shown, status, stdout: read(&out_path), stderr: read(&err_path), secs }
+}
+
+/// Runs `exe args` with libmallard.so preloaded and `env` set.
+fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = support::preloaded(exe);
+    cmd.args(args).envs(env.iter().copied());
+    for v in ["MALLARD_STATS", "MALLARD_VERBOSE", "MALLARD_PURGE_DELAY_MS"] {
+        if !env.iter().any(|(k, _)| *k == v) {
+            cmd.env_remove(v);
+        }
+    }
+    run_in(exe.parent().expect("program directory"), cmd)
+}
+
+/// Runs `exe args` without preloading anything.
+fn run_plain(exe: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env_remove("LD_PRELOAD");
+    run_in(exe.parent().expect("program directory"), cmd)
+}
+
+fn assert_ok(what: &str, run: &Run) {
+    assert!(run.exited_ok(), "{what} failed\n{}", run.describe());
+    eprintln!("{what}: ok in {:.2} s", run.secs);
+}
+
+/// The lines of a contract run that report failed checks.
+fn failed_checks(run: &Run) -> String {
+    run.stdout.lines().filter(|l| l.starts_with("FAIL")).collect::<Vec<_>>().join("\n")
+}
+
+// ---- the contract ----
+
+#[test]
+fn contract_preloaded() {
+    let exe = build("contract", "contract.c", &[]);
+    let run = run_preloaded(&exe, &["--require-mallard"], &[]);
+    assert!(run.exited_ok(), "contract checks failed under LD_PRELOAD:\n{}\n\n{}", failed_checks(&run), run.describe());
+    assert!(run.stdout.contains("# contract checks on mallard"), "{}", run.describe());
+}
+
+/// The checks are glibc's contract: they pass on glibc too (mallard-only ones are skipped).
+#[test]
+fn contract_checks_hold_on_glibc() {
+    let exe = build("contract", "contract.c", &[]);
+    let run = run_plain(&exe, &[]);
+    assert!(
+        run.exited_ok(),
+        "the contract checks fail on glibc itself: a check expects more than glibc's contract\n{}\n\n{}",
+        failed_checks(&run),
+        run.describe()
+    );
+    assert!(run.stdout.contains("on the default allocator (glibc)"), "{}", run.describe());
+}
+
+/// `-lmallard` with an rpath, no LD_PRELOAD: mallard serves every allocation function.
+#[test]
+fn contract_linked() {
+    let dir = lib_dir();
+    let (l, rpath) = (format!("-L{}", dir.display()), format!("-Wl,-rpath,{}", dir.display()));
+    let exe = build("contract-linked", "contract.c", &[&l, "-lmallard", &rpath]);
+    let ldd = support::output(Command::new("ldd").arg(&exe));
+    let ldd_out = String::from_utf8_lossy(&ldd.stdout);
+    let expected = format!("libmallard.so => {}", support::lib().display());
+    assert!(ldd_out.contains(&expected), "ldd {} does not show `{expected}`:\n{ldd_out}", exe.display());
+    let run = run_plain(&exe, &["--require-mallard"]);
+    assert!(run.exited_ok(), "contract checks failed with -lmallard:\n{}\n\n{}", failed_checks(&run), run.describe());
+}
+
+// ---- threads, fork, thread exit, dlopen ----
+
+#[test]
+fn threads_cross_thread_frees_and_churn() {
+    let exe = build("threads", "threads.c", &[]);
+    assert_ok("threads.c", &run_preloaded(&exe, &[], &[]));
+}
+
+#[test]
+fn fork_from_busy_threads() {
+    let exe = build("fork", "fork.c", &[]);
+    assert_ok("fork.c", &run_preloaded(&exe, &[], &[]));
+}
+
+#[test]
+fn thread_exit_destructors_allocate() {
+    let exe = build("tls_dtor", "tls_dtor.c", &[]);
+    assert_ok("tls_dtor.c", &run_preloaded(&exe, &[], &[]));
+}
+
+#[test]
+fn large_blocks_remote_frees_and_purge() {
+    let exe = build("large_remote", "large_remote.c", &[]);
+    assert_ok("large_remote.c", &run_preloaded(&exe, &[], &[]));
+}
+
+#[test]
+fn dlopen_local() {
+    let exe = build("dlopen", "dlopen.c", &[]);
+    let lib = support::lib().to_str().expect("UTF-8 library path").to_string();
+    assert_ok("dlopen.c", &run_plain(&exe, &[&lib]));
+}
+
+// ---- C++ ----
+
+#[test]
+fn cxx_new_delete_preloaded() {
+    let exe = build("cxx", "cxx.cpp", &["-fsized-deallocation"]);
+    assert_ok("cxx.cpp", &run_preloaded(&exe, &["--require-mallard"], &[]));
+}
+
+#[test]
+fn cxx_new_delete_linked() {
+    let dir = lib_dir();
+    let (l, rpath) = (format!("-L{}", dir.display()), format!("-Wl,-rpath,{}", dir.display()));
+    let exe = build("cxx-linked", "cxx.cpp", &["-fsized-deallocation", &l, "-lmallard", &rpath]);
+    assert_ok("cxx.cpp linked with -lmallard", &run_plain(&exe, &["--require-mallard"]));
+}
+
+/// Aligned `operator new` of a size that overflows when rounded up to the alignment throws
+/// `bad_alloc` (the nothrow forms return null) instead of returning a small block.
+#[test]
+fn cxx_aligned_new_impossible_sizes() {
+    let exe = build("cxx", "cxx.cpp", &["-fsized-deallocation"]);
+    assert_ok("cxx.cpp aligned-impossible", &run_preloaded(&exe, &["--require-mallard", "aligned-impossible"], &[]));
+}
+
+/// The standard's nothrow `operator new` returns null when the new-handler throws
+/// `bad_alloc` (it calls the throwing form and catches).
+#[test]
+fn cxx_nothrow_new_with_throwing_handler() {
+    let exe = build("cxx", "cxx.cpp", &["-fsized-deallocation"]);
+    assert_ok(
+        "cxx.cpp nothrow-throwing-handler",
+        &run_preloaded(&exe, &["--require-mallard", "nothrow-throwing-handler"], &[]),
+    );
+}
+
+// ---- misuse: one line on stderr, then abort ----
+
+/// Whether `line` is `mallard: <what> at 0x<hex>`; returns the address.
+fn report_address(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("mallard: ")?;
+    let (what, hex) = rest.rsplit_once(" at 0x")?;
+    if what.is_empty() || hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Runs `misuse <case>`: it must die by SIGABRT after exactly one stderr line
+/// `mallard: <what> at <address>` naming the pointer it printed, with `text` in the line.
+fn misuse(case: &str, text: Option<&str>) {
+    let exe = build("misuse", "misuse.c", &[]);
+    let run = run_preloaded(&exe, &[case], &[]);
+    let d = run.describe();
+    assert_eq!(run.signal(), Some(libc::SIGABRT), "misuse {case}: the program must abort\n{d}");
+    let printed = run.stdout.lines().last().unwrap_or_default().trim();
+    let expected = printed
+        .strip_prefix("0x")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("misuse {case}: the program did not print the pointer it misused\n{d}"));
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "misuse {case}: want exactly one line on stderr\n{d}");
+    let line = lines[0];
+    let addr = report_address(line)
+        .unwrap_or_else(|| panic!("misuse {case}: `{line}` is not `mallard: <what> at 0x<hex address>`\n{d}"));
+    assert_eq!(addr, expected, "misuse {case}: the report names {addr:#x}, the program misused {printed}\n{d}");
+    if let Some(t) = text {
+        assert!(line.contains(t), "misuse {case}: the report `{line}` does not say `{t}`\n{d}");
+    }
+}
+
+#[test]
+fn misuse_free_stack_pointer() {
+    misuse("free-stack", None);
+}
+
+#[test]
+fn misuse_free_global() {
+    misuse("free-global", None);
+}
+
+#[test]
+fn misuse_free_interior_of_small_block() {
+    misuse("free-interior-small", None);
+}
+
+#[test]
+fn misuse_free_interior_of_large_block() {
+    misuse("free-interior-large", None);
+}
+
+#[test]
+fn misuse_free_interior_of_huge_block() {
+    misuse("free-interior-huge", None);
+}
+
+#[test]
+fn misuse_free_mmap_pointer() {
+    misuse("free-mmap", None);
+}
+
+#[test]
+fn misuse_double_free_small() {
+    misuse("double-free-small", Some("double free"));
+}
+
+#[test]
+fn misuse_double_free_large() {
+    misuse("double-free-large", Some("double free"));
+}
+
+/// A freed 64 MiB block may be unmapped already: the report need not say "double free".
+#[test]
+fn misuse_double_free_huge() {
+    misuse("double-free-huge", None);
+}
+
+#[test]
+fn misuse_double_free_after_remote_free() {
+    misuse("double-free-remote", Some("double free"));
+}
+
+#[test]
+fn misuse_double_free_from_other_thread() {
+    misuse("double-free-cross", Some("double free"));
+}
+
+#[test]
+fn misuse_realloc_of_freed_block() {
+    misuse("realloc-freed", None);
+}
+
+#[test]
+fn misuse_realloc_of_freed_large_block() {
+    misuse("realloc-freed-large", None);
+}
+
+#[test]
+fn misuse_realloc_of_stack_pointer() {
+    misuse("realloc-stack", None);
+}
+
+#[test]
+fn report_format_matcher() {
+    assert_eq!(report_address("mallard: double free at 0x7f00aa10"), Some(0x7f00aa10));
+    assert_eq!(report_address("mallard: realloc of a freed block at 0xdead0"), Some(0xdead0));
+    for bad in [
+        "mallard:  at 0x10",
+        "mallard: double free at 0x",
+        "mallard: double free at 0X10",
+        "mallard: double free at 0x7F",
+        "free(): double free detected in tcache 2",
+        "mallard: double free at 0x10 ",
+    ] {
+        assert_eq!(report_address(bad), None, "{bad}");
+    }
+}
+
+// ---- environment variables ----
+
+#[test]
+fn quiet_by_default() {
+    let exe = build("misuse", "misuse.c", &[]);
+    let run = run_preloaded(&exe, &["none"], &[]);
+    assert!(run.exited_ok() && run.stdout == "no misuse\n", "{}", run.describe());
+    assert!(run.stderr.is_empty(), "mallard printed something without being asked\n{}", run.describe());
+}
+
+#[test]
+fn env_stats_at_exit() {
+    let exe = build("misuse", "misuse.c", &[]);
+    let run = run_preloaded(&exe, &["none"], &[("MALLARD_STATS", "1")]);
+    assert!(run.exited_ok() && run.stdout == "no misuse\n", "{}", run.describe());
+    assert!(run.stderr.contains("mallard statistics"), "MALLARD_STATS=1: no table at exit\n{}", run.describe());
+}
+
+#[test]
+fn env_verbose() {
+    let exe = build("misuse", "misuse.c", &[]);
+    let run = run_preloaded(&exe, &["none"], &[("MALLARD_VERBOSE", "1")]);
+    assert!(run.exited_ok() && run.stdout == "no misuse\n", "{}", run.describe());
+    assert!(
+        run.stderr.lines().any(|l| l.contains("mallard") && l.contains("loaded")),
+        "MALLARD_VERBOSE=1: no line saying mallard is loaded\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn env_bad_purge_delay_warns_once() {
+    let exe = build("misuse", "misuse.c", &[]);
+    let run = run_preloaded(&exe, &["none"], &[("MALLARD_PURGE_DELAY_MS", "abc")]);
+    assert!(run.exited_ok() && run.stdout == "no misuse\n", "{}", run.describe());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("MALLARD_PURGE_DELAY_MS"),
+        "MALLARD_PURGE_DELAY_MS=abc: want one warning line naming the variable\n{}",
+        run.describe()
+    );
+}
