@@ -79,7 +79,8 @@ mod heap_slot {
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
 mod heap_slot {
     use super::{Heap, PLACEHOLDER};
-    
+    use core::cell::Cell;
+
     std::thread_local! {
         static HEAP: Cell<*const Heap> = const { Cell::new(&PLACEHOLDER.0) };
     }

@@ -48,6 +48,7 @@ pub unsafe trait PageSource: Sync {
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 /// Runs `f` (a system call on a `free` path) without letting it change errno: C's `free` must
 /// keep errno, and a failed `madvise` or `munmap` would set it.
+#[cfg(not(miri))]
 fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: __errno_location returns the calling thread's errno.
     let saved = unsafe { *libc::__errno_location() };

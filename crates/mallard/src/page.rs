@@ -34,6 +34,54 @@ pub struct Block {
     pub mark: usize,
 }
 
+/// The second word of block `b`, for the free-mark test (`crate::misuse`).
+///
+/// A live block's second word may hold bytes the program never initialized (padding, a
+/// moved `MaybeUninit`); reading them as an integer is undefined behaviour in Rust's model,
+/// which the optimizer could exploit once the allocator is inlined into its caller. Natively
+/// the load is therefore one instruction of inline assembly, whose result is whatever bits
+/// are there. Miri can run no assembly and would flag the read: it gets 0, a value that never
+/// equals the mark, so double frees go unseen there (the misuse tests run natively).
+///
+/// # Safety
+/// `b` points at a block of at least 16 bytes.
+#[inline(always)]
+pub unsafe fn read_mark(b: *const Block) -> usize {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        let v: usize;
+        // SAFETY: the block's second word is mapped memory of the block.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr [{b} + 8]",
+                b = in(reg) b,
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags, pure),
+            );
+        }
+        v
+    }
+    #[cfg(all(target_arch = "aarch64", not(miri)))]
+    {
+        let v: usize;
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!("ldr {v}, [{b}, #8]", b = in(reg) b, v = out(reg) v, options(nostack, readonly, preserves_flags, pure));
+        }
+        v
+    }
+    #[cfg(miri)]
+    {
+        let _ = b;
+        0
+    }
+    #[cfg(not(any(miri, target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: as above (no assembly here: the plain read it is).
+    unsafe {
+        (*b).mark
+    }
+}
+
 /// `ceil(2^64 / size)` (0 for an unused page).
 const fn block_magic(size: usize) -> u64 {
     if size == 0 {

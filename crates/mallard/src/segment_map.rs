@@ -9,13 +9,14 @@
 //!
 //! Under Miri, whose addresses are not those of a real process, every non-null pointer passes.
 
+#[cfg(not(miri))]
 use crate::config::SEGMENT_SHIFT;
 #[cfg(not(miri))]
 use core::sync::atomic::{AtomicU8, Ordering};
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 const ADDRESS_BITS: u32 = 47;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(not(target_arch = "x86_64"), not(miri)))]
 const ADDRESS_BITS: u32 = 48;
 
 #[cfg(not(miri))]
