@@ -1,12 +1,15 @@
-/* Helpers shared by the C test programs of libmallard.so: byte patterns that depend on a seed
- * (so a block holding another block's bytes, or bytes shifted by a copy, is caught), their
- * verification with the exact first mismatch, a small PRNG, and a clock. Header-only. */
+/* Helpers shared by the C and C++ test programs of libmallard.so: byte patterns that depend on
+ * a seed (so a block holding another block's bytes, or bytes shifted by a copy, is caught),
+ * their verification with the exact first mismatch, a small PRNG, a clock, and the check that
+ * mallard is loaded. Header-only. */
 #ifndef MALLARD_TEST_COMMON_H
 #define MALLARD_TEST_COMMON_H
 
+#include <dlfcn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -72,6 +75,17 @@ static inline double now_s(void) {
 static inline void *launder(void *p) {
     __asm__ volatile("" : "+r"(p));
     return p;
+}
+
+/* With MALLARD_TEST_REQUIRE=1 in the environment (the Rust tests set it when they preload the
+ * library), exits with code 4 unless libmallard.so is loaded: a test that runs on another
+ * allocator by mistake must not pass. */
+static inline void require_mallard_if_asked(const char *program) {
+    const char *v = getenv("MALLARD_TEST_REQUIRE");
+    if (v && v[0] == '1' && !dlsym(RTLD_DEFAULT, "mallard_collect")) {
+        fprintf(stderr, "%s: MALLARD_TEST_REQUIRE=1 but libmallard.so is not loaded\n", program);
+        exit(4);
+    }
 }
 
 #endif

@@ -28,9 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
-extern "C" {
 #include "common.h"
-}
 
 static int failures = 0;
 

@@ -247,6 +247,7 @@ static int child(int n) {
 }
 
 int main(void) {
+    require_mallard_if_asked("fork");
     double t0 = now_s();
     pthread_t th[WORKERS];
     for (uintptr_t i = 0; i < WORKERS; i++) pthread_create(&th[i], NULL, worker, (void *)(i + 1));

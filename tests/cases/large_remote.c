@@ -118,6 +118,7 @@ static void *random_worker(void *arg) {
 }
 
 int main(void) {
+    require_mallard_if_asked("large_remote");
     double t0 = now_s();
     set_purge_delay_ms = (void (*)(uint64_t))dlsym(RTLD_DEFAULT, "mallard_set_purge_delay_ms");
     collect = (void (*)(bool))dlsym(RTLD_DEFAULT, "mallard_collect");

@@ -42,6 +42,7 @@ static void *alloc_free_and_wait(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    require_mallard_if_asked("misuse");
     if (argc != 2) {
         fprintf(stderr, "usage: misuse CASE\n");
         return 2;

@@ -243,6 +243,7 @@ static void *work(void *arg) {
 }
 
 int main(int argc, char **argv) {
+    require_mallard_if_asked("threads");
     long total = argc > 1 ? atol(argv[1]) : 72;
     if (argc > 2) ops_per_thread = atol(argv[2]);
     if (total < CONCURRENT) total = CONCURRENT;

@@ -261,6 +261,7 @@ static void *thread_main(void *arg) {
 }
 
 int main(void) {
+    require_mallard_if_asked("tls_dtor");
     double t0 = now_s();
     /* The main keys come after main's first malloc (mallard makes its own key then). */
     void *volatile first = malloc(10);

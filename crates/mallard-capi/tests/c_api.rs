@@ -22,6 +22,7 @@ use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -138,15 +139,27 @@ fn tail(s: &str) -> &str {
     &s[start..]
 }
 
-/// Runs `cmd` with stdout and stderr into files of `dir`, in a process group of its own that
-/// is killed whole after `TIMEOUT`.
+/// Runs `cmd` in `dir` with stdout and stderr into files of its own there, in a process group
+/// of its own that is killed whole after `TIMEOUT`, and with core dumps off (the misuse cases
+/// abort on purpose).
 fn run_in(dir: &Path, mut cmd: Command) -> Run {
-    let out_path = dir.join("stdout");
-    let err_path = dir.join("stderr");
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let out_path = dir.join(format!("run{n}.stdout"));
+    let err_path = dir.join(format!("run{n}.stderr"));
     cmd.stdin(Stdio::null())
         .stdout(File::create(&out_path).expect("create stdout file"))
         .stderr(File::create(&err_path).expect("create stderr file"))
+        .current_dir(dir)
         .process_group(0);
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
     let shown = format!("{cmd:?}");
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
@@ -167,10 +180,11 @@ fn run_in(dir: &Path, mut cmd: Command) -> Run {
     Run { cmd: shown, status, stdout: read(&out_path), stderr: read(&err_path), secs }
 }
 
-/// Runs `exe args` with libmallard.so preloaded and `env` set.
+/// Runs `exe args` with libmallard.so preloaded and `env` set. The C programs check that
+/// mallard is really loaded (`MALLARD_TEST_REQUIRE=1`, see `tests/cases/common.h`).
 fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = support::preloaded(exe);
-    cmd.args(args).envs(env.iter().copied());
+    cmd.args(args).env("MALLARD_TEST_REQUIRE", "1").envs(env.iter().copied());
     for v in ["MALLARD_STATS", "MALLARD_VERBOSE", "MALLARD_PURGE_DELAY_MS"] {
         if !env.iter().any(|(k, _)| *k == v) {
             cmd.env_remove(v);
@@ -182,7 +196,7 @@ fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 /// Runs `exe args` without preloading anything.
 fn run_plain(exe: &Path, args: &[&str]) -> Run {
     let mut cmd = Command::new(exe);
-    cmd.args(args).env_remove("LD_PRELOAD");
+    cmd.args(args).env_remove("LD_PRELOAD").env_remove("MALLARD_TEST_REQUIRE");
     run_in(exe.parent().expect("program directory"), cmd)
 }
 
