@@ -121,6 +121,14 @@ int main(int argc, char **argv) {
         pthread_barrier_wait(&freed);
         show(owner_block);
         free(launder(owner_block));
+    } else if (!strcmp(c, "free-after-realloc-zero")) {
+        /* realloc(p, 0) freed p (glibc's behaviour), so this free is a double free. */
+        void *p = malloc(40);
+        memset(p, 0, 40);
+        void *q = realloc(p, 0);
+        if (q != NULL) return 2;
+        show(p);
+        free(launder(p));
     } else if (!strcmp(c, "realloc-freed")) {
         void *p = malloc(32);
         memset(p, 0, 32);

@@ -6,7 +6,8 @@
  * checks every byte before freeing it (cross-thread frees) or reallocs it (checking the kept
  * bytes) and passes it on again. Threads exit after a fixed number of operations and new ones
  * start (72 threads over the run), so blocks outlive the threads that allocated them. At the
- * end every block allocated was freed exactly once, with the same byte totals.
+ * end every block allocated was freed exactly once, with the same byte totals, and (with
+ * mallard) its statistics show nothing live once the pending remote frees are collected.
  *
  * `threads [THREADS_TOTAL [OPS_PER_THREAD]]`. Any mismatch stops the program with the exact
  * block, byte, expected and found value, and exit code 1. */
@@ -299,6 +300,21 @@ int main(int argc, char **argv) {
     if (atomic_load(&remote_frees) < a / 4) {
         printf("threads: FAIL: only %ld of %ld blocks were freed by another thread\n", atomic_load(&remote_frees), a);
         return 1;
+    }
+    /* mallard: with every block freed and the pending remote frees collected, nothing is live. */
+    void (*stats)(int64_t *) = (void (*)(int64_t *))dlsym(RTLD_DEFAULT, "mallard_stats");
+    void (*collect)(bool) = (void (*)(bool))dlsym(RTLD_DEFAULT, "mallard_collect");
+    if (stats && collect) {
+        int64_t s[13]; /* struct mallard_stats: live_bytes first, huge_blocks [4], large_blocks [6] */
+        collect(true);
+        stats(s);
+        if (s[0] > (1 << 20) || s[4] != 0 || s[6] != 0) {
+            printf("threads: FAIL: after every block was freed and mallard_collect(true), mallard_stats says "
+                   "live_bytes %lld, huge_blocks %lld, large_blocks %lld\n",
+                   (long long)s[0], (long long)s[4], (long long)s[6]);
+            return 1;
+        }
+        printf("threads: mallard live bytes after the run: %lld\n", (long long)s[0]);
     }
     puts("threads: ok");
     return 0;

@@ -407,6 +407,12 @@ fn misuse_double_free_from_other_thread() {
     misuse("double-free-cross", Some("double free"));
 }
 
+/// `realloc(p, 0)` freed `p`: freeing it again is a double free.
+#[test]
+fn misuse_free_after_realloc_to_zero() {
+    misuse("free-after-realloc-zero", Some("double free"));
+}
+
 #[test]
 fn misuse_realloc_of_freed_block() {
     misuse("realloc-freed", None);
