@@ -7,9 +7,13 @@
  * program without libstdc++ still loads the library (and can never reach this code). The file
  * is compiled with -fexceptions, so the exception unwinds through these frames.
  *
- * The nothrow forms return NULL when there is no handler. With a handler installed they call
- * it too; a handler that throws from a nothrow new is the one case where the exception is not
- * turned into NULL (catching it would need C++). */
+ * The nothrow forms return NULL when there is no handler. With a handler installed, the
+ * standard wants the handler called and a bad_alloc it throws turned into NULL, which takes a
+ * C++ catch. libstdc++'s own nothrow operator is exactly that: a try/catch around the throwing
+ * form, which resolves to ours. So in that one case (out of memory, handler installed) the
+ * nothrow form hands over to the next definition of itself, found with dlsym(RTLD_NEXT). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -21,38 +25,57 @@ extern void _ZSt17__throw_bad_allocv(void) __attribute__((weak, noreturn));
 
 void *__mallard_new(size_t size, size_t align);
 
-/* Returns when the caller should retry; throws or returns 0 otherwise. */
-static int out_of_memory(int nothrow) {
-    new_handler h = _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : NULL;
-    if (h) {
-        h();
-        return 1;
-    }
-    if (nothrow) return 0;
-    if (_ZSt17__throw_bad_allocv) _ZSt17__throw_bad_allocv();
-    static const char msg[] = "mallard: out of memory in operator new and no std::bad_alloc to throw\n";
-    ssize_t r = write(2, msg, sizeof msg - 1);
-    (void)r;
-    abort();
+static new_handler current_handler(void) {
+    return _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : NULL;
 }
 
-static void *new_impl(size_t size, size_t align, int nothrow) {
+static void *new_throwing(size_t size, size_t align) {
     for (;;) {
         void *p = __mallard_new(size, align);
         if (__builtin_expect(p != NULL, 1)) return p;
-        if (!out_of_memory(nothrow)) return NULL;
+        new_handler h = current_handler();
+        if (h) {
+            h(); /* may throw, or free memory and return: then retry */
+            continue;
+        }
+        if (_ZSt17__throw_bad_allocv) _ZSt17__throw_bad_allocv();
+        static const char msg[] = "mallard: out of memory in operator new and no std::bad_alloc to throw\n";
+        ssize_t r = write(2, msg, sizeof msg - 1);
+        (void)r;
+        abort();
     }
+}
+
+/* A nothrow form's libstdc++ definition: (size, nothrow) or (size, align, nothrow). */
+typedef void *(*nothrow_new)(size_t, const void *);
+typedef void *(*nothrow_new_aligned)(size_t, size_t, const void *);
+
+static void *new_nothrow(size_t size, size_t align, const void *nt, const char *name) {
+    void *p = __mallard_new(size, align);
+    if (__builtin_expect(p != NULL, 1) || current_handler() == NULL) return p;
+    void *next = dlsym(RTLD_NEXT, name);
+    if (next == NULL) return NULL; /* no libstdc++ after us: no handler could be called safely */
+    if (align == 0) return ((nothrow_new)next)(size, nt);
+    return ((nothrow_new_aligned)next)(size, align, nt);
 }
 
 #define ALIGN_NONE 0
 
 /* The eight forms of operator new. cxx.rs exports them under their C++ names as one-jump
  * trampolines, so no Rust frame stands between these and the exception they may throw. */
-void *__mallard_cxx_Znwm(size_t n) { return new_impl(n, ALIGN_NONE, 0); }
-void *__mallard_cxx_Znam(size_t n) { return new_impl(n, ALIGN_NONE, 0); }
-void *__mallard_cxx_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { (void)nt; return new_impl(n, ALIGN_NONE, 1); }
-void *__mallard_cxx_ZnamRKSt9nothrow_t(size_t n, const void *nt) { (void)nt; return new_impl(n, ALIGN_NONE, 1); }
-void *__mallard_cxx_ZnwmSt11align_val_t(size_t n, size_t a) { return new_impl(n, a, 0); }
-void *__mallard_cxx_ZnamSt11align_val_t(size_t n, size_t a) { return new_impl(n, a, 0); }
-void *__mallard_cxx_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *nt) { (void)nt; return new_impl(n, a, 1); }
-void *__mallard_cxx_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *nt) { (void)nt; return new_impl(n, a, 1); }
+void *__mallard_cxx_Znwm(size_t n) { return new_throwing(n, ALIGN_NONE); }
+void *__mallard_cxx_Znam(size_t n) { return new_throwing(n, ALIGN_NONE); }
+void *__mallard_cxx_ZnwmRKSt9nothrow_t(size_t n, const void *nt) {
+    return new_nothrow(n, ALIGN_NONE, nt, "_ZnwmRKSt9nothrow_t");
+}
+void *__mallard_cxx_ZnamRKSt9nothrow_t(size_t n, const void *nt) {
+    return new_nothrow(n, ALIGN_NONE, nt, "_ZnamRKSt9nothrow_t");
+}
+void *__mallard_cxx_ZnwmSt11align_val_t(size_t n, size_t a) { return new_throwing(n, a); }
+void *__mallard_cxx_ZnamSt11align_val_t(size_t n, size_t a) { return new_throwing(n, a); }
+void *__mallard_cxx_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *nt) {
+    return new_nothrow(n, a, nt, "_ZnwmSt11align_val_tRKSt9nothrow_t");
+}
+void *__mallard_cxx_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const void *nt) {
+    return new_nothrow(n, a, nt, "_ZnamSt11align_val_tRKSt9nothrow_t");
+}

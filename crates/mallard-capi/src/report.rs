@@ -15,7 +15,7 @@
 use core::ffi::c_char;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicPtr, Ordering};
-use core_alloc::size_class::{CLASS_COUNT, CLASS_SIZE};
+use core_alloc::size_class::CLASS_SIZE;
 
 static PATH: AtomicPtr<c_char> = AtomicPtr::new(core::ptr::null_mut());
 
@@ -72,11 +72,11 @@ fn format(w: &mut Line) -> fmt::Result {
         s.huge_bytes,
     )?;
     let mut first = true;
-    for c in 0..CLASS_COUNT {
-        if s.class_pages_started[c] > 0 || s.class_blocks[c] > 0 {
+    for ((size, pages), blocks) in CLASS_SIZE.iter().zip(&s.class_pages_started).zip(&s.class_blocks) {
+        if *pages > 0 || *blocks > 0 {
             let sep = if first { "" } else { "," };
             first = false;
-            write!(w, "{sep}{}:{}:{}", CLASS_SIZE[c], s.class_pages_started[c], s.class_blocks[c])?;
+            write!(w, "{sep}{size}:{pages}:{blocks}")?;
         }
     }
     w.write_str("\n")

@@ -8,7 +8,7 @@ use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
 use crate::large::{self, ChunkHeap};
 use crate::misuse;
-use crate::page::{read_mark, Block, Page, FULL};
+use crate::page::{read_mark, write_mark, Block, Page, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::segment_map;
 use crate::size_class::{class_for_aligned, class_of};
@@ -157,7 +157,6 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     }
     // SAFETY: p's region holds a segment, so its header is mapped.
     let seg = unsafe { &*segment_of(p) };
-    let p = own_block(seg, p);
     let page = seg.page_of(p);
     if page.owner.load(Ordering::Relaxed) == heap.id() {
         let mark = heap.free_mark.get();
@@ -171,7 +170,7 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
             if read_mark(b) == mark {
                 return free_marked(heap, page, p);
             }
-            (*b).mark = mark;
+            write_mark(b, mark);
             page.link_local(b);
         }
         #[cfg(all(target_arch = "x86_64", not(miri)))]
@@ -201,21 +200,6 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     }
     // SAFETY: forwarded.
     unsafe { free_slow(heap, seg, page, p) }
-}
-
-/// The block at `p`, as a pointer the allocator may use on all of the block (see
-/// `segment_of`): under Miri a program's pointer may carry a tag narrowed to what it stored
-/// (a `Box` of 8 bytes reaches only the link word, not the mark), so it is rebuilt from the
-/// segment's provenance; natively it is `p`.
-#[inline(always)]
-fn own_block(seg: &Segment, p: *mut u8) -> *mut u8 {
-    #[cfg(miri)]
-    return seg.addr().with_addr(p.addr());
-    #[cfg(not(miri))]
-    {
-        let _ = seg;
-        p
-    }
 }
 
 /// `free` of a pointer outside every segment: nothing for null, else misuse.
@@ -262,7 +246,7 @@ unsafe fn check_and_mark(page: &Page, p: *mut u8) {
         if read_mark(b) == misuse::free_mark() {
             misuse::report("double free", p);
         }
-        (*b).mark = misuse::free_mark();
+        write_mark(b, misuse::free_mark());
     }
 }
 
@@ -301,7 +285,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
                 if read_mark(p.cast()) == misuse::free_mark() && page.holds_free(p.cast()) {
                     misuse::report("double free", p);
                 }
-                (*(p as *mut Block)).mark = misuse::free_mark();
+                write_mark(p.cast(), misuse::free_mark());
             }
             heap.free_local_full(page, p);
         }
@@ -453,7 +437,6 @@ pub unsafe fn check_live(heap: &Heap, p: *const u8, op: &str) {
     }
     // SAFETY: p's region holds a segment, so its header is mapped.
     let seg = unsafe { &*segment_of(p) };
-    let p = own_block(seg, p.cast_mut()).cast_const();
     let page = seg.page_of(p);
     match seg.kind() {
         SegmentKind::Huge => {

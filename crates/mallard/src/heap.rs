@@ -710,6 +710,19 @@ impl Heap {
     /// # Safety
     /// `p` is a live chunk of `seg`, which this heap owns.
     pub unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
+        // SAFETY: forwarded.
+        if unsafe { self.chunk_release(seg, p) } {
+            self.maybe_purge();
+        }
+    }
+
+    /// `chunk_free` without the purge it may call for: returns whether a purge is worth
+    /// trying. A walk over `chunk_segs` must use this, as a purge may give back (unmap, or
+    /// relink into the cache) the very segment the walk goes to next.
+    ///
+    /// # Safety
+    /// As for `chunk_free`.
+    unsafe fn chunk_release(&self, seg: &Segment, p: *mut u8) -> bool {
         let (start, end) = seg.chunk_region();
         // SAFETY: the region is mapped; only this heap changes its headers.
         if let Some(what) = unsafe { ChunkHeap::check_live(p, start, end) } {
@@ -734,8 +747,9 @@ impl Heap {
             if seg.purge_at.get() == 0 {
                 seg.purge_at.set(self.backend().purge_deadline());
             }
-            self.maybe_purge();
+            return true;
         }
+        false
     }
 
     /// Resizes live chunk `p` of `seg` in place. False if it cannot.
@@ -756,34 +770,41 @@ impl Heap {
 
     /// Frees the chunks other threads freed into this heap's chunk segments. Returns how many.
     fn collect_chunk_remote(&self) -> usize {
-        let mut n = 0;
+        let (mut n, mut purge) = (0, false);
         let mut s = self.chunk_segs.first.get();
         while !s.is_null() {
-            // SAFETY: list members are valid chunk segments of this heap.
+            // SAFETY: list members are valid chunk segments of this heap; nothing in the walk
+            // unlinks one (the purge waits until it is over).
             let seg = unsafe { &*s };
-            s = seg.next.get(); // read first: freeing may release the segment
-            n += self.collect_chunks_of(seg);
+            let (k, p) = self.collect_chunks_of(seg);
+            (n, purge) = (n + k, purge | p);
+            s = seg.next.get();
+        }
+        if purge {
+            self.maybe_purge();
         }
         n
     }
 
-    fn collect_chunks_of(&self, seg: &Segment) -> usize {
+    /// Frees the chunks other threads freed into `seg`. Returns how many, and whether a purge
+    /// is worth trying (the caller runs it once it no longer walks `chunk_segs`).
+    fn collect_chunks_of(&self, seg: &Segment) -> (usize, bool) {
         let page = &seg.pages[0];
         if page.thread_free.load(Ordering::Relaxed).is_null() {
-            return 0;
+            return (0, false);
         }
         let mut b = page.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
-        let mut n = 0;
+        let (mut n, mut purge) = (0, false);
         while !b.is_null() {
             // SAFETY: remotely freed chunks of seg; the link is read before the chunk is freed.
             unsafe {
                 let next = (*b).next;
-                self.chunk_free(seg, b.cast());
+                purge |= self.chunk_release(seg, b.cast());
                 b = next;
             }
             n += 1;
         }
-        n
+        (n, purge)
     }
 
     /// Takes over an abandoned chunk segment: its free chunks join this heap's bins.

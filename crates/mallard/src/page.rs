@@ -82,6 +82,24 @@ pub unsafe fn read_mark(b: *const Block) -> usize {
     }
 }
 
+/// Marks block `b` freed: writes the free mark into its second word. Not under Miri: there the
+/// pointer a program frees may carry a tag that reaches only the bytes it stored (a `Box` of 8
+/// bytes), and a write through the allocator's own pointer would clash with the caller's
+/// protected `Box` argument; Miri never reads the mark anyway (see `read_mark`).
+///
+/// # Safety
+/// `b` is a block of at least 16 bytes that the program is freeing.
+#[inline(always)]
+pub unsafe fn write_mark(b: *mut Block, mark: usize) {
+    #[cfg(not(miri))]
+    // SAFETY: per the contract.
+    unsafe {
+        (*b).mark = mark
+    };
+    #[cfg(miri)]
+    let _ = (b, mark);
+}
+
 /// `ceil(2^64 / size)` (0 for an unused page).
 const fn block_magic(size: usize) -> u64 {
     if size == 0 {

@@ -84,7 +84,11 @@ pub const fn kind_of(class: usize) -> PageKind {
 /// `align` up to a slice (pages start slice-aligned, so a block size that is a multiple of
 /// `align` gives aligned blocks). `None` if no page class fits: the block is huge.
 pub const fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
-    let rounded = (size + align - 1) & !(align - 1);
+    // A size near usize::MAX must not wrap to a small one.
+    let rounded = match size.checked_add(align - 1) {
+        Some(s) => s & !(align - 1),
+        None => return None,
+    };
     if rounded > LARGE_MAX {
         return None;
     }
@@ -138,6 +142,16 @@ mod tests {
                 assert_eq!(class_of(s), c, "size {s}");
             }
             prev = size;
+        }
+    }
+
+    #[test]
+    fn sizes_that_would_wrap_when_rounded_have_no_class() {
+        for shift in 0..=16 {
+            let align = 1usize << shift;
+            for size in [usize::MAX, usize::MAX - align / 2, usize::MAX / 2 + 1] {
+                assert_eq!(class_for_aligned(size, align), None, "size {size:#x} align {align}");
+            }
         }
     }
 
