@@ -375,18 +375,18 @@ fn python_runs_on_mallard() {
     let _serial = serial();
     let py = python();
     let dir = support::scratch("python-probe");
-    // The allocator Python reports, whether libmallard.so is mapped, and the same for a child.
+    // The allocator Python reports, whether the library is mapped, and the same for a child.
     let probe = r#"
 import _testcapi, subprocess, sys
-def mapped():
-    with open("/proc/self/maps") as f:
-        return "libmallard.so" in f.read()
-print(_testcapi.pymem_getallocatorsname(), mapped())
-code = "import _testcapi; print(_testcapi.pymem_getallocatorsname(), 'libmallard.so' in open('/proc/self/maps').read())"
+code = "import _testcapi, os; print(_testcapi.pymem_getallocatorsname(), os.environ['PROBE_LIB'] in open('/proc/self/maps').read())"
+exec(code)
 sys.stdout.flush()
 subprocess.run([sys.executable, "-c", code], check=True)
 "#;
-    let r = run(python_cmd(&py).env("MALLARD_STATS", "1").args(["-c", probe]), &dir, None, Duration::from_secs(120));
+    let lib = support::lib().canonicalize().expect("libmallard.so path");
+    let mut cmd = python_cmd(&py);
+    cmd.env("MALLARD_STATS", "1").env("PROBE_LIB", &lib).args(["-c", probe]);
+    let r = run(&mut cmd, &dir, None, Duration::from_secs(120));
     r.assert_ok();
     assert_eq!(r.out(), "malloc True\nmalloc True\n", "Python does not run on mallard:\n{}", r.report());
     let tables = r.err().matches("mallard statistics").count();
@@ -469,15 +469,16 @@ fn python_threaded_churn() {
     let script = support::workspace().join("tests/real/churn.py");
     let dir = support::scratch("python-churn");
     let (workers, rounds) = (4, 120);
-    let r = run(
-        python_cmd(&py).arg(&script).arg(workers.to_string()).arg(rounds.to_string()),
-        &dir,
-        None,
-        Duration::from_secs(300),
-    );
-    eprintln!("python_threaded_churn: {:.1} s", r.elapsed.as_secs_f64());
-    r.assert_ok();
-    assert_same_text("tests/real/churn.py", &r.out(), &churn_expected(workers, rounds));
+    let expected = churn_expected(workers, rounds);
+    // With the default purge delay, then with free memory given back to the OS at once.
+    for delay in ["500", "0"] {
+        let mut cmd = python_cmd(&py);
+        cmd.arg(&script).arg(workers.to_string()).arg(rounds.to_string()).env("MALLARD_PURGE_DELAY_MS", delay);
+        let r = run(&mut cmd, &dir, None, Duration::from_secs(300));
+        eprintln!("python_threaded_churn (MALLARD_PURGE_DELAY_MS={delay}): {:.1} s", r.elapsed.as_secs_f64());
+        r.assert_ok();
+        assert_same_text(&format!("tests/real/churn.py, MALLARD_PURGE_DELAY_MS={delay}"), &r.out(), &expected);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
