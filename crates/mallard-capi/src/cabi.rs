@@ -6,10 +6,10 @@
 
 use crate::options;
 use core::ffi::{c_int, c_void};
+use core::ptr;
 use core_alloc::alloc;
 use core_alloc::config::{MIN_ALIGN, OS_PAGE_SIZE};
 use core_alloc::global::thread_heap;
-use core::ptr;
 
 #[inline(always)]
 fn set_errno(e: c_int) {

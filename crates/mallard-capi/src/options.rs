@@ -11,11 +11,11 @@
 //! runs from the library's constructor, before `main`, and never allocates.
 
 use core::ffi::{c_char, c_int, CStr};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI32, Ordering};
 use core_alloc::config::PURGE_DELAY_MS;
 use core_alloc::global::GLOBAL_BACKEND;
 use core_alloc::stats::FdWriter;
-use core::fmt::Write;
-use core::sync::atomic::{AtomicI32, Ordering};
 
 /// `mallopt` parameter: the purge delay in milliseconds (mallard's own).
 pub const M_PURGE_DELAY: c_int = -200;

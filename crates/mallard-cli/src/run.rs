@@ -182,7 +182,7 @@ pub fn count(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -240,7 +240,12 @@ pub fn format_report(
     if records.len() > 1 {
         let _ = writeln!(o, "  figures below are of process {} (the last one of the run to exit)", num(r, "pid"));
     }
-    let _ = writeln!(o, "  memory    peak RSS {} (largest process), RSS at exit {}", bytes(peak_rss), bytes(num(r, "resident_bytes")));
+    let _ = writeln!(
+        o,
+        "  memory    peak RSS {} (largest process), RSS at exit {}",
+        bytes(peak_rss),
+        bytes(num(r, "resident_bytes"))
+    );
     let _ = writeln!(
         o,
         "  heap      peak in use {} (blocks carved + large + huge: an upper bound of peak live)",
@@ -299,7 +304,14 @@ pub fn format_report(
         if !rest.is_empty() {
             let pages: i64 = rest.iter().map(|c| c.1).sum();
             let live: i64 = rest.iter().map(|c| c.2 * c.0).sum();
-            let _ = writeln!(o, "    {:>8} {:>8} {:>12} {:>12}", format!("{} more", rest.len()), count(pages), "", bytes(live));
+            let _ = writeln!(
+                o,
+                "    {:>8} {:>8} {:>12} {:>12}",
+                format!("{} more", rest.len()),
+                count(pages),
+                "",
+                bytes(live)
+            );
         }
     }
     o

@@ -367,7 +367,10 @@ impl Backend {
             // SAFETY: heaps are never freed; counters are atomics.
             let heap = unsafe { &*h };
             s.add_counters(&heap.counters);
-            s.class_pages_started.iter_mut().zip(&heap.class_pages_started).for_each(|(s, c)| *s += c.load(Ordering::Relaxed));
+            s.class_pages_started
+                .iter_mut()
+                .zip(&heap.class_pages_started)
+                .for_each(|(s, c)| *s += c.load(Ordering::Relaxed));
             add_pending(&heap.remote_pending);
             h = heap.all_next.get();
         }

@@ -50,7 +50,11 @@ fn random_word() -> usize {
     {
         // SAFETY: writes at most size_of::<usize>() bytes into `r`.
         let n = unsafe {
-            libc::getrandom(&mut r as *mut usize as *mut libc::c_void, core::mem::size_of::<usize>(), libc::GRND_NONBLOCK)
+            libc::getrandom(
+                &mut r as *mut usize as *mut libc::c_void,
+                core::mem::size_of::<usize>(),
+                libc::GRND_NONBLOCK,
+            )
         };
         if n == core::mem::size_of::<usize>() as isize {
             return r;
