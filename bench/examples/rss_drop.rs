@@ -40,11 +40,14 @@ fn main() {
             let now = rss();
             at_free.get_or_insert(now);
             if now - base < (peak - base) / 10 || freed.elapsed().as_secs() >= 10 {
+                let below = now - base < (peak - base) / 10;
                 println!(
-                    "peak {} MiB above start; right after the frees {} MiB; below 10 % ({} MiB) after {:.0} ms",
+                    "peak {} MiB above start; right after the frees {} MiB; {} MiB ({:.0} % of the peak, {}) after {:.0} ms",
                     (peak - base) >> 20,
                     (at_free.unwrap() - base) >> 20,
                     (now - base) >> 20,
+                    100.0 * (now - base) as f64 / (peak - base) as f64,
+                    if below { "below 10 %" } else { "not below 10 %" },
                     freed.elapsed().as_secs_f64() * 1e3
                 );
                 break;

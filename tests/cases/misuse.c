@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 #include "common.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +93,20 @@ int main(int argc, char **argv) {
         void *p = malloc(32);
         memset(p, 0, 32);
         free(p);
+        show(p);
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-purged")) {
+        /* A small page keeps two blocks; the OS pages between them, where the victim lies,
+         * are given back while the page stays in use. Freeing the victim again must still be
+         * caught, although its free mark went with the purged memory. */
+        enum { N = 1300 };
+        static void *b[N];
+        for (int i = 0; i < N; i++) b[i] = malloc(48);
+        for (int i = 1; i < N - 1; i++) free(b[i]);
+        void (*collect)(_Bool) = (void (*)(_Bool))dlsym(RTLD_DEFAULT, "mallard_collect");
+        if (!collect) return 2;
+        collect(1);
+        void *p = b[N / 2];
         show(p);
         free(launder(p));
     } else if (!strcmp(c, "double-free-large")) {

@@ -387,6 +387,11 @@ fn misuse_double_free_small() {
 }
 
 #[test]
+fn misuse_double_free_of_a_block_whose_os_page_was_purged() {
+    misuse("double-free-purged", Some("double free"));
+}
+
+#[test]
 fn misuse_double_free_large() {
     misuse("double-free-large", Some("double free"));
 }

@@ -240,6 +240,9 @@ unsafe fn check_and_mark(page: &Page, p: *mut u8) {
     if page.block_size.get() == 0 || !page.is_block_start(p) {
         misuse::report("free of a pointer that is not a block", p);
     }
+    if page.in_purged_os_page(p) {
+        misuse::report("double free", p);
+    }
     let b = p as *mut Block;
     // SAFETY: p starts a block of the page (checked), which the program owns until this free.
     unsafe {
@@ -277,17 +280,27 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
             // SAFETY: a chunk of a segment this heap owns (chunk_free checks its header).
             unsafe { heap.chunk_free(seg, p) };
         } else {
+            // Our own page, in the full list or with purged OS pages (the owner tags).
             // SAFETY: our own page.
             unsafe {
                 if !page.starts_block(p) || !page.is_block_start(p) {
                     misuse::report("free of a pointer inside a block", p);
                 }
-                if read_mark(p.cast()) == misuse::free_mark() && page.holds_free(p.cast()) {
+                let marked = read_mark(p.cast()) == misuse::free_mark();
+                if page.in_purged_os_page(p) || (marked && page.holds_free(p.cast())) {
                     misuse::report("double free", p);
                 }
                 write_mark(p.cast(), misuse::free_mark());
             }
-            heap.free_local_full(page, p);
+            if page.in_full() {
+                heap.free_local_full(page, p);
+            } else {
+                // SAFETY: a live block of our page.
+                unsafe { page.push_local(p.cast()) };
+                if page.used() == 0 {
+                    heap.page_empty(page);
+                }
+            }
         }
         return;
     }
@@ -458,7 +471,7 @@ pub unsafe fn check_live(heap: &Heap, p: *const u8, op: &str) {
             }
             // SAFETY: p starts a block of the page.
             let marked = unsafe { read_mark(p.cast()) } == misuse::free_mark();
-            if marked && (page.owner_heap() != heap.id() || page.holds_free(p.cast())) {
+            if page.in_purged_os_page(p) || (marked && (page.owner_heap() != heap.id() || page.holds_free(p.cast()))) {
                 misuse::report_op(op, "a freed block", p);
             }
         }

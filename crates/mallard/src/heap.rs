@@ -262,7 +262,7 @@ impl Heap {
                         // An empty page behind the current one: give it back to its segment.
                         self.retire_page(page);
                     } else {
-                        if page.free.get().is_null() {
+                        if page.free.get().is_null() && !page.unpurge_one() {
                             self.carve(page);
                         }
                         if p != q.first.get() {
@@ -610,6 +610,7 @@ impl Heap {
                 s = seg.next.get();
             }
         }
+        bytes += self.purge_inside_pages(now, force);
         let mut s = self.chunk_segs.first.get();
         while !s.is_null() {
             // SAFETY: list members are valid chunk segments of this heap.
@@ -638,6 +639,57 @@ impl Heap {
         }
         Counters::bump(&self.counters.bytes_purged, bytes as i64);
         self.backend().purge(now, force);
+    }
+
+    /// Gives back the free OS pages inside small pages that stay in use (see "giving back the
+    /// free OS pages of a page in use" in `page`). A page qualifies when it is not the current
+    /// page of its class (that one is being allocated from), at most half of its carved blocks
+    /// are in use, at least an eighth of them were freed since its last such purge, and all
+    /// that has held for the purge delay; with `force`, every small page does. Returns the
+    /// bytes given back.
+    fn purge_inside_pages(&self, now: u64, force: bool) -> usize {
+        let delay = self.backend().purge_delay_ms();
+        let source = self.backend().source;
+        let mut decommit = |p: *mut u8, len: usize| {
+            // SAFETY: the page's own free OS pages (see `Page::purge_free_os_pages`).
+            unsafe { source.decommit(core::ptr::NonNull::new_unchecked(p), len) }
+        };
+        let mut bytes = 0;
+        for (class, q) in self.queues.iter().enumerate() {
+            if kind_of(class) != PageKind::Small {
+                break; // classes ascend: the rest are medium and large
+            }
+            let mut p = q.first.get();
+            if !force && !p.is_null() {
+                // SAFETY: queue members are valid pages of this heap.
+                p = unsafe { (*p).next.get() };
+            }
+            while !p.is_null() {
+                // SAFETY: queue members are valid pages of this heap.
+                let page = unsafe { &*p };
+                p = page.next.get();
+                let (used, cap) = (page.used(), page.capacity.get());
+                let sparse = used * 2 <= cap && used + cap / 8 <= page.purge_used.get().min(cap);
+                if !force {
+                    if !sparse {
+                        page.sparse_since.set(0);
+                        continue;
+                    }
+                    if page.sparse_since.get() == 0 {
+                        page.sparse_since.set(now.max(1));
+                        continue;
+                    }
+                    if now < page.sparse_since.get() + delay {
+                        continue;
+                    }
+                }
+                self.collected(page, page.collect_remote());
+                bytes += page.purge_free_os_pages(&mut decommit);
+                page.purge_used.set(page.used());
+                page.sparse_since.set(0);
+            }
+        }
+        bytes
     }
 
     /// (free chunks, their bytes, the largest) of this heap's chunk heap.

@@ -11,19 +11,20 @@
 //! so memory the program never uses is never touched.
 //!
 //! Invariant (owner's view, no remote free in flight):
-//! `used + len(free) + len(local_free) == capacity <= reserved`, and the blocks on
-//! `thread_free` are still counted in `used` until they are collected.
+//! `used + len(free) + len(local_free) + purged_blocks() == capacity <= reserved`, and the
+//! blocks on `thread_free` are still counted in `used` until they are collected. (Purged
+//! blocks: see "giving back the free OS pages of a page in use" below.)
 //!
 //! The low bit of `thread_free` is the `FULL` flag: set by the owner when it moves the page to
 //! its full list, cleared by the first remote free that arrives after, which then tells the
 //! owning heap (`Heap::remote_hint`) that a full page has room again. Because flag and list
 //! head are one word, the freer learns "this page was full" atomically with its push.
 
-use crate::config::EXTEND_BYTES;
+use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::heap::Heap;
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 /// A free block: its first word links to the next free block, its second holds the
 /// double-free mark (`crate::misuse::free_mark()`) from the moment it is freed until it is
@@ -119,6 +120,12 @@ pub const EMPTY_FULL: *mut Block = ptr::without_provenance_mut(FULL);
 /// the slow path and move it back.
 pub const IN_FULL: usize = 1;
 
+/// Tag bit of `Page::owner`: some OS pages of the page are purged (`Page::purged`), so a
+/// local free must take the slow path, which checks that the block is not in one of them.
+pub const PURGED: usize = 2;
+
+const OWNER_TAGS: usize = IN_FULL | PURGED;
+
 /// Two cache lines: the first is written only by the owning thread (the fast paths), the
 /// second is what other threads touch (a remote free reads `owner` and `class` and pushes on
 /// `thread_free`), so remote frees do not steal the line the owner allocates from.
@@ -144,7 +151,11 @@ pub struct Page {
     pub block_magic: Cell<u64>,
     /// First block of the page.
     pub start: Cell<*mut u8>,
-    _line_end: [u8; 8],
+    /// OS pages given back while the page stays in use (bit k: the k-th 4 KiB of a small
+    /// page); the blocks that start in them are free and on no list (`purge_free_os_pages`).
+    /// Atomic because a remote free reads it to catch a double free.
+    pub purged: AtomicU16,
+    _line_end: [u8; 6],
     // ---- shared line ----
     /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
     /// path's one test: equal to the caller's heap means a local free into a non-full page.
@@ -157,6 +168,10 @@ pub struct Page {
     /// rarely that they live here, leaving the owner's line to the fast paths.
     pub prev: Cell<*mut Page>,
     pub next: Cell<*mut Page>,
+    /// In-page purge bookkeeping (owner only): `used` when its free OS pages were last
+    /// purged, and since when (ms) the page has been sparse enough to purge (0: it is not).
+    pub purge_used: Cell<u32>,
+    pub sparse_since: Cell<u64>,
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() == 128 && core::mem::offset_of!(Page, owner) == 64);
@@ -176,9 +191,12 @@ impl Page {
         capacity: Cell::new(0),
         reserved: Cell::new(0),
         start: Cell::new(ptr::null_mut()),
-        _line_end: [0; 8],
+        purged: AtomicU16::new(0),
+        _line_end: [0; 6],
         prev: Cell::new(ptr::null_mut()),
         next: Cell::new(ptr::null_mut()),
+        purge_used: Cell::new(u32::MAX),
+        sparse_since: Cell::new(0),
     };
 
     /// Prepares the page to serve `class` from `[start, start + len)`.
@@ -196,6 +214,9 @@ impl Page {
         self.capacity.set(0);
         self.reserved.set((len / block_size) as u32);
         self.start.set(start);
+        self.purged.store(0, Ordering::Relaxed);
+        self.purge_used.set(u32::MAX);
+        self.sparse_since.set(0);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
     }
@@ -357,15 +378,17 @@ impl Page {
         n * size
     }
 
-    /// The owning heap without the tag.
+    /// The owning heap without the tags.
     #[inline]
     pub fn owner_heap(&self) -> *mut Heap {
-        self.owner.load(Ordering::Relaxed).map_addr(|a| a & !IN_FULL)
+        self.owner.load(Ordering::Relaxed).map_addr(|a| a & !OWNER_TAGS)
     }
 
-    /// Owner only: sets or clears the `IN_FULL` tag.
+    /// Owner only: sets the owner with the `IN_FULL` tag as given and the `PURGED` tag as
+    /// `purged` says.
     pub fn set_in_full(&self, heap: *mut Heap, in_full: bool) {
-        self.owner.store(heap.map_addr(|a| a | in_full as usize), Ordering::Relaxed);
+        let purged = if self.purged.load(Ordering::Relaxed) != 0 { PURGED } else { 0 };
+        self.owner.store(heap.map_addr(|a| a | in_full as usize | purged), Ordering::Relaxed);
     }
 
     pub fn in_full(&self) -> bool {
@@ -375,7 +398,162 @@ impl Page {
     /// Owner only: whether the page can hand out a block without growing.
     #[inline]
     pub fn has_room(&self) -> bool {
-        !self.free.get().is_null() || self.capacity.get() < self.reserved.get()
+        !self.free.get().is_null()
+            || self.capacity.get() < self.reserved.get()
+            || self.purged.load(Ordering::Relaxed) != 0
+    }
+
+    // ---- giving back the free OS pages of a page in use (small pages) ----
+    //
+    // A page whose blocks were mostly freed in a scattered pattern never empties, so the
+    // page-level purge never gives it back. Here its OS pages that hold only free blocks are
+    // decommitted while the page stays in use. A free block keeps its list link in its first
+    // word, which the purge zeroes, so the blocks that *start* in a purged OS page are taken
+    // off the lists and remembered by the `purged` bitmap alone; `unpurge_one` puts them back
+    // (faulting the OS page in again) when the page runs out of other free blocks. Invariant:
+    // `used + len(free) + len(local_free) + purged_blocks() == capacity`. While any bit is set
+    // the owner carries the `PURGED` tag, so the free fast path (which cannot tell a purged
+    // block from a live one) sends the page's frees to the slow path, which reports a free of
+    // a block in a purged OS page as the double free it is.
+
+    /// OS pages per small page: the `purged` bitmap has one bit for each.
+    pub const OS_PAGES: usize = SLICE_SIZE / OS_PAGE_SIZE;
+
+    /// Blocks of the page whose first byte lies in OS page `k`, as an index range.
+    fn blocks_starting_in(&self, k: usize) -> core::ops::Range<usize> {
+        let size = self.block_size.get();
+        let cap = self.capacity.get() as usize;
+        let first = (k * OS_PAGE_SIZE).div_ceil(size);
+        let end = ((k + 1) * OS_PAGE_SIZE).div_ceil(size);
+        first.min(cap)..end.min(cap)
+    }
+
+    /// Whether block `p` of this page starts in a purged OS page (it is then free).
+    pub fn in_purged_os_page(&self, p: *const u8) -> bool {
+        let bits = self.purged.load(Ordering::Relaxed);
+        let off = (p as usize).wrapping_sub(self.start.get() as usize);
+        bits != 0 && off < SLICE_SIZE && bits & (1 << (off / OS_PAGE_SIZE)) != 0
+    }
+
+    /// Blocks that start in purged OS pages (free, on no list).
+    pub fn purged_blocks(&self) -> u32 {
+        let bits = self.purged.load(Ordering::Relaxed);
+        (0..Self::OS_PAGES).filter(|k| bits & (1 << k) != 0).map(|k| self.blocks_starting_in(k).len() as u32).sum()
+    }
+
+    /// Owner only, small pages only: decommits (through `decommit`) every OS page of the
+    /// carved part that holds only free blocks (remote frees not yet collected count as in
+    /// use). Returns the bytes given back.
+    pub fn purge_free_os_pages(&self, decommit: &mut dyn FnMut(*mut u8, usize)) -> usize {
+        let size = self.block_size.get();
+        debug_assert!(size <= crate::config::SMALL_MAX);
+        // All free blocks onto `free`.
+        let local = self.local_free.replace(ptr::null_mut());
+        if !local.is_null() {
+            let mut tail = local;
+            // SAFETY: local_free holds free blocks of this page.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = self.free.get();
+            }
+            self.free.set(local);
+            self.free_is_zero.set(false);
+        }
+        // Which carved blocks are free: one bit each (at most 64 KiB / 16 B = 4096 blocks).
+        let mut free_bits = [0u64; SLICE_SIZE / 16 / 64];
+        let start = self.start.get();
+        let mut b = self.free.get();
+        while !b.is_null() {
+            let i = (b as usize - start as usize) / size;
+            free_bits[i / 64] |= 1 << (i % 64);
+            // SAFETY: b is a free block of this page.
+            b = unsafe { (*b).next };
+        }
+        let is_free = |i: usize| free_bits[i / 64] & (1 << (i % 64)) != 0;
+        let cap = self.capacity.get() as usize;
+        let carved_end = cap * size;
+        let old = self.purged.load(Ordering::Relaxed);
+        let mut new = 0u16;
+        for k in 0..Self::OS_PAGES {
+            let (lo, hi) = (k * OS_PAGE_SIZE, (k + 1) * OS_PAGE_SIZE);
+            // Only wholly carved OS pages: a block carved later must not start in a purged one.
+            if old & (1 << k) != 0 || hi > carved_end {
+                continue;
+            }
+            // Every block overlapping [lo, hi) must be free.
+            let blocks = lo / size..hi.div_ceil(size).min(cap);
+            if blocks.clone().all(is_free) {
+                new |= 1 << k;
+            }
+        }
+        if new == 0 {
+            return 0;
+        }
+        // Take the blocks that start in the new purged OS pages off the list, before the
+        // purge zeroes their links.
+        let mut keep: *mut Block = ptr::null_mut();
+        let mut b = self.free.get();
+        while !b.is_null() {
+            // SAFETY: b is a free block of this page.
+            let next = unsafe { (*b).next };
+            let k = (b as usize - start as usize) / OS_PAGE_SIZE;
+            if new & (1 << k) == 0 {
+                // SAFETY: as above; relinked onto the kept list.
+                unsafe { (*b).next = keep };
+                keep = b;
+            }
+            b = next;
+        }
+        self.free.set(keep);
+        let mut bytes = 0;
+        let mut k = 0;
+        while k < Self::OS_PAGES {
+            if new & (1 << k) == 0 {
+                k += 1;
+                continue;
+            }
+            let run = (new >> k).trailing_ones() as usize;
+            // SAFETY: OS pages k..k+run lie inside the page.
+            decommit(unsafe { start.add(k * OS_PAGE_SIZE) }, run * OS_PAGE_SIZE);
+            bytes += run * OS_PAGE_SIZE;
+            k += run;
+        }
+        self.purged.store(old | new, Ordering::Relaxed);
+        self.set_in_full(self.owner_heap(), self.in_full());
+        bytes
+    }
+
+    /// Owner only: puts the blocks of one purged OS page back on `free` (which must be empty),
+    /// faulting it in. False if none is purged. A block found freed there (the free mark) was
+    /// freed twice while its OS page was purged.
+    pub fn unpurge_one(&self) -> bool {
+        let bits = self.purged.load(Ordering::Relaxed);
+        if bits == 0 {
+            return false;
+        }
+        let k = bits.trailing_zeros() as usize;
+        let left = bits & !(1 << k);
+        self.purged.store(left, Ordering::Relaxed);
+        self.set_in_full(self.owner_heap(), self.in_full());
+        let size = self.block_size.get();
+        let start = self.start.get();
+        let mut head = self.free.get();
+        for i in self.blocks_starting_in(k).rev() {
+            // SAFETY: block i is a free block of this page, in an OS page that reads as zero.
+            unsafe {
+                let b = start.add(i * size) as *mut Block;
+                if read_mark(b) == crate::misuse::free_mark() {
+                    crate::misuse::report("double free", b as *const u8);
+                }
+                (*b).next = head;
+                head = b;
+            }
+        }
+        self.free.set(head);
+        self.free_is_zero.set(false);
+        true
     }
 
     /// Whether `p` is the start of a block of this page (as opposed to an interior pointer).
@@ -405,7 +583,25 @@ impl Page {
         let local = count(self.local_free.get());
         let remote = count(self.thread_free.load(Ordering::Acquire).map_addr(|a| a & !FULL));
         assert!(self.capacity.get() <= self.reserved.get());
-        assert_eq!(self.used() + free + local, self.capacity.get(), "used + free + local_free == capacity");
+        let purged = self.purged_blocks();
+        assert_eq!(
+            self.used() + free + local + purged,
+            self.capacity.get(),
+            "used + free + local_free + purged blocks == capacity"
+        );
+        assert_eq!(
+            self.purged.load(Ordering::Relaxed) != 0,
+            self.owner.load(Ordering::Relaxed).addr() & PURGED != 0,
+            "the PURGED tag says whether OS pages are purged"
+        );
+        for list in [self.free.get(), self.local_free.get()] {
+            let mut b = list;
+            while !b.is_null() {
+                assert!(!self.in_purged_os_page(b as *const u8), "a listed block in a purged OS page");
+                // SAFETY: b is a free block of this page (checked by `count`).
+                b = unsafe { (*b).next };
+            }
+        }
         assert!(remote <= self.used(), "remote frees are counted in used until collected");
     }
 }

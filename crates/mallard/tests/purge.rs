@@ -111,3 +111,28 @@ fn a_free_run_inside_a_chunk_segment_is_purged_only_once_due() {
     .join()
     .unwrap();
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn scattered_survivors_do_not_pin_their_pages() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mallard::collect(true);
+    let base = rss();
+    // 200 MiB of 64-byte blocks, then every 256th kept: a survivor every 16 KiB, so every
+    // 64 KiB page stays in use but three OS pages in four hold nothing live.
+    let mut blocks: Vec<Box<[u8]>> = (0..3_200_000).map(|i| vec![(i % 251) as u8 + 1; 64].into_boxed_slice()).collect();
+    let peak = rss();
+    let keep: Vec<Box<[u8]>> = blocks.drain(..).step_by(256).collect();
+    drop(blocks); // the 50 MiB vector of pointers
+    mallard::collect(true);
+    let after = rss().saturating_sub(base);
+    let grown = peak - base;
+    assert!(
+        after < grown / 3,
+        "after collect(true) {} MiB of {} MiB stay resident with {} small survivors",
+        after / MIB,
+        grown / MIB,
+        keep.len()
+    );
+    assert!(keep.iter().enumerate().all(|(k, b)| b.iter().all(|&x| x == ((k * 256) % 251) as u8 + 1)));
+}
