@@ -556,11 +556,12 @@ impl Page {
         true
     }
 
-    /// Whether `p` is the start of a block of this page (as opposed to an interior pointer).
+    /// Whether `p` is the start of a block of this page (as opposed to an interior pointer),
+    /// in its range. A multiply, not a division: remote frees run this.
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start.get() as usize);
         let size = self.block_size.get();
-        size != 0 && off < size * self.reserved.get() as usize && off % size == 0
+        size != 0 && off < size * self.reserved.get() as usize && self.starts_block(p)
     }
 
     /// Checks the page invariants (owner only, no remote free in flight). Panics on violation.
