@@ -4,12 +4,15 @@
  * grows. Prints "peak_rss_kib final_rss_kib" on stdout.
  *
  * usage: frag [small_mib=256] [keep_percent=10] [large_mib=128] [large_min=2048] [large_max=8192]
- * Run once per allocator in its own process (bench/frag.sh). */
+ *             [pause_ms=0]
+ * pause_ms: the program does other work (sleeps) between the frees and the larger blocks, as a
+ * long-running one would. Run once per allocator in its own process (bench/frag.sh). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next(void) {
@@ -42,6 +45,7 @@ int main(int argc, char **argv) {
     size_t large_total = (size_t)(argc > 3 ? atol(argv[3]) : 128) << 20;
     size_t large_min = argc > 4 ? (size_t)atol(argv[4]) : 2048;
     size_t large_max = argc > 5 ? (size_t)atol(argv[5]) : 8192;
+    long pause_ms = argc > 6 ? atol(argv[6]) : 0;
 
     size_t cap = small_total / 16 + 1, n = 0, bytes = 0;
     void **small = malloc(cap * sizeof *small);
@@ -61,6 +65,10 @@ int main(int argc, char **argv) {
         } else {
             free(small[i]);
         }
+    }
+    if (pause_ms > 0) {
+        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
     }
     /* Then larger blocks. */
     size_t lcap = large_total / large_min + 1, ln = 0;
