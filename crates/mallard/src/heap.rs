@@ -257,22 +257,28 @@ impl Heap {
                 let page = unsafe { &*p };
                 let next = page.next.get();
                 self.collected(page, page.collect());
-                if page.has_room() {
-                    if page.used() == 0 && p != q.first.get() {
-                        // An empty page behind the current one: give it back to its segment.
-                        self.retire_page(page);
-                    } else {
-                        if page.free.get().is_null() && !page.unpurge_one() {
-                            self.carve(page);
-                        }
-                        if p != q.first.get() {
-                            q.remove(page);
-                            q.push_front(page);
-                            self.update_direct(class);
-                        }
-                        return Some(page);
+                if page.used() == 0 && p != q.first.get() && page.has_room() {
+                    // An empty page behind the current one: give it back to its segment.
+                    self.retire_page(page);
+                    p = next;
+                    continue;
+                }
+                // A block ready: on `free`, from a purged OS page, or carved.
+                let ready = !page.free.get().is_null()
+                    || page.unpurge_one()
+                    || (page.capacity.get() < page.reserved.get() && {
+                        self.carve(page);
+                        true
+                    });
+                if ready {
+                    if p != q.first.get() {
+                        q.remove(page);
+                        q.push_front(page);
+                        self.update_direct(class);
                     }
-                } else if !self.page_to_full(page) {
+                    return Some(page);
+                }
+                if !self.page_to_full(page) {
                     continue; // remote frees arrived meanwhile: collect them
                 }
                 p = next;

@@ -525,22 +525,28 @@ impl Page {
         bytes
     }
 
-    /// Owner only: puts the blocks of one purged OS page back on `free` (which must be empty),
-    /// faulting it in. False if none is purged. A block found freed there (the free mark) was
-    /// freed twice while its OS page was purged.
+    /// Owner only: puts the blocks that start in the lowest purged OS page back on `free`,
+    /// faulting it in. An OS page that no block starts in (inside a block bigger than 4 KiB)
+    /// just loses its bit, and the next one is tried. False if no purged block is left. A
+    /// block found freed there (the free mark) was freed twice while its OS page was purged.
     pub fn unpurge_one(&self) -> bool {
-        let bits = self.purged.load(Ordering::Relaxed);
-        if bits == 0 {
-            return false;
-        }
-        let k = bits.trailing_zeros() as usize;
-        let left = bits & !(1 << k);
-        self.purged.store(left, Ordering::Relaxed);
-        self.set_in_full(self.owner_heap(), self.in_full());
+        let blocks = loop {
+            let bits = self.purged.load(Ordering::Relaxed);
+            if bits == 0 {
+                return false;
+            }
+            let k = bits.trailing_zeros() as usize;
+            self.purged.store(bits & !(1 << k), Ordering::Relaxed);
+            self.set_in_full(self.owner_heap(), self.in_full());
+            let blocks = self.blocks_starting_in(k);
+            if !blocks.is_empty() {
+                break blocks;
+            }
+        };
         let size = self.block_size.get();
         let start = self.start.get();
         let mut head = self.free.get();
-        for i in self.blocks_starting_in(k).rev() {
+        for i in blocks.rev() {
             // SAFETY: block i is a free block of this page, in an OS page that reads as zero.
             unsafe {
                 let b = start.add(i * size) as *mut Block;

@@ -237,3 +237,45 @@ fn scattered_frees_give_back_os_pages_inside_pages() {
     heap.validate();
     assert_eq!(backend.stats().class_blocks.iter().sum::<i64>(), 0);
 }
+
+/// Blocks bigger than an OS page leave OS pages that no block starts in: purging those and
+/// running the page dry afterwards must hand out the purged blocks (and only them).
+#[test]
+fn purged_pages_of_blocks_bigger_than_an_os_page_refill() {
+    let source: &'static SimPageSource = Box::leak(Box::new(SimPageSource::with_capacity(32 << 20)));
+    let backend: &'static Backend = Backend::leaked(source);
+    let heap = backend.heap_alloc().unwrap();
+    let alloc = |seed: u8| {
+        // SAFETY: the heap is this test's.
+        let p = unsafe { malloc_aligned(heap, 6500, 16) };
+        assert!(!p.is_null());
+        fill(p, 6500, seed);
+        Live { p, size: 6500, align: 16, seed }
+    };
+    // Two pages of 9 blocks of 6656 bytes; in each, keep the first and the last.
+    let mut blocks: Vec<Live> = (0..18).map(|i| alloc(i as u8)).collect();
+    let mut kept = Vec::new();
+    for (i, b) in blocks.drain(..).enumerate() {
+        if i % 9 == 0 || i % 9 == 8 {
+            kept.push(b);
+        } else {
+            // SAFETY: a live block of this heap.
+            unsafe { free(heap, b.p) };
+        }
+    }
+    heap.purge(u64::MAX, true);
+    heap.validate();
+    assert!(backend.stats().bytes_purged > 0);
+    for round in 0..3u8 {
+        let again: Vec<Live> = (0..14).map(|i| alloc(i as u8 ^ round.wrapping_mul(31))).collect();
+        heap.validate();
+        kept.iter().chain(&again).for_each(|b| check(b, b.size));
+        for b in &again {
+            // SAFETY: live blocks of this heap.
+            unsafe { free(heap, b.p) };
+        }
+        heap.purge(u64::MAX, true);
+        heap.validate();
+    }
+    assert!(kept.iter().all(|b| b.align == 16));
+}
