@@ -7,6 +7,7 @@
 use core::alloc::GlobalAlloc;
 use std::time::Instant;
 
+pub mod process;
 pub mod report;
 pub mod workloads;
 

@@ -59,7 +59,7 @@ impl Meta {
 }
 
 /// Current UTC time as `YYYY-MM-DD HH:MM`, without a date crate (Hinnant's civil_from_days).
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

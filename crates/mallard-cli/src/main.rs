@@ -38,6 +38,14 @@ struct BenchArgs {
     /// vec-grow, large.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
+    /// One process per run: each workload runs in its own process under each C allocator,
+    /// chosen with LD_PRELOAD (glibc, mallard, and Debian's jemalloc, mimalloc and tcmalloc
+    /// where installed); reports wall time and peak RSS.
+    #[arg(long)]
+    process: bool,
+    /// With --process: only these allocators (comma-separated names).
+    #[arg(long, value_name = "NAME", requires = "process")]
+    allocators: Option<String>,
 }
 
 fn bench(args: BenchArgs) -> Result<(), String> {
@@ -50,10 +58,41 @@ fn bench(args: BenchArgs) -> Result<(), String> {
             return Err(format!("unknown workload(s) {unknown:?}; known: {}", mallard_bench::WORKLOADS.join(", ")));
         }
     }
+    if args.process {
+        return bench_process(&opts, args.allocators.as_deref(), args.json.as_deref());
+    }
     let report = mallard_bench::run(&opts);
     print!("{}", report.to_markdown());
     if let Some(path) = args.json {
         std::fs::write(&path, report.to_json() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_process(
+    opts: &mallard_bench::Options,
+    only: Option<&str>,
+    json: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let lib = run::find_library(None)?;
+    let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bin", "mallard-workload"], "build it")?;
+    let mut allocators = mallard_bench::process::detect(&lib);
+    if let Some(only) = only {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        let known: Vec<String> = allocators.iter().map(|a| a.name.clone()).collect();
+        if let Some(bad) = wanted.iter().find(|w| !known.iter().any(|k| k == *w)) {
+            return Err(format!("unknown or missing allocator {bad:?}; here: {}", known.join(", ")));
+        }
+        allocators.retain(|a| wanted.contains(&a.name.as_str()));
+    }
+    let workloads = opts.workloads();
+    let report = mallard_bench::process::run(&exe, &workloads, &allocators, opts.rounds, opts.smoke, &mut |line| {
+        eprintln!("{line}")
+    })?;
+    print!("{}", report.to_markdown());
+    if let Some(path) = json {
+        std::fs::write(path, report.to_json() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

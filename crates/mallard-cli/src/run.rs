@@ -92,7 +92,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
 /// Finds libmallard.so: `--lib`, `$MALLARD_LIB`, or next to this executable. Under `cargo
 /// run` it first builds the library with the same profile, so a fresh checkout works and a
 /// changed library is never stale.
-fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_LIB").map(PathBuf::from)) {
         return if p.is_file() {
             p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))
@@ -100,31 +100,38 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
             Err(format!("{} is not a file", p.display()))
         };
     }
+    sibling("libmallard.so", &["-p", "mallard-capi"], "pass --lib / set MALLARD_LIB")
+}
+
+/// A file built next to this program (`target/<profile>/`). Under `cargo run` it is built
+/// first, with the same profile and the given cargo arguments, so a fresh checkout works and
+/// nothing is stale.
+pub fn sibling(name: &str, cargo_args: &[&str], otherwise: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let dir = exe.parent().ok_or("this program has no directory")?;
-    let lib = dir.join("libmallard.so");
+    let path = dir.join(name);
     if let Some(cargo) = std::env::var_os("CARGO") {
-        // Run by cargo: target/<profile>/mallard. Build the library of the same profile.
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "mallard-capi"]);
+        build.args(["build", "--quiet"]).args(cargo_args);
         if release {
             build.arg("--release");
         }
         if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR") {
             build.current_dir(manifest);
         }
-        let status = build.status().map_err(|e| format!("cannot run cargo to build libmallard.so: {e}"))?;
+        let status = build.status().map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
         if !status.success() {
-            return Err("building libmallard.so failed (see above)".into());
+            return Err(format!("building {name} failed (see above)"));
         }
     }
-    if lib.is_file() {
-        Ok(lib)
+    if path.is_file() {
+        Ok(path)
     } else {
         Err(format!(
-            "cannot find {}: build it with `cargo build --release -p mallard-capi`, or pass --lib / set MALLARD_LIB",
-            lib.display()
+            "cannot find {}: build it with `cargo build --release {}`, or {otherwise}",
+            path.display(),
+            cargo_args.join(" ")
         ))
     }
 }

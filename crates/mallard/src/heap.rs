@@ -685,7 +685,7 @@ impl Heap {
                         page.sparse_since.set(now.max(1));
                         continue;
                     }
-                    if now < page.sparse_since.get() + delay {
+                    if now < page.sparse_since.get().saturating_add(delay) {
                         continue;
                     }
                 }
