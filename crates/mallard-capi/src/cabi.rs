@@ -71,7 +71,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         unsafe { alloc::free(heap, p.cast()) };
         return ptr::null_mut();
     }
-    // SAFETY: p is a live block (checked by realloc_checked).
+    // SAFETY: p is a live block (realloc_unsized checks it).
     unsafe { alloc::realloc_unsized(heap, p.cast(), size).cast() }
 }
 
