@@ -153,7 +153,7 @@ impl ProcessReport {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "mallard bench --process — {} UTC — {} ({} cores) — {} round(s), one process per run, interleaved\n",
+            "mallard bench --process — {} — {} ({} cores) — {} round(s), one process per run, interleaved\n",
             self.meta.date, self.meta.cpu, self.meta.cores, self.rounds
         );
         for (title, pick) in [("wall time, ms (median)", 0usize), ("peak RSS, MiB (median)", 1)] {
