@@ -9,7 +9,9 @@
 //! free lists) → `segment` (4 MiB regions cut into pages) → `large` (the chunk heap: boundary
 //! tags, TLSF) → `heap` (per-thread heaps, slow path, purge) → `backend` (what heaps share:
 //! segment cache, abandoned segments, huge-mapping cache) and `huge` → `alloc` (fast paths) →
-//! `global` (`Mallard`). The allocator never allocates for itself: metadata lives in segment
+//! `global` (`Mallard`). Beside them, `segment_map` (which 4 MiB regions hold a segment) and
+//! `misuse` (the free mark, and the one-line report before an abort) let `free` refuse what
+//! is not a live block. The allocator never allocates for itself: metadata lives in segment
 //! headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
