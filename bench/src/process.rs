@@ -65,27 +65,33 @@ pub fn run_one(exe: &Path, workload: &str, smoke: bool, alloc: &Allocator) -> Re
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut stderr);
         }
-        std::mem::forget(child); // reaped below by wait4, not by Child
+        std::mem::forget(child); // reaped below by wait_child, not by Child
     }
-    let mut status = 0;
-    // SAFETY: rusage is plain data; the out-pointers are valid; pid is our child.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        loop {
-            if libc::wait4(pid, &mut status, 0, &mut usage) == pid {
-                break usage;
-            }
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("waiting for {workload}: {}", std::io::Error::last_os_error()));
-            }
-        }
-    };
+    let (status, usage) = wait_child(pid).map_err(|e| format!("waiting for {workload}: {e}"))?;
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!("{workload} on {} failed (status {status:#x}): {}", alloc.name, stderr.trim()));
     }
     let ms =
         stdout.trim().parse::<f64>().map_err(|_| format!("{workload} on {}: no time in {stdout:?}", alloc.name))?;
     Ok(Sample { ms, peak_rss_kib: usage.ru_maxrss })
+}
+
+/// Reaps child `pid` (retrying on EINTR): its wait status and resource usage (`ru_maxrss` is
+/// the peak RSS of it and its reaped descendants).
+pub fn wait_child(pid: libc::pid_t) -> std::io::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid out-pointers; pid is the caller's child.
+        if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } == pid {
+            return Ok((status, usage));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -71,7 +71,8 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let (status, usage) = wait4(child.id() as libc::pid_t)?;
+    let (status, usage) = mallard_bench::process::wait_child(child.id() as libc::pid_t)
+        .map_err(|e| format!("waiting for the program: {e}"))?;
     let wall = start.elapsed();
     let records = std::fs::read_to_string(&report_path).unwrap_or_default();
     let _ = std::fs::remove_file(&report_path);
@@ -133,23 +134,6 @@ pub fn sibling(name: &str, cargo_args: &[&str], otherwise: &str) -> Result<PathB
             path.display(),
             cargo_args.join(" ")
         ))
-    }
-}
-
-fn wait4(pid: libc::pid_t) -> Result<(i32, libc::rusage), String> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid out-pointers; pid is our child.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == pid {
-            return Ok((status, usage));
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("waiting for the program: {err}"));
-        }
     }
 }
 

@@ -283,7 +283,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
             // Our own page, in the full list or with purged OS pages (the owner tags).
             // SAFETY: our own page.
             unsafe {
-                if !page.starts_block(p) || !page.is_block_start(p) {
+                if !page.is_block_start(p) {
                     misuse::report("free of a pointer inside a block", p);
                 }
                 let marked = read_mark(p.cast()) == misuse::free_mark();
