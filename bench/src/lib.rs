@@ -7,14 +7,33 @@
 use core::alloc::GlobalAlloc;
 use std::time::Instant;
 
+pub mod apps;
 pub mod process;
+pub mod programs;
 pub mod report;
 pub mod workloads;
 
 pub use report::{Cell, Meta, Report, Row};
 
-/// Workload names, in table order.
-pub const WORKLOADS: &[&str] = &["churn", "mt-churn", "prod-cons", "prod-cons-large", "vec-grow", "large"];
+/// The allocator workloads, in table order: generic over the allocator, so they run in one
+/// process against several (`run`) or in a process of their own (`process`).
+pub const WORKLOADS: &[&str] = &[
+    "churn",
+    "mt-churn",
+    "larson",
+    "threadtest",
+    "cache-scratch",
+    "prod-cons",
+    "prod-cons-large",
+    "mstress",
+    "vec-grow",
+    "malloc-large",
+    "frag",
+];
+
+/// Rust programs ([`apps`]): they use the global allocator, so they run only in a process of
+/// their own, where the binary or `LD_PRELOAD` picks it.
+pub const RUST_PROGRAMS: &[&str] = &["json", "collections"];
 
 /// Allocator names, in column order.
 pub const ALLOCATORS: &[&str] = &["system", "mallard", "mimalloc"];
@@ -67,11 +86,61 @@ pub fn run_once<A: GlobalAlloc + Sync + 'static>(a: &'static A, workload: &str, 
         "mt-churn" => workloads::mt_churn(a, threads(), n(8_000_000, 5_000)),
         "prod-cons" => workloads::prod_cons(a, n(4_000_000, 5_000)),
         "prod-cons-large" => workloads::prod_cons_large(a, n(20_000, 20)),
+        "larson" => workloads::larson(a, threads(), n(40, 2), n(200_000, 500)),
+        "threadtest" => workloads::threadtest(a, threads(), n(200, 2), n(50_000, 1_000)),
+        "cache-scratch" => workloads::cache_scratch(a, threads(), n(1_000_000, 1_000), n(400, 10)),
+        "mstress" => workloads::mstress(a, threads(), n(2_000_000, 5_000)),
         "vec-grow" => workloads::vec_grow(a, n(40, 2), n(4 << 20, 64 << 10)),
-        "large" => workloads::large(a, n(4_000, 20)),
-        other => panic!("unknown workload {other:?}; known: {WORKLOADS:?}"),
+        "malloc-large" => workloads::large(a, n(4_000, 20)),
+        "frag" => workloads::frag(a, n(128, 1), n(64, 1)),
+        "json" => apps::json(n(3, 1), n(20_000, 100)),
+        "collections" => apps::collections(n(3, 1), n(200_000, 1_000)),
+        other => panic!("unknown workload {other:?}; known: {WORKLOADS:?} {RUST_PROGRAMS:?}"),
     }
     start.elapsed().as_secs_f64() * 1e3
+}
+
+/// The global allocator, whichever the binary has, as a [`GlobalAlloc`] value: the workloads
+/// of `mallard-workload` and its siblings run on it.
+pub struct Global;
+
+// SAFETY: forwards every call to the global allocator, which upholds the contract.
+unsafe impl GlobalAlloc for Global {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { std::alloc::alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { std::alloc::alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: the caller passes a block from `alloc` with its layout.
+        unsafe { std::alloc::dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`, and the caller checks `new_size`.
+        unsafe { std::alloc::realloc(ptr, layout, new_size) }
+    }
+}
+
+/// `main` of `mallard-workload` and its siblings: `BINARY WORKLOAD [--smoke]` runs one
+/// workload once on the binary's global allocator and prints its wall time in ms on stdout.
+pub fn workload_main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let known = || [WORKLOADS, RUST_PROGRAMS].concat().join(", ");
+    let Some(workload) = args.first() else {
+        eprintln!("usage: mallard-workload WORKLOAD [--smoke]  (workloads: {})", known());
+        return std::process::ExitCode::from(2);
+    };
+    if !WORKLOADS.contains(&workload.as_str()) && !RUST_PROGRAMS.contains(&workload.as_str()) {
+        eprintln!("mallard-workload: unknown workload {workload:?}; known: {}", known());
+        return std::process::ExitCode::from(2);
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let ms = run_once(&Global, workload, smoke);
+    println!("{ms:.3}");
+    std::process::ExitCode::SUCCESS
 }
 
 /// The only place the allocator name becomes a type: everything below is monomorphized.
@@ -144,7 +213,7 @@ mod tests {
 
     #[test]
     fn filter_selects_listed_workloads_in_table_order() {
-        let opts = Options { filter: Some("large, churn".into()), ..Options::default() };
-        assert_eq!(opts.workloads(), ["churn", "large"]);
+        let opts = Options { filter: Some("malloc-large, churn".into()), ..Options::default() };
+        assert_eq!(opts.workloads(), ["churn", "malloc-large"]);
     }
 }

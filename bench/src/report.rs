@@ -74,7 +74,7 @@ pub(crate) fn utc_now() -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
-fn geomean(xs: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn geomean(xs: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = xs.fold((0.0, 0), |(s, n), x| (s + x.ln(), n + 1));
     (sum / n.max(1) as f64).exp()
 }

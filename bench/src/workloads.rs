@@ -292,6 +292,216 @@ pub fn large<A: GlobalAlloc>(a: &A, steps: usize) {
     free_all(a, &live);
 }
 
+/// A set of slots that moves between threads whole.
+struct Slots(Vec<(*mut u8, usize)>);
+
+// SAFETY: the blocks are handed over with the vector: the thread that gave it up never touches
+// them again.
+unsafe impl Send for Slots {}
+
+/// Replaces the block in `slot` by a fresh one of `size` bytes, touched with its pattern.
+fn replace<A: GlobalAlloc>(a: &A, slot: &mut (*mut u8, usize), size: usize) {
+    free_slot(a, slot);
+    // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+    unsafe {
+        let p = alloc(a, layout(size));
+        touch(p, size, 64, pattern(size));
+        *slot = (p, size);
+    }
+}
+
+/// larson-style server: `threads` threads each own 1000 slots of 16..=1024 B blocks and
+/// replace random ones, `steps` times. Then every thread ends and a new generation starts,
+/// each new thread taking over the slots of a different old one, so most frees are of blocks
+/// that another thread, now gone, allocated.
+pub fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, generations: usize, steps: usize) {
+    const SLOTS: usize = 1000;
+    let mut sets: Vec<Slots> = (0..threads).map(|_| Slots(vec![(null_mut(), 0); SLOTS])).collect();
+    for g in 0..generations {
+        sets = std::thread::scope(|s| {
+            let handles: Vec<_> = sets
+                .into_iter()
+                .enumerate()
+                .map(|(t, mut set)| {
+                    s.spawn(move || {
+                        let mut rng = Rng::new((g * threads + t) as u64 + 11);
+                        for _ in 0..steps {
+                            let size = rng.skewed(16, 1024);
+                            replace(a, &mut set.0[rng.below(SLOTS)], size);
+                        }
+                        set
+                    })
+                })
+                .collect();
+            let mut out: Vec<Slots> = handles.into_iter().map(|h| h.join().expect("larson thread")).collect();
+            out.rotate_left(1); // thread t of the next generation frees what thread t+1 allocated
+            out
+        });
+    }
+    for set in &mut sets {
+        for slot in &mut set.0 {
+            free_slot(a, slot);
+        }
+    }
+}
+
+/// Hoard's threadtest: `threads` threads each allocate `per_round` blocks of 64 B, write
+/// them, and free them all, `rounds` times.
+pub fn threadtest<A: GlobalAlloc + Sync>(a: &A, threads: usize, rounds: usize, per_round: usize) {
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(move || {
+                let mut blocks = vec![null_mut::<u8>(); per_round];
+                for _ in 0..rounds {
+                    for b in blocks.iter_mut() {
+                        // SAFETY: fresh block of 64 bytes.
+                        unsafe {
+                            *b = alloc(a, layout(64));
+                            touch(*b, 64, 64, pattern(64));
+                        }
+                    }
+                    for &b in &blocks {
+                        // SAFETY: each is a live 64-byte block from `a`, touched above.
+                        unsafe {
+                            check(b, 64, pattern(64));
+                            a.dealloc(b, layout(64));
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Hoard's cache-scratch (passive false sharing): the main thread allocates one 8-byte block
+/// per thread, side by side, and gives one to each thread. Each thread frees it, then
+/// `objects` times allocates an 8-byte block, writes it `writes` times and frees it. An
+/// allocator that hands a thread the memory next to another thread's block makes both cores
+/// fight over one cache line.
+pub fn cache_scratch<A: GlobalAlloc + Sync>(a: &A, threads: usize, objects: usize, writes: usize) {
+    let first: Vec<Batch> = (0..threads)
+        .map(|_| {
+            let mut b = Batch([null_mut(); BATCH]);
+            // SAFETY: fresh block of 8 bytes.
+            b.0[0] = unsafe { alloc(a, layout(8)) };
+            b
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for given in first {
+            s.spawn(move || {
+                let given = given; // the whole Batch moves in, not just its (non-Send) field
+                                   // SAFETY: the block was allocated with 8 bytes and handed to this thread.
+                unsafe { a.dealloc(given.0[0], layout(8)) };
+                for _ in 0..objects {
+                    // SAFETY: fresh block of 8 bytes, freed below.
+                    unsafe {
+                        let p = alloc(a, layout(8));
+                        for j in 0..writes {
+                            core::ptr::write_volatile(p.add(j % 8), j as u8);
+                        }
+                        a.dealloc(p, layout(8));
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// mstress/rptest style: `threads` threads with random lifetimes and mixed sizes (16 B–16 KiB
+/// skewed small, one in 200 up to 256 KiB). Each step allocates into, frees, or trades a
+/// block through a shared exchange of 1024 slots, so blocks outlive their step and are freed
+/// by threads that did not allocate them.
+pub fn mstress<A: GlobalAlloc + Sync>(a: &A, threads: usize, steps: usize) {
+    use std::sync::atomic::{AtomicPtr, Ordering};
+    const LOCAL: usize = 500;
+    const EXCHANGE: usize = 1024;
+    let exchange: Vec<AtomicPtr<u8>> = (0..EXCHANGE).map(|_| AtomicPtr::new(null_mut())).collect();
+    let exchange = &exchange;
+    // A block's size is in its first word (every size here is >= 16), its pattern in its last
+    // byte, so any thread can check and free it.
+    let free_sized = |p: *mut u8| {
+        if !p.is_null() {
+            // SAFETY: p is a live block this workload made; its first word is its size.
+            unsafe {
+                let size = p.cast::<usize>().read();
+                check(p.add(size - 1), 1, pattern(size));
+                a.dealloc(p, layout(size));
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut rng = Rng::new(t as u64 + 101);
+                let mut local = vec![null_mut::<u8>(); LOCAL];
+                for _ in 0..steps {
+                    let i = rng.below(LOCAL);
+                    match rng.below(10) {
+                        0..=4 => {
+                            free_sized(local[i]);
+                            let size = if rng.below(200) == 0 {
+                                rng.skewed(16 << 10, 256 << 10)
+                            } else {
+                                rng.skewed(16, 16 << 10)
+                            };
+                            // SAFETY: fresh block of at least 16 bytes, 8-aligned.
+                            unsafe {
+                                let p = alloc(a, layout(size));
+                                touch(p, size, 64, pattern(size));
+                                p.cast::<usize>().write(size);
+                                local[i] = p;
+                            }
+                        }
+                        5..=7 => {
+                            free_sized(local[i]);
+                            local[i] = null_mut();
+                        }
+                        _ => local[i] = exchange[rng.below(EXCHANGE)].swap(local[i], Ordering::AcqRel),
+                    }
+                }
+                local.into_iter().for_each(free_sized);
+            });
+        }
+    });
+    for slot in exchange {
+        free_sized(slot.swap(null_mut(), core::sync::atomic::Ordering::Acquire));
+    }
+}
+
+/// The fragmentation case: `small_mib` of 16 B–1 KiB blocks (skewed small), 90 % of them
+/// freed in a scattered pattern (every tenth kept), then `large_mib` of 2–8 KiB blocks. Peak
+/// RSS is the figure that matters: an allocator that can reuse the holes needs little new
+/// memory for the larger blocks.
+pub fn frag<A: GlobalAlloc>(a: &A, small_mib: usize, large_mib: usize) {
+    let mut rng = Rng::new(5);
+    let mut blocks = Vec::new();
+    let mut total = 0;
+    while total < small_mib << 20 {
+        let mut slot = (null_mut(), 0);
+        let size = rng.skewed(16, 1024);
+        replace(a, &mut slot, size);
+        blocks.push(slot);
+        total += size;
+    }
+    for (i, slot) in blocks.iter_mut().enumerate() {
+        if i % 10 != 0 {
+            free_slot(a, slot);
+        }
+    }
+    total = 0;
+    while total < large_mib << 20 {
+        let mut slot = (null_mut(), 0);
+        let size = rng.skewed(2 << 10, 8 << 10);
+        replace(a, &mut slot, size);
+        blocks.push(slot);
+        total += size;
+    }
+    for slot in &mut blocks {
+        free_slot(a, slot);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

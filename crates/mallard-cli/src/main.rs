@@ -4,7 +4,7 @@
 mod run;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -34,68 +34,144 @@ struct BenchArgs {
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Run only these workloads (comma-separated): churn, mt-churn, prod-cons, prod-cons-large,
-    /// vec-grow, large.
+    /// Run only these workloads (comma-separated): churn, mt-churn, larson, threadtest,
+    /// cache-scratch, prod-cons, prod-cons-large, mstress, vec-grow, malloc-large, frag; with
+    /// --process also json, collections, python, sqlite3, git.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
     /// One process per run: each workload runs in its own process under each C allocator,
     /// chosen with LD_PRELOAD (glibc, mallard, and Debian's jemalloc, mimalloc and tcmalloc
-    /// where installed); reports wall time and peak RSS.
+    /// where installed), and the Rust workloads also on the mallard, mimalloc and
+    /// tikv-jemallocator crates; adds Rust and real programs; reports wall time and peak RSS.
     #[arg(long)]
     process: bool,
     /// With --process: only these allocators (comma-separated names).
     #[arg(long, value_name = "NAME", requires = "process")]
     allocators: Option<String>,
+    /// With --process: also draw time and peak RSS relative to glibc as an SVG chart in FILE.
+    #[arg(long, value_name = "FILE", requires = "process")]
+    svg: Option<PathBuf>,
 }
 
 fn bench(args: BenchArgs) -> Result<(), String> {
-    let opts =
-        mallard_bench::Options { rounds: args.rounds as usize, smoke: args.smoke, filter: args.only, progress: true };
-    if let Some(f) = &opts.filter {
-        let unknown: Vec<&str> =
-            f.split(',').map(str::trim).filter(|w| !mallard_bench::WORKLOADS.contains(w)).collect();
-        if !unknown.is_empty() {
-            return Err(format!("unknown workload(s) {unknown:?}; known: {}", mallard_bench::WORKLOADS.join(", ")));
+    let known: Vec<&str> = if args.process {
+        [mallard_bench::WORKLOADS, mallard_bench::RUST_PROGRAMS, mallard_bench::programs::REAL_PROGRAMS].concat()
+    } else {
+        mallard_bench::WORKLOADS.to_vec()
+    };
+    let selected: Vec<&str> = match &args.only {
+        None => known.clone(),
+        Some(f) => {
+            let wanted: Vec<&str> = f.split(',').map(str::trim).collect();
+            if let Some(bad) = wanted.iter().find(|w| !known.contains(w)) {
+                let hint = if args.process { "" } else { " (the Rust and real programs need --process)" };
+                return Err(format!("unknown workload {bad:?}; known: {}{hint}", known.join(", ")));
+            }
+            known.iter().copied().filter(|w| wanted.contains(w)).collect()
         }
-    }
+    };
     if args.process {
-        return bench_process(&opts, args.allocators.as_deref(), args.json.as_deref());
+        return bench_process(&args, &selected);
     }
+    let opts = mallard_bench::Options {
+        rounds: args.rounds as usize,
+        smoke: args.smoke,
+        filter: Some(selected.join(",")),
+        progress: true,
+    };
     let report = mallard_bench::run(&opts);
     print!("{}", report.to_markdown());
-    if let Some(path) = args.json {
-        std::fs::write(&path, report.to_json() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_out(args.json.as_deref(), || report.to_json())
+}
+
+fn write_out(path: Option<&Path>, text: impl FnOnce() -> String) -> Result<(), String> {
+    if let Some(path) = path {
+        std::fs::write(path, text() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn bench_process(
-    opts: &mallard_bench::Options,
-    only: Option<&str>,
-    json: Option<&std::path::Path>,
-) -> Result<(), String> {
+fn bench_process(args: &BenchArgs, selected: &[&str]) -> Result<(), String> {
+    use mallard_bench::process::{self, Job};
     let lib = run::find_library(None)?;
-    let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bin", "mallard-workload"], "build it")?;
-    let mut allocators = mallard_bench::process::detect(&lib);
-    if let Some(only) = only {
+    let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bins"], "build it")?;
+    let mut allocators = process::detect(&lib);
+    allocators.extend(process::crates(&exe));
+    if let Some(only) = &args.allocators {
         let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
-        let known: Vec<String> = allocators.iter().map(|a| a.name.clone()).collect();
-        if let Some(bad) = wanted.iter().find(|w| !known.iter().any(|k| k == *w)) {
-            return Err(format!("unknown or missing allocator {bad:?}; here: {}", known.join(", ")));
+        let here: Vec<String> = allocators.iter().map(|a| a.name.clone()).collect();
+        if let Some(bad) = wanted.iter().find(|w| !here.iter().any(|k| k == *w)) {
+            return Err(format!("unknown or missing allocator {bad:?}; here: {}", here.join(", ")));
         }
         allocators.retain(|a| wanted.contains(&a.name.as_str()));
     }
-    let workloads = opts.workloads();
-    let report = mallard_bench::process::run(&exe, &workloads, &allocators, opts.rounds, opts.smoke, &mut |line| {
-        eprintln!("{line}")
-    })?;
+    // The real programs' inputs live in a scratch directory for the length of the run.
+    let scratch = std::env::temp_dir().join(format!("mallard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let result = (|| {
+        let mut jobs: Vec<Job> = selected
+            .iter()
+            .filter(|w| !mallard_bench::programs::REAL_PROGRAMS.contains(w))
+            .map(|w| Job::Workload(w.to_string()))
+            .collect();
+        if selected.iter().any(|w| mallard_bench::programs::REAL_PROGRAMS.contains(w)) {
+            let prepared = mallard_bench::programs::prepare(&scratch, args.smoke)?;
+            for s in prepared.skipped {
+                eprintln!("skipping {s}");
+            }
+            let wanted = |p: &mallard_bench::programs::Program| selected.contains(&p.name.as_str());
+            jobs.extend(prepared.ready.into_iter().filter(wanted).map(Job::Program));
+        }
+        let mut bar = ProgressBar::new();
+        let report = process::run(&exe, &jobs, &allocators, args.rounds as usize, args.smoke, &mut |p| bar.show(p));
+        bar.finish();
+        report
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = result?;
     print!("{}", report.to_markdown());
-    if let Some(path) = json {
-        std::fs::write(path, report.to_json() + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+    write_out(args.json.as_deref(), || report.to_json())?;
+    write_out(args.svg.as_deref(), || report.to_svg())
+}
+
+/// A one-line progress bar on a terminal; one line per run otherwise (CI logs).
+struct ProgressBar {
+    tty: bool,
+    start: std::time::Instant,
+}
+
+impl ProgressBar {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        ProgressBar { tty: std::io::stderr().is_terminal(), start: std::time::Instant::now() }
     }
-    Ok(())
+
+    fn show(&mut self, p: mallard_bench::process::Progress) {
+        if !self.tty {
+            eprintln!("[{}/{}] {}", p.done, p.total, p.line);
+            return;
+        }
+        const WIDTH: usize = 30;
+        let filled = WIDTH * p.done / p.total.max(1);
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let left = elapsed / p.done as f64 * (p.total - p.done) as f64;
+        eprint!(
+            "\r\x1b[2K[{}{}] {}/{} ~{:.0}s left  {}",
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            p.done,
+            p.total,
+            left,
+            p.line.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
 }
 
 fn main() -> ExitCode {
