@@ -3,8 +3,10 @@
 # Runs bench/examples/fastpath at 1M and 2M pairs and subtracts the totals, so start-up and
 # warm-up cancel out: Ir/pair = (Ir(2M) - Ir(1M)) / 1M (includes ~3-5 instructions of loop).
 # Usage: bench/callgrind-fastpath.sh [allocator...]   (default: noop system mallard mimalloc
-# c-glibc c-mallard). The c-* entries run bench/c/fastpath.c, the same loop through the C ABI
-# (malloc/free through the PLT), with c-mallard preloading target/release/libmallard.so.
+# c-glibc c-mallard c-jemalloc c-mimalloc c-tcmalloc). The c-* entries run bench/c/fastpath.c,
+# the same loop through the C ABI (malloc/free through the PLT), with the library preloaded:
+# target/release/libmallard.so, or Debian's libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4
+# (a missing one is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
@@ -20,16 +22,31 @@ total_ir() { # the "totals:" (or older "summary:") line of a callgrind output fi
   awk '/^(totals|summary):/ { print $2; exit }' "$1"
 }
 
+debian_lib() { # the first existing path of a Debian allocator library
+  for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+    [ -e "$d/$1" ] && { echo "$d/$1"; return; }
+  done
+}
+
 allocators=("$@")
-[ ${#allocators[@]} -gt 0 ] || allocators=(noop system mallard mimalloc c-glibc c-mallard)
+[ ${#allocators[@]} -gt 0 ] || allocators=(noop system mallard mimalloc c-glibc c-mallard c-jemalloc c-mimalloc c-tcmalloc)
 printf '%-10s %16s %16s %12s\n' allocator "Ir(1M)" "Ir(2M)" "Ir/pair"
 for a in "${allocators[@]}"; do
+  preload=
+  case "$a" in
+    c-mallard) preload="$lib" ;;
+    c-jemalloc) preload="$(debian_lib libjemalloc.so.2)" ;;
+    c-mimalloc) preload="$(debian_lib libmimalloc.so.2)" ;;
+    c-tcmalloc) preload="$(debian_lib libtcmalloc_minimal.so.4)" ;;
+  esac
+  case "$a" in
+    c-glibc | c-mallard) ;;
+    c-*) [ -n "$preload" ] || { printf '%-10s (not installed, skipped)\n' "$a"; continue; } ;;
+  esac
   for n in 1000000 2000000; do
     # valgrind itself is static: LD_PRELOAD in its environment reaches only the program.
-    preload=
     case "$a" in
-      c-glibc) run=("$out/cfastpath" "$n") ;;
-      c-mallard) run=("$out/cfastpath" "$n"); preload="$lib" ;;
+      c-*) run=("$out/cfastpath" "$n") ;;
       *) run=("$bin" "$a" "$n") ;;
     esac
     env ${preload:+LD_PRELOAD="$preload"} valgrind --tool=callgrind --callgrind-out-file="$out/$a.$n" "${run[@]}" \

@@ -109,6 +109,7 @@ pub fn run_one(exe: &Path, job: &Job, smoke: bool, alloc: &Allocator) -> Result<
         cmd.env("LD_PRELOAD", lib);
     }
     let name = job.name();
+    reset_peak_rss();
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("{name}: cannot run {:?}: {e}", cmd.get_program()))?;
     let pid = child.id() as libc::pid_t;
@@ -134,6 +135,15 @@ pub fn run_one(exe: &Path, job: &Job, smoke: bool, alloc: &Allocator) -> Result<
         Job::Program(..) => wall_ms,
     };
     Ok(Sample { ms, peak_rss_kib: usage.ru_maxrss })
+}
+
+/// Lowers this process's recorded peak RSS to its current RSS. A child's `ru_maxrss` starts
+/// from the spawning process's peak: `posix_spawn` runs the child on the parent's memory map
+/// until `exec`, and the kernel keeps that map's high-water mark as the child's. Without this,
+/// every child of a runner that once used 13 MiB reports at least 13 MiB. Best effort (Linux
+/// 4.0 and later); the figure stays as it was where `/proc` refuses.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Reaps child `pid` (retrying on EINTR): its wait status and resource usage (`ru_maxrss` is

@@ -141,3 +141,13 @@ fn the_targets_are_judged_from_the_medians() {
     assert!(md.contains("b: 1.10 × glibc") && md.contains("c: 2.00 × mimalloc (the best)"), "{md}");
     assert!(md.contains("| c | 100.0 (1.00) | 20.0 (0.20) | **10.0 (0.10)** |"), "{md}");
 }
+
+#[test]
+fn a_childs_peak_rss_is_its_own_not_the_runners() {
+    // The runner once used 64 MiB (a big Vec is its own mapping, so dropping it unmaps it).
+    let big = vec![1u8; 64 << 20];
+    assert_eq!(std::hint::black_box(&big)[12345], 1);
+    drop(big);
+    let s = process::run_one(exe(), &Job::Workload("churn".into()), true, &Allocator::c("glibc", None)).unwrap();
+    assert!(s.peak_rss_kib < 32 << 10, "a small workload reported {} KiB: the runner's peak leaked in", s.peak_rss_kib);
+}

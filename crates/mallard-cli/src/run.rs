@@ -64,6 +64,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
         cmd.env("PYTHONMALLOC", "malloc");
     }
     let start = Instant::now();
+    mallard_bench::process::reset_peak_rss();
     let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", args.command[0].to_string_lossy()))?;
     // Like `time`: ^C and ^\ are for the program (our process group); we stay to report.
     // SAFETY: setting signal dispositions to SIG_IGN has no preconditions.
