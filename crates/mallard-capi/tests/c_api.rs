@@ -239,7 +239,9 @@ fn contract_checks_hold_on_glibc() {
 fn contract_linked() {
     let dir = lib_dir();
     let (l, rpath) = (format!("-L{}", dir.display()), format!("-Wl,-rpath,{}", dir.display()));
-    let exe = build("contract-linked", "contract.c", &[&l, "-lmallard", &rpath]);
+    // An old-style DT_RPATH, which wins over LD_LIBRARY_PATH (cargo puts its own target
+    // directory there, which may hold another build of libmallard.so).
+    let exe = build("contract-linked", "contract.c", &[&l, "-lmallard", &rpath, "-Wl,--disable-new-dtags"]);
     let ldd = support::output(Command::new("ldd").arg(&exe));
     let ldd_out = String::from_utf8_lossy(&ldd.stdout);
     let expected = format!("libmallard.so => {}", support::lib().display());

@@ -316,11 +316,11 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
     }
     // SAFETY: the page of p's slice.
     unsafe { check_and_mark(page, p) };
-    // A remote free. The owner and class were read before the push: once the block is on the
-    // list the owner may reuse the page and even release the segment.
+    // A remote free. The owner and class were read before: once the block is pushed and
+    // counted the owner may reuse the page and even release the segment.
     let class = page.class.load(Ordering::Relaxed) as usize;
     // SAFETY: p is a live block of `page`.
-    let tag = unsafe { page.push_remote(p.cast()) };
+    let tag = unsafe { page.free_remote(p.cast()) };
     if tag == FULL && !owner.is_null() {
         // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
         unsafe { (*owner).remote_hint(class) };

@@ -11,8 +11,9 @@
 //! so memory the program never uses is never touched.
 //!
 //! Invariant (owner's view, no remote free in flight):
-//! `used + len(free) + len(local_free) + purged_blocks() == capacity <= reserved`, and the
-//! blocks on `thread_free` are still counted in `used` until they are collected. (Purged
+//! `used - remote_freed + len(free) + len(local_free) + len(thread_free) + purged_blocks()
+//! == capacity <= reserved`: a remotely freed block stays counted in `used` until the owner
+//! collects its count (`remote_freed`), which may come after the block itself. (Purged
 //! blocks: see "giving back the free OS pages of a page in use" below.)
 //!
 //! The low bit of `thread_free` is the `FULL` flag: set by the owner when it moves the page to
@@ -162,6 +163,10 @@ pub struct Page {
     /// Written by the owner (and by whoever reclaims the page), read by remote freers.
     pub owner: AtomicPtr<Heap>,
     pub thread_free: AtomicPtr<Block>,
+    /// Remote frees of blocks not yet subtracted from `used`. A remote freer adds one after
+    /// its push, so the owner learns the count without walking the list (whose blocks the
+    /// freeing core wrote: a cache miss each). See `collect_remote`.
+    pub remote_freed: AtomicU32,
     /// The size class; read by remote freers and `stats()`.
     pub class: AtomicU8,
     /// Links in the owning heap's page queue (or full list). Owner only, but written so
@@ -186,6 +191,7 @@ impl Page {
         fresh: Cell::new(false),
         local_free: Cell::new(ptr::null_mut()),
         thread_free: AtomicPtr::new(ptr::null_mut()),
+        remote_freed: AtomicU32::new(0),
         block_size: Cell::new(0),
         block_magic: Cell::new(0),
         capacity: Cell::new(0),
@@ -209,6 +215,7 @@ impl Page {
         self.fresh.set(fresh);
         self.local_free.set(ptr::null_mut());
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
+        self.remote_freed.store(0, Ordering::Relaxed);
         self.block_size.set(block_size);
         self.block_magic.set(block_magic(block_size));
         self.capacity.set(0);
@@ -300,8 +307,9 @@ impl Page {
         self.local_free.set(b);
     }
 
-    /// Pushes a block freed by another thread. Returns the old tag: `FULL` if the page sat in
-    /// its owner's full list (the push cleared the flag and the caller must tell the owner).
+    /// Pushes a block (or a chunk) freed by another thread. Returns the old tag: `FULL` if the
+    /// page sat in its owner's full list (the push cleared the flag and the caller must tell
+    /// the owner).
     ///
     /// # Safety
     /// `b` is a block of this page that is in use. The page's memory may be reused by its
@@ -318,40 +326,89 @@ impl Page {
         }
     }
 
+    /// A remote free of block `b`: pushes it, then counts it in `remote_freed`. Returns the
+    /// old tag, as `push_remote` does.
+    ///
+    /// The count comes after the push, so `used - remote_freed` never falls below the true
+    /// number of live blocks: the owner may take `b` off the list before the count arrives,
+    /// but until it does `b` stays counted in `used`, the page cannot look empty, and so its
+    /// memory stays a page of this class while the count is added.
+    ///
+    /// # Safety
+    /// `b` is a block of this page that is in use. The caller must not touch the page
+    /// afterwards.
+    #[inline]
+    pub unsafe fn free_remote(&self, b: *mut Block) -> usize {
+        // SAFETY: forwarded.
+        let tag = unsafe { self.push_remote(b) };
+        self.remote_freed.fetch_add(1, Ordering::Release);
+        tag
+    }
+
     /// Owner only: moves remote and local frees to `free` if `free` is empty. Returns the
     /// number of remote frees collected.
     pub fn collect(&self) -> u32 {
-        let n = self.collect_remote();
-        if self.free.get().is_null() && !self.local_free.get().is_null() {
-            self.free.set(self.local_free.replace(ptr::null_mut()));
-            self.free_is_zero.set(false);
+        if !self.free.get().is_null() {
+            return self.collect_remote();
+        }
+        let n = self.take_remote_count();
+        let remote = self.take_remote_list();
+        // Both lists move without a walk: the local one (warm in this core's cache) first.
+        let local = self.local_free.replace(ptr::null_mut());
+        if local.is_null() {
+            self.free.set(remote);
+        } else {
+            self.free.set(local);
+            self.local_free.set(remote);
+        }
+        self.free_is_zero.set(false);
+        n
+    }
+
+    /// Owner only: moves the `thread_free` list onto `local_free` and subtracts the remote
+    /// frees counted so far from `used`. The page must not be in the full list (its `FULL`
+    /// tag is clear). Returns the number of remote frees collected.
+    pub fn collect_remote(&self) -> u32 {
+        let n = self.take_remote_count();
+        let head = self.take_remote_list();
+        if !head.is_null() {
+            let local = self.local_free.get();
+            if !local.is_null() {
+                // Rare (`free` and `local_free` both non-empty): walk the local list, whose
+                // blocks this core wrote, to its end and hang the remote list there.
+                let mut tail = local;
+                // SAFETY: local_free holds free blocks of this page, owned by this thread.
+                unsafe {
+                    while !(*tail).next.is_null() {
+                        tail = (*tail).next;
+                    }
+                    (*tail).next = head;
+                }
+            } else {
+                self.local_free.set(head);
+            }
         }
         n
     }
 
-    /// Owner only: moves the `thread_free` list onto `local_free`. The page must not be in
-    /// the full list (its `FULL` tag is clear).
-    pub fn collect_remote(&self) -> u32 {
-        if self.thread_free.load(Ordering::Relaxed).is_null() {
+    /// Owner only: takes the count of remote frees and subtracts it from `used`.
+    fn take_remote_count(&self) -> u32 {
+        if self.remote_freed.load(Ordering::Relaxed) == 0 {
             return 0;
+        }
+        let n = self.remote_freed.swap(0, Ordering::Acquire);
+        self.add_used(-(n as i32));
+        n
+    }
+
+    /// Owner only: takes the `thread_free` list (its `FULL` tag must be clear).
+    fn take_remote_list(&self) -> *mut Block {
+        if self.thread_free.load(Ordering::Relaxed).is_null() {
+            return ptr::null_mut();
         }
         let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
         debug_assert!(head.addr() & FULL == 0);
-        // Find the tail and count; these blocks are about to be reused anyway.
-        let mut n = 1u32;
-        let mut tail = head;
-        // SAFETY: every block on the list was pushed by a remote free of this page, and the
-        // Acquire swap makes the freers' link writes visible.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                n += 1;
-            }
-            (*tail).next = self.local_free.get();
-        }
-        self.local_free.set(head);
-        self.add_used(-(n as i32));
-        n
+        head
     }
 
     /// Owner only: carves more blocks from the untouched end of the page onto `free`
@@ -410,8 +467,8 @@ impl Page {
     // decommitted while the page stays in use. A free block keeps its list link in its first
     // word, which the purge zeroes, so the blocks that *start* in a purged OS page are taken
     // off the lists and remembered by the `purged` bitmap alone; `unpurge_one` puts them back
-    // (faulting the OS page in again) when the page runs out of other free blocks. Invariant:
-    // `used + len(free) + len(local_free) + purged_blocks() == capacity`. While any bit is set
+    // (faulting the OS page in again) when the page runs out of other free blocks. They are the
+    // `purged_blocks()` term of the invariant at the top of this file. While any bit is set
     // the owner carries the `PURGED` tag, so the free fast path (which cannot tell a purged
     // block from a live one) sends the page's frees to the slow path, which reports a free of
     // a block in a purged OS page as the double free it is.
@@ -591,10 +648,12 @@ impl Page {
         let remote = count(self.thread_free.load(Ordering::Acquire).map_addr(|a| a & !FULL));
         assert!(self.capacity.get() <= self.reserved.get());
         let purged = self.purged_blocks();
+        let counted = self.remote_freed.load(Ordering::Acquire);
+        assert!(remote <= counted && counted <= self.used(), "every listed remote free is counted, and in used");
         assert_eq!(
-            self.used() + free + local + purged,
+            self.used() - counted + free + local + remote + purged,
             self.capacity.get(),
-            "used + free + local_free + purged blocks == capacity"
+            "live + free + local_free + thread_free + purged blocks == capacity"
         );
         assert_eq!(
             self.purged.load(Ordering::Relaxed) != 0,
@@ -609,6 +668,5 @@ impl Page {
                 b = unsafe { (*b).next };
             }
         }
-        assert!(remote <= self.used(), "remote frees are counted in used until collected");
     }
 }
