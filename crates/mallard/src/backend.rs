@@ -139,6 +139,11 @@ impl Backend {
                 return;
             }
         }
+        self.release_segment(seg);
+    }
+
+    /// Unmaps an empty segment that no list holds.
+    fn release_segment(&self, seg: &Segment) {
         self.unregister(seg);
         let (base, size) = (seg.base.get(), seg.map_size.get());
         // SAFETY: the segment is empty and unlinked; base/size are its whole mapping.
@@ -285,39 +290,71 @@ impl Backend {
     }
 
     /// Decommits cached segments and huge mappings whose delay has passed (all with `force`).
+    /// Cached segments beyond `SEGMENT_CACHE_KEEP` are unmapped instead.
     pub fn purge(&self, now: u64, force: bool) {
         if !force && now < self.next_purge.load(Ordering::Relaxed) {
             return;
         }
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         let mut next = u64::MAX;
         let mut bytes = 0;
-        let mut visit = |seg: &Segment| {
+        let mut due = |seg: &Segment| {
             if seg.dirty_mask.get() == 0 {
-                return;
+                return false;
             }
             if force || now >= seg.purge_at.get() {
-                bytes += seg.purge_all();
-            } else {
-                next = next.min(seg.purge_at.get());
+                return true;
             }
+            next = next.min(seg.purge_at.get());
+            false
         };
+        // Due segments beyond the number kept move to `release`, linked through `next`
+        // (no allocation), and are unmapped after the lock is dropped (`unregister` takes it).
+        let mut release: *mut Segment = ptr::null_mut();
+        let mut prev: *mut Segment = ptr::null_mut();
         let mut s = st.cache;
         while !s.is_null() {
             // SAFETY: cache entries are valid, empty segments owned by the cache.
             let seg = unsafe { &*s };
-            visit(seg);
-            s = seg.next.get();
+            let after = seg.next.get();
+            let clean = seg.dirty_mask.get() == 0; // purged already
+            if due(seg) || clean {
+                if st.cache_len > SEGMENT_CACHE_KEEP {
+                    if prev.is_null() {
+                        st.cache = after;
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { (*prev).next.set(after) };
+                    }
+                    st.cache_len -= 1;
+                    seg.next.set(release);
+                    release = s;
+                    s = after;
+                    continue;
+                }
+                if !clean {
+                    bytes += seg.purge_all();
+                }
+            }
+            prev = s;
+            s = after;
         }
         for &(seg, size) in st.huge_cache.iter() {
-            if size != 0 {
-                // SAFETY: as above, for cached huge mappings.
-                visit(unsafe { &*seg });
+            // SAFETY: as above, for cached huge mappings.
+            if size != 0 && due(unsafe { &*seg }) {
+                // SAFETY: as above.
+                bytes += unsafe { &*seg }.purge_all();
             }
         }
         self.next_purge.store(next, Ordering::Relaxed);
         drop(st);
         self.counters.bytes_purged.fetch_add(bytes as i64, Ordering::Relaxed);
+        while !release.is_null() {
+            // SAFETY: taken off the cache above; nobody else refers to it.
+            let seg = unsafe { &*release };
+            release = seg.next.get();
+            self.release_segment(seg);
+        }
     }
 
     /// Takes the smallest cached huge mapping of at least `min` and at most `max` bytes:

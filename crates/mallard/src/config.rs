@@ -44,9 +44,16 @@ pub const MIN_ALIGN: usize = 16;
 pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
 
 /// Empty segments kept for reuse (process-wide) instead of being unmapped at once: the cost
-/// of a thread that frees its last block and allocates again right after is then a list pop,
-/// not munmap + mmap.
-pub const SEGMENT_CACHE_MAX: usize = 8;
+/// of a program that frees many blocks and allocates again right after is then a list pop,
+/// not munmap, mmap and a page fault per 4 KiB. Cached segments stay committed until the
+/// purge delay passes. Measured: with 8, the json workload (rounds that build and drop a
+/// 56 MiB tree) unmapped and faulted in 13 segments a round, 60 % more page faults than
+/// mimalloc.
+pub const SEGMENT_CACHE_MAX: usize = 64;
+
+/// When a cached segment's purge is due, at most this many cached segments stay mapped
+/// (decommitted, so costing address space only); the others are unmapped.
+pub const SEGMENT_CACHE_KEEP: usize = 8;
 
 /// Freed huge mappings kept for reuse (process-wide), by count and by bytes: a program that
 /// frees and allocates multi-MiB blocks in turn reuses pages that are already faulted in,

@@ -136,3 +136,36 @@ fn scattered_survivors_do_not_pin_their_pages() {
     );
     assert!(keep.iter().enumerate().all(|(k, b)| b.iter().all(|&x| x == ((k * 256) % 251) as u8 + 1)));
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
+fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mallard::collect(true);
+    let before = mallard::stats();
+    // 40 segments' worth of small blocks, all freed: more than SEGMENT_CACHE_KEEP.
+    let blocks: Vec<Box<[u8]>> = (0..160 * MIB / 1000).map(|i| vec![i as u8; 1000].into_boxed_slice()).collect();
+    drop(blocks);
+    let freed = mallard::stats();
+    assert!(
+        freed.segments_cached > mallard::config::SEGMENT_CACHE_KEEP as i64,
+        "freed segments are cached for reuse until the purge delay: {} cached",
+        freed.segments_cached
+    );
+    // Reuse: the same amount again maps (almost) no new segment.
+    let again: Vec<Box<[u8]>> = (0..160 * MIB / 1000).map(|i| vec![i as u8; 1000].into_boxed_slice()).collect();
+    let reused = mallard::stats();
+    assert!(
+        reused.segments_mapped - freed.segments_mapped <= 2,
+        "{} new segments mapped though {} were cached",
+        reused.segments_mapped - freed.segments_mapped,
+        freed.segments_cached
+    );
+    drop(again);
+    mallard::collect(true);
+    let purged = mallard::stats();
+    // (`segments_cached` also counts cached huge mappings, which `before` already holds.)
+    let kept = purged.segments_cached - before.segments_cached;
+    assert!(kept <= mallard::config::SEGMENT_CACHE_KEEP as i64, "{kept} more segments cached after the purge");
+    assert!(purged.segments_released - before.segments_released >= 30, "{:?}", purged.segments_released);
+}
