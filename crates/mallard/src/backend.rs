@@ -130,7 +130,7 @@ impl Backend {
         seg.owner.store(ptr::null_mut(), Ordering::Relaxed);
         if seg.map_size.get() == SEGMENT_SIZE && seg.base.get() == seg.addr() {
             let mut st = self.state.lock();
-            if st.cache_len < SEGMENT_CACHE_MAX {
+            if st.cache_len < self.segment_cache_limit() {
                 seg.set_kind(SegmentKind::Cached);
                 self.schedule_purge(seg);
                 seg.next.set(st.cache);
@@ -140,6 +140,15 @@ impl Backend {
             }
         }
         self.release_segment(seg);
+    }
+
+    /// How many empty segments the cache holds (committed, until their purge is due): at least
+    /// `SEGMENT_CACHE_KEEP`, and up to half the peak of the memory in use, so a program that
+    /// drops and rebuilds a big structure reuses its segments, while the cache never adds
+    /// more than half the program's own peak to its RSS.
+    fn segment_cache_limit(&self) -> usize {
+        let half_peak = self.peak_in_use.load(Ordering::Relaxed).max(0) as usize / 2 / SEGMENT_SIZE;
+        half_peak.clamp(SEGMENT_CACHE_KEEP, SEGMENT_CACHE_MAX)
     }
 
     /// Unmaps an empty segment that no list holds.

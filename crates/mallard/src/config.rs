@@ -46,9 +46,11 @@ pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
 /// Empty segments kept for reuse (process-wide) instead of being unmapped at once: the cost
 /// of a program that frees many blocks and allocates again right after is then a list pop,
 /// not munmap, mmap and a page fault per 4 KiB. Cached segments stay committed until the
-/// purge delay passes. Measured: with 8, the json workload (rounds that build and drop a
-/// 56 MiB tree) unmapped and faulted in 13 segments a round, 60 % more page faults than
-/// mimalloc.
+/// purge delay passes, so the cache holds at most half the peak memory in use, in segments
+/// (`Backend::segment_cache_limit`), and never more than this. Measured: with 8 the json
+/// workload (rounds that build and drop a 56 MiB tree) unmapped and faulted in 13 segments
+/// a round, 60 % more page faults than mimalloc; with 64 for everyone, vec-grow kept 64
+/// freed segments (256 MiB) committed.
 pub const SEGMENT_CACHE_MAX: usize = 64;
 
 /// When a cached segment's purge is due, at most this many cached segments stay mapped
