@@ -30,6 +30,15 @@ static void *free_in_thread(void *p) {
 static pthread_barrier_t freed;
 static void *owner_block;
 
+/* Frees `p` (a remote free, which may wait in this thread's batch) and stays alive until main
+ * has misused it. */
+static void *free_and_stay(void *p) {
+    free(p);
+    pthread_barrier_wait(&freed);
+    pthread_barrier_wait(&freed); /* never passed: main aborts first */
+    return NULL;
+}
+
 /* Allocates and frees a block, then stays alive (its heap keeps the page) while main frees
  * the block again. */
 static void *alloc_free_and_wait(void *arg) {
@@ -126,6 +135,16 @@ int main(int argc, char **argv) {
         pthread_t t;
         pthread_create(&t, NULL, free_in_thread, p);
         pthread_join(t, NULL);
+        show(p);
+        free(launder(p));
+    } else if (!strcmp(c, "double-free-batched")) {
+        /* Freed by another thread that stays alive (the block may still sit in its batch of
+         * remote frees, on no list of its page), then again by its owner. */
+        void *p = malloc(32);
+        pthread_t t;
+        pthread_barrier_init(&freed, NULL, 2);
+        pthread_create(&t, NULL, free_and_stay, p);
+        pthread_barrier_wait(&freed);
         show(p);
         free(launder(p));
     } else if (!strcmp(c, "double-free-cross")) {

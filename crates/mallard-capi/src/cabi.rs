@@ -201,7 +201,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         return 0;
     }
     // SAFETY: a live block (checked).
-    unsafe { alloc::usable_size_checked(thread_heap(), p.cast()) }
+    unsafe { alloc::usable_size_checked(p.cast()) }
 }
 
 /// `free_sized(p, n)` (C23): `free(p)`.

@@ -410,6 +410,11 @@ fn misuse_double_free_after_remote_free() {
 }
 
 #[test]
+fn misuse_double_free_while_the_remote_free_waits_in_a_batch() {
+    misuse("double-free-batched", Some("double free"));
+}
+
+#[test]
 fn misuse_double_free_from_other_thread() {
     misuse("double-free-cross", Some("double free"));
 }

@@ -168,7 +168,7 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
                 misuse::report("free of a pointer inside a block", p);
             }
             if read_mark(b) == mark {
-                return free_marked(heap, page, p);
+                free_marked(p);
             }
             write_mark(b, mark);
             page.link_local(b);
@@ -210,24 +210,13 @@ fn free_unmapped(p: *mut u8) {
     }
 }
 
-/// `free` of a block of the caller's own page that carries the free mark: a double free if
-/// the block is on one of the page's free lists, else a live block whose program happened to
-/// write the mark (then it is freed as usual).
+/// `free` of a block of the caller's own page that carries the free mark: a double free. (A
+/// block handed out has its mark cleared, so a live block carries it only if the program
+/// wrote that secret word, which it can only have read from freed memory. The block may be
+/// on none of the page's lists: another thread that freed it may hold it in its batch.)
 #[cold]
-unsafe fn free_marked(heap: &Heap, page: &Page, p: *mut u8) {
-    if page.holds_free(p.cast()) {
-        misuse::report("double free", p);
-    }
-    // SAFETY: p is a live block of `page`, which this thread owns.
-    unsafe {
-        page.link_local(p.cast());
-        if page.used() == 1 {
-            page.used.store(0, Ordering::Relaxed);
-            heap.page_empty(page);
-        } else {
-            page.add_used(-1);
-        }
-    }
+fn free_marked(p: *mut u8) -> ! {
+    misuse::report("double free", p)
 }
 
 /// Checks that `p` can be a live block of page-class `page`, for the paths where the page is
@@ -287,7 +276,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
                     misuse::report("free of a pointer inside a block", p);
                 }
                 let marked = read_mark(p.cast()) == misuse::free_mark();
-                if page.in_purged_os_page(p) || (marked && page.holds_free(p.cast())) {
+                if page.in_purged_os_page(p) || marked {
                     misuse::report("double free", p);
                 }
                 write_mark(p.cast(), misuse::free_mark());
@@ -311,26 +300,34 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
             // SAFETY: heaps are never unmapped.
             unsafe { (*owner).remote_hint(CHUNK_HINT) };
         }
-        count_remote_free(heap, None);
+        count_remote_free(heap, heap.for_remote_free(), None);
         return;
     }
     // SAFETY: the page of p's slice.
     unsafe { check_and_mark(page, p) };
-    // A remote free. The owner and class were read before: once the block is pushed and
-    // counted the owner may reuse the page and even release the segment.
     let class = page.class.load(Ordering::Relaxed) as usize;
-    // SAFETY: p is a live block of `page`.
-    let tag = unsafe { page.free_remote(p.cast()) };
-    if tag == FULL && !owner.is_null() {
-        // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
-        unsafe { (*owner).remote_hint(class) };
+    let freer = heap.for_remote_free();
+    count_remote_free(heap, freer, Some(class));
+    match freer {
+        // SAFETY: p is a live block of `page`, checked and marked.
+        Some(h) => unsafe { h.batch_remote(page, p.cast()) },
+        None => {
+            // A thread without a heap (exiting) pushes at once. The owner and class were read
+            // before: once the block is pushed and counted the owner may recycle the page.
+            // SAFETY: p is a live block of `page`.
+            let tag = unsafe { page.free_remote(p.cast()) };
+            if tag == FULL && !owner.is_null() {
+                // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
+                unsafe { (*owner).remote_hint(class) };
+            }
+        }
     }
-    count_remote_free(heap, Some(class));
 }
 
-/// Counts a remote free (of a block of `class`, or of a chunk) in the freeing thread's heap.
-fn count_remote_free(heap: &Heap, class: Option<usize>) {
-    match heap.for_remote_free() {
+/// Counts a remote free (of a block of `class`, or of a chunk) in the freeing thread's heap
+/// (`freer`, from `heap.for_remote_free()`), or in the backend if it has none.
+fn count_remote_free(heap: &Heap, freer: Option<&Heap>, class: Option<usize>) {
+    match freer {
         Some(h) => {
             Counters::bump(&h.counters.remote_frees, 1);
             if let Some(c) = class {
@@ -421,7 +418,7 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
 pub unsafe fn realloc_unsized(heap: &Heap, p: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: forwarded.
     unsafe {
-        check_live(heap, p, "realloc");
+        check_live(p, "realloc");
         let old = usable_size(p);
         realloc(heap, p, old, new_size, MIN_ALIGN)
     }
@@ -430,11 +427,11 @@ pub unsafe fn realloc_unsized(heap: &Heap, p: *mut u8, new_size: usize) -> *mut 
 /// `usable_size` for pointers from outside (the C API): checks `p` first, as `check_live`.
 ///
 /// # Safety
-/// `heap` is the calling thread's heap.
-pub unsafe fn usable_size_checked(heap: &Heap, p: *const u8) -> usize {
+/// None beyond `check_live`'s: a pointer that is not a live block is reported.
+pub unsafe fn usable_size_checked(p: *const u8) -> usize {
     // SAFETY: forwarded.
     unsafe {
-        check_live(heap, p, "malloc_usable_size");
+        check_live(p, "malloc_usable_size");
         usable_size(p)
     }
 }
@@ -443,8 +440,8 @@ pub unsafe fn usable_size_checked(heap: &Heap, p: *const u8) -> usize {
 /// operation in the report. Catches what `free` catches.
 ///
 /// # Safety
-/// `heap` is the calling thread's heap.
-pub unsafe fn check_live(heap: &Heap, p: *const u8, op: &str) {
+/// None: any pointer may be passed (one inside a live segment is only read from its page).
+pub unsafe fn check_live(p: *const u8, op: &str) {
     if !segment_map::contains(p) {
         misuse::report_op(op, "a pointer mallard did not allocate", p);
     }
@@ -471,7 +468,7 @@ pub unsafe fn check_live(heap: &Heap, p: *const u8, op: &str) {
             }
             // SAFETY: p starts a block of the page.
             let marked = unsafe { read_mark(p.cast()) } == misuse::free_mark();
-            if page.in_purged_os_page(p) || (marked && (page.owner_heap() != heap.id() || page.holds_free(p.cast()))) {
+            if page.in_purged_os_page(p) || marked {
                 misuse::report_op(op, "a freed block", p);
             }
         }

@@ -81,6 +81,10 @@ pub const HEADER_KEEP: usize = core::mem::size_of::<crate::segment::Segment>().n
 /// takes, as a backstop to the remote-free hints.
 pub const FULL_SCAN_PERIOD: u32 = 32;
 
+/// A thread pushes its remote frees to one page in batches of up to this many blocks (see
+/// `Heap::batch_remote`); at most this many less one wait per thread between its slow paths.
+pub const REMOTE_BATCH_MAX: u32 = 64;
+
 /// Heap metadata is carved from chunks of this size taken from the page source.
 pub const META_CHUNK_SIZE: usize = SLICE_SIZE;
 

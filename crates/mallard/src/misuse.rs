@@ -6,11 +6,11 @@
 //! - the pointer's 4 MiB region holds a segment (`segment_map`);
 //! - it starts a block of its page (a multiply, `Page::starts_block`);
 //! - the block does not carry the *free mark*: freeing writes a per-process random word,
-//!   `free_mark()`, into a block's second word and handing it out again clears it. A block
-//!   that has it is confirmed free by walking its page's lists when the page is the caller's
-//!   own; when it belongs to another thread's page, whose lists may not be walked, the mark
-//!   alone decides. A live block carries the mark only if the program wrote that secret word
-//!   there, which it can learn only by reading freed memory.
+//!   `free_mark()`, into a block's second word and handing it out again clears it, so a
+//!   block that has it was freed already. (A live block carries the mark only if the program
+//!   wrote that secret word there, which it can learn only by reading freed memory. The
+//!   page's lists cannot confirm it: a freed block may wait in another thread's batch of
+//!   remote frees, on no list yet.)
 //!
 //! Found misuse is reported by `report`: one line `mallard: <what> at <address>` on stderr,
 //! written without allocating, then `abort`.

@@ -279,26 +279,6 @@ impl Page {
         off.wrapping_mul(m) < m
     }
 
-    /// Owner only: whether `b` is on one of the page's free lists (`free`, `local_free`,
-    /// `thread_free`). Walks them: used only to confirm a suspected double free.
-    pub fn holds_free(&self, b: *const Block) -> bool {
-        let on = |mut x: *mut Block| {
-            let mut n = 0u32;
-            while !x.is_null() && n <= self.reserved.get() {
-                if core::ptr::eq(x, b) {
-                    return true;
-                }
-                // SAFETY: x is a free block of this page.
-                x = unsafe { (*x).next };
-                n += 1;
-            }
-            false
-        };
-        on(self.free.get())
-            || on(self.local_free.get())
-            || on(self.thread_free.load(Ordering::Acquire).map_addr(|a| a & !FULL))
-    }
-
     /// Owner only: pushes a block freed by the owner.
     ///
     /// # Safety
@@ -356,6 +336,25 @@ impl Page {
         // SAFETY: forwarded.
         let tag = unsafe { self.push_remote(b) };
         self.remote_freed.fetch_add(1, Ordering::Release);
+        tag
+    }
+
+    /// Remote frees of the `n` blocks `head..=tail` (linked through `next`): one push and one
+    /// count for all of them, with `free_remote`'s ordering. Returns the old tag.
+    ///
+    /// # Safety
+    /// As for `free_remote`, for every block of the list.
+    pub unsafe fn free_remote_list(&self, head: *mut Block, tail: *mut Block, n: u32) -> usize {
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        let tag = loop {
+            // SAFETY: the blocks are ours to link until the push publishes them.
+            unsafe { (*tail).next = old.map_addr(|a| a & !FULL) };
+            match self.thread_free.compare_exchange_weak(old, head, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break old.addr() & FULL,
+                Err(cur) => old = cur,
+            }
+        };
+        self.remote_freed.fetch_add(n, Ordering::Release);
         tag
     }
 
