@@ -310,7 +310,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
     count_remote_free(heap, freer, Some(class));
     match freer {
         // SAFETY: p is a live block of `page`, checked and marked.
-        Some(h) => unsafe { h.batch_remote(page, p.cast()) },
+        Some(h) => unsafe { h.batch_remote(page, class, p.cast()) },
         None => {
             // A thread without a heap (exiting) pushes at once. The owner and class were read
             // before: once the block is pushed and counted the owner may recycle the page.

@@ -44,7 +44,7 @@ struct RemoteHint([AtomicU64; 2]);
 
 /// The `remote_hint` bit that says a chunk of this heap was freed by another thread.
 pub const CHUNK_HINT: usize = 127;
-const _: () = assert!(CLASS_COUNT <= CHUNK_HINT);
+const _: () = assert!(CLASS_COUNT <= CHUNK_HINT && CLASS_COUNT <= 128);
 
 /// Blocks this thread freed into one page of another heap, linked through their `next` word,
 /// not yet pushed. They stay counted in their page's `used`, so the page cannot look empty
@@ -87,8 +87,10 @@ pub struct Heap {
     /// there does not create a new heap.
     exited: bool,
     fresh_pages: Cell<u32>,
-    /// Remote frees held back to be pushed to their page as one list (see `batch_remote`).
-    remote_batch: RemoteBatch,
+    /// Remote frees held back to be pushed to their page as one list, one batch per class
+    /// (see `batch_remote`), and which batches hold blocks.
+    remote_batches: [RemoteBatch; CLASS_COUNT],
+    batched: Cell<u128>,
     /// When `maybe_purge` next looks for due purges (ms).
     next_purge_check: Cell<u64>,
     pub counters: Counters,
@@ -174,7 +176,8 @@ impl Heap {
             is_empty: true,
             exited,
             fresh_pages: Cell::new(0),
-            remote_batch: RemoteBatch::EMPTY,
+            remote_batches: [RemoteBatch::EMPTY; CLASS_COUNT],
+            batched: Cell::new(0),
             next_purge_check: Cell::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
@@ -391,40 +394,52 @@ impl Heap {
         }
     }
 
-    /// A remote free of block `b` (checked and marked) of `page`, another heap's page: joins
-    /// the batch if the batch is for that page, else the batch is pushed and a new one
-    /// starts. A batch is pushed when it holds `REMOTE_BATCH_MAX` blocks, and in this heap's
-    /// slow paths, `collect` and `abandon`. One push and one count per batch instead of per
-    /// block (snmalloc batches remote frees too): in prod-cons the consumer made two locked
-    /// instructions per block on the line the producer collects from.
+    /// A remote free of block `b` (checked and marked) of `page`, another heap's page of
+    /// `class`: joins the class's batch if that batch is for the same page, else the batch is
+    /// pushed and a new one starts. A batch is pushed when it holds `REMOTE_BATCH_MAX` blocks,
+    /// and all are in this heap's slow paths, `collect` and `abandon`. One push and one count
+    /// per batch instead of per block (snmalloc batches remote frees too). One batch per class,
+    /// because a program frees blocks of mixed sizes in turn: one batch for all of them was
+    /// pushed at almost every free.
     ///
     /// # Safety
     /// `b` is a live block of `page`, freed by the program; the caller checked it.
-    pub unsafe fn batch_remote(&self, page: &Page, b: *mut Block) {
-        let rb = &self.remote_batch;
+    pub unsafe fn batch_remote(&self, page: &Page, class: usize, b: *mut Block) {
+        let rb = &self.remote_batches[class];
         if ptr::eq(rb.page.get(), page) {
             // SAFETY: the block is ours until the batch is pushed.
             unsafe { (*b).next = rb.head.get() };
             rb.head.set(b);
             rb.count.set(rb.count.get() + 1);
             if rb.count.get() >= REMOTE_BATCH_MAX {
-                self.flush_remote();
+                self.push_batch(class);
             }
         } else {
-            self.flush_remote();
+            self.push_batch(class);
             // SAFETY: as above.
             unsafe { (*b).next = ptr::null_mut() };
             rb.page.set(page);
             rb.head.set(b);
             rb.tail.set(b);
             rb.count.set(1);
+            self.batched.set(self.batched.get() | 1 << class);
         }
     }
 
-    /// Pushes the batch of remote frees, if any.
+    /// Pushes every batch of remote frees.
     #[inline]
     pub fn flush_remote(&self) {
-        let rb = &self.remote_batch;
+        let mut m = self.batched.get();
+        while m != 0 {
+            let class = m.trailing_zeros() as usize;
+            m &= m - 1;
+            self.push_batch(class);
+        }
+    }
+
+    /// Pushes the batch of `class`, if it holds blocks.
+    fn push_batch(&self, class: usize) {
+        let rb = &self.remote_batches[class];
         let n = rb.count.get();
         if n == 0 {
             return;
@@ -434,11 +449,11 @@ impl Heap {
         let page = unsafe { &*rb.page.get() };
         // Read before the push: afterwards the owner may recycle the page.
         let owner = page.owner_heap();
-        let class = page.class.load(Ordering::Relaxed) as usize;
         // SAFETY: head..tail are `n` blocks of `page`, linked, freed and owned by this batch.
         let tag = unsafe { page.free_remote_list(rb.head.get(), rb.tail.get(), n) };
         rb.page.set(ptr::null());
         rb.count.set(0);
+        self.batched.set(self.batched.get() & !(1 << class));
         if tag == FULL && !owner.is_null() {
             // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
             unsafe { (*owner).remote_hint(class) };
