@@ -1,0 +1,17 @@
+// outcome glibc: crash
+// outcome mallard: exploited
+// outcome mallard-secure: abort
+/* A use-after-free write: the program writes into a block it freed, where the allocator keeps
+ * its free-list link, the address it wants malloc to return. Without encoded links the
+ * allocator follows it. */
+#include "misuse.h"
+
+int main(void) {
+    void *a = malloc(48), *b = malloc(48);
+    free(b);
+    free(a);
+    *(void **)launder(a) = target; /* the link word of a freed block */
+    *(void **)launder(b) = target;
+    hunt(48, 4096);
+    return 0;
+}
