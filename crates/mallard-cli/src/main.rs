@@ -48,6 +48,10 @@ struct BenchArgs {
     /// With --process: only these allocators (comma-separated names).
     #[arg(long, value_name = "NAME", requires = "process")]
     allocators: Option<String>,
+    /// With --process: also run under the C allocator in LIB, called NAME (repeatable), e.g.
+    /// another build of libmallard.so to compare with: `--extra before=/tmp/libmallard.so`.
+    #[arg(long, value_name = "NAME=LIB", requires = "process")]
+    extra: Vec<String>,
     /// With --process: also draw time and peak RSS relative to glibc as an SVG chart in FILE.
     #[arg(long, value_name = "FILE", requires = "process")]
     svg: Option<PathBuf>,
@@ -97,6 +101,14 @@ fn bench_process(args: &BenchArgs, selected: &[&str]) -> Result<(), String> {
     let lib = run::find_library(None)?;
     let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bins"], "build it")?;
     let mut allocators = process::detect(&lib);
+    for e in &args.extra {
+        let (name, path) = e.split_once('=').ok_or_else(|| format!("--extra {e:?}: want NAME=LIB"))?;
+        let path = std::fs::canonicalize(path).map_err(|err| format!("--extra {name}: {path}: {err}"))?;
+        if name.is_empty() || allocators.iter().any(|a| a.name == name) {
+            return Err(format!("--extra {e:?}: the name must be new and not empty"));
+        }
+        allocators.push(process::Allocator::c(name, Some(path)));
+    }
     allocators.extend(process::crates(&exe));
     if let Some(only) = &args.allocators {
         let wanted: Vec<&str> = only.split(',').map(str::trim).collect();

@@ -101,3 +101,33 @@ fn a_missing_program_or_library_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("/nonexistent/libmallard.so is not a file"), "{}", text(&out.stderr));
 }
+
+/// `mallard bench --process --extra NAME=LIB` adds another C allocator (here: the same library
+/// under another name), so two builds can be compared side by side.
+#[test]
+fn bench_process_runs_an_extra_library_as_a_column() {
+    let bench = |extra: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mallard"))
+            .args([
+                "bench",
+                "--process",
+                "--smoke",
+                "--only",
+                "churn",
+                "--allocators",
+                "glibc,before",
+                "--extra",
+                extra,
+            ])
+            .env("MALLARD_LIB", lib())
+            .env_remove("CARGO")
+            .output()
+            .expect("run mallard bench")
+    };
+    let out = bench(&format!("before={}", lib().display()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("| workload | glibc | before |"), "{}", text(&out.stdout));
+    let bad = bench("no-equals-sign");
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("want NAME=LIB"), "{}", text(&bad.stderr));
+}
