@@ -9,6 +9,9 @@ use std::sync::{mpsc, Mutex};
 #[global_allocator]
 static GLOBAL: Mallard = Mallard;
 
+/// Every test here holds this lock: the statistics and RSS figures some of them check are
+/// process-wide, so another test allocating meanwhile (say, blocks of the class a test counts)
+/// would change them.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -35,6 +38,7 @@ fn resident_bytes() -> usize {
 
 #[test]
 fn blocks_passed_between_threads_keep_their_contents() {
+    let _g = serial();
     const THREADS: usize = 4;
     let rounds = if cfg!(miri) { 20 } else { 20_000 };
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::sync_channel::<(usize, Vec<u8>)>(64)).unzip();
@@ -135,6 +139,7 @@ fn producer_consumer_reuses_memory() {
 
 #[test]
 fn every_power_of_two_alignment_is_honoured() {
+    let _g = serial();
     let mut blocks = Vec::new();
     for shift in 0..=if cfg!(miri) { 16 } else { 26 } {
         let align = 1usize << shift;
@@ -161,6 +166,7 @@ fn every_power_of_two_alignment_is_honoured() {
 
 #[test]
 fn alloc_zeroed_returns_zeroes_even_on_reused_memory() {
+    let _g = serial();
     for size in [8, 16, 100, 1000, 5000, 100_000, 1 << 20] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         for _ in 0..3 {
@@ -194,6 +200,7 @@ fn large_zeroed_allocation_from_fresh_memory_is_not_touched() {
 
 #[test]
 fn realloc_stays_in_place_within_the_class() {
+    let _g = serial();
     let layout = Layout::from_size_align(100, 8).unwrap();
     // SAFETY: non-zero size; realloc to sizes that fit the 112-byte class.
     unsafe {
@@ -214,6 +221,7 @@ fn realloc_stays_in_place_within_the_class() {
 #[test]
 #[cfg_attr(miri, ignore = "maps GiBs")]
 fn huge_realloc_keeps_contents_while_growing_and_shrinking() {
+    let _g = serial();
     let mut v: Vec<u64> = Vec::new();
     for i in 0..(64u64 << 20) / 8 {
         v.push(i);
@@ -226,6 +234,7 @@ fn huge_realloc_keeps_contents_while_growing_and_shrinking() {
 
 #[test]
 fn out_of_memory_returns_null() {
+    let _g = serial();
     for size in [isize::MAX as usize - 8191, 1usize << 46] {
         let layout = Layout::from_size_align(size, 4096).unwrap();
         // SAFETY: non-zero size.
@@ -251,6 +260,7 @@ fn stats_count_live_blocks_per_class() {
 
 #[test]
 fn chunk_realloc_grows_in_place_into_a_free_neighbour_and_keeps_contents() {
+    let _g = serial();
     const MIB: usize = 1 << 20;
     let l = |n| Layout::from_size_align(n, 8).unwrap();
     // SAFETY: non-zero sizes; every block is freed with its current layout.
@@ -281,6 +291,7 @@ fn chunk_realloc_grows_in_place_into_a_free_neighbour_and_keeps_contents() {
 
 #[test]
 fn stats_show_fragmentation_figures() {
+    let _g = serial();
     const MIB: usize = 1 << 20;
     let l = Layout::from_size_align(MIB, 8).unwrap();
     std::thread::spawn(move || {
@@ -305,6 +316,7 @@ fn stats_show_fragmentation_figures() {
 
 #[test]
 fn large_blocks_freed_by_other_threads_and_after_exit_keep_contents_and_are_reused() {
+    let _g = serial();
     const MIB: usize = 1 << 20;
     let rounds = if cfg!(miri) { 3 } else { 200 };
     let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(4);
