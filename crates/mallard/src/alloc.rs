@@ -8,7 +8,7 @@ use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
 use crate::large::{self, ChunkHeap};
 use crate::misuse;
-use crate::page::{read_mark, write_mark, Block, Page, FULL};
+use crate::page::{read_mark, write_mark, Block, Page};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::segment_map;
 use crate::size_class::{class_for_aligned, class_of};
@@ -324,16 +324,9 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
     match freer {
         // SAFETY: p is a live block of `page`, checked and marked.
         Some(h) => unsafe { h.batch_remote(page, class, p.cast()) },
-        None => {
-            // A thread without a heap (exiting) pushes at once. The owner and class were read
-            // before: once the block is pushed and counted the owner may recycle the page.
-            // SAFETY: p is a live block of `page`.
-            let tag = unsafe { page.free_remote(p.cast()) };
-            if tag == FULL && !owner.is_null() {
-                // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
-                unsafe { (*owner).remote_hint(class) };
-            }
-        }
+        // A thread without a heap (exiting) pushes at once.
+        // SAFETY: p is a live block of `page`, checked and marked.
+        None => unsafe { Heap::free_remote(page, class, p.cast(), p.cast(), 1) },
     }
 }
 

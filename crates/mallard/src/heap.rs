@@ -445,15 +445,24 @@ impl Heap {
             return;
         }
         // SAFETY: the batch's page stays a page of its class while the batch waits (its blocks
-        // are counted in `used`).
-        let page = unsafe { &*rb.page.get() };
-        // Read before the push: afterwards the owner may recycle the page.
-        let owner = page.owner_heap();
-        // SAFETY: head..tail are `n` blocks of `page`, linked, freed and owned by this batch.
-        let tag = unsafe { page.free_remote_list(rb.head.get(), rb.tail.get(), n) };
+        // are counted in `used`); head..tail are `n` blocks of it, linked, freed and owned by
+        // this batch.
+        unsafe { Self::free_remote(&*rb.page.get(), class, rb.head.get(), rb.tail.get(), n) };
         rb.page.set(ptr::null());
         rb.count.set(0);
         self.batched.set(self.batched.get() & !(1 << class));
+    }
+
+    /// Remote frees of the `n` blocks `head..=tail` of `page` (of `class`): pushes and counts
+    /// them, and if that cleared the page's `FULL` tag, tells its owner.
+    ///
+    /// # Safety
+    /// As for `Page::free_remote_list`.
+    pub unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
+        // Read before the push: afterwards the owner may recycle the page.
+        let owner = page.owner_heap();
+        // SAFETY: forwarded.
+        let tag = unsafe { page.free_remote_list(head, tail, n) };
         if tag == FULL && !owner.is_null() {
             // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
             unsafe { (*owner).remote_hint(class) };

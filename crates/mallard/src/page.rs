@@ -309,51 +309,41 @@ impl Page {
     /// `b` is a block of this page that is in use. The page's memory may be reused by its
     /// owner as soon as this returns, so the caller must not touch the page afterwards.
     pub unsafe fn push_remote(&self, b: *mut Block) -> usize {
+        // SAFETY: forwarded; a single block is a list of one.
+        unsafe { self.push_remote_list(b, b) }
+    }
+
+    /// `push_remote` of the blocks `head..=tail`, linked through `next`: one CAS for all.
+    ///
+    /// # Safety
+    /// As for `push_remote`, for every block of the list.
+    unsafe fn push_remote_list(&self, head: *mut Block, tail: *mut Block) -> usize {
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the block is ours to link until the push publishes it.
-            unsafe { (*b).next = old.map_addr(|a| a & !FULL) };
-            match self.thread_free.compare_exchange_weak(old, b, Ordering::Release, Ordering::Relaxed) {
+            // SAFETY: the blocks are ours to link until the push publishes them.
+            unsafe { (*tail).next = old.map_addr(|a| a & !FULL) };
+            match self.thread_free.compare_exchange_weak(old, head, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return old.addr() & FULL,
                 Err(cur) => old = cur,
             }
         }
     }
 
-    /// A remote free of block `b`: pushes it, then counts it in `remote_freed`. Returns the
-    /// old tag, as `push_remote` does.
+    /// Remote frees of the `n` blocks `head..=tail` (linked through `next`): pushes them, then
+    /// counts them in `remote_freed`, one push and one count for all. Returns the old tag, as
+    /// `push_remote` does.
     ///
     /// The count comes after the push, so `used - remote_freed` never falls below the true
-    /// number of live blocks: the owner may take `b` off the list before the count arrives,
-    /// but until it does `b` stays counted in `used`, the page cannot look empty, and so its
-    /// memory stays a page of this class while the count is added.
+    /// number of live blocks: the owner may take the blocks off the list before the count
+    /// arrives, but until it does they stay counted in `used`, the page cannot look empty, and
+    /// so its memory stays a page of this class while the count is added.
     ///
     /// # Safety
-    /// `b` is a block of this page that is in use. The caller must not touch the page
-    /// afterwards.
-    #[inline]
-    pub unsafe fn free_remote(&self, b: *mut Block) -> usize {
-        // SAFETY: forwarded.
-        let tag = unsafe { self.push_remote(b) };
-        self.remote_freed.fetch_add(1, Ordering::Release);
-        tag
-    }
-
-    /// Remote frees of the `n` blocks `head..=tail` (linked through `next`): one push and one
-    /// count for all of them, with `free_remote`'s ordering. Returns the old tag.
-    ///
-    /// # Safety
-    /// As for `free_remote`, for every block of the list.
+    /// Every block of the list is a block of this page that is in use. The caller must not
+    /// touch the page afterwards.
     pub unsafe fn free_remote_list(&self, head: *mut Block, tail: *mut Block, n: u32) -> usize {
-        let mut old = self.thread_free.load(Ordering::Relaxed);
-        let tag = loop {
-            // SAFETY: the blocks are ours to link until the push publishes them.
-            unsafe { (*tail).next = old.map_addr(|a| a & !FULL) };
-            match self.thread_free.compare_exchange_weak(old, head, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break old.addr() & FULL,
-                Err(cur) => old = cur,
-            }
-        };
+        // SAFETY: forwarded.
+        let tag = unsafe { self.push_remote_list(head, tail) };
         self.remote_freed.fetch_add(n, Ordering::Release);
         tag
     }
