@@ -106,8 +106,20 @@ pub fn thread_heap() -> &'static Heap {
 const KEY_UNSET: u32 = u32::MAX;
 static KEY: AtomicU32 = AtomicU32::new(KEY_UNSET);
 
-/// Creates the calling thread's heap and arranges for it to be abandoned at thread exit.
+/// The calling thread's real heap: the one it has, or one created now and arranged to be
+/// abandoned at thread exit.
+///
+/// It must return the heap the thread already has: an operation that started on the
+/// placeholder still holds it after its first slow path created the heap, and may reach
+/// another (a thread whose first call is a `realloc` of another thread's block allocates,
+/// then frees remotely). A second heap would replace the first in the slot and the key, and
+/// the first, never abandoned, would keep its segments for good.
 fn thread_init() -> *const Heap {
+    let current = heap_slot::get();
+    // SAFETY: the slot holds the placeholder, the exited placeholder or this thread's heap.
+    if !unsafe { &*current }.is_empty() {
+        return current;
+    }
     crate::misuse::init_free_mark();
     let Some(heap) = GLOBAL_BACKEND.heap_alloc() else { return core::ptr::null() };
     // Install the heap before touching the pthread key: pthread_setspecific may itself
