@@ -53,7 +53,7 @@ fn out_of_memory() -> *mut u8 {
 /// Allocates `size` bytes with the default alignment from whichever part serves the size:
 /// page classes, the chunk heap, or a huge block.
 fn alloc_sized(heap: &Heap, size: usize) -> Option<(*mut u8, Contents)> {
-    if size <= LARGE_MAX {
+    if size <= CLASS_MAX {
         malloc_class(heap, class_of(size))
     } else if size <= CHUNK_MAX {
         heap.chunk_alloc(size).map(|p| (p, Contents::Dirty))
@@ -366,8 +366,9 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     }
 }
 
-/// Resizes block `p` (aligned to `align`) to `new_size` bytes, in place when the new size
-/// still fits its size class (and is not under half of it), else by moving it. `old_size` is
+/// Resizes block `p` (aligned to `align`) to `new_size` bytes: in place when the new size
+/// still fits its size class (and is not under half of it), when a chunk can shrink or grow
+/// into its free neighbour, or when a huge mapping can; else by moving it. `old_size` is
 /// how many bytes to keep when moving. Null when out of memory; `p` is then untouched.
 ///
 /// # Safety
@@ -391,7 +392,7 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     } else if seg.kind() == SegmentKind::Chunk {
         let local = seg.pages[0].owner_heap() == heap.id();
         // SAFETY: p is a live chunk of a segment this heap owns.
-        if local && new_size > LARGE_MAX && new_size <= CHUNK_MAX && unsafe { heap.chunk_resize(seg, p, new_size) } {
+        if local && new_size > CLASS_MAX && new_size <= CHUNK_MAX && unsafe { heap.chunk_resize(seg, p, new_size) } {
             return p;
         }
     } else if new_size <= usable && (new_size >= usable / 2 || usable <= 2 * MIN_ALIGN) {

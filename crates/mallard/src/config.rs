@@ -24,9 +24,18 @@ pub const SMALL_PAGE_SIZE: usize = SLICE_SIZE;
 pub const MEDIUM_PAGE_SIZE: usize = 8 * SLICE_SIZE;
 pub const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
 pub const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
-pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: above this a block is huge
+pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page class
 
-/// Blocks above `LARGE_MAX` up to this come from the chunk heap, whose regions are chunk
+/// Plain `malloc` sizes up to this are served by page classes; above, by the chunk heap (or
+/// huge blocks). The large classes (up to `LARGE_MAX`) serve only aligned requests: a large
+/// page is a whole segment per class and thread, so a program with blocks of many sizes
+/// from 64 KiB up kept a partly touched 4 MiB page for each, where the chunk heap puts them
+/// all in one region and coalesces what they free. Measured (peak RSS, large pages → chunk
+/// heap): mstress 22.5 → 15.1 MiB, malloc-large 131 → 111, python 108 → 99.5; time the same
+/// or better.
+pub const CLASS_MAX: usize = MEDIUM_MAX;
+
+/// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
 /// segments (all of a segment but its header slice, minus a chunk header and the region's end
 /// sentinel). Bigger blocks are huge.
 pub const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * crate::large::HEADER;

@@ -808,7 +808,7 @@ impl Heap {
 
     // ---- the chunk heap ----
 
-    /// Allocates `size` bytes (LARGE_MAX < size <= CHUNK_MAX) from the chunk heap.
+    /// Allocates `size` bytes (CLASS_MAX < size <= CHUNK_MAX) from the chunk heap.
     #[inline(never)]
     pub fn chunk_alloc(&self, size: usize) -> Option<*mut u8> {
         if self.is_empty {

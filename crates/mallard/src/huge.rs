@@ -4,7 +4,9 @@
 //! its mapping; beyond that `mremap` moves the pages without copying them. A plain 4 MiB
 //! mapping is taken from and returned to the backend's segment cache; bigger ones go to a
 //! small cache of huge mappings (`HUGE_CACHE_BYTES`) and serve later blocks of up to their
-//! size.
+//! size. When the cache of the right kind is empty, the other serves requests up to twice
+//! its size: a cached huge mapping holds a plain block, or a cached segment is grown by
+//! `mremap` into an 8 MiB mapping.
 
 use crate::backend::Backend;
 use crate::config::*;
@@ -21,27 +23,35 @@ impl Backend {
         if map_size > isize::MAX as usize {
             return None;
         }
-        let mut map_size = map_size;
-        let cached = if seg_off != 0 {
-            None
-        } else if map_size == SEGMENT_SIZE {
-            self.pop_cache()
-        } else {
-            // A cached mapping up to twice the size will do (the rest stays untouched).
+        // A cached huge mapping up to twice the size will do (the rest stays untouched, and
+        // is room to grow in place).
+        let pop_huge = || {
             self.pop_huge(map_size, 2 * map_size).map(|(seg, size)| {
-                map_size = size;
                 // SAFETY: cached headers are the (non-null) bases of their mappings.
-                unsafe { NonNull::new_unchecked((*seg).addr()) }
+                (unsafe { NonNull::new_unchecked((*seg).addr()) }, Mapping::Cached, size)
             })
         };
-        let (base, from_os) = match cached {
-            Some(b) => (b, false),
-            None => (self.source.reserve(map_size, map_align)?, true),
+        // Each cache serves the other's requests (up to twice the size) when it has nothing
+        // of their size: a growing buffer that leaves the chunk heap at 2 MiB takes an 8 MiB mapping, and leaves a
+        // plain segment when it shrinks back, so with separate caches each such round trip
+        // mapped a fresh huge block and unmapped a cached segment.
+        let mapping = if seg_off != 0 {
+            None
+        } else if map_size == SEGMENT_SIZE {
+            self.pop_cache().map(|b| (b, Mapping::Cached, map_size)).or_else(pop_huge)
+        } else if map_size <= 2 * SEGMENT_SIZE {
+            pop_huge().or_else(|| self.grow_cached_segment(map_size).map(|b| (b, Mapping::Grown, map_size)))
+        } else {
+            pop_huge()
+        };
+        let (base, mapping, map_size) = match mapping {
+            Some(m) => m,
+            None => (self.source.reserve(map_size, map_align)?, Mapping::Fresh, map_size),
         };
         // SAFETY: seg_off < map_size; the header fits in the first slice after it.
         let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
         // Fresh from the OS, or purged while cached: the block reads as zero.
-        let zero = from_os || seg.dirty_mask.get() == 0;
+        let zero = mapping == Mapping::Fresh || seg.dirty_mask.get() == 0;
         seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, zero);
         seg.dirty_mask.set(!0); // the block is in use: dirty once it is freed
         seg.live_bytes.store(0, Ordering::Relaxed);
@@ -51,12 +61,30 @@ impl Backend {
         let usable = map_size - seg_off - block_off;
         seg.pages[0].init(ptr::null_mut(), 0, usable, block, usable, false);
         seg.pages[0].used.store(1, Ordering::Relaxed);
-        if from_os {
+        if mapping != Mapping::Cached {
             self.register(seg);
         }
         self.count(|c| &c.huge_allocs, 1);
         // SAFETY: block is inside the mapping, not null.
         Some((unsafe { NonNull::new_unchecked(block) }, zero))
+    }
+
+    /// Takes a cached plain segment and grows its mapping to `map_size` (in place or moved by
+    /// the kernel: the pages it has keep their contents, nothing is copied). The result is
+    /// unregistered; `None` if the cache is empty or the remap fails.
+    fn grow_cached_segment(&self, map_size: usize) -> Option<NonNull<u8>> {
+        let base = self.pop_cache()?;
+        // SAFETY: a cached segment's header is at the base of its mapping.
+        let seg = unsafe { &*(base.as_ptr() as *const Segment) };
+        // The header moves with the mapping: out of the registry meanwhile.
+        self.unregister(seg);
+        // SAFETY: base is the whole mapping of an empty cached segment.
+        let grown = unsafe { self.source.remap(base, SEGMENT_SIZE, map_size, SEGMENT_SIZE) };
+        if grown.is_none() {
+            self.register(seg);
+            self.segment_free(seg);
+        }
+        grown
     }
 
     pub fn huge_free(&self, seg: &Segment) {
@@ -107,6 +135,17 @@ impl Backend {
         // SAFETY: block_off is inside the mapping.
         moved.map(|_| unsafe { NonNull::new_unchecked(seg.addr().add(block_off)) })
     }
+}
+
+/// Where a huge block's mapping came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mapping {
+    /// A cached segment or huge mapping, registered, its header as it was left.
+    Cached,
+    /// A cached plain segment grown by remap: its header as it was left, unregistered.
+    Grown,
+    /// Fresh from the OS: zero, unregistered.
+    Fresh,
 }
 
 /// Where a huge block of alignment `align` goes: (segment header offset in the mapping,

@@ -232,6 +232,57 @@ fn huge_realloc_keeps_contents_while_growing_and_shrinking() {
     assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
 }
 
+/// Minor page faults of this process so far.
+fn page_faults() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_minflt
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "counts page faults")]
+fn a_buffer_growing_out_of_the_chunk_heap_and_back_reuses_its_memory() {
+    let _g = serial();
+    const MIB: usize = 1 << 20;
+    let l = |n| Layout::from_size_align(n, 8).unwrap();
+    // 512 KiB (chunk) -> 2 MiB (chunk, in place) -> 4 MiB (huge: an 8 MiB mapping) -> 1 MiB
+    // (the mapping shrinks to one segment) -> 256 KiB (back to the chunk heap; the segment
+    // goes to the segment cache). The next round's 8 MiB mapping must come from that
+    // segment, not from the OS: 4 MiB of fresh memory is 1024 page faults.
+    let round = move || {
+        // SAFETY: non-zero sizes; each block is resized and freed with its current layout.
+        unsafe {
+            let mut p = GLOBAL.alloc(l(512 << 10));
+            let mut size = 512 << 10;
+            for new in [2 * MIB, 4 * MIB, MIB, 256 << 10] {
+                p = GLOBAL.realloc(p, l(size), new);
+                assert!(!p.is_null());
+                if new > size {
+                    p.add(size).write_bytes(1, new - size);
+                }
+                size = new;
+            }
+            GLOBAL.dealloc(p, l(size));
+        }
+    };
+    std::thread::spawn(move || {
+        for _ in 0..3 {
+            round();
+        }
+        let before = page_faults();
+        for _ in 0..10 {
+            round();
+        }
+        let per_round = (page_faults() - before) / 10;
+        assert!(per_round < 256, "{per_round} page faults per round: the memory was not reused");
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn out_of_memory_returns_null() {
     let _g = serial();
@@ -265,7 +316,9 @@ fn chunk_realloc_grows_in_place_into_a_free_neighbour_and_keeps_contents() {
     let l = |n| Layout::from_size_align(n, 8).unwrap();
     // SAFETY: non-zero sizes; every block is freed with its current layout.
     unsafe {
-        // A fresh thread has a fresh chunk segment: a and b are neighbours.
+        // A fresh thread has a fresh chunk segment: a and b are neighbours. (Taking over the
+        // segments exited threads abandoned first keeps the new thread from adopting one.)
+        mallard::collect(true);
         std::thread::spawn(move || {
             let a = GLOBAL.alloc(l(MIB));
             let b = GLOBAL.alloc(l(MIB));
@@ -294,6 +347,9 @@ fn stats_show_fragmentation_figures() {
     let _g = serial();
     const MIB: usize = 1 << 20;
     let l = Layout::from_size_align(MIB, 8).unwrap();
+    // The new thread's chunk heap must start empty: it would adopt segments exited threads
+    // abandoned, which this thread takes over first.
+    mallard::collect(true);
     std::thread::spawn(move || {
         // SAFETY: non-zero sizes; freed below.
         unsafe {
