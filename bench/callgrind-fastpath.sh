@@ -5,8 +5,9 @@
 # Usage: bench/callgrind-fastpath.sh [allocator...]   (default: noop system mallard mimalloc
 # c-glibc c-mallard c-jemalloc c-mimalloc c-tcmalloc). The c-* entries run bench/c/fastpath.c,
 # the same loop through the C ABI (malloc/free through the PLT), with the library preloaded:
-# target/release/libmallard.so, or Debian's libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4
-# (a missing one is skipped).
+# target/release/libmallard.so, target/release/libmallard_secure.so (c-mallard-secure, after
+# scripts/build-secure), or Debian's libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4 (a
+# missing one is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
@@ -35,6 +36,7 @@ for a in "${allocators[@]}"; do
   preload=
   case "$a" in
     c-mallard) preload="$lib" ;;
+    c-mallard-secure) [ -e "${lib%.so}_secure.so" ] && preload="${lib%.so}_secure.so" ;;
     c-jemalloc) preload="$(debian_lib libjemalloc.so.2)" ;;
     c-mimalloc) preload="$(debian_lib libmimalloc.so.2)" ;;
     c-tcmalloc) preload="$(debian_lib libtcmalloc_minimal.so.4)" ;;

@@ -11,6 +11,9 @@ fn main() {
         .compile("mallard_new_delete");
     // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
     // whose blocks the program still holds.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmallard.so");
+    // The secure build is `libmallard_secure.so` (scripts/build-secure names the file).
+    let name =
+        if std::env::var_os("CARGO_FEATURE_SECURE").is_some() { "libmallard_secure.so" } else { "libmallard.so" };
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{name}");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
 }

@@ -1,6 +1,6 @@
 // outcome glibc: abort "malloc(): memory corruption"
 // outcome mallard: exploited
-// outcome mallard-secure: abort
+// outcome mallard-secure: abort "free list corrupted"
 /* A heap overflow: writing past the end of a block into the next one, which is free, so the
  * overflow lands on the allocator's link (in glibc: the next chunk's header and link). */
 #include "misuse.h"

@@ -1,6 +1,6 @@
 // outcome glibc: crash
 // outcome mallard: exploited
-// outcome mallard-secure: abort
+// outcome mallard-secure: abort "free list corrupted"
 /* A use-after-free write: the program writes into a block it freed, where the allocator keeps
  * its free-list link, the address it wants malloc to return. Without encoded links the
  * allocator follows it. */

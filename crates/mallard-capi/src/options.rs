@@ -52,8 +52,9 @@ extern "C" fn init() {
         let mut w = FdWriter::new(2);
         let _ = writeln!(
             w,
-            "mallard {}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={}",
+            "mallard {}{}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={}",
             env!("CARGO_PKG_VERSION"),
+            if core_alloc::mitigations::SECURE { " (secure build)" } else { "" },
             stats as u8,
             delay
         );

@@ -408,7 +408,7 @@ impl Heap {
         let rb = &self.remote_batches[class];
         if ptr::eq(rb.page.get(), page) {
             // SAFETY: the block is ours until the batch is pushed.
-            unsafe { (*b).next = rb.head.get() };
+            unsafe { page.set_next(b, rb.head.get()) };
             rb.head.set(b);
             rb.count.set(rb.count.get() + 1);
             if rb.count.get() >= REMOTE_BATCH_MAX {
@@ -417,7 +417,7 @@ impl Heap {
         } else {
             self.push_batch(class);
             // SAFETY: as above.
-            unsafe { (*b).next = ptr::null_mut() };
+            unsafe { page.set_next(b, ptr::null_mut()) };
             rb.page.set(page);
             rb.head.set(b);
             rb.tail.set(b);
@@ -855,6 +855,7 @@ impl Heap {
         seg.page_was_fresh(0); // the region is in use from now on: dirty when it is freed
         let page = &seg.pages[0];
         page.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
+        page.key.set(crate::mitigations::page_key(page as *const Page as usize));
         // Tagged: every free of a chunk takes the slow path, which knows chunks.
         page.set_in_full(self.id(), true);
         let (start, end) = seg.chunk_region();
@@ -959,7 +960,9 @@ impl Heap {
         while !b.is_null() {
             // SAFETY: remotely freed chunks of seg; the link is read before the chunk is freed.
             unsafe {
-                let next = (*b).next;
+                // (Chunks are not blocks of a page class: the link is decoded without the
+                // check of `Page::next_of`; `chunk_release` checks each chunk.)
+                let next = crate::mitigations::decode_link(page.key.get(), b, (*b).next);
                 purge |= self.chunk_release(seg, b.cast());
                 b = next;
             }

@@ -29,6 +29,7 @@ pub mod large;
 pub mod list;
 pub mod lock;
 pub mod misuse;
+pub mod mitigations;
 pub mod os;
 pub mod page;
 pub mod segment;

@@ -23,6 +23,7 @@
 
 use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::heap::Heap;
+use crate::mitigations;
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
@@ -179,7 +180,9 @@ pub struct Page {
     /// when the page changes queue.
     pub prev: Cell<*mut Page>,
     pub next: Cell<*mut Page>,
-    _description_line_end: [u8; 8],
+    /// The secret that encodes the links of this page's free blocks in the secure build
+    /// (`mitigations::ENCODED_LINKS`; 0 otherwise). Set when the page starts a class.
+    pub key: Cell<usize>,
     // ---- remote line ----
     pub thread_free: AtomicPtr<Block>,
     /// Remote frees of blocks not yet subtracted from `used`. A remote freer adds one after
@@ -212,7 +215,7 @@ impl Page {
         start: Cell::new(ptr::null_mut()),
         purged: AtomicU16::new(0),
         _owner_line_end: [0; 24],
-        _description_line_end: [0; 8],
+        key: Cell::new(0),
         prev: Cell::new(ptr::null_mut()),
         next: Cell::new(ptr::null_mut()),
         purge_used: Cell::new(u32::MAX),
@@ -240,6 +243,33 @@ impl Page {
         self.sparse_since.set(0);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
+        self.key.set(mitigations::page_key(self as *const Page as usize));
+    }
+
+    /// The next block after free block `b` of this page on its list. In the secure build the
+    /// stored link is decoded (`mitigations::encode_link`), and a link that does not lead to
+    /// a block of this page (a use-after-free write to a freed block) is reported.
+    ///
+    /// # Safety
+    /// `b` is a free block of this page, on one of its lists.
+    #[inline(always)]
+    pub unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
+        // SAFETY: per the contract, b's first word is its link.
+        let next = mitigations::decode_link(self.key.get(), b, unsafe { (*b).next });
+        if mitigations::ENCODED_LINKS && !next.is_null() && !self.is_block_start(next as *const u8) {
+            crate::misuse::report("free list corrupted (a write to a freed block)", b as *const u8);
+        }
+        next
+    }
+
+    /// Links free block `b` of this page to `next` (encoded in the secure build).
+    ///
+    /// # Safety
+    /// `b` is a block of this page that the caller owns as free (being freed or listed).
+    #[inline(always)]
+    pub unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
+        // SAFETY: per the contract.
+        unsafe { (*b).next = mitigations::encode_link(self.key.get(), b, next) };
     }
 
     #[inline(always)]
@@ -263,7 +293,7 @@ impl Page {
         // SAFETY: b is a free block of this page; its first word is the link, its second the
         // mark (a block in use must not look freed).
         unsafe {
-            self.free.set((*b).next);
+            self.free.set(self.next_of(b));
             (*b).mark = 0;
         }
         self.add_used(1);
@@ -297,7 +327,7 @@ impl Page {
     #[inline(always)]
     pub unsafe fn link_local(&self, b: *mut Block) {
         // SAFETY: the block is ours and no longer used by the program.
-        unsafe { (*b).next = self.local_free.get() };
+        unsafe { self.set_next(b, self.local_free.get()) };
         self.local_free.set(b);
     }
 
@@ -321,7 +351,7 @@ impl Page {
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
             // SAFETY: the blocks are ours to link until the push publishes them.
-            unsafe { (*tail).next = old.map_addr(|a| a & !FULL) };
+            unsafe { self.set_next(tail, old.map_addr(|a| a & !FULL)) };
             match self.thread_free.compare_exchange_weak(old, head, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return old.addr() & FULL,
                 Err(cur) => old = cur,
@@ -382,10 +412,10 @@ impl Page {
                 let mut tail = local;
                 // SAFETY: local_free holds free blocks of this page, owned by this thread.
                 unsafe {
-                    while !(*tail).next.is_null() {
-                        tail = (*tail).next;
+                    while !self.next_of(tail).is_null() {
+                        tail = self.next_of(tail);
                     }
-                    (*tail).next = head;
+                    self.set_next(tail, head);
                 }
             } else {
                 self.local_free.set(head);
@@ -427,10 +457,10 @@ impl Page {
             let mut b = first;
             for _ in 1..n {
                 let next = b.add(size);
-                (*(b as *mut Block)).next = next as *mut Block;
+                self.set_next(b as *mut Block, next as *mut Block);
                 b = next;
             }
-            (*(b as *mut Block)).next = ptr::null_mut();
+            self.set_next(b as *mut Block, ptr::null_mut());
             self.free.set(first as *mut Block);
         }
         self.free_is_zero.set(self.fresh.get());
@@ -513,10 +543,10 @@ impl Page {
             let mut tail = local;
             // SAFETY: local_free holds free blocks of this page.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                while !self.next_of(tail).is_null() {
+                    tail = self.next_of(tail);
                 }
-                (*tail).next = self.free.get();
+                self.set_next(tail, self.free.get());
             }
             self.free.set(local);
             self.free_is_zero.set(false);
@@ -529,7 +559,7 @@ impl Page {
             let i = (b as usize - start as usize) / size;
             free_bits[i / 64] |= 1 << (i % 64);
             // SAFETY: b is a free block of this page.
-            b = unsafe { (*b).next };
+            b = unsafe { self.next_of(b) };
         }
         let is_free = |i: usize| free_bits[i / 64] & (1 << (i % 64)) != 0;
         let cap = self.capacity.get() as usize;
@@ -557,11 +587,11 @@ impl Page {
         let mut b = self.free.get();
         while !b.is_null() {
             // SAFETY: b is a free block of this page.
-            let next = unsafe { (*b).next };
+            let next = unsafe { self.next_of(b) };
             let k = (b as usize - start as usize) / OS_PAGE_SIZE;
             if new & (1 << k) == 0 {
                 // SAFETY: as above; relinked onto the kept list.
-                unsafe { (*b).next = keep };
+                unsafe { self.set_next(b, keep) };
                 keep = b;
             }
             b = next;
@@ -613,7 +643,7 @@ impl Page {
                 if read_mark(b) == crate::misuse::free_mark() {
                     crate::misuse::report("double free", b as *const u8);
                 }
-                (*b).next = head;
+                self.set_next(b, head);
                 head = b;
             }
         }
@@ -642,7 +672,7 @@ impl Page {
                 n += 1;
                 assert!(n <= self.capacity.get(), "free list longer than the page: a cycle");
                 // SAFETY: b is a free block of this page (checked above).
-                b = unsafe { (*b).next };
+                b = unsafe { self.next_of(b) };
             }
             n
         };
@@ -668,7 +698,7 @@ impl Page {
             while !b.is_null() {
                 assert!(!self.in_purged_os_page(b as *const u8), "a listed block in a purged OS page");
                 // SAFETY: b is a free block of this page (checked by `count`).
-                b = unsafe { (*b).next };
+                b = unsafe { self.next_of(b) };
             }
         }
     }

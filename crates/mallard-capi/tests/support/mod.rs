@@ -18,23 +18,37 @@ pub fn workspace() -> PathBuf {
 /// Path of the `libmallard.so` under test (built on first use).
 pub fn lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MALLARD_TEST_LIB") {
-            return PathBuf::from(p);
-        }
-        let target = workspace().join("target/capi-test");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "-p", "mallard-capi", "--target-dir"])
-            .arg(&target)
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo to build libmallard.so");
-        assert!(status.success(), "building libmallard.so failed");
-        let lib = target.join("release/libmallard.so");
-        assert!(lib.exists(), "{} missing after the build", lib.display());
-        lib
-    })
+    LIB.get_or_init(|| build("MALLARD_TEST_LIB", "target/capi-test", &[]))
+}
+
+/// Path of the secure build under test, `libmallard_secure.so` (built on first use, in a
+/// target directory of its own so that its feature does not reach `lib()`).
+/// `MALLARD_TEST_SECURE_LIB=/path` uses a given library instead.
+pub fn secure_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build("MALLARD_TEST_SECURE_LIB", "target/capi-test-secure", &["--features", "secure"]))
+}
+
+/// Builds `mallard-capi` with `args` into `target_dir` (unless `env` names a library to use)
+/// and returns the library's path.
+fn build(env: &str, target_dir: &str, args: &[&str]) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let target = workspace().join(target_dir);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "mallard-capi"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo to build libmallard.so");
+    assert!(status.success(), "building libmallard.so {args:?} failed");
+    let lib = target.join("release/libmallard.so");
+    assert!(lib.exists(), "{} missing after the build", lib.display());
+    lib
 }
 
 /// A scratch directory for one test (under target/, emptied first).
