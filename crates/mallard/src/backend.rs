@@ -112,6 +112,7 @@ impl Backend {
             let seg = unsafe { &*cached };
             let zero = seg.dirty_mask.get() == 0; // purged while cached
             seg.init(kind, self, seg.addr(), SEGMENT_SIZE, zero);
+            self.guard_header(seg);
             self.count(|c| &c.segments_reused, 1);
             return Some(seg);
         }
@@ -119,9 +120,22 @@ impl Backend {
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
         seg.init(kind, self, base.as_ptr(), SEGMENT_SIZE, true);
+        self.guard_header(seg);
         self.register(seg);
         self.count(|c| &c.segments_mapped, 1);
         Some(seg)
+    }
+
+    /// The secure build's guard page after the header (`mitigations::HEADER_GUARD`), once per
+    /// mapping: a cached segment may have started as a huge block's, which has none.
+    fn guard_header(&self, seg: &Segment) {
+        if crate::mitigations::HEADER_GUARD && !seg.guarded.get() {
+            let guard = crate::mitigations::header_guard(seg.addr());
+            // SAFETY: the guard page lies in the header slice, past the header; no block is
+            // ever placed in that slice.
+            unsafe { self.source.guard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+            seg.guarded.set(true);
+        }
     }
 
     /// Gives back an empty segment (or a huge one): to the cache if it is a plain 4 MiB

@@ -6,11 +6,13 @@
 //! | mitigation | stops | where |
 //! |---|---|---|
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
+//! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `shuffle`, `Page::extend` |
+//! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
-//! Planned (issue 7): guard pages, randomized allocation order within a page, checksummed
-//! chunk headers, freed blocks filled and kept in a short quarantine, metadata apart from
-//! the data. SECURITY.md says what each build catches today.
+//! Planned (issue 7): guard pages after huge blocks, checksummed chunk headers, freed blocks
+//! filled and kept in a short quarantine. SECURITY.md says what each build catches today.
 
+use crate::config::{HEADER_KEEP, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::page::Block;
 
 /// Whether this is the secure build.
@@ -24,6 +26,44 @@ pub const SECURE: bool = cfg!(feature = "secure");
 /// chosen address. The secret is per page and per process (derived from the process's random
 /// free mark and the page's address), so a link read from one page does not reveal another's.
 pub const ENCODED_LINKS: bool = SECURE;
+
+/// **Random allocation order within a page.** A fresh stretch of a page (`Page::extend`
+/// carves up to 4 KiB at a time) is linked in a random order instead of address order, so
+/// consecutive `malloc`s do not return neighbours: an attacker cannot count on the block
+/// after an overflowing one being the one allocated next. The generator is seeded from the
+/// page's secret and how far it is carved, so it needs no shared state.
+pub const RANDOM_ORDER: bool = SECURE;
+
+/// Shuffles `order` (Fisher-Yates) with a generator seeded by `seed` (splitmix64).
+pub fn shuffle(order: &mut [u16], seed: usize) {
+    let mut state = seed as u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..order.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
+/// **A guard page between a segment's header and its data.** The header (page map, page
+/// states, registry links) fills the start of the segment's first 64 KiB slice, and no block
+/// is ever placed in that slice; its last OS page is made inaccessible when the segment is
+/// mapped, so a write running backwards out of the segment's first block faults before it
+/// reaches the metadata (the SIGSEGV of `the_header_guard_page_faults_in_the_secure_build`).
+/// Huge mappings have none: a guard splits the mapping, and `mremap` moves only whole ones.
+pub const HEADER_GUARD: bool = SECURE;
+
+/// The guard page of the segment at `segment` (its last OS page of the header slice).
+pub fn header_guard(segment: *mut u8) -> *mut u8 {
+    segment.wrapping_add(SLICE_SIZE - OS_PAGE_SIZE)
+}
+
+const _: () = assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the guard page must not cover the header");
 
 /// The secret of the page whose header is at `page_addr`.
 pub fn page_key(page_addr: usize) -> usize {
@@ -55,6 +95,19 @@ pub fn decode_link(key: usize, slot: *mut Block, word: *mut Block) -> *mut Block
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shuffle_permutes_and_depends_on_the_seed() {
+        let sorted: Vec<u16> = (0..256).collect();
+        let (mut a, mut b) = (sorted.clone(), sorted.clone());
+        shuffle(&mut a, 1);
+        shuffle(&mut b, 2);
+        let mut check = a.clone();
+        check.sort();
+        assert_eq!(check, sorted, "a permutation");
+        assert_ne!(a, sorted);
+        assert_ne!(a, b, "another seed, another order");
+    }
 
     #[test]
     fn a_link_decodes_to_what_was_encoded_and_is_hidden_when_secure() {

@@ -43,6 +43,13 @@ pub unsafe trait PageSource: Sync {
     unsafe fn remap(&self, _p: NonNull<u8>, _old_size: usize, _new_size: usize, _align: usize) -> Option<NonNull<u8>> {
         None
     }
+
+    /// Makes `[p, p + size)` (whole OS pages) a guard: any access faults. Sources that cannot
+    /// (the simulated one) leave it as it is.
+    ///
+    /// # Safety
+    /// The range lies inside one reserved region and holds nothing that is ever accessed.
+    unsafe fn guard(&self, _p: NonNull<u8>, _size: usize) {}
 }
 
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
@@ -113,6 +120,11 @@ unsafe impl PageSource for OsPageSource {
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller passes back exactly one region it reserved.
         keep_errno(|| unsafe { libc::munmap(p.as_ptr().cast(), size) });
+    }
+
+    unsafe fn guard(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller owns the range and never accesses it.
+        keep_errno(|| unsafe { libc::mprotect(p.as_ptr().cast(), size, libc::PROT_NONE) });
     }
 
     unsafe fn remap(&self, p: NonNull<u8>, old_size: usize, new_size: usize, align: usize) -> Option<NonNull<u8>> {

@@ -451,6 +451,12 @@ impl Page {
         let size = self.block_size.get();
         let cap = self.capacity.get() as usize;
         let n = (EXTEND_BYTES / size).clamp(1, self.reserved.get() as usize - cap);
+        if mitigations::RANDOM_ORDER && n > 1 {
+            self.link_shuffled(cap, n);
+            self.free_is_zero.set(self.fresh.get());
+            self.capacity.set((cap + n) as u32);
+            return n * size;
+        }
         // SAFETY: blocks cap..cap+n lie inside the page (n <= reserved - cap) and are unused.
         unsafe {
             let first = self.start.get().add(cap * size);
@@ -466,6 +472,26 @@ impl Page {
         self.free_is_zero.set(self.fresh.get());
         self.capacity.set((cap + n) as u32);
         n * size
+    }
+
+    /// `extend` for the secure build: links blocks `cap..cap + n` onto `free` in a random
+    /// order (`mitigations::RANDOM_ORDER`).
+    fn link_shuffled(&self, cap: usize, n: usize) {
+        let mut order = [0u16; EXTEND_BYTES / 16];
+        let order = &mut order[..n];
+        order.iter_mut().enumerate().for_each(|(i, o)| *o = i as u16);
+        mitigations::shuffle(order, self.key.get() ^ cap.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let (start, size) = (self.start.get(), self.block_size.get());
+        // SAFETY: each index names one of the unused blocks cap..cap+n inside the page.
+        let block = |i: u16| unsafe { start.add((cap + i as usize) * size) as *mut Block };
+        let mut head = ptr::null_mut();
+        for &i in order.iter() {
+            let b = block(i);
+            // SAFETY: b is an unused block of this page, now free.
+            unsafe { self.set_next(b, head) };
+            head = b;
+        }
+        self.free.set(head);
     }
 
     /// The owning heap without the tags.

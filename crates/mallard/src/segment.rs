@@ -96,6 +96,9 @@ pub struct Segment {
     /// Bytes the program asked for in this segment's live blocks, for huge and chunk
     /// segments (statistics).
     pub live_bytes: AtomicUsize,
+    /// The header slice ends with a guard page (secure build, `mitigations::HEADER_GUARD`).
+    /// A property of the mapping: `init` keeps it.
+    pub guarded: Cell<bool>,
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);

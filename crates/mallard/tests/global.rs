@@ -408,3 +408,68 @@ fn large_blocks_freed_by_other_threads_and_after_exit_keep_contents_and_are_reus
     let v = vec![1u8; 2 * MIB];
     assert_eq!(v[MIB], 1);
 }
+
+#[test]
+fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
+    let _g = serial();
+    let l = Layout::from_size_align(48, 8).unwrap();
+    // A fresh thread carves a fresh page of the class.
+    let addrs = std::thread::spawn(move || {
+        // SAFETY: a non-zero size; every block is freed below.
+        let blocks: Vec<*mut u8> = (0..64).map(|_| unsafe { GLOBAL.alloc(l) }).collect();
+        let addrs: Vec<usize> = blocks.iter().map(|p| p.addr()).collect();
+        // SAFETY: each block is live, allocated with `l`.
+        blocks.into_iter().for_each(|p| unsafe { GLOBAL.dealloc(p, l) });
+        addrs
+    })
+    .join()
+    .unwrap();
+    let ascending = addrs.windows(2).filter(|w| w[1] == w[0] + 48).count();
+    if mallard::mitigations::RANDOM_ORDER {
+        // In a random order of 64 neighbours, about one pair in 64 is consecutive.
+        assert!(ascending < 16, "{ascending} of 63 consecutive mallocs returned neighbours in order");
+    } else {
+        assert!(ascending > 48, "the default build carves in address order ({ascending} of 63)");
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "forks")]
+fn the_header_guard_page_faults_in_the_secure_build() {
+    let _g = serial();
+    let l = Layout::from_size_align(1 << 20, 16).unwrap();
+    // SAFETY: a non-zero size; freed below.
+    let p = unsafe { GLOBAL.alloc(l) };
+    assert!(!p.is_null());
+    // The block's segment, and the last OS page of its header slice (where no block goes).
+    let guard =
+        mallard::mitigations::header_guard(p.wrapping_sub(1).map_addr(|a| a & !(mallard::config::SEGMENT_SIZE - 1)));
+    // The write runs in a child, which a guard page kills.
+    // SAFETY: the child only writes one byte and exits, without allocating.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: the guard page lies inside the segment's mapping; in the default build it
+        // is unused memory of the header slice.
+        unsafe {
+            guard.write_volatile(1);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork");
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    // SAFETY: p is live, allocated with l.
+    unsafe { GLOBAL.dealloc(p, l) };
+    if mallard::mitigations::HEADER_GUARD {
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "the guard page faults ({status:#x})"
+        );
+    } else {
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "no guard in the default build ({status:#x})"
+        );
+    }
+}
