@@ -63,12 +63,12 @@ pub struct ChunkHeap {
 #[inline]
 unsafe fn size_flags(c: *mut u8) -> usize {
     // SAFETY: c is a chunk header inside a region.
-    unsafe { *(c.add(8) as *const usize) }
+    crate::mitigations::open_header(c, unsafe { *(c.add(8) as *const usize) })
 }
 #[inline]
 unsafe fn set_size_flags(c: *mut u8, v: usize) {
     // SAFETY: as above.
-    unsafe { *(c.add(8) as *mut usize) = v }
+    unsafe { *(c.add(8) as *mut usize) = crate::mitigations::seal_header(c, v) }
 }
 #[inline]
 unsafe fn size_of(c: *mut u8) -> usize {
@@ -122,10 +122,18 @@ unsafe fn write_free(c: *mut u8, size: usize, prev_free: bool) {
 unsafe fn write_used(c: *mut u8, size: usize, prev_free: bool) {
     // SAFETY: as for write_free.
     unsafe {
-        set_size_flags(c, size | if prev_free { PREV_FREE } else { 0 });
+        write_used_header(c, size, prev_free);
         let next = c.add(size);
         set_size_flags(next, size_flags(next) & !PREV_FREE);
     }
+}
+
+/// Writes only chunk `c`'s header, as in use with `size`: for a split, whose remainder's
+/// header is written next (reading it before would read stale bytes, which the secure
+/// build's sealed headers refuse).
+unsafe fn write_used_header(c: *mut u8, size: usize, prev_free: bool) {
+    // SAFETY: c is a chunk header of the region.
+    unsafe { set_size_flags(c, size | if prev_free { PREV_FREE } else { 0 }) }
 }
 
 /// List indices of a free chunk of `size`.
@@ -313,7 +321,7 @@ impl ChunkHeap {
             let have = size_of(c);
             let prev_free = prev_is_free(c);
             if have - need >= MIN_SPLIT {
-                write_used(c, need, prev_free);
+                write_used_header(c, need, prev_free);
                 let rest = c.add(need);
                 write_free(rest, have - need, false);
                 self.insert(rest);
@@ -337,6 +345,11 @@ impl ChunkHeap {
             let mut prev_free = prev_is_free(c);
             if prev_free {
                 let prev = c.sub(prev_size(c));
+                // The footer must name a free chunk of exactly its size: an overflow that
+                // rewrote it must not make the coalesce swallow live memory.
+                if !is_free(prev) || size_of(prev) != prev_size(c) {
+                    crate::misuse::report("corrupted chunk header", p);
+                }
                 self.remove(prev);
                 size += size_of(prev);
                 prev_free = prev_is_free(prev); // always false: no two free chunks touch
@@ -417,7 +430,7 @@ impl ChunkHeap {
             // `total` bytes from c are ours; keep `need`, free the tail if it is worth it.
             let tail = total - need;
             if tail >= MIN_SPLIT {
-                write_used(c, need, prev_free);
+                write_used_header(c, need, prev_free);
                 let rest = c.add(need);
                 let after = rest.add(tail);
                 let rest_size = if is_free(after) {

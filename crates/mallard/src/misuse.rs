@@ -44,7 +44,7 @@ pub fn init_free_mark() {
 }
 
 /// A random word from the kernel, or from the clock and an address if it has none to give.
-fn random_word() -> usize {
+pub(crate) fn random_word() -> usize {
     let mut r: usize = 0;
     #[cfg(all(target_os = "linux", not(miri)))]
     {

@@ -7,13 +7,15 @@
 //! |---|---|---|
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `shuffle`, `Page::extend` |
+//! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
-//! Planned (issue 7): guard pages after huge blocks, checksummed chunk headers, freed blocks
-//! filled and kept in a short quarantine. SECURITY.md says what each build catches today.
+//! Planned (issue 7): guard pages after huge blocks, freed blocks filled and kept in a short
+//! quarantine. SECURITY.md says what each build catches today.
 
 use crate::config::{HEADER_KEEP, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::page::Block;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Whether this is the secure build.
 pub const SECURE: bool = cfg!(feature = "secure");
@@ -48,6 +50,58 @@ pub fn shuffle(order: &mut [u16], seed: usize) {
         let j = (next() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
+}
+
+/// **Sealed chunk headers.** A chunk header's size word (`large`) holds the size and flags in
+/// its low 32 bits (chunks are under 4 MiB) and, in the secure build, a checksum of them, the
+/// header's address and a per-process secret in its high 32 bits. Every read checks it, so a
+/// size or flag written by an overflow is detected (`corrupted chunk header`) instead of
+/// steering a split or a coalesce; forging one needs the secret.
+pub const SEALED_HEADERS: bool = SECURE;
+
+/// The per-process secret of `SEALED_HEADERS`, drawn on first use.
+fn header_secret() -> usize {
+    static SECRET: AtomicUsize = AtomicUsize::new(0);
+    let s = SECRET.load(Ordering::Relaxed);
+    if s != 0 {
+        return s;
+    }
+    let new = crate::misuse::random_word() | 1;
+    match SECRET.compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => new,
+        Err(won) => won,
+    }
+}
+
+/// The checksum of size word `v` (low 32 bits) of the header at `c`.
+#[inline]
+fn header_check(c: *mut u8, v: usize) -> usize {
+    let x = (v ^ c.addr().rotate_left(32) ^ header_secret()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x >> 32 << 32
+}
+
+/// The word to store as the size word `v` of the header at `c`.
+#[inline]
+pub fn seal_header(c: *mut u8, v: usize) -> usize {
+    if !SEALED_HEADERS {
+        return v;
+    }
+    debug_assert!(v >> 32 == 0);
+    v | header_check(c, v)
+}
+
+/// The size word of the header at `c` from its stored `word`; reports a word that does not
+/// carry its checksum.
+#[inline]
+pub fn open_header(c: *mut u8, word: usize) -> usize {
+    if !SEALED_HEADERS {
+        return word;
+    }
+    let v = word & 0xffff_ffff;
+    if word != v | header_check(c, v) {
+        crate::misuse::report("corrupted chunk header", c.wrapping_add(crate::large::HEADER));
+    }
+    v
 }
 
 /// **A guard page between a segment's header and its data.** The header (page map, page
@@ -95,6 +149,23 @@ pub fn decode_link(key: usize, slot: *mut Block, word: *mut Block) -> *mut Block
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_header_opens_to_its_size_and_differs_by_address() {
+        let (c1, c2) = (
+            core::ptr::without_provenance_mut::<u8>(0x7f00_0001_0000),
+            core::ptr::without_provenance_mut::<u8>(0x7f00_0001_0040),
+        );
+        let v = 0x1_0010 | 1;
+        assert_eq!(open_header(c1, seal_header(c1, v)), v);
+        if SEALED_HEADERS {
+            assert_ne!(seal_header(c1, v), v, "the check bits are set");
+            assert_ne!(seal_header(c1, v), seal_header(c2, v), "a header copied elsewhere does not check");
+            assert_ne!(seal_header(c1, v), seal_header(c1, v + 16), "another size, another check");
+        } else {
+            assert_eq!(seal_header(c1, v), v);
+        }
+    }
 
     #[test]
     fn shuffle_permutes_and_depends_on_the_seed() {
