@@ -30,25 +30,29 @@ pub const SECURE: bool = cfg!(feature = "secure");
 pub const ENCODED_LINKS: bool = SECURE;
 
 /// **Random allocation order within a page.** A fresh stretch of a page (`Page::extend`
-/// carves up to 4 KiB at a time) is linked in a random order instead of address order, so
-/// consecutive `malloc`s do not return neighbours: an attacker cannot count on the block
-/// after an overflowing one being the one allocated next. The generator is seeded from the
-/// page's secret and how far it is carved, so it needs no shared state.
+/// carves up to 4 KiB at a time) is cut into `RANDOM_RUNS` runs, and its blocks are linked by
+/// taking the next block of a randomly chosen run each time, so consecutive `malloc`s return
+/// neighbours only when two picks fall on the same run (1 in 8), and in no order an attacker
+/// can predict. (A full shuffle of each stretch cost 50 % on threadtest and 25 % on json: a
+/// random number and a swap per block; this costs 3 random bits per block.) The generator is
+/// seeded from the page's secret and how far the page is carved, so it needs no shared state.
 pub const RANDOM_ORDER: bool = SECURE;
+pub const RANDOM_RUNS: usize = 8;
 
-/// Shuffles `order` (Fisher-Yates) with a generator seeded by `seed` (splitmix64).
-pub fn shuffle(order: &mut [u16], seed: usize) {
-    let mut state = seed as u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
+/// splitmix64: a small, fast generator for the secure build's random choices.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: usize) -> Rng {
+        Rng(seed as u64)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
-    };
-    for i in (1..order.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
     }
 }
 
@@ -168,16 +172,11 @@ mod tests {
     }
 
     #[test]
-    fn shuffle_permutes_and_depends_on_the_seed() {
-        let sorted: Vec<u16> = (0..256).collect();
-        let (mut a, mut b) = (sorted.clone(), sorted.clone());
-        shuffle(&mut a, 1);
-        shuffle(&mut b, 2);
-        let mut check = a.clone();
-        check.sort();
-        assert_eq!(check, sorted, "a permutation");
-        assert_ne!(a, sorted);
-        assert_ne!(a, b, "another seed, another order");
+    fn the_generator_depends_on_its_seed() {
+        let (mut a, mut b) = (Rng::new(1), Rng::new(2));
+        let (x, y): (Vec<u64>, Vec<u64>) = (0..8).map(|_| (a.next_u64(), b.next_u64())).unzip();
+        assert_ne!(x, y);
+        assert!(x.windows(2).all(|w| w[0] != w[1]));
     }
 
     #[test]

@@ -477,16 +477,31 @@ impl Page {
     /// `extend` for the secure build: links blocks `cap..cap + n` onto `free` in a random
     /// order (`mitigations::RANDOM_ORDER`).
     fn link_shuffled(&self, cap: usize, n: usize) {
-        let mut order = [0u16; EXTEND_BYTES / 16];
-        let order = &mut order[..n];
-        order.iter_mut().enumerate().for_each(|(i, o)| *o = i as u16);
-        mitigations::shuffle(order, self.key.get() ^ cap.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        const RUNS: usize = mitigations::RANDOM_RUNS;
+        let mut rng = mitigations::Rng::new(self.key.get() ^ cap.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        // Run k is blocks next[k]..end[k] (of cap..cap+n, counted from cap); some may be empty.
+        let mut next: [usize; RUNS] = core::array::from_fn(|k| k * n / RUNS);
+        let end: [usize; RUNS] = core::array::from_fn(|k| (k + 1) * n / RUNS);
         let (start, size) = (self.start.get(), self.block_size.get());
-        // SAFETY: each index names one of the unused blocks cap..cap+n inside the page.
-        let block = |i: u16| unsafe { start.add((cap + i as usize) * size) as *mut Block };
+        // Bit k: run k has blocks left.
+        let mut runs: u32 = (0..RUNS).filter(|&k| next[k] < end[k]).fold(0, |m, k| m | 1 << k);
+        let (mut bits, mut left) = (0u64, 0);
         let mut head = ptr::null_mut();
-        for &i in order.iter() {
-            let b = block(i);
+        for _ in 0..n {
+            if left == 0 {
+                (bits, left) = (rng.next_u64(), 64 / 3);
+            }
+            let pick = (bits % RUNS as u64) as u32;
+            (bits, left) = (bits / RUNS as u64, left - 1);
+            // The picked run, or the next one round that has blocks left.
+            let rotated = (runs | runs << RUNS) >> pick;
+            let k = (pick + rotated.trailing_zeros()) as usize % RUNS;
+            // SAFETY: block cap + next[k] is one of the unused blocks cap..cap+n of the page.
+            let b = unsafe { start.add((cap + next[k]) * size) } as *mut Block;
+            next[k] += 1;
+            if next[k] == end[k] {
+                runs &= !(1 << k);
+            }
             // SAFETY: b is an unused block of this page, now free.
             unsafe { self.set_next(b, head) };
             head = b;

@@ -424,12 +424,12 @@ fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
     })
     .join()
     .unwrap();
-    let ascending = addrs.windows(2).filter(|w| w[1] == w[0] + 48).count();
+    let neighbours = addrs.windows(2).filter(|w| w[1].abs_diff(w[0]) == 48).count();
     if mallard::mitigations::RANDOM_ORDER {
-        // In a random order of 64 neighbours, about one pair in 64 is consecutive.
-        assert!(ascending < 16, "{ascending} of 63 consecutive mallocs returned neighbours in order");
+        // Two picks in a row from one of the 8 runs: about one pair in 8.
+        assert!(neighbours < 24, "{neighbours} of 63 consecutive mallocs returned neighbours");
     } else {
-        assert!(ascending > 48, "the default build carves in address order ({ascending} of 63)");
+        assert!(neighbours > 48, "the default build carves in address order ({neighbours} of 63)");
     }
 }
 
