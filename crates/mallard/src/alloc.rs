@@ -398,10 +398,10 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     } else if new_size <= usable && (new_size >= usable / 2 || usable <= 2 * MIN_ALIGN) {
         return p;
     }
-    // A block above the page classes that has to move to grow is likely a growing buffer:
-    // give it a huge mapping, which grows in place to the end of its mapping and then by
-    // mremap, instead of a chunk it would soon outgrow and copy again.
-    let q = if new_size > usable && new_size > LARGE_MAX {
+    // A block that has to move to grow past GROW_HUGE_MIN is likely a growing buffer: give it
+    // a huge mapping, which grows in place to the end of its mapping and then by mremap,
+    // instead of a chunk it would soon outgrow and copy again.
+    let q = if new_size > usable && new_size > GROW_HUGE_MIN {
         huge_alloc(heap, new_size, align.max(MIN_ALIGN)).map_or_else(out_of_memory, |(q, _)| q)
     } else {
         // SAFETY: forwarded.

@@ -473,3 +473,32 @@ fn the_header_guard_page_faults_in_the_secure_build() {
         );
     }
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "maps MiBs")]
+fn a_buffer_that_must_move_to_grow_past_256_kib_then_grows_without_moving() {
+    let _g = serial();
+    let l = |n| Layout::from_size_align(n, 8).unwrap();
+    mallard::collect(true); // (so the new thread adopts no abandoned chunk segment)
+    std::thread::spawn(move || {
+        // SAFETY: non-zero sizes; every block is resized and freed with its current layout.
+        unsafe {
+            let a = GLOBAL.alloc(l(200 << 10));
+            let b = GLOBAL.alloc(l(200 << 10)); // a's neighbour: a cannot grow in place
+            a.write_bytes(7, 200 << 10);
+            let moved = GLOBAL.realloc(a, l(200 << 10), 300 << 10);
+            assert!(!moved.is_null() && moved != a);
+            let mut size = 300 << 10;
+            for new in [1 << 20, 2 << 20, (4 << 20) - (128 << 10)] {
+                let p = GLOBAL.realloc(moved, l(size), new);
+                assert_eq!(p, moved, "growing to {new} bytes did not move the buffer");
+                size = new;
+            }
+            assert!(all_bytes(moved, 200 << 10, 7), "contents kept");
+            GLOBAL.dealloc(moved, l(size));
+            GLOBAL.dealloc(b, l(200 << 10));
+        }
+    })
+    .join()
+    .unwrap();
+}
