@@ -6,7 +6,7 @@
 //! | mitigation | stops | where |
 //! |---|---|---|
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
-//! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `shuffle`, `Page::extend` |
+//! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
 //! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
