@@ -32,9 +32,11 @@ impl Backend {
             })
         };
         // Each cache serves the other's requests (up to twice the size) when it has nothing
-        // of their size: a growing buffer that leaves the chunk heap at 2 MiB takes an 8 MiB mapping, and leaves a
-        // plain segment when it shrinks back, so with separate caches each such round trip
-        // mapped a fresh huge block and unmapped a cached segment.
+        // of their size: a growing buffer that leaves the chunk heap at 2 MiB takes an 8 MiB
+        // mapping, and leaves a plain segment when it shrinks back, so with separate caches
+        // each such round trip mapped a fresh huge block and unmapped a cached segment. (In
+        // the secure build a cached segment's guard page makes `mremap` refuse it: the
+        // segment goes back to the cache and the block gets a fresh mapping.)
         let mapping = if seg_off != 0 {
             None
         } else if map_size == SEGMENT_SIZE {
