@@ -128,7 +128,7 @@ impl Backend {
 
     /// The secure build's guard page after the header (`mitigations::HEADER_GUARD`), once per
     /// mapping: a cached segment may have started as a huge block's, which has none.
-    fn guard_header(&self, seg: &Segment) {
+    pub(crate) fn guard_header(&self, seg: &Segment) {
         if crate::mitigations::HEADER_GUARD && !seg.guarded.get() {
             let guard = crate::mitigations::header_guard(seg.addr());
             // SAFETY: the guard page lies in the header slice, past the header; no block is

@@ -7,9 +7,15 @@
 //! size. When the cache of the right kind is empty, the other serves requests up to twice
 //! its size: a cached huge mapping holds a plain block, or a cached segment is grown by
 //! `mremap` into an 8 MiB mapping.
+//!
+//! In the secure build a huge block ends at a guard page (`mitigations::HUGE_GUARD`): its
+//! usable size stops at the OS page boundary after the size asked for, and the next page
+//! faults. Growing in place moves the guard; `mremap` moves only whole mappings, so the guards
+//! are lifted around it.
 
 use crate::backend::Backend;
 use crate::config::*;
+use crate::mitigations::{self, HUGE_GUARD};
 use crate::segment::{Segment, SegmentKind};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
@@ -19,7 +25,8 @@ impl Backend {
     /// memory is known to be zero.
     pub fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
         let (seg_off, block_off, map_align) = huge_layout(align);
-        let map_size = (block_off + seg_off).checked_add(size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        let map_size =
+            (block_off + seg_off).checked_add(size)?.checked_add(TAIL_GUARD)?.checked_next_multiple_of(SEGMENT_SIZE)?;
         if map_size > isize::MAX as usize {
             return None;
         }
@@ -34,9 +41,7 @@ impl Backend {
         // Each cache serves the other's requests (up to twice the size) when it has nothing
         // of their size: a growing buffer that leaves the chunk heap at 2 MiB takes an 8 MiB
         // mapping, and leaves a plain segment when it shrinks back, so with separate caches
-        // each such round trip mapped a fresh huge block and unmapped a cached segment. (In
-        // the secure build a cached segment's guard page makes `mremap` refuse it: the
-        // segment goes back to the cache and the block gets a fresh mapping.)
+        // each such round trip mapped a fresh huge block and unmapped a cached segment.
         let mapping = if seg_off != 0 {
             None
         } else if map_size == SEGMENT_SIZE {
@@ -60,7 +65,7 @@ impl Backend {
         seg.set_live_bytes(size);
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
-        let usable = map_size - seg_off - block_off;
+        let usable = self.guard_huge(seg, block, size);
         seg.pages[0].init(ptr::null_mut(), 0, usable, block, usable, false);
         seg.pages[0].used.store(1, Ordering::Relaxed);
         if mapping != Mapping::Cached {
@@ -78,8 +83,10 @@ impl Backend {
         let base = self.pop_cache()?;
         // SAFETY: a cached segment's header is at the base of its mapping.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
-        // The header moves with the mapping: out of the registry meanwhile.
+        // The header moves with the mapping: out of the registry meanwhile; and `mremap` moves
+        // one whole mapping, which the header's guard page splits.
         self.unregister(seg);
+        self.unguard_huge(seg, true);
         // SAFETY: base is the whole mapping of an empty cached segment.
         let grown = unsafe { self.source.remap(base, SEGMENT_SIZE, map_size, SEGMENT_SIZE) };
         if grown.is_none() {
@@ -92,6 +99,7 @@ impl Backend {
     pub fn huge_free(&self, seg: &Segment) {
         self.count(|c| &c.huge_frees, 1);
         self.note_in_use(-(seg.live_bytes.load(Ordering::Relaxed) as i64));
+        self.unguard_huge(seg, false);
         let plain = seg.base.get() == seg.addr();
         if !(plain && seg.map_size.get() > SEGMENT_SIZE && self.cache_huge(seg)) {
             self.segment_free(seg);
@@ -106,16 +114,25 @@ impl Backend {
     pub unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
         let seg_off = seg.addr() as usize - seg.base.get() as usize;
         let block_off = p as usize - seg.addr() as usize;
-        let map_size = (seg_off + block_off).checked_add(new_size)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+        let map_size = (seg_off + block_off)
+            .checked_add(new_size)?
+            .checked_add(TAIL_GUARD)?
+            .checked_next_multiple_of(SEGMENT_SIZE)?;
         let old_size = seg.map_size.get();
         if map_size == old_size {
             seg.set_live_bytes(new_size);
+            if HUGE_GUARD {
+                self.unguard_huge(seg, false);
+                seg.pages[0].block_size.set(self.guard_huge(seg, p, new_size));
+            }
             // SAFETY: p is non-null.
             return Some(unsafe { NonNull::new_unchecked(p) });
         }
         let map_align = if seg_off == 0 { SEGMENT_SIZE } else { seg_off + SEGMENT_SIZE };
-        // The header moves with the mapping: take it out of the registry meanwhile.
+        // The header moves with the mapping: take it out of the registry meanwhile; and lift
+        // the guards, which split the mapping.
         self.unregister(seg);
+        self.unguard_huge(seg, true);
         // SAFETY: base/old_size are the block's whole mapping.
         let moved = unsafe { self.source.remap(NonNull::new_unchecked(seg.base.get()), old_size, map_size, map_align) };
         let base = moved.map(|b| b.as_ptr()).unwrap_or(seg.base.get());
@@ -133,9 +150,54 @@ impl Backend {
             seg.pages[0].start.set(block);
             self.count(|c| &c.huge_remaps, 1);
         }
+        if HUGE_GUARD {
+            // SAFETY: as above.
+            let block = unsafe { seg.addr().add(block_off) };
+            // Moved: guard the new size; else the guard goes back where it was.
+            let size = if moved.is_some() { new_size } else { seg.pages[0].block_size.get() };
+            seg.pages[0].block_size.set(self.guard_huge(seg, block, size));
+        }
         self.register(seg);
         // SAFETY: block_off is inside the mapping.
         moved.map(|_| unsafe { NonNull::new_unchecked(seg.addr().add(block_off)) })
+    }
+}
+
+const TAIL_GUARD: usize = if HUGE_GUARD { OS_PAGE_SIZE } else { 0 };
+
+impl Backend {
+    /// Guards huge block `block` of `size` bytes of `seg` in the secure build: a guard page
+    /// right after it, from the OS page boundary at or after its end (`HUGE_GUARD`, room for
+    /// it is part of the mapping), and the one after the header (`HEADER_GUARD`). Returns the
+    /// block's usable size: up to the guard, or to the end of the mapping without one.
+    fn guard_huge(&self, seg: &Segment, block: *mut u8, size: usize) -> usize {
+        let end = seg.base.get().addr() + seg.map_size.get();
+        if !HUGE_GUARD {
+            return end - block.addr();
+        }
+        self.guard_header(seg);
+        // (A block of 0 bytes gets a page, like any other.)
+        let guard = (block.addr() + size.max(1)).next_multiple_of(OS_PAGE_SIZE);
+        debug_assert!(guard + OS_PAGE_SIZE <= end && seg.tail_guard.get() == 0);
+        // SAFETY: the page lies inside the mapping, after the block's last byte.
+        unsafe { self.source.guard(NonNull::new_unchecked(block.with_addr(guard)), OS_PAGE_SIZE) };
+        seg.tail_guard.set(guard);
+        guard - block.addr()
+    }
+
+    /// Lifts the tail guard of huge segment `seg`, and with `header` its header's guard too
+    /// (before `mremap`, which moves only a whole mapping).
+    fn unguard_huge(&self, seg: &Segment, header: bool) {
+        let guard = seg.tail_guard.replace(0);
+        if guard != 0 {
+            // SAFETY: the tail guard `guard_huge` made.
+            unsafe { self.source.unguard(NonNull::new_unchecked(seg.addr().with_addr(guard)), OS_PAGE_SIZE) };
+        }
+        if header && seg.guarded.replace(false) {
+            let guard = mitigations::header_guard(seg.addr());
+            // SAFETY: the header guard `guard_header` made.
+            unsafe { self.source.unguard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+        }
     }
 }
 

@@ -114,8 +114,16 @@ pub fn open_header(c: *mut u8, word: usize) -> usize {
 /// is ever placed in that slice; its last OS page is made inaccessible when the segment is
 /// mapped, so a write running backwards out of the segment's first block faults before it
 /// reaches the metadata (the SIGSEGV of `the_header_guard_page_faults_in_the_secure_build`).
-/// Huge mappings have none: a guard splits the mapping, and `mremap` moves only whole ones.
+/// Huge blocks have one too; `huge` lifts it around an `mremap` (which moves whole mappings).
 pub const HEADER_GUARD: bool = SECURE;
+
+/// **A guard page after each huge block.** A huge block's usable size ends at the OS page
+/// boundary after the size asked for, and the page there is made inaccessible, so an overflow
+/// out of the block faults instead of running through the rest of its mapping (up to a
+/// segment of rounding) into whatever is mapped next. `huge` moves the guard when the block
+/// grows or shrinks in place, and lifts it around an `mremap`. An overflow smaller than the
+/// rounding to the OS page goes unseen (as in hardened_malloc).
+pub const HUGE_GUARD: bool = SECURE;
 
 /// The guard page of the segment at `segment` (its last OS page of the header slice).
 pub fn header_guard(segment: *mut u8) -> *mut u8 {

@@ -50,6 +50,13 @@ pub unsafe trait PageSource: Sync {
     /// # Safety
     /// The range lies inside one reserved region and holds nothing that is ever accessed.
     unsafe fn guard(&self, _p: NonNull<u8>, _size: usize) {}
+
+    /// Makes a guard made by `guard` ordinary memory again (readable and writable; its
+    /// contents are not kept).
+    ///
+    /// # Safety
+    /// `[p, p + size)` is exactly a range an earlier `guard` covered.
+    unsafe fn unguard(&self, _p: NonNull<u8>, _size: usize) {}
 }
 
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
@@ -125,6 +132,13 @@ unsafe impl PageSource for OsPageSource {
     unsafe fn guard(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller owns the range and never accesses it.
         keep_errno(|| unsafe { libc::mprotect(p.as_ptr().cast(), size, libc::PROT_NONE) });
+    }
+
+    unsafe fn unguard(&self, p: NonNull<u8>, size: usize) {
+        // SAFETY: the caller owns the range, a guard of one of its mappings. Back to the
+        // protection of the rest, the kernel merges it with its neighbours again (one mapping
+        // that `mremap` can move).
+        keep_errno(|| unsafe { libc::mprotect(p.as_ptr().cast(), size, libc::PROT_READ | libc::PROT_WRITE) });
     }
 
     unsafe fn remap(&self, p: NonNull<u8>, old_size: usize, new_size: usize, align: usize) -> Option<NonNull<u8>> {

@@ -99,6 +99,9 @@ pub struct Segment {
     /// The header slice ends with a guard page (secure build, `mitigations::HEADER_GUARD`).
     /// A property of the mapping: `init` keeps it.
     pub guarded: Cell<bool>,
+    /// A huge block's guard page right after the block (secure build,
+    /// `mitigations::HUGE_GUARD`), or 0. Set while the block is live; `init` keeps it.
+    pub tail_guard: Cell<usize>,
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);

@@ -433,6 +433,29 @@ fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
     }
 }
 
+/// Whether writing a byte at `p` kills a child process with SIGSEGV (else the write must
+/// succeed: the child exits 0).
+fn a_write_faults(p: *mut u8) -> bool {
+    // SAFETY: the child only writes one byte and exits, without allocating.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: the callers pass an address inside one of the allocator's mappings.
+        unsafe {
+            p.write_volatile(1);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork");
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV {
+        return true;
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child wrote and exited ({status:#x})");
+    false
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "forks")]
 fn the_header_guard_page_faults_in_the_secure_build() {
@@ -441,36 +464,44 @@ fn the_header_guard_page_faults_in_the_secure_build() {
     // SAFETY: a non-zero size; freed below.
     let p = unsafe { GLOBAL.alloc(l) };
     assert!(!p.is_null());
-    // The block's segment, and the last OS page of its header slice (where no block goes).
+    // The block's segment, and the last OS page of its header slice (where no block goes; in
+    // the default build unused memory of the header slice).
     let guard =
         mallard::mitigations::header_guard(p.wrapping_sub(1).map_addr(|a| a & !(mallard::config::SEGMENT_SIZE - 1)));
-    // The write runs in a child, which a guard page kills.
-    // SAFETY: the child only writes one byte and exits, without allocating.
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // SAFETY: the guard page lies inside the segment's mapping; in the default build it
-        // is unused memory of the header slice.
-        unsafe {
-            guard.write_volatile(1);
-            libc::_exit(0);
-        }
-    }
-    assert!(child > 0, "fork");
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    let faults = a_write_faults(guard);
     // SAFETY: p is live, allocated with l.
     unsafe { GLOBAL.dealloc(p, l) };
-    if mallard::mitigations::HEADER_GUARD {
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
-            "the guard page faults ({status:#x})"
-        );
-    } else {
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "no guard in the default build ({status:#x})"
-        );
+    assert_eq!(faults, mallard::mitigations::HEADER_GUARD, "the guard page faults in the secure build only");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "forks, maps MiBs")]
+fn a_write_past_a_huge_block_faults_in_the_secure_build_as_it_grows_and_moves() {
+    let _g = serial();
+    const MIB: usize = 1 << 20;
+    let l = |n| Layout::from_size_align(n, 16).unwrap();
+    let secure = mallard::mitigations::HUGE_GUARD;
+    // SAFETY: non-zero sizes; the block is resized and freed with its current layout; the
+    // writes past its end are made by children.
+    unsafe {
+        let p = GLOBAL.alloc(l(5 * MIB));
+        assert!(!p.is_null());
+        p.write_bytes(3, 5 * MIB);
+        assert_eq!(a_write_faults(p.add(5 * MIB)), secure, "the page after a fresh huge block");
+        assert!(!a_write_faults(p.add(5 * MIB - 1)), "the block's last byte is writable");
+        // In place (its 8 MiB mapping has room): the guard moves to the new end.
+        let q = GLOBAL.realloc(p, l(5 * MIB), 6 * MIB + 100);
+        assert_eq!(q, p, "grows in place");
+        assert!(!a_write_faults(p.add(6 * MIB)), "the old guard is memory again");
+        assert_eq!(mallard::usable_size(p), if secure { 6 * MIB + 4096 } else { 8 * MIB - (64 << 10) });
+        assert_eq!(a_write_faults(p.add(6 * MIB + 4096)), secure, "the guard after the grown block");
+        // Beyond its mapping: mremap (the guards are lifted around it) and a new guard.
+        let r = GLOBAL.realloc(p, l(6 * MIB + 100), 20 * MIB);
+        assert!(!r.is_null());
+        assert!(all_bytes(r, 5 * MIB, 3), "contents kept");
+        r.add(20 * MIB - 1).write(9);
+        assert_eq!(a_write_faults(r.add(20 * MIB)), secure, "the guard after the moved block");
+        GLOBAL.dealloc(r, l(20 * MIB));
     }
 }
 
