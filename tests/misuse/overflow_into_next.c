@@ -1,4 +1,4 @@
-// outcome glibc: abort "malloc(): memory corruption"
+// outcome glibc: abort "malloc(): corrupted top size"
 // outcome mallard: exploited
 // outcome mallard-secure: abort "free list corrupted"
 /* A heap overflow: writing past the end of a block into the next one, which is free, so the
@@ -9,6 +9,7 @@ int main(void) {
     char *blocks[16];
     for (int i = 0; i < 16; i++) blocks[i] = malloc(48);
     for (int i = 1; i < 16; i += 2) free(blocks[i]);
+    flush_quarantine(); /* the freed blocks are on the free lists */
     for (int i = 0; i < 16; i += 2) {
         /* 48 bytes of data, then 16 more: the start of whatever follows. */
         void *fake[8] = {target, target, target, target, target, target, target, target};

@@ -8,6 +8,7 @@ use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
 use crate::large::{self, ChunkHeap};
 use crate::misuse;
+use crate::mitigations::{self, FILL_FREED, QUARANTINE};
 use crate::page::{read_mark, write_mark, Block, Page};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::segment_map;
@@ -152,6 +153,20 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
 /// pointers are caught as far as `misuse` describes, not all of them.
 #[inline(always)]
 pub unsafe fn free(heap: &Heap, p: *mut u8) {
+    if QUARANTINE {
+        // SAFETY: forwarded.
+        return unsafe { free_secure(heap, p) };
+    }
+    // SAFETY: forwarded.
+    unsafe { release(heap, p) }
+}
+
+/// Frees block `p` at once (`free` without the secure build's quarantine).
+///
+/// # Safety
+/// As for `free`.
+#[inline(always)]
+unsafe fn release(heap: &Heap, p: *mut u8) {
     if !segment_map::contains(p) {
         return free_unmapped(p);
     }
@@ -200,6 +215,84 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     }
     // SAFETY: forwarded.
     unsafe { free_slow(heap, seg, page, p) }
+}
+
+/// `free` in the secure build: a block of a page class that passes `free`'s checks is filled
+/// with zeros (`FILL_FREED`), and a small one waits in the thread's quarantine, marked freed,
+/// while the thread frees `QUARANTINE_SLOTS` more (`QUARANTINE`); the block that leaves the
+/// quarantine is checked for writes made to it since (`check_untouched`) and released.
+/// Anything else, and any misuse, takes `release`, which reports it.
+///
+/// # Safety
+/// As for `free`.
+#[inline(never)]
+unsafe fn free_secure(heap: &Heap, p: *mut u8) {
+    if !segment_map::contains(p) {
+        return free_unmapped(p);
+    }
+    // SAFETY: p's region holds a segment, so its header is mapped.
+    let seg = unsafe { &*segment_of(p) };
+    if !matches!(seg.kind(), SegmentKind::Small | SegmentKind::Medium | SegmentKind::Large) {
+        // SAFETY: forwarded (chunks and huge blocks are not filled or kept).
+        return unsafe { release(heap, p) };
+    }
+    let page = seg.page_of(p);
+    let size = page.block_size.get();
+    let mark = misuse::free_mark();
+    // SAFETY: read only once p is known to start a block of the page.
+    let valid =
+        size != 0 && page.is_block_start(p) && !page.in_purged_os_page(p) && unsafe { read_mark(p.cast()) } != mark;
+    if !valid || cfg!(miri) {
+        // SAFETY: forwarded: `release` reports the misuse. (Miri: see `write_mark`.)
+        return unsafe { release(heap, p) };
+    }
+    if FILL_FREED {
+        // SAFETY: p is a live block of `size` bytes, which the program gives up here.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    let quarantine = if size <= mitigations::QUARANTINE_MAX { heap.for_remote_free() } else { None };
+    let Some(h) = quarantine else {
+        // SAFETY: a live block (an exiting thread, or a block too big to keep).
+        return unsafe { release(heap, p) };
+    };
+    // SAFETY: as above; marked, a second free of p is a double free while it waits.
+    unsafe { write_mark(p.cast(), mark) };
+    let out = h.quarantine_swap(p);
+    if !out.is_null() {
+        // SAFETY: `out` is a block this thread freed and kept, marked and filled.
+        unsafe { release_quarantined(h, out) };
+    }
+}
+
+/// Releases block `b` that leaves `heap`'s quarantine, after checking it was not written to.
+///
+/// # Safety
+/// `b` was put in the quarantine by `free_secure` on `heap`'s thread, which is the caller.
+pub unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
+    // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`).
+    unsafe {
+        let page = (*segment_of(b)).page_of(b);
+        check_untouched(b, page.block_size.get());
+        write_mark(b.cast(), 0);
+        release(heap, b);
+    }
+}
+
+/// Reports a write to quarantined block `b` (of `size` bytes): its first 64 bytes must still
+/// read as `free_secure` left them, zero but for the free mark in its second word. (Only the
+/// first line: reading all of a block costs as much as filling it again.)
+///
+/// # Safety
+/// `b` is a quarantined block of `size` bytes.
+unsafe fn check_untouched(b: *mut u8, size: usize) {
+    let (words, mark) = (size.min(64) / 8, misuse::free_mark());
+    for i in 0..words {
+        // SAFETY: inside the block, which the allocator holds.
+        let w = unsafe { (b as *const usize).add(i).read_volatile() };
+        if w != if i == 1 { mark } else { 0 } {
+            misuse::report("write to a freed block", b);
+        }
+    }
 }
 
 // The misuse paths of `free` return `()` and are never inlined, so the fast path reaches them

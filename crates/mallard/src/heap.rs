@@ -26,6 +26,7 @@ use crate::backend::Backend;
 use crate::config::*;
 use crate::large::ChunkHeap;
 use crate::list::{Linked, List};
+use crate::mitigations::QUARANTINE_SLOTS;
 use crate::page::{Block, Page, EMPTY_FULL, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
@@ -93,6 +94,10 @@ pub struct Heap {
     batched: Cell<u128>,
     /// When `maybe_purge` next looks for due purges (ms).
     next_purge_check: Cell<u64>,
+    /// Secure build: small blocks this thread freed, waiting to be released; the oldest at
+    /// `quarantine_at` (`mitigations::QUARANTINE`; no slots in the default build).
+    quarantine: [Cell<*mut u8>; QUARANTINE_SLOTS],
+    quarantine_at: Cell<usize>,
     pub counters: Counters,
     /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
     /// all heaps it is the number of blocks freed but still counted in their page's `used`.
@@ -179,6 +184,8 @@ impl Heap {
             remote_batches: [RemoteBatch::EMPTY; CLASS_COUNT],
             batched: Cell::new(0),
             next_purge_check: Cell::new(0),
+            quarantine: [const { Cell::new(ptr::null_mut()) }; QUARANTINE_SLOTS],
+            quarantine_at: Cell::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
             class_pages_started: [const { AtomicI64::new(0) }; CLASS_COUNT],
@@ -609,12 +616,33 @@ impl Heap {
         }
     }
 
+    /// Secure build: puts freed block `p` in the quarantine and returns the oldest block there,
+    /// which leaves it (null while the quarantine fills).
+    pub fn quarantine_swap(&self, p: *mut u8) -> *mut u8 {
+        let i = self.quarantine_at.get();
+        self.quarantine_at.set(if i + 1 == QUARANTINE_SLOTS { 0 } else { i + 1 });
+        self.quarantine[i].replace(p)
+    }
+
+    /// Releases every block in the quarantine, oldest first.
+    fn flush_quarantine(&self) {
+        let (newer, older) = self.quarantine.split_at(self.quarantine_at.get());
+        for slot in older.iter().chain(newer) {
+            let b = slot.replace(ptr::null_mut());
+            if !b.is_null() {
+                // SAFETY: this thread's quarantine holds blocks it freed into it.
+                unsafe { crate::alloc::release_quarantined(self, b) };
+            }
+        }
+    }
+
     /// The owner is exiting: give every segment to the backend (empty ones are freed, the rest
     /// abandoned for other threads to reclaim) and return the heap to the pool.
     pub fn abandon(&self) {
         if self.is_empty {
             return;
         }
+        self.flush_quarantine();
         self.flush_remote();
         let mut pages = 0;
         for class in 0..CLASS_COUNT {
@@ -662,7 +690,7 @@ impl Heap {
         self.backend().heap_free(self);
     }
 
-    /// Collects every pending free: remote frees into pages and chunks, and full pages that
+    /// Collects every pending free: the quarantine (secure build), remote frees into pages and chunks, and full pages that
     /// got room; gives empty pages back to their segments and empty segments to the backend.
     /// With `force`, first takes over every abandoned segment, so that frees into them are
     /// collected too.
@@ -670,6 +698,7 @@ impl Heap {
         if self.is_empty {
             return;
         }
+        self.flush_quarantine();
         self.flush_remote();
         if force {
             while let Some(seg) = self.backend().pop_abandoned() {

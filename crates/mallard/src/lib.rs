@@ -50,7 +50,8 @@ pub fn stats() -> Stats {
     s
 }
 
-/// Collects the calling thread's pending frees (remote frees into its pages and chunks) and
+/// Collects the calling thread's pending frees (its quarantine in the secure build, remote
+/// frees into its pages and chunks) and
 /// gives free memory back to the OS: with `force`, all free memory of this thread's heap and
 /// of the process-wide caches (and every segment abandoned by exited threads is taken over
 /// first); without, only what has stayed free longer than the purge delay. Free memory of

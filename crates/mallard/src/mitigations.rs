@@ -8,10 +8,12 @@
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
 //! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
+//! | `FILL_FREED` | a use after free reading what the block held | `alloc::free_secure` |
+//! | `QUARANTINE` | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::free_secure`, `Heap::quarantine_swap` |
+//! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
-//! Planned (issue 7): guard pages after huge blocks, freed blocks filled and kept in a short
-//! quarantine. SECURITY.md says what each build catches today.
+//! SECURITY.md says what each build catches, case by case.
 
 use crate::config::{HEADER_KEEP, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::page::Block;
@@ -39,6 +41,26 @@ pub const ENCODED_LINKS: bool = SECURE;
 /// seeded from the page's secret and how far the page is carved, so it needs no shared state.
 pub const RANDOM_ORDER: bool = SECURE;
 pub const RANDOM_RUNS: usize = 8;
+
+/// **Freed blocks filled.** A block of a page class is overwritten with zeros when it is
+/// freed (`alloc::free_secure`), so a use after free reads zeros instead of what the block held
+/// (keys, pointers that would defeat ASLR), and a later allocation never hands out the old
+/// contents. Chunks and huge blocks are not filled (their free memory is purged to the OS
+/// after the purge delay; filling megabytes on every `free` would cost more than the rest of
+/// the build together).
+pub const FILL_FREED: bool = SECURE;
+
+/// **A quarantine for freed small blocks.** A freed block of up to `QUARANTINE_MAX` bytes is
+/// not reused at once: it waits in its thread's ring of `QUARANTINE_SLOTS` (`Heap::quarantine`),
+/// marked freed and filled, until that thread has freed as many blocks again. A dangling
+/// pointer then points at a block nobody has been given yet, so a use after free cannot
+/// reach the next object of its size, which is what type-confusion exploits need; and when
+/// the block leaves the ring its first line is checked for writes made after the free
+/// (`write to a freed block`). Blocks a thread frees into other threads' pages wait in the
+/// freeing thread's ring. The ring is emptied when the thread exits and by `collect`.
+pub const QUARANTINE: bool = SECURE;
+pub const QUARANTINE_SLOTS: usize = if QUARANTINE { 64 } else { 0 };
+pub const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
 
 /// splitmix64: a small, fast generator for the secure build's random choices.
 pub struct Rng(u64);

@@ -23,7 +23,8 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug)]
         pub struct Stats {
             $( #[doc = $desc] pub $name: i64, )*
-            /// Blocks live per size class.
+            /// Blocks live per size class (in the secure build, with the freed blocks that
+            /// wait in a thread's quarantine).
             pub class_blocks: [i64; CLASS_COUNT],
             /// Pages with blocks in use (or freed remotely and not yet collected) per class.
             pub class_pages: [i64; CLASS_COUNT],

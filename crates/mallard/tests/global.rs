@@ -299,12 +299,16 @@ fn out_of_memory_returns_null() {
 #[test]
 fn stats_count_live_blocks_per_class() {
     let _g = serial();
+    // (The secure build's quarantine holds freed blocks, counted live until they leave it;
+    // `collect` empties it.)
+    mallard::collect(false);
     let before = mallard::stats();
     let blocks: Vec<Box<[u8; 200]>> = (0..1000).map(|_| Box::new([1u8; 200])).collect();
     let during = mallard::stats();
     let class = mallard::size_class::class_of(200);
     assert!(during.class_blocks[class] - before.class_blocks[class] >= 1000);
     drop(blocks);
+    mallard::collect(false);
     let after = mallard::stats();
     assert_eq!(after.class_blocks[class], before.class_blocks[class]);
 }
@@ -431,6 +435,43 @@ fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
     } else {
         assert!(neighbours > 48, "the default build carves in address order ({neighbours} of 63)");
     }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads freed memory")]
+fn the_secure_build_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quarantine_passes() {
+    let _g = serial();
+    let secure = mallard::mitigations::QUARANTINE;
+    let l = Layout::from_size_align(100, 8).unwrap();
+    // A fresh thread: its quarantine starts empty.
+    std::thread::spawn(move || {
+        // SAFETY: non-zero sizes; every block is freed once; the freed block is only read
+        // (its memory stays mapped: its page holds live blocks).
+        unsafe {
+            let keep = GLOBAL.alloc(l); // keeps the page in use
+            let p = GLOBAL.alloc(l);
+            p.write_bytes(0xab, 100);
+            GLOBAL.dealloc(p, l);
+            let tail = core::slice::from_raw_parts(p.add(16), 96);
+            assert_eq!(
+                tail.iter().all(|&b| b == 0),
+                mallard::mitigations::FILL_FREED,
+                "filled in the secure build only"
+            );
+            let next: Vec<*mut u8> = (0..200).map(|_| GLOBAL.alloc(l)).collect();
+            assert_eq!(!next.contains(&p), secure, "reused at once in the default build only");
+            next.into_iter().for_each(|q| GLOBAL.dealloc(q, l));
+            if secure {
+                // The 200 frees pushed p out of the quarantine: it is free again.
+                let again: Vec<*mut u8> = (0..300).map(|_| GLOBAL.alloc(l)).collect();
+                assert!(again.contains(&p), "released after the quarantine");
+                again.into_iter().for_each(|q| GLOBAL.dealloc(q, l));
+            }
+            GLOBAL.dealloc(keep, l);
+        }
+    })
+    .join()
+    .unwrap();
 }
 
 /// Whether writing a byte at `p` kills a child process with SIGSEGV (else the write must
