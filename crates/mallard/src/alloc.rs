@@ -186,8 +186,24 @@ unsafe fn release(heap: &Heap, p: *mut u8) {
                 return free_marked(p);
             }
             write_mark(b, mark);
-            page.link_local(b);
+            release_own(heap, page, b);
         }
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe { free_slow(heap, seg, page, p) }
+}
+
+/// Links freed block `b` (marked) of `heap`'s own page `page` onto its local free list and
+/// counts it out of `used`; an empty page goes back to the heap.
+///
+/// # Safety
+/// `page` is a page of `heap` with no owner tags; `b` is one of its blocks in use.
+#[inline(always)]
+unsafe fn release_own(heap: &Heap, page: &Page, b: *mut Block) {
+    // SAFETY: forwarded.
+    unsafe { page.link_local(b) };
+    {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         // `dec` sets ZF itself, where a relaxed load and store would need a reload and a
         // compare. Only the owner writes `used`, so this unlocked read-modify-write is what
@@ -211,10 +227,7 @@ unsafe fn release(heap: &Heap, p: *mut u8) {
         } else {
             page.add_used(-1);
         }
-        return;
     }
-    // SAFETY: forwarded.
-    unsafe { free_slow(heap, seg, page, p) }
 }
 
 /// `free` in the secure build: a block of a page class that passes `free`'s checks is filled
@@ -238,6 +251,7 @@ unsafe fn free_secure(heap: &Heap, p: *mut u8) {
     }
     let page = seg.page_of(p);
     let size = page.block_size.get();
+    // (Not the heap's copy: the placeholder heap of a thread's first call has none.)
     let mark = misuse::free_mark();
     // SAFETY: read only once p is known to start a block of the page.
     let valid =
@@ -248,50 +262,94 @@ unsafe fn free_secure(heap: &Heap, p: *mut u8) {
     }
     if FILL_FREED {
         // SAFETY: p is a live block of `size` bytes, which the program gives up here.
-        unsafe { ptr::write_bytes(p, 0, size) };
+        unsafe { fill_zero(p, size) };
     }
-    let quarantine = if size <= mitigations::QUARANTINE_MAX { heap.for_remote_free() } else { None };
-    let Some(h) = quarantine else {
-        // SAFETY: a live block (an exiting thread, or a block too big to keep).
+    // The thread's heap (made now if this is its first call), but not an exiting thread's.
+    let h = if !heap.is_empty() { Some(heap) } else { heap.for_remote_free() };
+    let (Some(h), true) = (h, size <= mitigations::QUARANTINE_MAX) else {
+        // SAFETY: a live block (of an exiting thread, or too big to keep).
         return unsafe { release(heap, p) };
     };
     // SAFETY: as above; marked, a second free of p is a double free while it waits.
     unsafe { write_mark(p.cast(), mark) };
-    let out = h.quarantine_swap(p);
+    // The slot keeps how many 16-byte units of the block `check_untouched` reads (1 to 4) in
+    // the low bits of the (16-aligned) address.
+    let out = h.quarantine_swap(p.map_addr(|a| a | (size.min(64) / 16 - 1)));
     if !out.is_null() {
         // SAFETY: `out` is a block this thread freed and kept, marked and filled.
         unsafe { release_quarantined(h, out) };
     }
 }
 
-/// Releases block `b` that leaves `heap`'s quarantine, after checking it was not written to.
+/// Overwrites block `p` of `size` bytes (a multiple of 16) with zeros: up to 64 bytes (most
+/// blocks) by one to four 16-byte stores, beyond by `memset`.
 ///
 /// # Safety
-/// `b` was put in the quarantine by `free_secure` on `heap`'s thread, which is the caller.
-pub unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
-    // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`).
+/// `p` is a block of `size` bytes that is being freed.
+#[inline(always)]
+unsafe fn fill_zero(p: *mut u8, size: usize) {
+    let w = p as *mut u128;
+    // SAFETY: each store is inside the block (at least 16 bytes; the later ones only when
+    // `size` reaches past them).
     unsafe {
-        let page = (*segment_of(b)).page_of(b);
-        check_untouched(b, page.block_size.get());
-        write_mark(b.cast(), 0);
-        release(heap, b);
+        if size > 64 {
+            return ptr::write_bytes(p, 0, size);
+        }
+        w.write_unaligned(0);
+        if size >= 32 {
+            w.add(1).write_unaligned(0);
+            if size >= 48 {
+                w.add(2).write_unaligned(0);
+                if size == 64 {
+                    w.add(3).write_unaligned(0);
+                }
+            }
+        }
     }
 }
 
-/// Reports a write to quarantined block `b` (of `size` bytes): its first 64 bytes must still
-/// read as `free_secure` left them, zero but for the free mark in its second word. (Only the
-/// first line: reading all of a block costs as much as filling it again.)
+/// Releases the block in quarantine slot `slot` (its address, tagged as `free_secure` says)
+/// as it leaves `heap`'s quarantine, after checking it was not written to since its free.
 ///
 /// # Safety
-/// `b` is a quarantined block of `size` bytes.
-unsafe fn check_untouched(b: *mut u8, size: usize) {
-    let (words, mark) = (size.min(64) / 8, misuse::free_mark());
-    for i in 0..words {
-        // SAFETY: inside the block, which the allocator holds.
-        let w = unsafe { (b as *const usize).add(i).read_volatile() };
-        if w != if i == 1 { mark } else { 0 } {
-            misuse::report("write to a freed block", b);
+/// `slot` was put in the quarantine by `free_secure` on `heap`'s thread, which is the caller.
+pub unsafe fn release_quarantined(heap: &Heap, slot: *mut u8) {
+    let units = (slot.addr() & (MIN_ALIGN - 1)) + 1;
+    let b = slot.map_addr(|a| a & !(MIN_ALIGN - 1));
+    // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
+    // and marked freed.
+    unsafe {
+        check_untouched(b, units, misuse::free_mark());
+        let seg = &*segment_of(b);
+        let page = seg.page_of(b);
+        if page.owner.load(Ordering::Relaxed) == heap.id() {
+            release_own(heap, page, b.cast());
+        } else {
+            write_mark(b.cast(), 0); // (`free_slow` checks it)
+            free_slow(heap, seg, page, b);
         }
+    }
+}
+
+/// Reports a write to quarantined block `b` since its free: its first `units` × 16 bytes
+/// must still read as `free_secure` left them, zero but for the free `mark` in its second
+/// word. (Only the first 64 bytes: reading all of a block costs as much as filling it.)
+///
+/// # Safety
+/// `b` is a quarantined block of at least `units` × 16 bytes.
+#[inline(always)]
+unsafe fn check_untouched(b: *mut u8, units: usize, mark: usize) {
+    let w = b as *const u128;
+    // SAFETY: inside the block (at least `units` × 16 bytes), which the allocator holds.
+    let bad = unsafe {
+        let mut bad = (b as *const [usize; 2]).read() != [0, mark];
+        for i in 1..units {
+            bad |= w.add(i).read() != 0;
+        }
+        bad
+    };
+    if bad {
+        misuse::report("write to a freed block", b);
     }
 }
 
