@@ -153,20 +153,6 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
 /// pointers are caught as far as `misuse` describes, not all of them.
 #[inline(always)]
 pub unsafe fn free(heap: &Heap, p: *mut u8) {
-    if QUARANTINE {
-        // SAFETY: forwarded.
-        return unsafe { free_secure(heap, p) };
-    }
-    // SAFETY: forwarded.
-    unsafe { release(heap, p) }
-}
-
-/// Frees block `p` at once (`free` without the secure build's quarantine).
-///
-/// # Safety
-/// As for `free`.
-#[inline(always)]
-unsafe fn release(heap: &Heap, p: *mut u8) {
     if !segment_map::contains(p) {
         return free_unmapped(p);
     }
@@ -186,12 +172,15 @@ unsafe fn release(heap: &Heap, p: *mut u8) {
                 return free_marked(p);
             }
             write_mark(b, mark);
+            if QUARANTINE && fill_and_keep(heap, p, page.block_size.get(), mark) {
+                return;
+            }
             release_own(heap, page, b);
         }
         return;
     }
     // SAFETY: forwarded.
-    unsafe { free_slow(heap, seg, page, p) }
+    unsafe { free_slow(heap, seg, page, p, QUARANTINE) }
 }
 
 /// Links freed block `b` (marked) of `heap`'s own page `page` onto its local free list and
@@ -230,55 +219,39 @@ unsafe fn release_own(heap: &Heap, page: &Page, b: *mut Block) {
     }
 }
 
-/// `free` in the secure build: a block of a page class that passes `free`'s checks is filled
-/// with zeros (`FILL_FREED`), and a small one waits in the thread's quarantine, marked freed,
-/// while the thread frees `QUARANTINE_SLOTS` more (`QUARANTINE`); the block that leaves the
-/// quarantine is checked for writes made to it since (`check_untouched`) and released.
-/// Anything else, and any misuse, takes `release`, which reports it.
+/// The secure build's part of `free` for a block of a page class that passed `free`'s checks
+/// and carries the free `mark`: fills it with zeros (`FILL_FREED`, the mark kept), and keeps a
+/// small one in `heap`'s quarantine (`QUARANTINE`) while the thread frees
+/// `QUARANTINE_SLOTS` more; the block that leaves the quarantine is checked for writes made
+/// to it since (`check_untouched`) and released. Returns whether `p` was kept (else the caller
+/// releases it now).
 ///
 /// # Safety
-/// As for `free`.
-#[inline(never)]
-unsafe fn free_secure(heap: &Heap, p: *mut u8) {
-    if !segment_map::contains(p) {
-        return free_unmapped(p);
+/// `p` is a checked, marked block of `size` bytes being freed by `heap`'s thread (a real heap);
+/// `mark` is `heap.free_mark` (which `check_untouched` expects).
+#[inline(always)]
+unsafe fn fill_and_keep(heap: &Heap, p: *mut u8, size: usize, mark: usize) -> bool {
+    if cfg!(miri) {
+        return false; // (the program's pointer may not reach the whole block: see `write_mark`)
     }
-    // SAFETY: p's region holds a segment, so its header is mapped.
-    let seg = unsafe { &*segment_of(p) };
-    if !matches!(seg.kind(), SegmentKind::Small | SegmentKind::Medium | SegmentKind::Large) {
-        // SAFETY: forwarded (chunks and huge blocks are not filled or kept).
-        return unsafe { release(heap, p) };
+    // SAFETY: p is a block of `size` bytes, which the program gives up here.
+    unsafe {
+        if FILL_FREED {
+            fill_zero(p, size);
+        }
+        write_mark(p.cast(), mark);
     }
-    let page = seg.page_of(p);
-    let size = page.block_size.get();
-    // (Not the heap's copy: the placeholder heap of a thread's first call has none.)
-    let mark = misuse::free_mark();
-    // SAFETY: read only once p is known to start a block of the page.
-    let valid =
-        size != 0 && page.is_block_start(p) && !page.in_purged_os_page(p) && unsafe { read_mark(p.cast()) } != mark;
-    if !valid || cfg!(miri) {
-        // SAFETY: forwarded: `release` reports the misuse. (Miri: see `write_mark`.)
-        return unsafe { release(heap, p) };
+    if size > mitigations::QUARANTINE_MAX {
+        return false;
     }
-    if FILL_FREED {
-        // SAFETY: p is a live block of `size` bytes, which the program gives up here.
-        unsafe { fill_zero(p, size) };
-    }
-    // The thread's heap (made now if this is its first call), but not an exiting thread's.
-    let h = if !heap.is_empty() { Some(heap) } else { heap.for_remote_free() };
-    let (Some(h), true) = (h, size <= mitigations::QUARANTINE_MAX) else {
-        // SAFETY: a live block (of an exiting thread, or too big to keep).
-        return unsafe { release(heap, p) };
-    };
-    // SAFETY: as above; marked, a second free of p is a double free while it waits.
-    unsafe { write_mark(p.cast(), mark) };
     // The slot keeps how many 16-byte units of the block `check_untouched` reads (1 to 4) in
     // the low bits of the (16-aligned) address.
-    let out = h.quarantine_swap(p.map_addr(|a| a | (size.min(64) / 16 - 1)));
+    let out = heap.quarantine_swap(p.map_addr(|a| a | (size.min(64) / 16 - 1)));
     if !out.is_null() {
         // SAFETY: `out` is a block this thread freed and kept, marked and filled.
-        unsafe { release_quarantined(h, out) };
+        unsafe { release_quarantined(heap, out) };
     }
+    true
 }
 
 /// Overwrites block `p` of `size` bytes (a multiple of 16) with zeros: up to 64 bytes (most
@@ -308,31 +281,32 @@ unsafe fn fill_zero(p: *mut u8, size: usize) {
     }
 }
 
-/// Releases the block in quarantine slot `slot` (its address, tagged as `free_secure` says)
+/// Releases the block in quarantine slot `slot` (its address, tagged as `fill_and_keep` says)
 /// as it leaves `heap`'s quarantine, after checking it was not written to since its free.
 ///
 /// # Safety
-/// `slot` was put in the quarantine by `free_secure` on `heap`'s thread, which is the caller.
+/// `slot` was put in the quarantine by `fill_and_keep` on `heap`'s thread, which is the caller.
+#[inline(never)]
 pub unsafe fn release_quarantined(heap: &Heap, slot: *mut u8) {
     let units = (slot.addr() & (MIN_ALIGN - 1)) + 1;
     let b = slot.map_addr(|a| a & !(MIN_ALIGN - 1));
     // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
     // and marked freed.
     unsafe {
-        check_untouched(b, units, misuse::free_mark());
+        check_untouched(b, units, heap.free_mark.get());
         let seg = &*segment_of(b);
         let page = seg.page_of(b);
         if page.owner.load(Ordering::Relaxed) == heap.id() {
             release_own(heap, page, b.cast());
         } else {
             write_mark(b.cast(), 0); // (`free_slow` checks it)
-            free_slow(heap, seg, page, b);
+            free_slow(heap, seg, page, b, false);
         }
     }
 }
 
 /// Reports a write to quarantined block `b` since its free: its first `units` × 16 bytes
-/// must still read as `free_secure` left them, zero but for the free `mark` in its second
+/// must still read as `fill_and_keep` left them, zero but for the free `mark` in its second
 /// word. (Only the first 64 bytes: reading all of a block costs as much as filling it.)
 ///
 /// # Safety
@@ -343,8 +317,14 @@ unsafe fn check_untouched(b: *mut u8, units: usize, mark: usize) {
     // SAFETY: inside the block (at least `units` × 16 bytes), which the allocator holds.
     let bad = unsafe {
         let mut bad = (b as *const [usize; 2]).read() != [0, mark];
-        for i in 1..units {
-            bad |= w.add(i).read() != 0;
+        if units >= 2 {
+            bad |= w.add(1).read_unaligned() != 0;
+            if units >= 3 {
+                bad |= w.add(2).read_unaligned() != 0;
+                if units == 4 {
+                    bad |= w.add(3).read_unaligned() != 0;
+                }
+            }
         }
         bad
     };
@@ -406,8 +386,11 @@ unsafe fn check_and_mark(page: &Page, p: *mut u8) {
     }
 }
 
+/// `free`'s paths other than the caller's own untagged page. With `keep` (the secure build's
+/// `free`, not a block leaving the quarantine), a block of a page class goes through
+/// `fill_and_keep`.
 #[cold]
-unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
+unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: bool) {
     let kind = seg.kind();
     match kind {
         SegmentKind::Huge => {
@@ -444,6 +427,9 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
                     misuse::report("double free", p);
                 }
                 write_mark(p.cast(), misuse::free_mark());
+                if keep && fill_and_keep(heap, p, page.block_size.get(), heap.free_mark.get()) {
+                    return;
+                }
             }
             if page.in_full() {
                 heap.free_local_full(page, p);
@@ -469,6 +455,14 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8) {
     }
     // SAFETY: the page of p's slice.
     unsafe { check_and_mark(page, p) };
+    if keep {
+        if let Some(h) = heap.for_remote_free() {
+            // SAFETY: checked and marked above.
+            if unsafe { fill_and_keep(h, p, page.block_size.get(), h.free_mark.get()) } {
+                return;
+            }
+        }
+    }
     let class = page.class.load(Ordering::Relaxed) as usize;
     let freer = heap.for_remote_free();
     count_remote_free(heap, freer, Some(class));

@@ -8,8 +8,8 @@
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
 //! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
-//! | `FILL_FREED` | a use after free reading what the block held | `alloc::free_secure` |
-//! | `QUARANTINE` | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::free_secure`, `Heap::quarantine_swap` |
+//! | `FILL_FREED` | a use after free reading what the block held | `alloc::fill_and_keep` |
+//! | `QUARANTINE` | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::fill_and_keep`, `Heap::quarantine_swap` |
 //! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
@@ -43,7 +43,7 @@ pub const RANDOM_ORDER: bool = SECURE;
 pub const RANDOM_RUNS: usize = 8;
 
 /// **Freed blocks filled.** A block of a page class is overwritten with zeros when it is
-/// freed (`alloc::free_secure`), so a use after free reads zeros instead of what the block held
+/// freed (`alloc::fill_and_keep`), so a use after free reads zeros instead of what the block held
 /// (keys, pointers that would defeat ASLR), and a later allocation never hands out the old
 /// contents. Chunks and huge blocks are not filled (their free memory is purged to the OS
 /// after the purge delay; filling megabytes on every `free` would cost more than the rest of
