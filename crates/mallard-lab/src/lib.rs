@@ -1,0 +1,41 @@
+//! The heap lab (issue 8): the classic allocation strategies the talk describes, each a real
+//! implementation over a simulated address space, so that one program's allocations can be
+//! replayed through all of them and their heaps compared. No memory is touched: a strategy
+//! hands out addresses and keeps its own books.
+//!
+//! Every strategy implements [`Strategy`]. Its heap grows from [`HEAP_BASE`] in steps of whole
+//! OS pages, as `brk` does, and gives trailing free space back, so its [`Strategy::footprint`]
+//! is what a real process would hold.
+//!
+//! Strategies so far: address-ordered first fit, next fit (a roving pointer) and best fit,
+//! all with boundary-tag style headers, splitting and coalescing ([`fit`]).
+
+pub mod fit;
+
+/// Where every simulated heap starts.
+pub const HEAP_BASE: u64 = 0x1000_0000;
+/// The OS page: heaps grow and shrink in whole pages.
+pub const PAGE: u64 = 4096;
+
+/// An allocation strategy over a simulated address space.
+pub trait Strategy {
+    /// A short name for tables ("first-fit").
+    fn name(&self) -> &'static str;
+    /// Places a block of `size` bytes (at least 1) aligned to `align` (a power of two), growing
+    /// the heap when nothing fits. Returns the block's address.
+    fn alloc(&mut self, size: u64, align: u64) -> u64;
+    /// Frees the block at `addr`, which `alloc` returned and was not freed since.
+    ///
+    /// # Panics
+    /// On an address that is not a live block (a bug in the trace or the replay).
+    fn free(&mut self, addr: u64);
+    /// Bytes of address space the heap holds now (from `HEAP_BASE` to its top).
+    fn footprint(&self) -> u64;
+    /// Checks the strategy's invariants; panics with what is wrong.
+    fn validate(&self);
+}
+
+/// `x` rounded up to a multiple of `a` (a power of two).
+pub const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
