@@ -8,8 +8,10 @@
 //! is what a real process would hold.
 //!
 //! Strategies so far: address-ordered first fit, next fit (a roving pointer) and best fit,
-//! all with boundary-tag style headers, splitting and coalescing ([`fit`]).
+//! all with boundary-tag style headers, splitting and coalescing ([`fit`]); binary buddy
+//! ([`buddy`]).
 
+pub mod buddy;
 pub mod fit;
 
 /// Where every simulated heap starts.

@@ -2,6 +2,7 @@
 //! aligned, the strategy's own invariants hold after every step, and a heap freed entirely
 //! shrinks back. Then textbook cases with known answers.
 
+use mallard_lab::buddy::Buddy;
 use mallard_lab::fit::{FitHeap, Policy, HEADER, TRIM};
 use mallard_lab::{Strategy as Placement, HEAP_BASE, PAGE};
 use proptest::prelude::*;
@@ -12,6 +13,7 @@ fn strategies() -> Vec<Box<dyn Placement>> {
         Box::new(FitHeap::new(Policy::FirstFit)),
         Box::new(FitHeap::new(Policy::NextFit)),
         Box::new(FitHeap::new(Policy::BestFit)),
+        Box::new(Buddy::new()),
     ]
 }
 
@@ -159,4 +161,41 @@ fn next_fit_moves_on_where_first_fit_goes_back_to_the_start() {
     // started after the last hole made (at the top), so it took the top chunk, then wraps.
     assert_eq!(a1, HEAP_BASE + 32 + HEADER);
     assert!(a2 > HEAP_BASE + 32 + 3 * (160 + 32), "next fit continues from the last placement");
+}
+
+#[test]
+fn buddy_wastes_almost_half_on_sizes_just_over_a_power_of_two() {
+    let (mut exact, mut over) = (Buddy::new(), Buddy::new());
+    for _ in 0..1000 {
+        exact.alloc(1024, 16);
+        over.alloc(1025, 16);
+    }
+    exact.validate();
+    over.validate();
+    assert_eq!(exact.footprint(), 1000 * 1024, "powers of two fit exactly");
+    assert_eq!(over.footprint(), 1000 * 2048, "1025 bytes take a block of 2048");
+    // First fit packs the same requests in chunks of 1056 bytes (a header, rounding to 16),
+    // and its heap grows in steps of GROW_MIN.
+    let mut ff = FitHeap::new(Policy::FirstFit);
+    (0..1000).for_each(|_| {
+        ff.alloc(1025, 16);
+    });
+    assert!(ff.footprint() <= 1000 * 1056 + mallard_lab::fit::GROW_MIN, "first fit: {}", ff.footprint());
+}
+
+#[test]
+fn buddies_merge_back_into_the_block_they_were_split_from() {
+    let mut b = Buddy::new();
+    let blocks: Vec<u64> = (0..64).map(|_| b.alloc(64, 16)).collect();
+    assert_eq!(b.footprint(), PAGE, "64 blocks of 64 bytes split one page");
+    let keep = b.alloc(16, 16); // in a second page: the first one is full
+    for p in blocks {
+        b.free(p);
+        b.validate();
+    }
+    // The first page is one free block again; the second holds `keep`, so nothing is given back.
+    assert_eq!(b.footprint(), 2 * PAGE);
+    assert_eq!(b.alloc(PAGE, 16), HEAP_BASE, "the merged page serves a page-sized request");
+    b.free(keep);
+    b.validate();
 }
