@@ -13,6 +13,7 @@
 
 pub mod buddy;
 pub mod fit;
+pub mod trace;
 
 /// Where every simulated heap starts.
 pub const HEAP_BASE: u64 = 0x1000_0000;

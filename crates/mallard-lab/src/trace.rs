@@ -1,0 +1,276 @@
+//! Traces: a program's allocations as `mallard record` writes them and `mallard replay` reads
+//! them. The format is documented in `docs/trace-format.md`; in short, a fixed header, then
+//! chunks, each the events of one thread in time order, each event a kind byte and LEB128
+//! varints (addresses as zigzag differences from the chunk's previous address).
+//!
+//! Reading checks everything: a truncated, foreign or corrupted file gives a [`TraceError`]
+//! that names the file and the byte offset, never a panic.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: &[u8; 8] = b"MLLRDTRC";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 24;
+const CHUNK_TAG: u8 = 0xC1;
+/// The most return addresses an event keeps.
+pub const MAX_FRAMES: usize = 32;
+
+/// What one event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A block of `size` bytes aligned to `align` was handed out at `addr`.
+    Alloc { addr: u64, size: u64, align: u64 },
+    /// The block at `addr` was freed.
+    Free { addr: u64 },
+    /// The block at `old` was resized to `size` bytes, now at `addr` (0: the call failed and
+    /// `old` is unchanged).
+    Realloc { old: u64, addr: u64, size: u64 },
+}
+
+/// One allocator call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Nanoseconds since the trace began.
+    pub time: u64,
+    /// The recording thread's number (0 for the first thread seen).
+    pub thread: u32,
+    pub op: Op,
+    /// Return addresses of the call site, innermost first (symbolized when reporting).
+    pub stack: Vec<u64>,
+}
+
+/// A whole trace, its events merged from all threads' chunks in time order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub pid: u32,
+    pub events: Vec<Event>,
+}
+
+/// A trace file that cannot be read: which file, where, and what is wrong.
+#[derive(Debug)]
+pub struct TraceError {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub what: String,
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: at byte {}: {}", self.file.display(), self.offset, self.what)
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+/// The file header: magic, version, flags (0), the recorded process's id, 4 reserved bytes.
+pub fn encode_header(pid: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&pid.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+/// One chunk: the events of `thread`, in time order (all of them that thread's).
+pub fn encode_chunk(thread: u32, events: &[Event]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let (mut prev_time, mut prev_addr) = (events.first().map_or(0, |e| e.time), 0u64);
+    let mut addr = |body: &mut Vec<u8>, a: u64| {
+        put_varint(body, zigzag(a.wrapping_sub(prev_addr) as i64));
+        prev_addr = a;
+    };
+    for e in events {
+        debug_assert!(e.thread == thread && e.time >= prev_time && e.stack.len() <= MAX_FRAMES);
+        let kind = match e.op {
+            Op::Alloc { .. } => 1,
+            Op::Free { .. } => 2,
+            Op::Realloc { .. } => 3,
+        };
+        body.push(kind);
+        put_varint(&mut body, e.time - prev_time);
+        prev_time = e.time;
+        match e.op {
+            Op::Alloc { addr: a, size, align } => {
+                addr(&mut body, a);
+                put_varint(&mut body, size);
+                body.push(align.max(1).trailing_zeros() as u8);
+            }
+            Op::Free { addr: a } => addr(&mut body, a),
+            Op::Realloc { old, addr: a, size } => {
+                addr(&mut body, old);
+                put_varint(&mut body, a);
+                put_varint(&mut body, size);
+            }
+        }
+        body.push(e.stack.len() as u8);
+        for &f in &e.stack {
+            put_varint(&mut body, f);
+        }
+    }
+    let mut out = vec![CHUNK_TAG];
+    put_varint(&mut out, thread as u64);
+    put_varint(&mut out, events.first().map_or(0, |e| e.time));
+    put_varint(&mut out, events.len() as u64);
+    put_varint(&mut out, body.len() as u64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A whole trace file's bytes, one chunk per thread (events in time order per thread).
+pub fn encode(trace: &Trace) -> Vec<u8> {
+    let mut out = encode_header(trace.pid);
+    let mut threads: Vec<u32> = trace.events.iter().map(|e| e.thread).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    for t in threads {
+        let events: Vec<Event> = trace.events.iter().filter(|e| e.thread == t).cloned().collect();
+        out.extend_from_slice(&encode_chunk(t, &events));
+    }
+    out
+}
+
+/// Reads the trace file at `path`.
+pub fn read(path: &Path) -> Result<Trace, TraceError> {
+    let bytes = std::fs::read(path).map_err(|e| TraceError {
+        file: path.to_owned(),
+        offset: 0,
+        what: format!("cannot read it: {e}"),
+    })?;
+    decode(&bytes).map_err(|(offset, what)| TraceError { file: path.to_owned(), offset: offset as u64, what })
+}
+
+/// A cursor over the file's bytes; errors carry the offset where they were found.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+type Fail = (usize, String);
+
+impl Reader<'_> {
+    fn byte(&mut self, what: &str) -> Result<u8, Fail> {
+        let v = *self.b.get(self.at).ok_or_else(|| (self.at, format!("the file ends inside {what}")))?;
+        self.at += 1;
+        Ok(v)
+    }
+
+    fn varint(&mut self, what: &str) -> Result<u64, Fail> {
+        let start = self.at;
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(what)?;
+            if shift == 63 && b > 1 {
+                break;
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err((start, format!("{what} is not a valid number (more than 64 bits)")))
+    }
+}
+
+/// Decodes a whole trace; on error, the byte offset and what is wrong.
+pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
+    if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+        let what = if b.len() >= 8 && &b[..8] != MAGIC {
+            "not a mallard trace (it does not start with MLLRDTRC)".to_owned()
+        } else {
+            format!("the file ends inside the header ({} of {HEADER_LEN} bytes)", b.len())
+        };
+        return Err((0, what));
+    }
+    let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    if word(8) != VERSION {
+        return Err((8, format!("trace format version {}; this mallard reads version {VERSION}", word(8))));
+    }
+    let pid = word(16);
+    let mut r = Reader { b, at: HEADER_LEN };
+    let mut chunks: Vec<Vec<Event>> = Vec::new();
+    while r.at < b.len() {
+        let chunk_at = r.at;
+        let tag = r.byte("a chunk header")?;
+        if tag != CHUNK_TAG {
+            return Err((chunk_at, format!("expected a chunk (tag 0xc1), found byte {tag:#04x}")));
+        }
+        let thread = r.varint("a chunk header")?;
+        let thread = u32::try_from(thread).map_err(|_| (chunk_at, format!("thread number {thread} too large")))?;
+        let mut time = r.varint("a chunk header")?;
+        let count = r.varint("a chunk header")?;
+        let len = r.varint("a chunk header")? as usize;
+        let body_at = r.at;
+        let end = body_at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
+            (body_at, format!("the chunk says {len} bytes of events follow, but the file has {}", b.len() - body_at))
+        })?;
+        let mut body = Reader { b: &b[..end], at: body_at };
+        // (At least 3 bytes an event: a corrupted count must not reserve gigabytes.)
+        let mut events = Vec::with_capacity(count.min(len as u64 / 3) as usize);
+        let mut prev_addr = 0u64;
+        for _ in 0..count {
+            let at = body.at;
+            let kind = body.byte("an event")?;
+            time = time
+                .checked_add(body.varint("an event's time")?)
+                .ok_or_else(|| (at, "an event's time overflows".to_owned()))?;
+            let mut addr = |body: &mut Reader, what: &str| -> Result<u64, Fail> {
+                let a = prev_addr.wrapping_add(unzigzag(body.varint(what)?) as u64);
+                prev_addr = a;
+                Ok(a)
+            };
+            let op = match kind {
+                1 => {
+                    let addr = addr(&mut body, "an allocation's address")?;
+                    let size = body.varint("an allocation's size")?;
+                    let log = body.byte("an allocation's alignment")?;
+                    if log > 63 {
+                        return Err((body.at - 1, format!("alignment 2^{log} is not possible")));
+                    }
+                    Op::Alloc { addr, size, align: 1 << log }
+                }
+                2 => Op::Free { addr: addr(&mut body, "a free's address")? },
+                3 => {
+                    let old = addr(&mut body, "a realloc's old address")?;
+                    let addr = body.varint("a realloc's new address")?;
+                    let size = body.varint("a realloc's size")?;
+                    Op::Realloc { old, addr, size }
+                }
+                k => return Err((at, format!("unknown event kind {k}"))),
+            };
+            let n = body.byte("an event's call site")? as usize;
+            if n > MAX_FRAMES {
+                return Err((body.at - 1, format!("{n} return addresses (at most {MAX_FRAMES})")));
+            }
+            let stack = (0..n).map(|_| body.varint("a return address")).collect::<Result<_, _>>()?;
+            events.push(Event { time, thread, op, stack });
+        }
+        if body.at != end {
+            return Err((body.at, format!("{} bytes left over after the chunk's {count} events", end - body.at)));
+        }
+        r.at = end;
+        chunks.push(events);
+    }
+    // Merge the threads' chunks by time (stable: chunk order breaks ties).
+    let mut events: Vec<Event> = chunks.into_iter().flatten().collect();
+    events.sort_by_key(|e| e.time);
+    Ok(Trace { pid, events })
+}

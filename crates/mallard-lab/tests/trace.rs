@@ -1,0 +1,89 @@
+//! The trace format: what is written is read back, and a truncated, foreign or corrupted file
+//! is an error naming the file and the offset, never a panic.
+
+use mallard_lab::trace::{self, Event, Op, Trace, HEADER_LEN};
+use proptest::prelude::*;
+
+fn event() -> impl Strategy<Value = (u32, Op, Vec<u64>)> {
+    let addr = prop_oneof![0x5555_0000_0000u64..0x5555_0100_0000, 0x7f00_0000_0000u64..0x7fff_ffff_f000, any::<u64>()];
+    let op = prop_oneof![
+        (addr.clone(), 0u64..1 << 40, 0u32..20).prop_map(|(addr, size, l)| Op::Alloc { addr, size, align: 1 << l }),
+        addr.clone().prop_map(|addr| Op::Free { addr }),
+        (addr.clone(), prop_oneof![Just(0u64), addr], any::<u64>()).prop_map(|(old, addr, size)| Op::Realloc {
+            old,
+            addr,
+            size
+        }),
+    ];
+    (0u32..3, op, prop::collection::vec(any::<u64>(), 0..6))
+}
+
+/// Events with strictly increasing times, so the merged order is unique.
+fn trace_of(raw: Vec<(u32, Op, Vec<u64>)>, gaps: Vec<u64>) -> Trace {
+    let mut time = 0;
+    let events = raw
+        .into_iter()
+        .zip(gaps.into_iter().cycle())
+        .map(|((thread, op, stack), gap)| {
+            time += gap + 1;
+            Event { time, thread, op, stack }
+        })
+        .collect();
+    Trace { pid: 4242, events }
+}
+
+proptest! {
+    #[test]
+    fn a_trace_reads_back_as_written(raw in prop::collection::vec(event(), 0..200), gaps in prop::collection::vec(0u64..1 << 34, 1..8)) {
+        let t = trace_of(raw, gaps);
+        let bytes = trace::encode(&t);
+        prop_assert_eq!(trace::decode(&bytes).map_err(|e| e.1), Ok(t));
+    }
+
+    #[test]
+    fn a_corrupted_trace_never_panics(raw in prop::collection::vec(event(), 1..50), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+        let mut bytes = trace::encode(&trace_of(raw, vec![1000]));
+        for (i, v) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] ^= v | 1;
+        }
+        let _ = trace::decode(&bytes); // Ok or Err, not a panic
+    }
+}
+
+#[test]
+fn every_truncation_inside_a_chunk_is_an_error_with_its_offset() {
+    let raw: Vec<(u32, Op, Vec<u64>)> = (0..20)
+        .map(|i| {
+            (0, Op::Alloc { addr: 0x5555_0000_1000 + 64 * i, size: 48, align: 16 }, vec![0x5555_1234, 0x5555_5678])
+        })
+        .collect();
+    let bytes = trace::encode(&trace_of(raw, vec![10]));
+    assert!(trace::decode(&bytes[..HEADER_LEN]).unwrap().events.is_empty(), "a header alone is an empty trace");
+    for cut in (0..bytes.len()).filter(|&c| c != HEADER_LEN) {
+        let (offset, what) = trace::decode(&bytes[..cut]).expect_err("a truncated trace");
+        assert!(offset <= cut, "cut at {cut}: offset {offset}");
+        assert!(what.contains("ends inside") || what.contains("file has"), "cut at {cut}: {what}");
+    }
+}
+
+#[test]
+fn a_foreign_file_is_named_in_the_error() {
+    let dir = std::env::temp_dir().join(format!("mallard-lab-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("not-a-trace.txt");
+    std::fs::write(&path, "hello, this is a text file and not a trace\n").unwrap();
+    let err = trace::read(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("not-a-trace.txt") && err.contains("at byte 0") && err.contains("not a mallard trace"),
+        "{err}"
+    );
+    let missing = trace::read(&dir.join("missing.trace")).unwrap_err().to_string();
+    assert!(missing.contains("missing.trace") && missing.contains("cannot read it"), "{missing}");
+    let mut newer = trace::encode_header(1);
+    newer[8] = 2;
+    std::fs::write(&path, &newer).unwrap();
+    let err = trace::read(&path).unwrap_err().to_string();
+    assert!(err.contains("at byte 8") && err.contains("version 2"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
