@@ -1,6 +1,7 @@
 //! The `mallard` command. It runs on the system allocator on purpose: a harness that
 //! allocated through the allocator under test would measure itself and could crash with it.
 
+mod lab;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,12 @@ enum Command {
     Run(run::RunArgs),
     /// Compare System, mallard and mimalloc on in-process workloads (interleaved, median).
     Bench(BenchArgs),
+    /// Replay a trace through the classic strategies (first fit, next fit, best fit, buddy)
+    /// and compare how they pack the heap: `mallard replay TRACE`.
+    Replay(lab::ReplayArgs),
+    /// The heap lab's other tools: `mallard lab gen` makes synthetic traces.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 #[derive(clap::Args)]
@@ -189,6 +196,8 @@ impl ProgressBar {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
+        Command::Replay(args) => lab::replay(args),
+        Command::Lab(cmd) => lab::lab(cmd),
         Command::Run(args) => match run::run(args) {
             // The program's own exit code (128 + signal if it was killed), as a shell does.
             Ok(outcome) => return ExitCode::from(outcome.code.clamp(0, 255) as u8),

@@ -123,6 +123,14 @@ impl Strategy for Buddy {
         self.top
     }
 
+    fn block_size(&self, addr: u64) -> u64 {
+        1 << self.used[&addr.wrapping_sub(HEAP_BASE)]
+    }
+
+    fn largest_free(&self) -> u64 {
+        self.free.iter().rposition(|s| !s.is_empty()).map_or(0, |k| 1 << k)
+    }
+
     fn validate(&self) {
         assert!(self.top.is_multiple_of(PAGE), "the heap is whole pages");
         let mut blocks: Vec<(u64, u32, bool)> = self.free_at.iter().map(|(&o, &k)| (o, k, true)).collect();

@@ -188,6 +188,14 @@ impl Strategy for FitHeap {
         self.top - HEAP_BASE
     }
 
+    fn block_size(&self, addr: u64) -> u64 {
+        self.used[&addr]
+    }
+
+    fn largest_free(&self) -> u64 {
+        self.by_size.last().map_or(0, |&(size, _)| size)
+    }
+
     fn validate(&self) {
         assert!(self.top >= HEAP_BASE && (self.top - HEAP_BASE).is_multiple_of(PAGE), "the heap is whole pages");
         let mut chunks: Vec<(u64, u64, bool)> = self.free.iter().map(|(&s, &z)| (s, z, true)).collect();

@@ -13,6 +13,8 @@
 
 pub mod buddy;
 pub mod fit;
+pub mod gen;
+pub mod replay;
 pub mod trace;
 
 /// Where every simulated heap starts.
@@ -34,6 +36,10 @@ pub trait Strategy {
     fn free(&mut self, addr: u64);
     /// Bytes of address space the heap holds now (from `HEAP_BASE` to its top).
     fn footprint(&self) -> u64;
+    /// Bytes live block `addr` takes from the heap, its header and rounding included.
+    fn block_size(&self, addr: u64) -> u64;
+    /// The largest free chunk or block inside the heap now (0 if none).
+    fn largest_free(&self) -> u64;
     /// Checks the strategy's invariants; panics with what is wrong.
     fn validate(&self);
 }
@@ -41,4 +47,19 @@ pub trait Strategy {
 /// `x` rounded up to a multiple of `a` (a power of two).
 pub const fn align_up(x: u64, a: u64) -> u64 {
     (x + a - 1) & !(a - 1)
+}
+
+/// The strategies the lab has, by name, in the order tables show them.
+pub const STRATEGIES: [&str; 4] = ["first-fit", "next-fit", "best-fit", "buddy"];
+
+/// A fresh strategy by name (one of `STRATEGIES`).
+pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
+    use fit::{FitHeap, Policy};
+    Some(match name {
+        "first-fit" => Box::new(FitHeap::new(Policy::FirstFit)),
+        "next-fit" => Box::new(FitHeap::new(Policy::NextFit)),
+        "best-fit" => Box::new(FitHeap::new(Policy::BestFit)),
+        "buddy" => Box::new(buddy::Buddy::new()),
+        _ => return None,
+    })
 }

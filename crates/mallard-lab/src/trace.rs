@@ -220,7 +220,7 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
         let len = r.varint("a chunk header")? as usize;
         let body_at = r.at;
         let end = body_at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
-            (body_at, format!("the chunk says {len} bytes of events follow, but the file has {}", b.len() - body_at))
+            (body_at, format!("the file ends inside a chunk of {len} bytes ({} are left)", b.len() - body_at))
         })?;
         let mut body = Reader { b: &b[..end], at: body_at };
         // (At least 3 bytes an event: a corrupted count must not reserve gigabytes.)

@@ -1,0 +1,60 @@
+//! Replays with known answers, and the synthetic shapes through every strategy.
+
+use mallard_lab::fit::{GROW_MIN, HEADER};
+use mallard_lab::gen::{generate, Shape};
+use mallard_lab::replay::{replay, table};
+use mallard_lab::trace::{Event, Op, Trace};
+use mallard_lab::STRATEGIES;
+
+fn trace(ops: &[Op]) -> Trace {
+    let events =
+        ops.iter().enumerate().map(|(i, &op)| Event { time: i as u64, thread: 0, op, stack: Vec::new() }).collect();
+    Trace { pid: 1, events }
+}
+
+#[test]
+fn a_small_trace_has_the_figures_worked_out_by_hand() {
+    let t = trace(&[
+        Op::Alloc { addr: 0xa000, size: 100, align: 16 },
+        Op::Alloc { addr: 0xb000, size: 1000, align: 16 },
+        Op::Free { addr: 0xa000 },
+        Op::Free { addr: 0xdead }, // never allocated: skipped and counted
+        Op::Realloc { old: 0xb000, addr: 0xc000, size: 2000 },
+        Op::Free { addr: 0xc000 },
+    ]);
+    let f = replay(&t, "first-fit", &mut |_, _| {}).unwrap();
+    // Live bytes are counted after each event: 100, 1100, 1000, 1000, then 2000 once the
+    // realloc moved the block (its new block is placed before the old one is freed).
+    assert_eq!(f.peak_live, 2000);
+    assert_eq!(f.unmatched_frees, 1);
+    assert_eq!(f.peak_footprint, GROW_MIN, "one growth of the heap covers it all");
+    assert_eq!(f.footprint_at_peak_live, GROW_MIN);
+    // The 2000-byte block's chunk: 2000 rounded to 16, and its header.
+    assert_eq!(f.waste_at_peak, HEADER);
+    // At the peak: the first two chunks (128 + 1024 bytes) are one free hole, then the new
+    // chunk of 2016, then the rest of the heap, the largest hole.
+    assert_eq!(f.largest_hole_at_peak, GROW_MIN - 1152 - 2016);
+    assert!((f.frag_at_peak - GROW_MIN as f64 / 2000.0).abs() < 1e-9);
+    let b = replay(&t, "buddy", &mut |_, _| {}).unwrap();
+    assert_eq!(b.waste_at_peak, 2048 - 2000);
+    assert!(replay(&t, "worst-fit", &mut |_, _| {}).is_none());
+}
+
+#[test]
+fn every_shape_replays_through_every_strategy_and_ends_empty() {
+    for shape in Shape::ALL {
+        let t = generate(shape, 20_000, 7);
+        assert_eq!(t, generate(shape, 20_000, 7), "the same seed gives the same trace");
+        let figures: Vec<_> = STRATEGIES.iter().map(|s| replay(&t, s, &mut |_, _| {}).unwrap()).collect();
+        for f in &figures {
+            assert_eq!(f.unmatched_frees, 0, "{shape:?} {}", f.strategy);
+            assert!(f.peak_footprint >= f.peak_live && f.frag_at_peak >= 1.0, "{shape:?} {}", f.strategy);
+            assert!(f.peak_footprint >= f.footprint_at_peak_live);
+        }
+        // Buddy rounds every block to a power of two: its internal waste is the largest.
+        let waste = |n: &str| figures.iter().find(|f| f.strategy == n).unwrap().waste_at_peak;
+        assert!(waste("buddy") > waste("first-fit"), "{shape:?}");
+        let md = table(&figures);
+        assert!(STRATEGIES.iter().all(|s| md.contains(&format!("| {s} |"))), "{md}");
+    }
+}
