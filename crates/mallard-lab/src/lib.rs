@@ -8,7 +8,7 @@
 //! is what a real process would hold.
 //!
 //! Strategies so far: address-ordered first fit, next fit (a roving pointer) and best fit,
-//! all with boundary-tag style headers, splitting and coalescing ([`fit`]); binary buddy
+//! TLSF, all with boundary-tag style headers, splitting and coalescing ([`fit`]); binary buddy
 //! ([`buddy`]).
 
 pub mod buddy;
@@ -50,7 +50,7 @@ pub const fn align_up(x: u64, a: u64) -> u64 {
 }
 
 /// The strategies the lab has, by name, in the order tables show them.
-pub const STRATEGIES: [&str; 4] = ["first-fit", "next-fit", "best-fit", "buddy"];
+pub const STRATEGIES: [&str; 5] = ["first-fit", "next-fit", "best-fit", "tlsf", "buddy"];
 
 /// A fresh strategy by name (one of `STRATEGIES`).
 pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
@@ -59,6 +59,7 @@ pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
         "first-fit" => Box::new(FitHeap::new(Policy::FirstFit)),
         "next-fit" => Box::new(FitHeap::new(Policy::NextFit)),
         "best-fit" => Box::new(FitHeap::new(Policy::BestFit)),
+        "tlsf" => Box::new(FitHeap::new(Policy::Tlsf)),
         "buddy" => Box::new(buddy::Buddy::new()),
         _ => return None,
     })

@@ -13,6 +13,7 @@ fn strategies() -> Vec<Box<dyn Placement>> {
         Box::new(FitHeap::new(Policy::FirstFit)),
         Box::new(FitHeap::new(Policy::NextFit)),
         Box::new(FitHeap::new(Policy::BestFit)),
+        Box::new(FitHeap::new(Policy::Tlsf)),
         Box::new(Buddy::new()),
     ]
 }
@@ -198,4 +199,22 @@ fn buddies_merge_back_into_the_block_they_were_split_from() {
     assert_eq!(b.alloc(PAGE, 16), HEAP_BASE, "the merged page serves a page-sized request");
     b.free(keep);
     b.validate();
+}
+
+#[test]
+fn tlsf_bins_are_four_per_power_of_two_and_a_request_skips_a_bin_that_might_not_fit() {
+    use mallard_lab::fit::tlsf_bin;
+    assert_eq!(tlsf_bin(256), tlsf_bin(319));
+    assert_ne!(tlsf_bin(319), tlsf_bin(320));
+    assert!(tlsf_bin(511) < tlsf_bin(512));
+    // Holes of 336 and 400 bytes (bins [320, 384) and [384, 448)); a request for a chunk of
+    // 336 rounds up to 384, so TLSF takes the 400 hole where best fit takes the exact one.
+    for (policy, exact) in [(Policy::BestFit, true), (Policy::Tlsf, false)] {
+        let (mut h, _) = with_holes(policy, &[336, 400]);
+        let hole = |h: &FitHeap, size| h.free_chunks().find(|&(_, z)| z == size).unwrap().0;
+        let exact_hole = hole(&h, 336);
+        let p = h.alloc(336 - HEADER, 16);
+        assert_eq!(p == exact_hole + HEADER, exact, "{policy:?}");
+        h.validate();
+    }
 }
