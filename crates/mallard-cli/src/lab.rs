@@ -9,7 +9,8 @@ use std::path::PathBuf;
 pub struct ReplayArgs {
     /// The trace to replay (from `mallard record` or `mallard lab gen`).
     trace: PathBuf,
-    /// Only these strategies (comma-separated): first-fit, next-fit, best-fit, tlsf, buddy.
+    /// Only these strategies (comma-separated): first-fit, next-fit, best-fit, tlsf,
+    /// segregated, buddy.
     #[arg(long, value_name = "NAME")]
     strategies: Option<String>,
 }

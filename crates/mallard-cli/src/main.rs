@@ -22,7 +22,8 @@ enum Command {
     Run(run::RunArgs),
     /// Compare System, mallard and mimalloc on in-process workloads (interleaved, median).
     Bench(BenchArgs),
-    /// Replay a trace through the classic strategies (first fit, next fit, best fit, TLSF, buddy)
+    /// Replay a trace through the classic strategies (first fit, next fit, best fit, TLSF,
+    /// segregated lists, buddy)
     /// and compare how they pack the heap: `mallard replay TRACE`.
     Replay(lab::ReplayArgs),
     /// The heap lab's other tools: `mallard lab gen` makes synthetic traces.

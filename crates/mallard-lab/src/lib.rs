@@ -8,13 +8,14 @@
 //! is what a real process would hold.
 //!
 //! Strategies so far: address-ordered first fit, next fit (a roving pointer) and best fit,
-//! TLSF, all with boundary-tag style headers, splitting and coalescing ([`fit`]); binary buddy
-//! ([`buddy`]).
+//! TLSF, all with boundary-tag style headers, splitting and coalescing ([`fit`]); segregated
+//! free lists with size classes ([`seg`]); binary buddy ([`buddy`]).
 
 pub mod buddy;
 pub mod fit;
 pub mod gen;
 pub mod replay;
+pub mod seg;
 pub mod trace;
 
 /// Where every simulated heap starts.
@@ -50,7 +51,7 @@ pub const fn align_up(x: u64, a: u64) -> u64 {
 }
 
 /// The strategies the lab has, by name, in the order tables show them.
-pub const STRATEGIES: [&str; 5] = ["first-fit", "next-fit", "best-fit", "tlsf", "buddy"];
+pub const STRATEGIES: [&str; 6] = ["first-fit", "next-fit", "best-fit", "tlsf", "segregated", "buddy"];
 
 /// A fresh strategy by name (one of `STRATEGIES`).
 pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
@@ -60,6 +61,7 @@ pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
         "next-fit" => Box::new(FitHeap::new(Policy::NextFit)),
         "best-fit" => Box::new(FitHeap::new(Policy::BestFit)),
         "tlsf" => Box::new(FitHeap::new(Policy::Tlsf)),
+        "segregated" => Box::new(seg::Segregated::new()),
         "buddy" => Box::new(buddy::Buddy::new()),
         _ => return None,
     })

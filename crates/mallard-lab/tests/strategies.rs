@@ -14,6 +14,7 @@ fn strategies() -> Vec<Box<dyn Placement>> {
         Box::new(FitHeap::new(Policy::NextFit)),
         Box::new(FitHeap::new(Policy::BestFit)),
         Box::new(FitHeap::new(Policy::Tlsf)),
+        Box::new(mallard_lab::seg::Segregated::new()),
         Box::new(Buddy::new()),
     ]
 }
@@ -216,5 +217,31 @@ fn tlsf_bins_are_four_per_power_of_two_and_a_request_skips_a_bin_that_might_not_
         let p = h.alloc(336 - HEADER, 16);
         assert_eq!(p == exact_hole + HEADER, exact, "{policy:?}");
         h.validate();
+    }
+}
+
+#[test]
+fn segregated_storage_cannot_reuse_a_sparse_run_for_another_size_where_first_fit_can() {
+    use mallard_lab::seg::Segregated;
+    let mut seg = Segregated::new();
+    let mut ff = FitHeap::new(Policy::FirstFit);
+    for s in [&mut seg as &mut dyn Placement, &mut ff] {
+        // 64 KiB of 32-byte blocks; keep one in 16 (one per 512 bytes), free the rest.
+        let blocks: Vec<u64> = (0..2048).map(|_| s.alloc(32, 16)).collect();
+        blocks.iter().enumerate().filter(|(i, _)| i % 16 != 0).for_each(|(_, &p)| s.free(p));
+        let last_survivor = blocks.iter().step_by(16).max().copied().unwrap();
+        // Then 32 KiB of 256-byte blocks: where do they go?
+        let new: Vec<u64> = (0..128).map(|_| s.alloc(256, 16)).collect();
+        s.validate();
+        let in_holes = new.iter().all(|&p| p < last_survivor);
+        let above = new.iter().all(|&p| p > last_survivor);
+        // Segregated: every run keeps a live block, so the 256-byte class takes new pages.
+        // First fit: the holes between survivors (15 × 48 bytes) take the new blocks.
+        assert_eq!(
+            (in_holes, above),
+            if s.name() == "segregated" { (false, true) } else { (true, false) },
+            "{}",
+            s.name()
+        );
     }
 }
