@@ -13,6 +13,11 @@ pub struct ReplayArgs {
     /// segregated, buddy.
     #[arg(long, value_name = "NAME")]
     strategies: Option<String>,
+    /// Also write a report to FILE: one HTML file with the figures, the footprint of every
+    /// strategy and the live bytes over the trace, and a heap map per strategy at its moment of
+    /// peak fragmentation.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -75,14 +80,20 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
                 eprint!("\r\x1b[2K{name:<10} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(30 - filled));
             }
         };
-        let f = replay::replay(&t, name, &mut progress).expect("a known strategy");
+        let r = replay::replay_full(&t, name, &mut progress).expect("a known strategy");
         if tty {
             eprintln!();
         } else {
             eprintln!("replayed {} events through {name}", t.events.len());
         }
-        figures.push(f);
+        figures.push(r);
     }
-    println!("{}: {} events, pid {}\n\n{}", a.trace.display(), t.events.len(), t.pid, replay::table(&figures));
+    let table = replay::table(&figures.iter().map(|r| r.figures.clone()).collect::<Vec<_>>());
+    println!("{}: {} events, pid {}\n\n{table}", a.trace.display(), t.events.len(), t.pid);
+    if let Some(path) = &a.html {
+        let html = mallard_lab::html::report(&a.trace.display().to_string(), t.events.len(), &figures);
+        std::fs::write(path, html).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }

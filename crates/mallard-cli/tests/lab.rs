@@ -45,3 +45,44 @@ fn a_truncated_or_foreign_trace_is_a_clear_error() {
     let (ok, _, err) = mallard(&["lab", "gen", "--shape", "square", "-o", t.to_str().unwrap()]);
     assert!(!ok && err.contains("unknown shape \"square\""), "{err}");
 }
+
+/// Chromium, which the report test needs (CI installs it; `apt-get install chromium`).
+fn chromium() -> &'static str {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return c;
+        }
+    }
+    panic!("the HTML report test needs Chromium: apt-get install chromium");
+}
+
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let (t, html, shot) = (scratch("peaks.trace"), scratch("report.html"), scratch("report.png"));
+    let (ok, _, err) = mallard(&["lab", "gen", "--shape", "peaks", "--events", "20000", "-o", t.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = mallard(&["replay", t.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.matches("<svg").count() == 1 + 6, "a chart and six heap maps");
+    assert!(!page.contains("NaN") && !page.contains("inf"), "no broken numbers");
+    let out = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,1400"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("runs chromium");
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    // Not blank: many colours (the chart's lines, the heap maps' sizes), and most of the
+    // page's top is not background.
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).collect();
+    let colours: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
+    let inked = pixels.iter().filter(|p| p[..3] != [255, 255, 255]).count();
+    assert!(colours.len() > 50, "{} colours: a blank page?", colours.len());
+    assert!(inked * 20 > pixels.len(), "{inked} of {} pixels drawn", pixels.len());
+}

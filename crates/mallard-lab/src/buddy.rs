@@ -9,7 +9,7 @@
 //! half: the internal fragmentation buddy is known for. The heap grows at its top in whole
 //! pages: first free blocks up to the alignment the new block needs, then the block.
 
-use crate::{Strategy, HEAP_BASE, PAGE};
+use crate::{Span, Strategy, HEAP_BASE, PAGE};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The smallest block: 16 bytes.
@@ -129,6 +129,14 @@ impl Strategy for Buddy {
 
     fn largest_free(&self) -> u64 {
         self.free.iter().rposition(|s| !s.is_empty()).map_or(0, |k| 1 << k)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        let span = |(&o, &k): (&u64, &u32), free| Span { start: HEAP_BASE + o, len: 1 << k, free };
+        let mut v: Vec<Span> = self.free_at.iter().map(|e| span(e, true)).collect();
+        v.extend(self.used.iter().map(|e| span(e, false)));
+        v.sort_unstable_by_key(|s| s.start);
+        v
     }
 
     fn validate(&self) {

@@ -17,7 +17,7 @@
 //! whole pages), extending a free chunk that ends there, and gives back all but a page's
 //! worth of a free top chunk larger than `TRIM`, as glibc's `malloc_trim` threshold does.
 
-use crate::{align_up, Strategy, HEAP_BASE, PAGE};
+use crate::{align_up, Span, Strategy, HEAP_BASE, PAGE};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const HEADER: u64 = 16;
@@ -249,6 +249,13 @@ impl Strategy for FitHeap {
 
     fn largest_free(&self) -> u64 {
         self.by_size.last().map_or(0, |&(size, _)| size)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        let mut v: Vec<Span> = self.free.iter().map(|(&start, &len)| Span { start, len, free: true }).collect();
+        v.extend(self.used.iter().map(|(&p, &len)| Span { start: p - HEADER, len, free: false }));
+        v.sort_unstable_by_key(|s| s.start);
+        v
     }
 
     fn validate(&self) {

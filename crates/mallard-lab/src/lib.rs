@@ -14,6 +14,7 @@
 pub mod buddy;
 pub mod fit;
 pub mod gen;
+pub mod html;
 pub mod replay;
 pub mod seg;
 pub mod trace;
@@ -41,8 +42,18 @@ pub trait Strategy {
     fn block_size(&self, addr: u64) -> u64;
     /// The largest free chunk or block inside the heap now (0 if none).
     fn largest_free(&self) -> u64;
+    /// The heap now, in address order: every block and free span (for heap maps).
+    fn spans(&self) -> Vec<Span>;
     /// Checks the strategy's invariants; panics with what is wrong.
     fn validate(&self);
+}
+
+/// A stretch of a heap: a block in use (its whole size, header included) or free space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub len: u64,
+    pub free: bool,
 }
 
 /// `x` rounded up to a multiple of `a` (a power of two).

@@ -6,7 +6,7 @@
 //! allocated (made before recording began) is skipped and counted.
 
 use crate::trace::{Op, Trace};
-use crate::Strategy;
+use crate::{Span, Strategy};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -90,17 +90,55 @@ impl Run<'_> {
     }
 }
 
+/// One point of a replay's time series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// The event just replayed (its index in the trace).
+    pub event: usize,
+    pub live: u64,
+    pub footprint: u64,
+}
+
+/// The heap at one moment, for a heap map.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeapMap {
+    pub event: usize,
+    pub live: u64,
+    pub footprint: u64,
+    pub spans: Vec<Span>,
+}
+
+/// Everything one replay produced: the figures, the footprint and live bytes over time (about
+/// `SAMPLES` points), and the heap at its moment of peak fragmentation (the largest
+/// footprint ÷ live among the events with at least a tenth of the peak live bytes live).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    pub figures: Figures,
+    pub series: Vec<Sample>,
+    pub map: HeapMap,
+}
+
+/// About how many points a replay's series has.
+pub const SAMPLES: usize = 1000;
+
 /// Replays `trace` through a fresh strategy called `name` (one of `crate::STRATEGIES`; `None`
 /// for another name), calling `progress(done, total)` now and then.
 pub fn replay(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, usize)) -> Option<Figures> {
+    replay_full(trace, name, progress).map(|r| r.figures)
+}
+
+/// `replay`, with the series and the heap map.
+pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, usize)) -> Option<Replay> {
     let mut s = crate::strategy(name)?;
-    let s = s.as_mut();
     let strategy = s.name();
     let total = trace.events.len();
+    let every = total.div_ceil(SAMPLES).max(1);
     let start = Instant::now();
-    let mut run = Run { s, blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
+    let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
     let (mut peak_footprint, mut peak_live, mut at_peak) = (0, 0, (0, 0, 0usize));
     let (mut frag_sum, mut frag_n) = (0.0, 0u64);
+    let mut series = Vec::with_capacity(SAMPLES + 2);
+    let mut lives = Vec::with_capacity(total);
     for (i, e) in trace.events.iter().enumerate() {
         run.step(e.op);
         let footprint = run.s.footprint();
@@ -113,14 +151,24 @@ pub fn replay(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, usize))
             frag_sum += footprint as f64 / run.live as f64;
             frag_n += 1;
         }
+        lives.push((run.live, footprint));
+        if i % every == 0 || i + 1 == total {
+            series.push(Sample { event: i, live: run.live, footprint });
+        }
         if i % 65536 == 0 {
             progress(i, total);
         }
     }
     progress(total, total);
     let elapsed = start.elapsed().as_secs_f64();
-    let unmatched_frees = run.unmatched;
-    let figures = Figures {
+    // The moment of peak fragmentation, among events with a tenth of the peak live.
+    let frag_at = lives
+        .iter()
+        .enumerate()
+        .filter(|(_, &(live, _))| live > 0 && live * 10 >= peak_live)
+        .max_by(|(_, a), (_, b)| (a.1 as f64 / a.0 as f64).total_cmp(&(b.1 as f64 / b.0 as f64)))
+        .map_or(0, |(i, _)| i);
+    let mut figures = Figures {
         strategy,
         peak_footprint,
         peak_live,
@@ -129,27 +177,26 @@ pub fn replay(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, usize))
         frag_mean: if frag_n > 0 { frag_sum / frag_n as f64 } else { 0.0 },
         waste_at_peak: at_peak.1,
         largest_hole_at_peak: 0,
-        unmatched_frees,
+        unmatched_frees: run.unmatched,
         ops_per_sec: if elapsed > 0.0 { total as f64 / elapsed } else { 0.0 },
     };
-    Some(figures.with_hole(trace, at_peak.2))
-}
-
-impl Figures {
-    /// Fills in the largest hole at the peak of live bytes by replaying again up to it (a
-    /// scan of the free chunks at every new peak would make a growing heap quadratic).
-    fn with_hole(mut self, trace: &Trace, peak_index: usize) -> Figures {
-        if self.peak_live == 0 {
-            return self;
-        }
-        let mut s = crate::strategy(self.strategy).expect("a known strategy");
+    // A second replay, stopped at the two moments, looks at the heap there (scanning the free
+    // chunks at every new peak would make a growing heap quadratic).
+    let mut map = HeapMap { event: frag_at, live: 0, footprint: 0, spans: Vec::new() };
+    if total > 0 {
+        let mut s = crate::strategy(name)?;
         let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
-        for e in &trace.events[..=peak_index] {
+        for (i, e) in trace.events[..=at_peak.2.max(frag_at)].iter().enumerate() {
             run.step(e.op);
+            if i == at_peak.2 && peak_live > 0 {
+                figures.largest_hole_at_peak = run.s.largest_free();
+            }
+            if i == frag_at {
+                map = HeapMap { event: i, live: run.live, footprint: run.s.footprint(), spans: run.s.spans() };
+            }
         }
-        self.largest_hole_at_peak = run.s.largest_free();
-        self
     }
+    Some(Replay { figures, series, map })
 }
 
 /// The figures of several replays as a Markdown table.

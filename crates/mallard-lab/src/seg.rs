@@ -11,7 +11,7 @@
 //! size is asked for next.
 
 use crate::fit::{GROW_MIN, TRIM};
-use crate::{align_up, Strategy, HEAP_BASE, PAGE};
+use crate::{align_up, Span, Strategy, HEAP_BASE, PAGE};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The largest size served from a class; above it, whole pages.
@@ -205,6 +205,30 @@ impl Strategy for Segregated {
 
     fn largest_free(&self) -> u64 {
         self.free_runs.values().copied().max().unwrap_or(0)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        let mut v: Vec<Span> = self.free_runs.iter().map(|(&start, &len)| Span { start, len, free: true }).collect();
+        for (&start, (len, run)) in &self.runs {
+            match run {
+                Run::Large => v.push(Span { start, len: *len, free: false }),
+                Run::Class { class, free, carved, .. } => {
+                    let b = self.sizes[*class];
+                    let free: BTreeSet<u64> = free.iter().copied().collect();
+                    v.extend((0..*carved).map(|i| start + i * b).map(|p| Span {
+                        start: p,
+                        len: b,
+                        free: free.contains(&p),
+                    }));
+                    let end = start + carved * b;
+                    if end < start + len {
+                        v.push(Span { start: end, len: start + len - end, free: true });
+                    }
+                }
+            }
+        }
+        v.sort_unstable_by_key(|s| s.start);
+        v
     }
 
     fn validate(&self) {

@@ -58,3 +58,26 @@ fn every_shape_replays_through_every_strategy_and_ends_empty() {
         assert!(STRATEGIES.iter().all(|s| md.contains(&format!("| {s} |"))), "{md}");
     }
 }
+
+#[test]
+fn the_report_has_a_chart_and_a_heap_map_per_strategy() {
+    let t = generate(Shape::Plateau, 5000, 3);
+    let replays: Vec<_> =
+        STRATEGIES.iter().map(|s| mallard_lab::replay::replay_full(&t, s, &mut |_, _| {}).unwrap()).collect();
+    for r in &replays {
+        assert!(r.series.len() > 100 && r.series.len() <= mallard_lab::replay::SAMPLES + 2);
+        let m = &r.map;
+        assert!(m.live > 0 && m.footprint >= m.live, "{}", r.figures.strategy);
+        // The map is the whole heap then: its spans tile it.
+        let mut at = mallard_lab::HEAP_BASE;
+        for s in &m.spans {
+            assert_eq!(s.start, at, "{}: spans tile the heap", r.figures.strategy);
+            at += s.len;
+        }
+        assert_eq!(at, mallard_lab::HEAP_BASE + m.footprint);
+    }
+    let page = mallard_lab::html::report("plateau <test>", t.events.len(), &replays);
+    assert_eq!(page.matches("<svg").count(), 1 + STRATEGIES.len());
+    assert!(page.contains("plateau &lt;test&gt;"), "the title is escaped");
+    assert!(STRATEGIES.iter().all(|s| page.contains(&format!("<td>{s}</td>"))));
+}
