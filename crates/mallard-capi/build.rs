@@ -11,9 +11,15 @@ fn main() {
         .compile("mallard_new_delete");
     // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
     // whose blocks the program still holds.
-    // The secure build is `libmallard_secure.so` (scripts/build-secure names the file).
-    let name =
-        if std::env::var_os("CARGO_FEATURE_SECURE").is_some() { "libmallard_secure.so" } else { "libmallard.so" };
+    // The secure build is `libmallard_secure.so`, the recording one `libmallard_trace.so`
+    // (scripts/build-secure and scripts/build-trace name the files).
+    let name = if std::env::var_os("CARGO_FEATURE_SECURE").is_some() {
+        "libmallard_secure.so"
+    } else if std::env::var_os("CARGO_FEATURE_TRACE").is_some() {
+        "libmallard_trace.so"
+    } else {
+        "libmallard.so"
+    };
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{name}");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
 }

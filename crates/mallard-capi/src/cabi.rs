@@ -25,7 +25,10 @@ fn set_errno(e: c_int) {
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     // SAFETY: the calling thread's heap.
-    unsafe { alloc::malloc(thread_heap(), size).cast() }
+    let p = unsafe { alloc::malloc(thread_heap(), size).cast() };
+    #[cfg(feature = "trace")]
+    crate::trace::alloc(p, size, MIN_ALIGN);
+    p
 }
 
 /// `free(p)`: `free(NULL)` does nothing; errno is kept. A pointer mallard did not hand out, or
@@ -35,6 +38,10 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `p` is NULL or a live block of this allocator (anything else is reported).
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // (Recorded before the block can be handed out again, so that a thread that gets it next
+    // records its allocation after this free.)
+    #[cfg(feature = "trace")]
+    crate::trace::free(p);
     // SAFETY: the calling thread's heap; `free` checks what it is given.
     unsafe { alloc::free(thread_heap(), p.cast()) }
 }
@@ -51,7 +58,10 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
         return ptr::null_mut();
     };
     // SAFETY: the calling thread's heap.
-    unsafe { alloc::malloc_zeroed(thread_heap(), total, MIN_ALIGN).cast() }
+    let p = unsafe { alloc::malloc_zeroed(thread_heap(), total, MIN_ALIGN).cast() };
+    #[cfg(feature = "trace")]
+    crate::trace::alloc(p, total, MIN_ALIGN);
+    p
 }
 
 /// `realloc(p, n)`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and returns
@@ -63,16 +73,19 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let heap = thread_heap();
     if p.is_null() {
-        // SAFETY: the calling thread's heap.
-        return unsafe { alloc::malloc(heap, size).cast() };
+        // SAFETY: forwarded.
+        return unsafe { malloc(size) };
     }
     if size == 0 {
-        // SAFETY: as for free.
-        unsafe { alloc::free(heap, p.cast()) };
+        // SAFETY: forwarded.
+        unsafe { free(p) };
         return ptr::null_mut();
     }
     // SAFETY: p is a live block (realloc_unsized checks it).
-    unsafe { alloc::realloc_unsized(heap, p.cast(), size).cast() }
+    let q = unsafe { alloc::realloc_unsized(heap, p.cast(), size).cast() };
+    #[cfg(feature = "trace")]
+    crate::trace::realloc(p, q, size);
+    q
 }
 
 /// `reallocarray(p, n, size)`: `realloc(p, n * size)`, but NULL with `ENOMEM` on overflow.
@@ -99,7 +112,10 @@ fn valid_alignment(align: usize) -> bool {
 #[inline]
 fn aligned(size: usize, align: usize) -> *mut c_void {
     // SAFETY: the calling thread's heap; align is a power of two.
-    unsafe { alloc::malloc_aligned(thread_heap(), size, align.max(MIN_ALIGN)).cast() }
+    let p = unsafe { alloc::malloc_aligned(thread_heap(), size, align.max(MIN_ALIGN)).cast() };
+    #[cfg(feature = "trace")]
+    crate::trace::alloc(p, size, align.max(MIN_ALIGN));
+    p
 }
 
 /// `posix_memalign(&p, align, n)`: `EINVAL` unless `align` is a power of two and a multiple

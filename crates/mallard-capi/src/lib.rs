@@ -14,6 +14,8 @@ mod cabi;
 mod cxx;
 mod options;
 mod report;
+#[cfg(feature = "trace")]
+mod trace;
 
 pub use cabi::*;
 

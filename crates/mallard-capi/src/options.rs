@@ -30,6 +30,8 @@ static STATS_FD: AtomicI32 = AtomicI32::new(-1);
 static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
+    #[cfg(feature = "trace")]
+    crate::trace::init();
     let verbose = flag("MALLARD_VERBOSE");
     let stats = flag("MALLARD_STATS");
     let delay = number("MALLARD_PURGE_DELAY_MS", PURGE_DELAY_MS);

@@ -2,6 +2,7 @@
 //! allocated through the allocator under test would measure itself and could crash with it.
 
 mod lab;
+mod record;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     Run(run::RunArgs),
     /// Compare System, mallard and mimalloc on in-process workloads (interleaved, median).
     Bench(BenchArgs),
+    /// Run a program on libmallard_trace.so and write every allocation it makes to a trace:
+    /// `mallard record -o py.trace -- python3 script.py`.
+    Record(record::RecordArgs),
     /// Replay a trace through the classic strategies (first fit, next fit, best fit, TLSF,
     /// segregated lists, buddy)
     /// and compare how they pack the heap: `mallard replay TRACE`.
@@ -198,6 +202,10 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
         Command::Replay(args) => lab::replay(args),
+        Command::Record(args) => match record::record(args) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
         Command::Lab(cmd) => lab::lab(cmd),
         Command::Run(args) => match run::run(args) {
             // The program's own exit code (128 + signal if it was killed), as a shell does.

@@ -1,0 +1,370 @@
+//! Recording a program's allocations for the heap lab (`mallard record`): only in
+//! `libmallard_trace.so`, the library built with the cargo feature `trace`
+//! (`scripts/build-trace`), so `libmallard.so` carries no test for it.
+//!
+//! With `MALLARD_TRACE=FILE` set, every `malloc`, `calloc`, aligned allocation, `realloc` and
+//! `free` (and the C++ operators, which come through them) is written to FILE in the format of
+//! `docs/trace-format.md`. Each thread encodes its events into a buffer of its own (1 MiB,
+//! mapped straight from the OS: the recorder never allocates) and appends it to the file as
+//! one chunk, with one `writev` on a descriptor opened with `O_APPEND`, when it fills, when
+//! the thread exits (a pthread key's destructor) and when the process exits (`atexit`, for
+//! the exiting thread; threads still running then lose what they have not written).
+//!
+//! Processes: the first process to open FILE creates it, and when it `exec`s another program
+//! (a shim such as pyenv's `python3` does), the new image starts FILE again: the heap starts
+//! again too. Any other process that inherits `MALLARD_TRACE` writes `FILE.PID`, and a child
+//! made by `fork` switches to `FILE.PID` at once, dropping the parent's unwritten events from
+//! its copy of the buffer (the parent writes them).
+//!
+//! Call sites are not recorded yet (every event has no return addresses).
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::{c_int, c_void, CStr};
+use core::ptr;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Bytes of a thread's buffer, its bookkeeping included.
+const BUF_BYTES: usize = 1 << 20;
+/// The most one event takes: kind, time, three numbers and the frame count.
+const MAX_EVENT: usize = 1 + 4 * 10 + 1 + 1;
+
+/// The trace file's descriptor; -1 while not recording.
+static FD: AtomicI32 = AtomicI32::new(-1);
+/// The monotonic clock when recording began (ns).
+static T0: AtomicU64 = AtomicU64::new(0);
+static NEXT_THREAD: AtomicU32 = AtomicU32::new(0);
+/// The pthread key whose destructor writes an exiting thread's buffer.
+static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+/// `MALLARD_TRACE`'s value, NUL-terminated (for `FILE.PID`): written once at start-up, read
+/// afterwards.
+struct Path(UnsafeCell<[u8; 4096]>);
+// SAFETY: written only by `init`, before the program runs other threads.
+unsafe impl Sync for Path {}
+static PATH: Path = Path(UnsafeCell::new([0; 4096]));
+
+/// A thread's events not yet written: the body of its next chunk.
+#[repr(C)]
+struct Buffer {
+    thread: u32,
+    count: u32,
+    start: u64,
+    last: u64,
+    prev_addr: u64,
+    len: usize,
+    data: [u8; BUF_BYTES - 40],
+}
+
+std::thread_local! {
+    // A plain cell with a constant initializer and no destructor: no allocation, no
+    // registration at first use.
+    static BUF: Cell<*mut Buffer> = const { Cell::new(ptr::null_mut()) };
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Starts recording if `MALLARD_TRACE` names a file (from the library's constructor).
+pub fn init() {
+    // SAFETY: getenv during start-up, before any other thread runs.
+    let v = unsafe { libc::getenv(c"MALLARD_TRACE".as_ptr()) };
+    if v.is_null() {
+        return;
+    }
+    // SAFETY: a non-null getenv result is a C string.
+    let path = unsafe { CStr::from_ptr(v) }.to_bytes();
+    if path.is_empty() || path.len() >= 4000 {
+        return;
+    }
+    // SAFETY: start-up runs on one thread; PATH is only read after this.
+    unsafe { (&mut *PATH.0.get())[..path.len()].copy_from_slice(path) };
+    T0.store(now_ns(), Ordering::Relaxed);
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: key is a valid out-pointer; the destructor is a plain function.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        KEY.store(key, Ordering::Relaxed);
+    }
+    // The first process takes FILE, and keeps it across `exec` (a shim that execs the real
+    // program: the trace starts again with the new image's heap); other processes, FILE.PID.
+    let fd = open(Name::Fresh).or_else(|| open(Name::Again)).or_else(|| open(Name::Pid)).unwrap_or(-1);
+    FD.store(fd, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: plain functions that only write to a descriptor.
+        unsafe {
+            libc::atexit(process_exit);
+            libc::pthread_atfork(None, None, Some(fork_child));
+        }
+    }
+}
+
+/// Which file a process records to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Name {
+    /// FILE, which must not exist yet.
+    Fresh,
+    /// FILE again, if this process (before an `exec`) made it: its header has our pid.
+    Again,
+    /// FILE.PID, replacing it.
+    Pid,
+}
+
+/// Opens the trace file `how` says and writes the header.
+fn open(how: Name) -> Option<c_int> {
+    let own = how == Name::Pid;
+    let mut name = [0u8; 4096 + 24];
+    // SAFETY: PATH was set at start-up and is not changed afterwards.
+    let path = unsafe { &*PATH.0.get() };
+    let n = path.iter().position(|&c| c == 0)?;
+    name[..n].copy_from_slice(&path[..n]);
+    let mut end = n;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    if own {
+        name[end] = b'.';
+        end += 1;
+        let mut digits = [0u8; 10];
+        let mut k = digits.len();
+        let mut v = pid;
+        loop {
+            k -= 1;
+            digits[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        name[end..end + digits.len() - k].copy_from_slice(&digits[k..]);
+        end += digits.len() - k;
+    }
+    name[end] = 0;
+    if how == Name::Again {
+        let mut h = [0u8; 24];
+        // SAFETY: name is NUL-terminated; h is a valid buffer.
+        let ours = unsafe {
+            let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+            let n = if fd >= 0 { libc::read(fd, h.as_mut_ptr().cast(), h.len()) } else { -1 };
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            n == 24 && &h[..8] == b"MLLRDTRC" && h[16..20] == pid.to_le_bytes()
+        };
+        if !ours {
+            return None;
+        }
+    }
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_APPEND
+        | libc::O_CLOEXEC
+        | if how == Name::Fresh { libc::O_EXCL } else { libc::O_TRUNC };
+    // SAFETY: name is NUL-terminated.
+    let fd = unsafe { libc::open(name.as_ptr().cast(), flags, 0o644) };
+    if fd < 0 {
+        return None;
+    }
+    let mut h = [0u8; 24];
+    h[..8].copy_from_slice(b"MLLRDTRC");
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[16..20].copy_from_slice(&pid.to_le_bytes());
+    write_all(fd, &[&h]);
+    Some(fd)
+}
+
+/// Writes all of `parts` (one `writev`, then the rest if the kernel took less).
+fn write_all(fd: c_int, parts: &[&[u8]]) {
+    let mut iov = [libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; 2];
+    for (v, p) in iov.iter_mut().zip(parts) {
+        *v = libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() };
+    }
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    // SAFETY: the iovecs point at live slices.
+    let mut done = unsafe { libc::writev(fd, iov.as_ptr(), parts.len().min(2) as c_int) };
+    if done < 0 {
+        return;
+    }
+    // Rare: finish a short write part by part.
+    let mut skip = done as usize;
+    if skip < total {
+        for p in parts {
+            let from = skip.min(p.len());
+            skip -= from;
+            let mut rest = &p[from..];
+            while !rest.is_empty() {
+                // SAFETY: rest is a live slice.
+                done = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+                if done <= 0 {
+                    return;
+                }
+                rest = &rest[done as usize..];
+            }
+        }
+    }
+}
+
+/// This thread's buffer, mapped on its first event; `None` when not recording.
+fn buffer() -> Option<&'static mut Buffer> {
+    if FD.load(Ordering::Relaxed) < 0 {
+        return None;
+    }
+    let mut b = BUF.with(|c| c.get());
+    if b.is_null() {
+        // SAFETY: an anonymous private mapping; checked below.
+        let m = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                BUF_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if m == libc::MAP_FAILED {
+            return None;
+        }
+        b = m.cast();
+        // SAFETY: fresh zeroed memory of the buffer's size; zero is a valid empty buffer.
+        unsafe { (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) };
+        BUF.with(|c| c.set(b));
+        let key = KEY.load(Ordering::Relaxed);
+        if key != u32::MAX {
+            // SAFETY: a valid key. (It may allocate, for keys past the first 32: that
+            // allocation finds this thread's buffer already set.)
+            unsafe { libc::pthread_setspecific(key, b as *const c_void) };
+        }
+    }
+    // SAFETY: the buffer is this thread's alone.
+    Some(unsafe { &mut *b })
+}
+
+/// Appends the buffer to the file as a chunk and empties it.
+fn flush(b: &mut Buffer) {
+    let fd = FD.load(Ordering::Relaxed);
+    if b.count == 0 || fd < 0 {
+        b.count = 0;
+        b.len = 0;
+        return;
+    }
+    let mut h = [0u8; 48];
+    let mut n = 0;
+    h[n] = 0xC1;
+    n += 1;
+    for v in [b.thread as u64, b.start, b.count as u64, b.len as u64] {
+        n += varint(&mut h[n..], v);
+    }
+    write_all(fd, &[&h[..n], &b.data[..b.len]]);
+    b.count = 0;
+    b.len = 0;
+}
+
+fn varint(out: &mut [u8], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+/// Records one event: `kind` (1 alloc, 2 free, 3 realloc), an address as a zigzag difference
+/// from the chunk's last one, then `plain` numbers as they are (and `align_log` for an alloc).
+fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>) {
+    let Some(b) = buffer() else { return };
+    if b.len + MAX_EVENT > b.data.len() {
+        flush(b);
+    }
+    let now = now_ns().saturating_sub(T0.load(Ordering::Relaxed));
+    if b.count == 0 {
+        b.start = now;
+        b.last = now;
+        b.prev_addr = 0;
+    }
+    let now = now.max(b.last);
+    let d = &mut b.data[b.len..];
+    let mut n = 0;
+    d[n] = kind;
+    n += 1;
+    n += varint(&mut d[n..], now - b.last);
+    n += varint(&mut d[n..], zigzag(addr.wrapping_sub(b.prev_addr) as i64));
+    for &v in plain {
+        n += varint(&mut d[n..], v);
+    }
+    if let Some(l) = align_log {
+        d[n] = l;
+        n += 1;
+    }
+    d[n] = 0; // no return addresses
+    n += 1;
+    b.len += n;
+    b.count += 1;
+    b.last = now;
+    b.prev_addr = addr;
+}
+
+/// An allocation of `size` bytes aligned to `align` returned `p` (nothing if null).
+#[inline]
+pub fn alloc(p: *mut c_void, size: usize, align: usize) {
+    if !p.is_null() {
+        record(1, p as u64, &[size as u64], Some(align.max(1).trailing_zeros() as u8));
+    }
+}
+
+/// `p` is being freed (nothing for null).
+#[inline]
+pub fn free(p: *mut c_void) {
+    if !p.is_null() {
+        record(2, p as u64, &[], None);
+    }
+}
+
+/// `old` was resized to `size` bytes at `new` (null: the call failed).
+#[inline]
+pub fn realloc(old: *mut c_void, new: *mut c_void, size: usize) {
+    record(3, old as u64, &[new as u64, size as u64], None);
+}
+
+extern "C" fn thread_exit(b: *mut c_void) {
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: the key's value is this thread's buffer.
+    flush(unsafe { &mut *(b as *mut Buffer) });
+    BUF.with(|c| c.set(ptr::null_mut()));
+    // SAFETY: the buffer's mapping, no longer referred to.
+    unsafe { libc::munmap(b, BUF_BYTES) };
+}
+
+extern "C" fn process_exit() {
+    let b = BUF.with(|c| c.get());
+    if !b.is_null() {
+        // SAFETY: this thread's buffer.
+        flush(unsafe { &mut *b });
+    }
+}
+
+extern "C" fn fork_child() {
+    // The parent writes what the buffer holds; the child starts its own file.
+    let b = BUF.with(|c| c.get());
+    if !b.is_null() {
+        // SAFETY: this thread's buffer (the child's only thread).
+        unsafe {
+            (*b).count = 0;
+            (*b).len = 0;
+        }
+    }
+    let old = FD.swap(-1, Ordering::Relaxed);
+    if old >= 0 {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(old) };
+        FD.store(open(Name::Pid).unwrap_or(-1), Ordering::Relaxed);
+    }
+}

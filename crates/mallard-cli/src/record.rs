@@ -1,0 +1,144 @@
+//! `mallard record`: runs a program on `libmallard_trace.so` with `MALLARD_TRACE` set, so that
+//! every allocation it makes is written to a trace (docs/trace-format.md) for `mallard replay`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// Where to write the trace. Other processes of the run (children that inherit the
+    /// environment) write FILE.PID beside it.
+    #[arg(short, long, value_name = "FILE", default_value = "mallard.trace")]
+    output: PathBuf,
+    /// Leave `PYTHONMALLOC` alone (by default it is set to `malloc`, so that CPython's small
+    /// objects are recorded too).
+    #[arg(long)]
+    keep_pymalloc: bool,
+    /// The libmallard_trace.so to preload (default: next to this program, built first when run
+    /// by cargo; or `$MALLARD_TRACE_LIB`).
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// Finds libmallard_trace.so: `--lib`, `$MALLARD_TRACE_LIB`, or next to this executable. Under
+/// `cargo run` it is built first (`scripts/build-trace` does the same by hand): with the
+/// feature `trace`, in its own target directory, so that the recorder never reaches
+/// libmallard.so through feature unification.
+fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) =
+        explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_TRACE_LIB").map(PathBuf::from))
+    {
+        return p.canonicalize().map_err(|e| format!("{}: {e}", p.display()));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let dir = exe.parent().ok_or("this program has no directory")?;
+    let path = dir.join("libmallard_trace.so");
+    if let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), dir.parent()) {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let trace_dir = target.join("trace");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "mallard-capi", "--features", "trace", "--target-dir"]).arg(&trace_dir);
+        if release {
+            build.arg("--release");
+        }
+        if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR") {
+            build.current_dir(manifest);
+        }
+        let status = build.status().map_err(|e| format!("cannot run cargo to build libmallard_trace.so: {e}"))?;
+        if !status.success() {
+            return Err("building libmallard_trace.so failed (see above)".into());
+        }
+        let built = trace_dir.join(if release { "release" } else { "debug" }).join("libmallard.so");
+        // Copied beside, then renamed over: a program running on the old file keeps its
+        // mapping (rewriting the file in place would change the code under its feet).
+        let tmp = dir.join(format!(".libmallard_trace.so.{}", std::process::id()));
+        std::fs::copy(&built, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("copying {} to {}: {e}", built.display(), path.display()))?;
+    }
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "cannot find {}: build it with scripts/build-trace, or pass --lib / set MALLARD_TRACE_LIB",
+            path.display()
+        ))
+    }
+}
+
+/// Runs the program; returns its exit code (128 + signal if it was killed).
+pub fn record(args: RecordArgs) -> Result<i32, String> {
+    let lib = find_library(args.lib.as_deref())?;
+    let out = std::path::absolute(&args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
+    // The first process creates the file; an old one (and its FILE.PID siblings) would be
+    // mistaken for this run's.
+    let _ = std::fs::remove_file(&out);
+    for sibling in siblings(&out) {
+        let _ = std::fs::remove_file(sibling);
+    }
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    let preload = match std::env::var_os("LD_PRELOAD") {
+        Some(old) if !old.is_empty() => {
+            let mut v = lib.clone().into_os_string();
+            v.push(":");
+            v.push(old);
+            v
+        }
+        _ => lib.clone().into_os_string(),
+    };
+    cmd.env("LD_PRELOAD", preload).env("MALLARD_TRACE", &out);
+    if !args.keep_pymalloc && std::env::var_os("PYTHONMALLOC").is_none() {
+        cmd.env("PYTHONMALLOC", "malloc");
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", args.command[0].to_string_lossy()))?;
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt as _;
+        128 + status.signal().unwrap_or(0)
+    });
+    if !out.is_file() {
+        return Err(format!(
+            "{} was not written: the program did not load {} (a static binary, or one that clears LD_PRELOAD)",
+            out.display(),
+            lib.display()
+        ));
+    }
+    let t = mallard_lab::trace::read(&out).map_err(|e| e.to_string())?;
+    let threads = t.events.iter().map(|e| e.thread).max().map_or(0, |m| m + 1);
+    eprintln!("mallard record: wrote {} ({} events, {threads} threads)", out.display(), t.events.len());
+    let others = siblings(&out);
+    let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    if let Some(big) = others.iter().max_by_key(|p| size(p)) {
+        eprintln!(
+            "mallard record: {} other processes wrote {}.PID; the largest is {} ({} bytes)",
+            others.len(),
+            out.display(),
+            big.display(),
+            size(big)
+        );
+    }
+    Ok(code)
+}
+
+/// The FILE.PID traces beside `out`.
+fn siblings(out: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let prefix = format!("{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut v: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    v.sort();
+    v
+}
