@@ -41,6 +41,9 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let trace_dir = target.join("trace");
         let mut build = Command::new(cargo);
+        // Frame pointers: the recorder walks them to find call sites (as scripts/build-trace).
+        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        build.env("RUSTFLAGS", format!("{flags} -C force-frame-pointers=yes"));
         build.args(["build", "--quiet", "-p", "mallard-capi", "--features", "trace", "--target-dir"]).arg(&trace_dir);
         if release {
             build.arg("--release");
