@@ -18,9 +18,9 @@
 //!
 //! Call sites: an allocation (or realloc) keeps up to `FRAMES` return addresses from the
 //! frame-pointer chain (`call_site`), leaving out the frames of this library; the first is
-//! always right, the ones above it only in code built with frame pointers. Frees keep none. At exit, the process's
-//! memory map (`/proc/self/maps`) is appended as a maps chunk, so that a report can say
-//! which library and function each address is in.
+//! always right, the ones above it only in code built with frame pointers. Frees keep none.
+//! At exit, the process's memory map (`/proc/self/maps`) is appended as a maps chunk
+//! (`write_maps`), so that a report can say which library and function each address is in.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
@@ -456,6 +456,52 @@ extern "C" fn process_exit() {
     if !b.is_null() {
         // SAFETY: this thread's buffer.
         flush(unsafe { &mut *b });
+    }
+    write_maps();
+}
+
+/// Appends the process's memory map (`/proc/self/maps`, up to 4 MiB of it) as a maps chunk:
+/// tag `0xC2`, its length, the text.
+fn write_maps() {
+    const MAX: usize = 4 << 20;
+    let fd = FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: an anonymous mapping for the text, unmapped below; the file is read with plain
+    // system calls into it.
+    unsafe {
+        let m = libc::mmap(
+            ptr::null_mut(),
+            MAX,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if m == libc::MAP_FAILED {
+            return;
+        }
+        let text = core::slice::from_raw_parts_mut(m as *mut u8, MAX);
+        let maps = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let mut len = 0;
+        if maps >= 0 {
+            while len < MAX {
+                let n = libc::read(maps, text[len..].as_mut_ptr().cast(), MAX - len);
+                if n <= 0 {
+                    break;
+                }
+                len += n as usize;
+            }
+            libc::close(maps);
+        }
+        if len > 0 {
+            let mut h = [0u8; 11];
+            h[0] = 0xC2;
+            let n = 1 + varint(&mut h[1..], len as u64);
+            write_all(fd, &[&h[..n], &text[..len]]);
+        }
+        libc::munmap(m, MAX);
     }
 }
 

@@ -13,6 +13,7 @@ pub const MAGIC: &[u8; 8] = b"MLLRDTRC";
 pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 24;
 const CHUNK_TAG: u8 = 0xC1;
+const MAPS_TAG: u8 = 0xC2;
 /// The most return addresses an event keeps.
 pub const MAX_FRAMES: usize = 32;
 
@@ -45,6 +46,9 @@ pub struct Event {
 pub struct Trace {
     pub pid: u32,
     pub events: Vec<Event>,
+    /// The recorded process's memory map at exit (the text of `/proc/PID/maps`), for
+    /// symbolizing call sites; empty if the trace has none.
+    pub maps: String,
 }
 
 /// A trace file that cannot be read: which file, where, and what is wrong.
@@ -145,6 +149,11 @@ pub fn encode(trace: &Trace) -> Vec<u8> {
         let events: Vec<Event> = trace.events.iter().filter(|e| e.thread == t).cloned().collect();
         out.extend_from_slice(&encode_chunk(t, &events));
     }
+    if !trace.maps.is_empty() {
+        out.push(MAPS_TAG);
+        put_varint(&mut out, trace.maps.len() as u64);
+        out.extend_from_slice(trace.maps.as_bytes());
+    }
     out
 }
 
@@ -207,11 +216,21 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
     let pid = word(16);
     let mut r = Reader { b, at: HEADER_LEN };
     let mut chunks: Vec<Vec<Event>> = Vec::new();
+    let mut maps = String::new();
     while r.at < b.len() {
         let chunk_at = r.at;
         let tag = r.byte("a chunk header")?;
+        if tag == MAPS_TAG {
+            let len = r.varint("a maps chunk")? as usize;
+            let end = r.at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
+                (r.at, format!("the file ends inside a maps chunk of {len} bytes ({} are left)", b.len() - r.at))
+            })?;
+            maps = String::from_utf8_lossy(&b[r.at..end]).into_owned();
+            r.at = end;
+            continue;
+        }
         if tag != CHUNK_TAG {
-            return Err((chunk_at, format!("expected a chunk (tag 0xc1), found byte {tag:#04x}")));
+            return Err((chunk_at, format!("expected a chunk (tag 0xc1 or 0xc2), found byte {tag:#04x}")));
         }
         let thread = r.varint("a chunk header")?;
         let thread = u32::try_from(thread).map_err(|_| (chunk_at, format!("thread number {thread} too large")))?;
@@ -272,5 +291,5 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
     // Merge the threads' chunks by time (stable: chunk order breaks ties).
     let mut events: Vec<Event> = chunks.into_iter().flatten().collect();
     events.sort_by_key(|e| e.time);
-    Ok(Trace { pid, events })
+    Ok(Trace { pid, events, maps })
 }

@@ -9,7 +9,7 @@ use mallard_lab::STRATEGIES;
 fn trace(ops: &[Op]) -> Trace {
     let events =
         ops.iter().enumerate().map(|(i, &op)| Event { time: i as u64, thread: 0, op, stack: Vec::new() }).collect();
-    Trace { pid: 1, events }
+    Trace { pid: 1, events, maps: String::new() }
 }
 
 #[test]

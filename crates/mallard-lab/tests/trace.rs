@@ -29,7 +29,7 @@ fn trace_of(raw: Vec<(u32, Op, Vec<u64>)>, gaps: Vec<u64>) -> Trace {
             Event { time, thread, op, stack }
         })
         .collect();
-    Trace { pid: 4242, events }
+    Trace { pid: 4242, events, maps: "55d0c0de0000-55d0c0df0000 r-xp 00001000 08:01 123 /usr/bin/prog\n".into() }
 }
 
 proptest! {
@@ -58,9 +58,13 @@ fn every_truncation_inside_a_chunk_is_an_error_with_its_offset() {
             (0, Op::Alloc { addr: 0x5555_0000_1000 + 64 * i, size: 48, align: 16 }, vec![0x5555_1234, 0x5555_5678])
         })
         .collect();
-    let bytes = trace::encode(&trace_of(raw, vec![10]));
+    let t = trace_of(raw, vec![10]);
+    let bytes = trace::encode(&t);
+    // Whole chunks: the header alone, and the events without the maps chunk after them.
+    let events_end = bytes.len() - (2 + t.maps.len());
     assert!(trace::decode(&bytes[..HEADER_LEN]).unwrap().events.is_empty(), "a header alone is an empty trace");
-    for cut in (0..bytes.len()).filter(|&c| c != HEADER_LEN) {
+    assert!(trace::decode(&bytes[..events_end]).unwrap().maps.is_empty());
+    for cut in (0..bytes.len()).filter(|&c| c != HEADER_LEN && c != events_end) {
         let (offset, what) = trace::decode(&bytes[..cut]).expect_err("a truncated trace");
         assert!(offset <= cut, "cut at {cut}: offset {offset}");
         assert!(what.contains("ends inside"), "cut at {cut}: {what}");
