@@ -20,6 +20,21 @@ pub struct ReplayArgs {
     html: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The trace (from `mallard record`).
+    trace: PathBuf,
+    /// Rows per table.
+    #[arg(long, default_value_t = 15)]
+    top: usize,
+}
+
+pub fn report(a: ReportArgs) -> Result<(), String> {
+    let t = trace::read(&a.trace).map_err(|e| e.to_string())?;
+    print!("{}", mallard_lab::report::report(&a.trace.display().to_string(), &t, a.top));
+    Ok(())
+}
+
 #[derive(clap::Subcommand)]
 pub enum LabCommand {
     /// Write a synthetic trace in one of the classic shapes: ramp, peaks, plateau, random.

@@ -30,6 +30,9 @@ enum Command {
     /// segregated lists, buddy)
     /// and compare how they pack the heap: `mallard replay TRACE`.
     Replay(lab::ReplayArgs),
+    /// What a trace allocated and where: sizes, lifetimes, the biggest call sites, leaks (never
+    /// freed, by call site) and stack candidates (small blocks freed soon by their own thread).
+    Report(lab::ReportArgs),
     /// The heap lab's other tools: `mallard lab gen` makes synthetic traces.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
         Command::Replay(args) => lab::replay(args),
+        Command::Report(args) => lab::report(args),
         Command::Record(args) => match record::record(args) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

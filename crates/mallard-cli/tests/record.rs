@@ -89,3 +89,25 @@ fn a_missing_program_is_a_clear_error() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("cannot run /nonexistent/program"), "{err}");
 }
+
+#[test]
+fn the_report_names_the_leaking_function_and_the_stack_candidate() {
+    let exe = scratch("leaks");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
+    let cc = Command::new("cc").args(["-O0", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status().expect("cc");
+    assert!(cc.success());
+    let out = scratch("leaks.trace");
+    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = mallard(&["report", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    let section =
+        |name: &str| text.split("## ").find(|s| s.starts_with(name)).unwrap_or_else(|| panic!("{name}: {text}"));
+    let leaks = section("Leaks");
+    assert!(leaks.contains("| leaky_function (leaks) ← main (leaks)") && leaks.contains("| 100 |"), "{leaks}");
+    assert!(!leaks.contains("temp_user"), "{leaks}");
+    let stack = section("Stack candidates");
+    assert!(stack.contains("| temp_user (leaks) ← main (leaks)") && stack.contains("| 32 | 1000 | 1000 |"), "{stack}");
+    assert!(!stack.contains("leaky_function"), "{stack}");
+}

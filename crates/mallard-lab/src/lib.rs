@@ -16,7 +16,9 @@ pub mod fit;
 pub mod gen;
 pub mod html;
 pub mod replay;
+pub mod report;
 pub mod seg;
+pub mod symbols;
 pub mod trace;
 
 /// Where every simulated heap starts.

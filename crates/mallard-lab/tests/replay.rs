@@ -81,3 +81,34 @@ fn the_report_has_a_chart_and_a_heap_map_per_strategy() {
     assert!(page.contains("plateau &lt;test&gt;"), "the title is escaped");
     assert!(STRATEGIES.iter().all(|s| page.contains(&format!("<td>{s}</td>"))));
 }
+
+#[test]
+fn a_report_of_a_trace_without_a_memory_map_names_sites_by_address() {
+    let ev = |time: u64, thread: u32, op: Op, stack: Vec<u64>| Event { time, thread, op, stack };
+    let mut events = vec![
+        // A leak of 3 × 100 bytes from site 0xaaaa.
+        ev(0, 0, Op::Alloc { addr: 0x1000, size: 100, align: 16 }, vec![0xaaaa, 0x1111]),
+        ev(1, 0, Op::Alloc { addr: 0x2000, size: 100, align: 16 }, vec![0xaaaa, 0x1111]),
+        ev(2, 0, Op::Alloc { addr: 0x3000, size: 100, align: 16 }, vec![0xaaaa, 0x1111]),
+        ev(3, 0, Op::Free { addr: 0x9999 }, vec![]), // allocated before recording
+    ];
+    // Site 0xbbbb: 10 blocks of 24 bytes freed 50 ns later by the same thread.
+    for i in 0..10u64 {
+        events.push(ev(100 + 100 * i, 1, Op::Alloc { addr: 0x5000 + i, size: 24, align: 16 }, vec![0xbbbb]));
+        events.push(ev(150 + 100 * i, 1, Op::Free { addr: 0x5000 + i }, vec![]));
+    }
+    // Site 0xcccc: the same shape, but freed by another thread: not a stack candidate.
+    for i in 0..10u64 {
+        events.push(ev(2000 + 100 * i, 1, Op::Alloc { addr: 0x7000 + i, size: 24, align: 16 }, vec![0xcccc]));
+        events.push(ev(2050 + 100 * i, 2, Op::Free { addr: 0x7000 + i }, vec![]));
+    }
+    let t = Trace { pid: 7, events, maps: String::new() };
+    let text = mallard_lab::report::report("hand-made", &t, 10);
+    let section = |name: &str| text.split("## ").find(|s| s.starts_with(name)).unwrap();
+    assert!(text.contains("23 allocations, 21 frees") && text.contains("1 frees of blocks allocated before"), "{text}");
+    assert!(section("Leaks").contains("| 0xaaaa ← 0x1111 | 3 | 300 B |"), "{text}");
+    let stack = section("Stack candidates");
+    assert!(stack.contains("| 0xbbbb | 24 | 10 | 10 |") && !stack.contains("0xcccc"), "{text}");
+    assert!(section("Lifetimes").contains("| < 1 µs | 20 |"), "{text}");
+    assert!(section("Sizes").contains("| 16 B – 31 B | 20 | 480 B |"), "{text}");
+}
