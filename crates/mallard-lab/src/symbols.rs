@@ -15,12 +15,14 @@ struct Mapping {
 
 /// A file's functions: (address, size, name), by address.
 type Functions = Vec<(u64, u64, String)>;
+/// A file's segments: (file offset, size, address).
+type Segments = Vec<(u64, u64, u64)>;
 
 pub struct Symbolizer {
     maps: Vec<Mapping>,
     /// Per file: its functions, and how file offsets map to addresses ((offset, size,
     /// address) per segment); `None` if it cannot be read.
-    files: HashMap<String, Option<(Functions, Vec<(u64, u64, u64)>)>>,
+    files: HashMap<String, Option<(Functions, Segments)>>,
     names: HashMap<u64, String>,
 }
 
@@ -81,7 +83,7 @@ impl Symbolizer {
 }
 
 /// The functions and segments of the ELF file at `path`.
-fn load(path: &str) -> Option<(Functions, Vec<(u64, u64, u64)>)> {
+fn load(path: &str) -> Option<(Functions, Segments)> {
     let data = std::fs::read(path).ok()?;
     let file = object::File::parse(&*data).ok()?;
     let mut functions: Functions = file
