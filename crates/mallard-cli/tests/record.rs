@@ -111,3 +111,20 @@ fn the_report_names_the_leaking_function_and_the_stack_candidate() {
     assert!(stack.contains("| temp_user (leaks) ← main (leaks)") && stack.contains("| 32 | 1000 | 1000 |"), "{stack}");
     assert!(!stack.contains("leaky_function"), "{stack}");
 }
+
+#[test]
+fn a_sqlite3_run_is_recorded_and_replays_with_first_fit_ahead_of_buddy() {
+    let out = scratch("sqlite3.trace");
+    let sql = "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT); \
+               WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) \
+               INSERT INTO t SELECT x, printf('%.*c', x % 500, 'z') FROM c; \
+               CREATE INDEX t_b ON t(b); DELETE FROM t WHERE a % 3 = 0; SELECT count(*) FROM t;";
+    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", "sqlite3", ":memory:", sql]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "13334");
+    let t = trace::read(&out).unwrap();
+    assert!(t.events.len() > 10_000, "{} events", t.events.len());
+    assert!(t.maps.contains("sqlite"), "the memory map names sqlite3's library");
+    let frag = |s: &str| mallard_lab::replay::replay(&t, s, &mut |_, _| {}).unwrap().frag_at_peak;
+    assert!(frag("first-fit") < frag("buddy"), "first fit {} against buddy {}", frag("first-fit"), frag("buddy"));
+}
