@@ -381,6 +381,19 @@ fn zigzag(d: i64) -> u64 {
 /// Records one event: `kind` (1 alloc, 2 free, 3 realloc), an address as a zigzag difference
 /// from the chunk's last one, then `plain` numbers as they are (and `align_log` for an alloc).
 fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool) {
+    if FD.load(Ordering::Relaxed) < 0 {
+        return;
+    }
+    // The recorder's system calls (a buffer's mapping, a write) must not change errno: `free`
+    // keeps it, and a successful `malloc` leaves it alone.
+    // SAFETY: __errno_location returns the calling thread's errno.
+    let saved = unsafe { *libc::__errno_location() };
+    record_event(kind, addr, plain, align_log, with_site);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool) {
     let Some(b) = buffer() else { return };
     let site = with_site.then(|| call_site(b.stack_top));
     if b.len + MAX_EVENT > b.data.len() {
