@@ -81,10 +81,12 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free(p) };
         return ptr::null_mut();
     }
+    #[cfg(feature = "trace")]
+    let time = crate::trace::realloc_time();
     // SAFETY: p is a live block (realloc_unsized checks it).
     let q = unsafe { alloc::realloc_unsized(heap, p.cast(), size).cast() };
     #[cfg(feature = "trace")]
-    crate::trace::realloc(p, q, size);
+    crate::trace::realloc(p, q, size, time);
     q
 }
 

@@ -51,6 +51,11 @@ struct Path(UnsafeCell<[u8; 4096]>);
 unsafe impl Sync for Path {}
 static PATH: Path = Path(UnsafeCell::new([0; 4096]));
 
+/// `BUF` of a thread whose buffer was written and unmapped at its exit: the frees glibc makes
+/// after the last key destructor (its own thread-local buffers) are not recorded, rather than
+/// mapping a buffer nothing would write or unmap.
+const EXITED: *mut Buffer = ptr::dangling_mut::<Buffer>();
+
 /// A thread's events not yet written: the body of its next chunk.
 #[repr(C)]
 struct Buffer {
@@ -60,9 +65,10 @@ struct Buffer {
     last: u64,
     prev_addr: u64,
     len: usize,
-    /// The top of this thread's stack, for `call_site`.
-    stack_top: u64,
-    data: [u8; BUF_BYTES - 48],
+    /// This thread's stack, [low, high), for `call_site` (0, 0 while not known).
+    stack_low: u64,
+    stack_high: u64,
+    data: [u8; BUF_BYTES - 56],
 }
 
 std::thread_local! {
@@ -85,6 +91,15 @@ pub fn init() {
     if v.is_null() {
         return;
     }
+    // A program starts with errno 0, and opening the trace may fail on the way (EEXIST).
+    // SAFETY: __errno_location returns the calling thread's errno.
+    let saved = unsafe { *libc::__errno_location() };
+    start(v);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+}
+
+fn start(v: *const core::ffi::c_char) {
     // SAFETY: a non-null getenv result is a C string.
     let path = unsafe { CStr::from_ptr(v) }.to_bytes();
     if path.is_empty() || path.len() >= 4000 {
@@ -112,38 +127,42 @@ pub fn init() {
     }
 }
 
-extern "C" {
-    /// Where the main thread's stack began (argc; the environment is above it): glibc's.
-    static __libc_stack_end: *const c_void;
-}
-
 /// The return addresses of a walk, this library's frames left out.
 struct Walk {
     frames: [u64; FRAMES],
     n: usize,
 }
 
-/// The top of the calling thread's stack (two system calls: once per thread).
-fn stack_top() -> u64 {
-    // SAFETY: gettid/getpid have no preconditions; __libc_stack_end is set before main.
+/// The calling thread's stack, [low, high), from glibc (once per thread: for the main thread
+/// glibc reads /proc/self/maps, and it allocates, which the recorder then records like any
+/// other allocation). (0, 0) if glibc cannot say: then no call sites are walked.
+fn stack_bounds() -> (u64, u64) {
+    // SAFETY: attr is initialized by pthread_getattr_np before it is read, and destroyed.
     unsafe {
-        if libc::gettid() == libc::getpid() {
-            __libc_stack_end as u64
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return (0, 0);
+        }
+        let (mut addr, mut size): (*mut c_void, usize) = (ptr::null_mut(), 0);
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if ok {
+            (addr as u64, addr as u64 + size as u64)
         } else {
-            libc::pthread_self() as u64
+            (0, 0)
         }
     }
 }
 
 /// The caller's call site: up to `FRAMES` return addresses outside this library, by walking
 /// the frame-pointer chain (the library is built with frame pointers; `scripts/build-trace`).
-/// The walk reads only inside the thread's stack: from here up to the stack's top (for the
-/// main thread where glibc says its stack began, for other threads their descriptor, which
-/// glibc places right above the stack), each frame above the last and 16-aligned, so a
-/// program without frame pointers ends the walk early or gives wrong frames, never a fault.
+/// The walk reads only inside the thread's stack as glibc reports it (`stack_bounds`), from
+/// the stack pointer up, each frame above the last and 16-aligned, and not at all when the
+/// stack pointer is elsewhere (a signal stack, a coroutine's), so a program without frame
+/// pointers ends the walk early or gives wrong frames, never a fault.
 /// (libgcc's unwinder would be exact, but made CPython 20 times slower.)
 #[inline(always)]
-fn call_site(top: u64) -> Walk {
+fn call_site(low: u64, high: u64) -> Walk {
     let mut w = Walk { frames: [0; FRAMES], n: 0 };
     let (fp, sp): (u64, u64);
     // SAFETY: reads two registers.
@@ -153,7 +172,11 @@ fn call_site(top: u64) -> Walk {
     let (lo, hi) = (SELF_START.load(Ordering::Relaxed), SELF_END.load(Ordering::Relaxed));
     let mut fp = fp;
     let mut steps = 0;
-    while fp >= sp && fp.is_multiple_of(16) && fp + 16 <= top && w.n < FRAMES && steps < 64 {
+    // Only on the thread's own stack (not a signal stack or a coroutine's), and only inside it.
+    if sp < low || sp >= high {
+        return w;
+    }
+    while fp >= sp && fp.is_multiple_of(16) && fp <= high - 16 && w.n < FRAMES && steps < 64 {
         // SAFETY: [fp, fp + 16) lies inside this thread's stack (checked above).
         let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
         if !(lo..hi).contains(&ret) {
@@ -280,8 +303,14 @@ fn write_all(fd: c_int, parts: &[&[u8]]) {
         *v = libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() };
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    // SAFETY: the iovecs point at live slices.
-    let mut done = unsafe { libc::writev(fd, iov.as_ptr(), parts.len().min(2) as c_int) };
+    let mut done = loop {
+        // SAFETY: the iovecs point at live slices.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), parts.len().min(2) as c_int) };
+        // SAFETY: __errno_location returns the calling thread's errno.
+        if n >= 0 || unsafe { *libc::__errno_location() } != libc::EINTR {
+            break n;
+        }
+    };
     if done < 0 {
         return;
     }
@@ -310,6 +339,9 @@ fn buffer() -> Option<&'static mut Buffer> {
         return None;
     }
     let mut b = BUF.with(|c| c.get());
+    if b == EXITED {
+        return None; // after this thread's buffer was written at its exit
+    }
     if b.is_null() {
         // SAFETY: an anonymous private mapping; checked below.
         let m = unsafe {
@@ -327,11 +359,16 @@ fn buffer() -> Option<&'static mut Buffer> {
         }
         b = m.cast();
         // SAFETY: fresh zeroed memory of the buffer's size; zero is a valid empty buffer.
-        unsafe {
-            (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            (*b).stack_top = stack_top();
-        }
+        unsafe { (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) };
         BUF.with(|c| c.set(b));
+        // (After the buffer is in place: finding the stack may allocate, and that allocation
+        // is recorded into it, without a call site.)
+        let (low, high) = stack_bounds();
+        // SAFETY: this thread's buffer.
+        unsafe {
+            (*b).stack_low = low;
+            (*b).stack_high = high;
+        }
         let key = KEY.load(Ordering::Relaxed);
         if key != u32::MAX {
             // SAFETY: a valid key. (It may allocate, for keys past the first 32: that
@@ -380,7 +417,7 @@ fn zigzag(d: i64) -> u64 {
 
 /// Records one event: `kind` (1 alloc, 2 free, 3 realloc), an address as a zigzag difference
 /// from the chunk's last one, then `plain` numbers as they are (and `align_log` for an alloc).
-fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool) {
+fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool, time: Option<u64>) {
     if FD.load(Ordering::Relaxed) < 0 {
         return;
     }
@@ -388,18 +425,18 @@ fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: 
     // keeps it, and a successful `malloc` leaves it alone.
     // SAFETY: __errno_location returns the calling thread's errno.
     let saved = unsafe { *libc::__errno_location() };
-    record_event(kind, addr, plain, align_log, with_site);
+    record_event(kind, addr, plain, align_log, with_site, time);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved };
 }
 
-fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool) {
+fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool, time: Option<u64>) {
     let Some(b) = buffer() else { return };
-    let site = with_site.then(|| call_site(b.stack_top));
+    let site = with_site.then(|| call_site(b.stack_low, b.stack_high));
     if b.len + MAX_EVENT > b.data.len() {
         flush(b);
     }
-    let now = now_ns().saturating_sub(T0.load(Ordering::Relaxed));
+    let now = time.unwrap_or_else(now_ns).saturating_sub(T0.load(Ordering::Relaxed));
     if b.count == 0 {
         b.start = now;
         b.last = now;
@@ -435,7 +472,7 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
 #[inline]
 pub fn alloc(p: *mut c_void, size: usize, align: usize) {
     if !p.is_null() {
-        record(1, p as u64, &[size as u64], Some(align.max(1).trailing_zeros() as u8), true);
+        record(1, p as u64, &[size as u64], Some(align.max(1).trailing_zeros() as u8), true, None);
     }
 }
 
@@ -443,14 +480,25 @@ pub fn alloc(p: *mut c_void, size: usize, align: usize) {
 #[inline]
 pub fn free(p: *mut c_void) {
     if !p.is_null() {
-        record(2, p as u64, &[], None, false);
+        record(2, p as u64, &[], None, false, None);
     }
 }
 
-/// `old` was resized to `size` bytes at `new` (null: the call failed).
+/// The time to give a realloc: taken before the call, since the old block may be handed to
+/// another thread before the call returns, and that thread's allocation must come after.
 #[inline]
-pub fn realloc(old: *mut c_void, new: *mut c_void, size: usize) {
-    record(3, old as u64, &[new as u64, size as u64], None, true);
+pub fn realloc_time() -> u64 {
+    if FD.load(Ordering::Relaxed) < 0 {
+        return 0;
+    }
+    now_ns()
+}
+
+/// `old` was resized to `size` bytes at `new` (null: the call failed), at `time`
+/// (`realloc_time`, before the call).
+#[inline]
+pub fn realloc(old: *mut c_void, new: *mut c_void, size: usize, time: u64) {
+    record(3, old as u64, &[new as u64, size as u64], None, true, Some(time));
 }
 
 extern "C" fn thread_exit(b: *mut c_void) {
@@ -459,14 +507,14 @@ extern "C" fn thread_exit(b: *mut c_void) {
     }
     // SAFETY: the key's value is this thread's buffer.
     flush(unsafe { &mut *(b as *mut Buffer) });
-    BUF.with(|c| c.set(ptr::null_mut()));
+    BUF.with(|c| c.set(EXITED));
     // SAFETY: the buffer's mapping, no longer referred to.
     unsafe { libc::munmap(b, BUF_BYTES) };
 }
 
 extern "C" fn process_exit() {
     let b = BUF.with(|c| c.get());
-    if !b.is_null() {
+    if !b.is_null() && b != EXITED {
         // SAFETY: this thread's buffer.
         flush(unsafe { &mut *b });
     }
@@ -519,9 +567,11 @@ fn write_maps() {
 }
 
 extern "C" fn fork_child() {
+    // SAFETY: __errno_location returns the calling thread's errno (kept for the child).
+    let saved = unsafe { *libc::__errno_location() };
     // The parent writes what the buffer holds; the child starts its own file.
     let b = BUF.with(|c| c.get());
-    if !b.is_null() {
+    if !b.is_null() && b != EXITED {
         // SAFETY: this thread's buffer (the child's only thread).
         unsafe {
             (*b).count = 0;
@@ -534,4 +584,6 @@ extern "C" fn fork_child() {
         unsafe { libc::close(old) };
         FD.store(open(Name::Pid).unwrap_or(-1), Ordering::Relaxed);
     }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
 }

@@ -456,11 +456,19 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
     // SAFETY: the page of p's slice.
     unsafe { check_and_mark(page, p) };
     if keep {
-        if let Some(h) = heap.for_remote_free() {
+        match heap.for_remote_free() {
             // SAFETY: checked and marked above.
-            if unsafe { fill_and_keep(h, p, page.block_size.get(), h.free_mark.get()) } {
-                return;
+            Some(h) if unsafe { fill_and_keep(h, p, page.block_size.get(), h.free_mark.get()) } => return,
+            Some(_) => {}
+            // An exiting thread keeps nothing, but the block is still filled.
+            None if FILL_FREED && !cfg!(miri) => {
+                // SAFETY: p is a checked, marked block of its page's size, being freed.
+                unsafe {
+                    fill_zero(p, page.block_size.get());
+                    write_mark(p.cast(), misuse::free_mark());
+                }
             }
+            None => {}
         }
     }
     let class = page.class.load(Ordering::Relaxed) as usize;

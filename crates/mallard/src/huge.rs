@@ -11,7 +11,8 @@
 //! In the secure build a huge block ends at a guard page (`mitigations::HUGE_GUARD`): its
 //! usable size stops at the OS page boundary after the size asked for, and the next page
 //! faults. Growing in place moves the guard; `mremap` moves only whole mappings, so the guards
-//! are lifted around it.
+//! are lifted around it. (Should the kernel not merge the lifted pages back into one mapping,
+//! `mremap` fails and the block moves by a new mapping and a copy: slower, still correct.)
 
 use crate::backend::Backend;
 use crate::config::*;
