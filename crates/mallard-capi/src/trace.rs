@@ -1,6 +1,6 @@
 //! Recording a program's allocations for the heap lab (`mallard record`): only in
 //! `libmallard_trace.so`, the library built with the cargo feature `trace`
-//! (`scripts/build-trace`), so `libmallard.so` carries no test for it.
+//! (`scripts/build-trace`), so that `libmallard.so` has no recorder on its paths.
 //!
 //! With `MALLARD_TRACE=FILE` set, every `malloc`, `calloc`, aligned allocation, `realloc` and
 //! `free` (and the C++ operators, which come through them) is written to FILE in the format of
