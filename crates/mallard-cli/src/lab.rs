@@ -10,7 +10,7 @@ pub struct ReplayArgs {
     /// The trace to replay (from `mallard record` or `mallard lab gen`).
     trace: PathBuf,
     /// Only these strategies (comma-separated): first-fit, next-fit, best-fit, tlsf,
-    /// segregated, buddy.
+    /// segregated, buddy, mallard.
     #[arg(long, value_name = "NAME")]
     strategies: Option<String>,
     /// Also write a report to FILE: one HTML file with the figures, the footprint of every

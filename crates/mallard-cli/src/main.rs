@@ -27,7 +27,7 @@ enum Command {
     /// `mallard record -o py.trace -- python3 script.py`.
     Record(record::RecordArgs),
     /// Replay a trace through the classic strategies (first fit, next fit, best fit, TLSF,
-    /// segregated lists, buddy)
+    /// segregated lists, buddy) and mallard itself
     /// and compare how they pack the heap: `mallard replay TRACE`.
     Replay(lab::ReplayArgs),
     /// What a trace allocated and where: sizes, lifetimes, the biggest call sites, leaks (never

@@ -62,7 +62,8 @@ pub fn report(title: &str, events: usize, replays: &[Replay]) -> String {
     h += &chart(events, replays);
     h += "<h2>Heap maps at the moment of peak fragmentation</h2>\n<p class=\"small\">Address runs left to right, \
           top to bottom, from the heap's start to its top. Blocks in use are coloured by size (blue: small, \
-          red: large), free space is light grey.</p>\n";
+          red: large), free space is light grey. mallard's map shows its OS pages: committed ones \
+          coloured, the rest of its address space grey.</p>\n";
     for (k, r) in replays.iter().enumerate() {
         let m = &r.map;
         let _ = writeln!(
@@ -153,7 +154,7 @@ fn heap_map(m: &HeapMap) -> String {
     const ROWS: usize = 48;
     const ROW_H: usize = 6;
     let cells = W * ROWS;
-    let size = m.footprint.max(1);
+    let size = m.extent.max(1);
     let per = (size as f64 / cells as f64).max(1.0);
     // Per cell: bytes in use and the largest block touching it.
     let mut used = vec![0f64; cells];

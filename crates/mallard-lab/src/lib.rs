@@ -9,12 +9,14 @@
 //!
 //! Strategies so far: address-ordered first fit, next fit (a roving pointer) and best fit,
 //! TLSF, all with boundary-tag style headers, splitting and coalescing ([`fit`]); segregated
-//! free lists with size classes ([`seg`]); binary buddy ([`buddy`]).
+//! free lists with size classes ([`seg`]); binary buddy ([`buddy`]); and mallard itself
+//! ([`own`]).
 
 pub mod buddy;
 pub mod fit;
 pub mod gen;
 pub mod html;
+pub mod own;
 pub mod replay;
 pub mod report;
 pub mod seg;
@@ -38,8 +40,19 @@ pub trait Strategy {
     /// # Panics
     /// On an address that is not a live block (a bug in the trace or the replay).
     fn free(&mut self, addr: u64);
-    /// Bytes of address space the heap holds now (from `HEAP_BASE` to its top).
+    /// Bytes of memory the heap holds now: for a heap that grows at its top, from `HEAP_BASE`
+    /// to its top.
     fn footprint(&self) -> u64;
+    /// The addresses its blocks lie in: `[HEAP_BASE, HEAP_BASE + extent)`. The footprint, unless
+    /// the strategy holds address space it does not count (mallard's uncommitted pages).
+    fn extent(&self) -> u64 {
+        self.footprint()
+    }
+    /// The trace thread whose events follow (for strategies with a heap per thread).
+    fn set_thread(&mut self, _thread: u32) {}
+    /// Gives back now what the strategy would give back in time (mallard's purge): the end of
+    /// a program that calls `malloc_trim`.
+    fn trim(&mut self) {}
     /// Bytes live block `addr` takes from the heap, its header and rounding included.
     fn block_size(&self, addr: u64) -> u64;
     /// The largest free chunk or block inside the heap now (0 if none).
@@ -64,7 +77,7 @@ pub const fn align_up(x: u64, a: u64) -> u64 {
 }
 
 /// The strategies the lab has, by name, in the order tables show them.
-pub const STRATEGIES: [&str; 6] = ["first-fit", "next-fit", "best-fit", "tlsf", "segregated", "buddy"];
+pub const STRATEGIES: [&str; 7] = ["first-fit", "next-fit", "best-fit", "tlsf", "segregated", "buddy", "mallard"];
 
 /// A fresh strategy by name (one of `STRATEGIES`).
 pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
@@ -76,6 +89,7 @@ pub fn strategy(name: &str) -> Option<Box<dyn Strategy>> {
         "tlsf" => Box::new(FitHeap::new(Policy::Tlsf)),
         "segregated" => Box::new(seg::Segregated::new()),
         "buddy" => Box::new(buddy::Buddy::new()),
+        "mallard" => Box::new(own::Mallard::new()?),
         _ => return None,
     })
 }

@@ -69,7 +69,8 @@ impl Run<'_> {
         }
     }
 
-    fn step(&mut self, op: Op) {
+    fn step(&mut self, thread: u32, op: Op) {
+        self.s.set_thread(thread);
         match op {
             Op::Alloc { addr, size, align } => self.alloc(addr, size, align),
             Op::Free { addr } => self.free(addr),
@@ -105,6 +106,8 @@ pub struct HeapMap {
     pub event: usize,
     pub live: u64,
     pub footprint: u64,
+    /// The addresses the spans cover: `[HEAP_BASE, HEAP_BASE + extent)`.
+    pub extent: u64,
     pub spans: Vec<Span>,
 }
 
@@ -140,7 +143,7 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     let mut series = Vec::with_capacity(SAMPLES + 2);
     let mut lives = Vec::with_capacity(total);
     for (i, e) in trace.events.iter().enumerate() {
-        run.step(e.op);
+        run.step(e.thread, e.op);
         let footprint = run.s.footprint();
         peak_footprint = peak_footprint.max(footprint);
         if run.live > peak_live {
@@ -182,17 +185,23 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     };
     // A second replay, stopped at the two moments, looks at the heap there (scanning the free
     // chunks at every new peak would make a growing heap quadratic).
-    let mut map = HeapMap { event: frag_at, live: 0, footprint: 0, spans: Vec::new() };
+    let mut map = HeapMap { event: frag_at, live: 0, footprint: 0, extent: 0, spans: Vec::new() };
     if total > 0 {
         let mut s = crate::strategy(name)?;
         let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
         for (i, e) in trace.events[..=at_peak.2.max(frag_at)].iter().enumerate() {
-            run.step(e.op);
+            run.step(e.thread, e.op);
             if i == at_peak.2 && peak_live > 0 {
                 figures.largest_hole_at_peak = run.s.largest_free();
             }
             if i == frag_at {
-                map = HeapMap { event: i, live: run.live, footprint: run.s.footprint(), spans: run.s.spans() };
+                map = HeapMap {
+                    event: i,
+                    live: run.live,
+                    footprint: run.s.footprint(),
+                    extent: run.s.extent(),
+                    spans: run.s.spans(),
+                };
             }
         }
     }
