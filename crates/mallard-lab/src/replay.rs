@@ -22,7 +22,8 @@ pub struct Figures {
     /// live.
     pub footprint_at_peak_live: u64,
     pub frag_at_peak: f64,
-    /// Footprint ÷ live averaged over the trace's events (those with something live).
+    /// Footprint ÷ live averaged over the trace's time (each state weighted by how long it lasted;
+    /// by event for a trace without times), over the moments something is live.
     pub frag_mean: f64,
     /// Bytes the live blocks took beyond what was asked (headers, rounding) at the peak of
     /// live bytes: internal fragmentation.
@@ -139,7 +140,10 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     let start = Instant::now();
     let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
     let (mut peak_footprint, mut peak_live, mut at_peak) = (0, 0, (0, 0, 0usize));
-    let (mut frag_sum, mut frag_n) = (0.0, 0u64);
+    // Footprint ÷ live weighted by how long each state lasted (the time to the next event);
+    // by event where the trace has no times (all equal).
+    let (mut frag_sum, mut frag_weight) = (0.0, 0.0);
+    let timed = trace.events.first().zip(trace.events.last()).is_some_and(|(a, b)| b.time > a.time);
     let mut series = Vec::with_capacity(SAMPLES + 2);
     let mut lives = Vec::with_capacity(total);
     for (i, e) in trace.events.iter().enumerate() {
@@ -151,8 +155,10 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
             at_peak = (footprint, run.taken - run.live, i);
         }
         if run.live > 0 {
-            frag_sum += footprint as f64 / run.live as f64;
-            frag_n += 1;
+            let w =
+                if timed { trace.events.get(i + 1).map_or(0, |n| n.time.saturating_sub(e.time)) as f64 } else { 1.0 };
+            frag_sum += w * footprint as f64 / run.live as f64;
+            frag_weight += w;
         }
         lives.push((run.live, footprint));
         if i % every == 0 || i + 1 == total {
@@ -177,7 +183,7 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
         peak_live,
         footprint_at_peak_live: at_peak.0,
         frag_at_peak: if peak_live > 0 { at_peak.0 as f64 / peak_live as f64 } else { 0.0 },
-        frag_mean: if frag_n > 0 { frag_sum / frag_n as f64 } else { 0.0 },
+        frag_mean: if frag_weight > 0.0 { frag_sum / frag_weight } else { 0.0 },
         waste_at_peak: at_peak.1,
         largest_hole_at_peak: 0,
         unmatched_frees: run.unmatched,
