@@ -77,11 +77,54 @@ std::thread_local! {
     static BUF: Cell<*mut Buffer> = const { Cell::new(ptr::null_mut()) };
 }
 
-fn now_ns() -> u64 {
+fn clock_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The time-stamp counter at calibration, and nanoseconds per tick in 32.32 fixed point
+/// (0: the counter is not used).
+static TSC0: AtomicU64 = AtomicU64::new(0);
+static TSC_SCALE: AtomicU64 = AtomicU64::new(0);
+
+/// Uses the CPU's time-stamp counter for event times when it is invariant (the same rate on
+/// every core, in every power state): reading it costs a few nanoseconds where
+/// `clock_gettime` costs about 20, on every event. Calibrated against the monotonic clock over
+/// 2 ms at start-up.
+fn calibrate() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: cpuid and rdtsc are available on every x86-64 CPU.
+    unsafe {
+        use core::arch::x86_64::{__cpuid, _rdtsc};
+        if __cpuid(0x8000_0000).eax < 0x8000_0007 || __cpuid(0x8000_0007).edx & (1 << 8) == 0 {
+            return; // no invariant counter: clock_gettime it is
+        }
+        let (t0, c0) = (clock_ns(), _rdtsc());
+        let (mut t1, mut c1) = (t0, c0);
+        while t1 - t0 < 2_000_000 {
+            (t1, c1) = (clock_ns(), _rdtsc());
+        }
+        if c1 > c0 {
+            TSC0.store(c0, Ordering::Relaxed);
+            T0.store(t0, Ordering::Relaxed);
+            TSC_SCALE.store((((t1 - t0) as u128) << 32).div_ceil((c1 - c0) as u128) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Nanoseconds on the monotonic clock (through the time-stamp counter when calibrated).
+fn now_ns() -> u64 {
+    let scale = TSC_SCALE.load(Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    if scale != 0 {
+        // SAFETY: rdtsc is available on every x86-64 CPU.
+        let ticks = unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(TSC0.load(Ordering::Relaxed));
+        return T0.load(Ordering::Relaxed) + ((ticks as u128 * scale as u128) >> 32) as u64;
+    }
+    let _ = scale;
+    clock_ns()
 }
 
 /// Starts recording if `MALLARD_TRACE` names a file (from the library's constructor).
@@ -107,7 +150,8 @@ fn start(v: *const core::ffi::c_char) {
     }
     // SAFETY: start-up runs on one thread; PATH is only read after this.
     unsafe { (&mut *PATH.0.get())[..path.len()].copy_from_slice(path) };
-    T0.store(now_ns(), Ordering::Relaxed);
+    T0.store(clock_ns(), Ordering::Relaxed);
+    calibrate();
     find_self();
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: key is a valid out-pointer; the destructor is a plain function.
