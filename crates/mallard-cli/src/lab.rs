@@ -105,6 +105,13 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
     }
     let table = replay::table(&figures.iter().map(|r| r.figures.clone()).collect::<Vec<_>>());
     println!("{}: {} events, pid {}\n\n{table}", a.trace.display(), t.events.len(), t.pid);
+    if let Some(n) = figures.first().map(|r| r.figures.impossible).filter(|&n| n > 0) {
+        println!(
+            "{n} allocations larger than {} or aligned beyond {} were skipped: no strategy simulates them",
+            mallard_lab::html::human(replay::MAX_SIZE),
+            mallard_lab::html::human(replay::MAX_ALIGN)
+        );
+    }
     if let Some(path) = &a.html {
         let html = mallard_lab::html::report(&a.trace.display().to_string(), t.events.len(), &figures);
         std::fs::write(path, html).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -32,6 +32,9 @@ pub struct Figures {
     pub largest_hole_at_peak: u64,
     /// Frees of blocks the trace never allocated (skipped).
     pub unmatched_frees: u64,
+    /// Allocations no strategy could simulate (over `MAX_SIZE` bytes or aligned beyond
+    /// `MAX_ALIGN`: a damaged or hand-made trace), skipped with their frees.
+    pub impossible: u64,
     /// Events replayed per second.
     pub ops_per_sec: f64,
 }
@@ -44,10 +47,24 @@ struct Run<'a> {
     live: u64,
     taken: u64,
     unmatched: u64,
+    impossible: u64,
 }
 
+/// The largest block and alignment a replay simulates (1 TiB, 1 GiB).
+pub const MAX_SIZE: u64 = 1 << 40;
+pub const MAX_ALIGN: u64 = 1 << 30;
+
 impl Run<'_> {
+    fn new(s: &mut dyn Strategy) -> Run<'_> {
+        Run { s, blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0, impossible: 0 }
+    }
+
     fn alloc(&mut self, addr: u64, size: u64, align: u64) {
+        if size > MAX_SIZE || !align.is_power_of_two() || align > MAX_ALIGN {
+            // (Its free, later, counts as unmatched.)
+            self.impossible += 1;
+            return;
+        }
         if self.blocks.contains_key(&addr) {
             // The trace lost the free of a block at this address: free it now.
             self.free(addr);
@@ -138,7 +155,7 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     let total = trace.events.len();
     let every = total.div_ceil(SAMPLES).max(1);
     let start = Instant::now();
-    let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
+    let mut run = Run::new(s.as_mut());
     let (mut peak_footprint, mut peak_live, mut at_peak) = (0, 0, (0, 0, 0usize));
     // Footprint ÷ live weighted by how long each state lasted (the time to the next event);
     // by event where the trace has no times (all equal).
@@ -187,6 +204,7 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
         waste_at_peak: at_peak.1,
         largest_hole_at_peak: 0,
         unmatched_frees: run.unmatched,
+        impossible: run.impossible,
         ops_per_sec: if elapsed > 0.0 { total as f64 / elapsed } else { 0.0 },
     };
     // A second replay, stopped at the two moments, looks at the heap there (scanning the free
@@ -194,7 +212,7 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     let mut map = HeapMap { event: frag_at, live: 0, footprint: 0, extent: 0, spans: Vec::new() };
     if total > 0 {
         let mut s = crate::strategy(name)?;
-        let mut run = Run { s: s.as_mut(), blocks: HashMap::new(), live: 0, taken: 0, unmatched: 0 };
+        let mut run = Run::new(s.as_mut());
         for (i, e) in trace.events[..=at_peak.2.max(frag_at)].iter().enumerate() {
             run.step(e.thread, e.op);
             if i == at_peak.2 && peak_live > 0 {

@@ -113,3 +113,20 @@ fn a_report_of_a_trace_without_a_memory_map_names_sites_by_address() {
     assert!(section("Lifetimes").contains("| < 1 µs | 20 |"), "{text}");
     assert!(section("Sizes").contains("| 16 B – 31 B | 20 | 480 B |"), "{text}");
 }
+
+#[test]
+fn allocations_no_strategy_can_simulate_are_skipped_not_a_crash() {
+    let t = trace(&[
+        Op::Alloc { addr: 0xa000, size: 1 << 50, align: 16 },
+        Op::Alloc { addr: 0xb000, size: 64, align: 1 << 40 },
+        Op::Alloc { addr: 0xc000, size: 100, align: 16 },
+        Op::Realloc { old: 0xc000, addr: 0xd000, size: u64::MAX },
+        Op::Free { addr: 0xa000 },
+        Op::Free { addr: 0xb000 },
+    ]);
+    for s in STRATEGIES {
+        let f = replay(&t, s, &mut |_, _| {}).unwrap();
+        assert_eq!(f.impossible, 3, "{s}");
+        assert_eq!(f.peak_live, 100, "{s}");
+    }
+}
