@@ -79,7 +79,7 @@ impl Tally {
         });
         let s = &mut self.sites[id].1;
         s.allocs += 1;
-        s.bytes += size;
+        s.bytes = s.bytes.saturating_add(size);
         match s.size {
             None if !s.mixed_sizes => s.size = Some(size),
             Some(z) if z != size => {
@@ -90,9 +90,9 @@ impl Tally {
         }
         let b = (64 - size.leading_zeros()) as usize;
         self.sizes[b].0 += 1;
-        self.sizes[b].1 += size;
+        self.sizes[b].1 = self.sizes[b].1.saturating_add(size);
         self.live.insert(addr, Live { size, time, thread, site: id });
-        self.live_bytes += size;
+        self.live_bytes = self.live_bytes.saturating_add(size);
         self.peak = self.peak.max(self.live_bytes);
     }
 
@@ -106,7 +106,7 @@ impl Tally {
             s.temporary += 1;
         }
         s.lifetimes.push(life);
-        self.live_bytes -= b.size;
+        self.live_bytes = self.live_bytes.saturating_sub(b.size);
         true
     }
 }
@@ -140,7 +140,7 @@ pub fn report(title: &str, t: &Trace, top: usize) -> String {
     for b in y.live.values() {
         let s = &mut y.sites[b.site].1;
         s.leaked += 1;
-        s.leaked_bytes += b.size;
+        s.leaked_bytes = s.leaked_bytes.saturating_add(b.size);
     }
     let Tally { mut sites, live, sizes, lifetimes, allocs, frees, reallocs, unmatched, peak, .. } = y;
     let never = live.len() as u64;
@@ -155,7 +155,7 @@ pub fn report(title: &str, t: &Trace, top: usize) -> String {
         t.pid,
         human(peak),
         never,
-        human(live.values().map(|b| b.size).sum()),
+        human(live.values().fold(0u64, |n, b| n.saturating_add(b.size))),
         if unmatched > 0 {
             format!(" ({unmatched} frees of blocks allocated before recording began were skipped.)")
         } else {

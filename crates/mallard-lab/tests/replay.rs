@@ -129,4 +129,7 @@ fn allocations_no_strategy_can_simulate_are_skipped_not_a_crash() {
         assert_eq!(f.impossible, 3, "{s}");
         assert_eq!(f.peak_live, 100, "{s}");
     }
+    // The report only counts: it takes them as they are.
+    let text = mallard_lab::report::report("huge", &t, 5);
+    assert!(text.contains("3 allocations"), "{text}");
 }
