@@ -24,8 +24,10 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core_alloc::config::OS_PAGE_SIZE;
+use core_alloc::os::{keep_errno, OsPageSource, PageSource};
 
 /// Bytes of a thread's buffer, its bookkeeping included.
 const BUF_BYTES: usize = 1 << 20;
@@ -135,11 +137,7 @@ pub fn init() {
         return;
     }
     // A program starts with errno 0, and opening the trace may fail on the way (EEXIST).
-    // SAFETY: __errno_location returns the calling thread's errno.
-    let saved = unsafe { *libc::__errno_location() };
-    start(v);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
+    keep_errno(|| start(v));
 }
 
 fn start(v: *const core::ffi::c_char) {
@@ -387,21 +385,8 @@ fn buffer() -> Option<&'static mut Buffer> {
         return None; // after this thread's buffer was written at its exit
     }
     if b.is_null() {
-        // SAFETY: an anonymous private mapping; checked below.
-        let m = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                BUF_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if m == libc::MAP_FAILED {
-            return None;
-        }
-        b = m.cast();
+        let m = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?;
+        b = m.as_ptr().cast();
         // SAFETY: fresh zeroed memory of the buffer's size; zero is a valid empty buffer.
         unsafe { (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) };
         BUF.with(|c| c.set(b));
@@ -467,11 +452,7 @@ fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: 
     }
     // The recorder's system calls (a buffer's mapping, a write) must not change errno: `free`
     // keeps it, and a successful `malloc` leaves it alone.
-    // SAFETY: __errno_location returns the calling thread's errno.
-    let saved = unsafe { *libc::__errno_location() };
-    record_event(kind, addr, plain, align_log, with_site, time);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
+    keep_errno(|| record_event(kind, addr, plain, align_log, with_site, time));
 }
 
 fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool, time: Option<u64>) {
@@ -553,7 +534,7 @@ extern "C" fn thread_exit(b: *mut c_void) {
     flush(unsafe { &mut *(b as *mut Buffer) });
     BUF.with(|c| c.set(EXITED));
     // SAFETY: the buffer's mapping, no longer referred to.
-    unsafe { libc::munmap(b, BUF_BYTES) };
+    unsafe { OsPageSource.release(NonNull::new_unchecked(b.cast()), BUF_BYTES) };
 }
 
 extern "C" fn process_exit() {
@@ -573,21 +554,11 @@ fn write_maps() {
     if fd < 0 {
         return;
     }
-    // SAFETY: an anonymous mapping for the text, unmapped below; the file is read with plain
-    // system calls into it.
+    let Some(m) = OsPageSource.reserve(MAX, OS_PAGE_SIZE) else { return };
+    // SAFETY: a fresh mapping for the text, released below; the file is read with plain system
+    // calls into it.
     unsafe {
-        let m = libc::mmap(
-            ptr::null_mut(),
-            MAX,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if m == libc::MAP_FAILED {
-            return;
-        }
-        let text = core::slice::from_raw_parts_mut(m as *mut u8, MAX);
+        let text = core::slice::from_raw_parts_mut(m.as_ptr(), MAX);
         let maps = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         let mut len = 0;
         if maps >= 0 {
@@ -606,14 +577,17 @@ fn write_maps() {
             let n = 1 + varint(&mut h[1..], len as u64);
             write_all(fd, &[&h[..n], &text[..len]]);
         }
-        libc::munmap(m, MAX);
+        OsPageSource.release(m, MAX);
     }
 }
 
 extern "C" fn fork_child() {
-    // SAFETY: __errno_location returns the calling thread's errno (kept for the child).
-    let saved = unsafe { *libc::__errno_location() };
-    // The parent writes what the buffer holds; the child starts its own file.
+    keep_errno(switch_to_child_file);
+}
+
+/// In a child made by `fork`: the parent writes what the buffer holds; the child starts its
+/// own file.
+fn switch_to_child_file() {
     let b = BUF.with(|c| c.get());
     if !b.is_null() && b != EXITED {
         // SAFETY: this thread's buffer (the child's only thread).
@@ -628,6 +602,4 @@ extern "C" fn fork_child() {
         unsafe { libc::close(old) };
         FD.store(open(Name::Pid).unwrap_or(-1), Ordering::Relaxed);
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
 }

@@ -83,22 +83,10 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
     for sibling in siblings(&out) {
         let _ = std::fs::remove_file(sibling);
     }
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
-    let preload = match std::env::var_os("LD_PRELOAD") {
-        Some(old) if !old.is_empty() => {
-            let mut v = lib.clone().into_os_string();
-            v.push(":");
-            v.push(old);
-            v
-        }
-        _ => lib.clone().into_os_string(),
-    };
-    cmd.env("LD_PRELOAD", preload).env("MALLARD_TRACE", &out);
-    if !args.keep_pymalloc && std::env::var_os("PYTHONMALLOC").is_none() {
-        cmd.env("PYTHONMALLOC", "malloc");
-    }
-    let status = cmd.status().map_err(|e| format!("cannot run {}: {e}", args.command[0].to_string_lossy()))?;
+    let status = crate::run::preloaded(&args.command, &lib, args.keep_pymalloc)
+        .env("MALLARD_TRACE", &out)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", args.command[0].to_string_lossy()))?;
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt as _;
         128 + status.signal().unwrap_or(0)

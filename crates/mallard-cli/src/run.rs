@@ -45,23 +45,10 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
     let lib = find_library(args.lib.as_deref())?;
     let report_path = std::env::temp_dir().join(format!("mallard-run-{}.records", std::process::id()));
     let _ = std::fs::remove_file(&report_path);
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
-    let preload = match std::env::var_os("LD_PRELOAD") {
-        Some(old) if !old.is_empty() => {
-            let mut v = lib.clone().into_os_string();
-            v.push(":");
-            v.push(old);
-            v
-        }
-        _ => lib.clone().into_os_string(),
-    };
-    cmd.env("LD_PRELOAD", preload).env("MALLARD_REPORT", &report_path);
+    let mut cmd = preloaded(&args.command, &lib, args.keep_pymalloc);
+    cmd.env("MALLARD_REPORT", &report_path);
     if args.stats {
         cmd.env("MALLARD_STATS", "1");
-    }
-    if !args.keep_pymalloc && std::env::var_os("PYTHONMALLOC").is_none() {
-        cmd.env("PYTHONMALLOC", "malloc");
     }
     let start = Instant::now();
     mallard_bench::process::reset_peak_rss();
@@ -89,6 +76,28 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
         eprint!("{}", format_report(&args.command, status, wall, &usage, &records, child.id()));
     }
     Ok(Outcome { code })
+}
+
+/// `command` (program and arguments) with `lib` first in `LD_PRELOAD`, and, unless
+/// `keep_pymalloc` or the caller's environment sets it, `PYTHONMALLOC=malloc` (so CPython's
+/// small objects go through the preloaded library too).
+pub fn preloaded(command: &[OsString], lib: &Path, keep_pymalloc: bool) -> Command {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    let preload = match std::env::var_os("LD_PRELOAD") {
+        Some(old) if !old.is_empty() => {
+            let mut v = lib.as_os_str().to_owned();
+            v.push(":");
+            v.push(old);
+            v
+        }
+        _ => lib.as_os_str().to_owned(),
+    };
+    cmd.env("LD_PRELOAD", preload);
+    if !keep_pymalloc && std::env::var_os("PYTHONMALLOC").is_none() {
+        cmd.env("PYTHONMALLOC", "malloc");
+    }
+    cmd
 }
 
 /// Finds libmallard.so: `--lib`, `$MALLARD_LIB`, or next to this executable. Under `cargo

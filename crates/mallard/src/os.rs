@@ -59,11 +59,10 @@ pub unsafe trait PageSource: Sync {
     unsafe fn unguard(&self, _p: NonNull<u8>, _size: usize) {}
 }
 
-/// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 /// Runs `f` (a system call on a `free` path) without letting it change errno: C's `free` must
 /// keep errno, and a failed `madvise` or `munmap` would set it.
 #[cfg(not(miri))]
-fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
+pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: __errno_location returns the calling thread's errno.
     let saved = unsafe { *libc::__errno_location() };
     let r = f();
@@ -72,6 +71,7 @@ fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     #[cfg(not(miri))]
