@@ -4,6 +4,7 @@
 //! that made them, so that they could live on that thread's stack instead (the talk's escape
 //! analysis, done from the outside).
 
+use crate::html::human;
 use crate::symbols::Symbolizer;
 use crate::trace::{Op, Trace};
 use std::collections::HashMap;
@@ -233,8 +234,4 @@ pub fn report(title: &str, t: &Trace, top: usize) -> String {
     }
     let _ = writeln!(out, "| ≥ 1 s | {} |\n| never freed | {never} |", lifetimes[LIFETIMES.len()]);
     out
-}
-
-fn human(b: u64) -> String {
-    crate::html::human(b)
 }
