@@ -1,0 +1,797 @@
+//! The collected heap of one thread: pages of size-class slots, the marker and the sweeper.
+//!
+//! **Memory.** Objects up to `MAX_SLOT` bytes (header included) live in 64 KiB pages taken
+//! from mallard, one size class per page, with mallard's class table (so the rounding waste is
+//! mallard's: at most 1/8 above 128 bytes). Bigger or over-aligned objects are allocated from
+//! mallard one by one. Every object starts with a `Header`: its type's `VTable` (null in a free
+//! slot), its count of rooted handles, and its mark.
+//!
+//! **Marking** is tricolour. An object is white if its mark differs from `epoch`, grey if it is
+//! marked and on the worklist, black once traced. A cycle flips `epoch` (everything turns
+//! white), shades every object with a root count above zero (the root scan, page by page), then
+//! traces the worklist until it is empty. The worklist is a `Vec`, so a list of a million nodes
+//! needs no recursion. Objects allocated during a cycle are born black.
+//!
+//! **Incremental marking** spreads the root scan and the tracing over allocations, a slice at a
+//! time. It is correct because of the write barrier: while marking, every handle that becomes a
+//! root (`Gc::clone`, a `GcCell` borrowed mutably) and every handle stored into the heap
+//! (`Gc::new`, the end of a `GcCell` borrow) shades its target. A program can only make a white
+//! object reachable through one of those, so no black object ever hides a white one that a
+//! root can reach; objects that die during the cycle survive it (floating garbage) and go in
+//! the next.
+//!
+//! **Sweeping** is lazy. When marking ends, every page is marked unswept; the allocator sweeps
+//! a page of a class when that class runs out of free slots, running the `Drop` of its dead
+//! objects and putting their slots on the class's free list. A page left empty goes to a small
+//! spare pool, and back to mallard beyond it. Large objects are swept at once when marking
+//! ends. The next cycle finishes the sweep before it starts, and `collect()` finishes it too,
+//! so after `collect()` every unreachable object has been dropped.
+//!
+//! **Re-entrancy.** A `Drop` run by the sweep may allocate, clone and drop handles, and borrow
+//! cells; while it runs, `busy` is set and the heap does no collector work (allocation takes a
+//! fresh page instead of sweeping, `collect()` returns at once). No `&mut` into the heap's
+//! state is held across a `Drop`.
+
+use crate::stats::{Pauses, Stats};
+use crate::trace::{Trace, Visitor, Walk};
+use crate::Config;
+use mallard::size_class::{class_of, CLASS_SIZE};
+use std::alloc::Layout;
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::{align_of, size_of};
+use std::ptr::{self, NonNull};
+use std::time::Instant;
+
+/// Bytes of a page: a multiple of every class up to `MAX_SLOT` is not needed (the tail is
+/// unused); 64 KiB keeps that tail under 1/16 of the page for every class.
+pub(crate) const PAGE_SIZE: usize = 64 * 1024;
+/// The largest slot served from pages; bigger objects are allocated one by one.
+pub(crate) const MAX_SLOT: usize = 4096;
+/// Slots in pages are 16-byte aligned (every class is a multiple of 16).
+const SLOT_ALIGN: usize = 16;
+const CLASSES: usize = class_of(MAX_SLOT) + 1;
+/// Empty pages kept for reuse beyond which they go back to mallard.
+const SPARE_PAGES: usize = 4;
+
+/// The first 16 bytes of every object (and of every free slot, where `vtable` is null and the
+/// second word links the free list).
+#[repr(C)]
+pub(crate) struct Header {
+    vtable: Cell<*const VTable>,
+    roots: Cell<u32>,
+    mark: Cell<u8>,
+}
+
+const _: () = assert!(size_of::<Header>() == 16);
+
+impl Header {
+    #[inline]
+    pub(crate) fn add_root(&self) {
+        let n = self.roots.get();
+        if n == u32::MAX {
+            // Like `Rc`: a count this high means handles are being leaked; wrapping would free
+            // a live object.
+            std::process::abort();
+        }
+        self.roots.set(n + 1);
+    }
+
+    #[inline]
+    pub(crate) fn remove_root(&self) {
+        self.roots.set(self.roots.get() - 1);
+    }
+}
+
+/// What the collector needs to know about an object's type.
+pub(crate) struct VTable {
+    trace: unsafe fn(NonNull<Header>, &mut Visitor),
+    /// `None` for types without drop glue: their slots are freed without a call.
+    drop: Option<unsafe fn(NonNull<Header>)>,
+    /// Size and alignment of the whole `GcBox<T>`.
+    size: usize,
+    align: usize,
+    /// Bytes the object takes: its slot's size, or its own size if allocated one by one.
+    footprint: usize,
+}
+
+/// An object: its header, then its value.
+#[repr(C)]
+pub(crate) struct GcBox<T> {
+    pub(crate) header: Header,
+    pub(crate) value: T,
+}
+
+impl<T: Trace + 'static> GcBox<T> {
+    const VTABLE: VTable = VTable {
+        trace: Self::trace_value,
+        drop: if std::mem::needs_drop::<T>() { Some(Self::drop_value) } else { None },
+        size: size_of::<GcBox<T>>(),
+        align: align_of::<GcBox<T>>(),
+        footprint: match slot_class::<T>() {
+            Some(c) => CLASS_SIZE[c],
+            None => size_of::<GcBox<T>>(),
+        },
+    };
+
+    /// # Safety
+    /// `h` heads a live `GcBox<T>`.
+    unsafe fn trace_value(h: NonNull<Header>, v: &mut Visitor) {
+        // SAFETY: per the contract.
+        unsafe { (*h.cast::<GcBox<T>>().as_ptr()).value.trace(v) }
+    }
+
+    /// # Safety
+    /// `h` heads a live `GcBox<T>` that nothing will use again.
+    unsafe fn drop_value(h: NonNull<Header>) {
+        // SAFETY: per the contract.
+        unsafe { ptr::drop_in_place(&mut (*h.cast::<GcBox<T>>().as_ptr()).value) }
+    }
+
+    /// Write a new object with one root into `slot`, born black (`epoch`).
+    ///
+    /// # Safety
+    /// `slot` is fresh memory sized and aligned for `GcBox<T>`.
+    pub(crate) unsafe fn init(slot: NonNull<u8>, value: T) -> NonNull<GcBox<T>> {
+        let boxed = slot.cast::<GcBox<T>>();
+        let epoch = with(|h| h.epoch.get());
+        // SAFETY: per the contract.
+        unsafe {
+            boxed.as_ptr().write(GcBox {
+                header: Header { vtable: Cell::new(&Self::VTABLE), roots: Cell::new(1), mark: Cell::new(epoch) },
+                value,
+            });
+        }
+        boxed
+    }
+}
+
+/// Whether `GcBox<T>` lives in a page slot, and which class.
+const fn slot_class<T>() -> Option<usize> {
+    let size = size_of::<GcBox<T>>();
+    if size <= MAX_SLOT && align_of::<GcBox<T>>() <= SLOT_ALIGN {
+        Some(class_of(size))
+    } else {
+        None
+    }
+}
+
+/// The pages of one size class.
+struct Class {
+    slot: usize,
+    /// Free slots ready to allocate, linked through their headers' second word.
+    free: *mut Header,
+    pages: Vec<NonNull<u8>>,
+    /// `pages[..unswept]` wait for the sweep; the rest are swept (or fresh).
+    unswept: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Idle,
+    /// Root scan at (class, page), then `large` from index `large`, then tracing.
+    Marking {
+        class: usize,
+        page: usize,
+        large: usize,
+    },
+}
+
+pub(crate) struct Heap {
+    classes: [UnsafeCell<Class>; CLASSES],
+    /// Objects allocated one by one (the large list); swept when marking ends.
+    large: UnsafeCell<Vec<NonNull<Header>>>,
+    /// Empty pages kept for reuse by any class.
+    spare: UnsafeCell<Vec<NonNull<u8>>>,
+    epoch: Cell<u8>,
+    phase: Cell<Phase>,
+    worklist: UnsafeCell<Vec<NonNull<Header>>>,
+    /// Collector code is running a `Drop` (or is itself running): no nested collector work.
+    busy: Cell<bool>,
+    config: Cell<Config>,
+    /// Objects and bytes allocated and not yet swept.
+    objects: Cell<usize>,
+    bytes: Cell<usize>,
+    /// Bytes ever allocated (the clock that paces the collector).
+    allocated: Cell<usize>,
+    /// When `allocated` reaches this, `pace` runs.
+    next_check: Cell<usize>,
+    /// `allocated` at the last incremental slice.
+    last_slice: Cell<usize>,
+    /// A cycle starts when `bytes` exceeds this.
+    threshold: Cell<usize>,
+    /// Marked objects and bytes in the current (or last) cycle.
+    marked_objects: Cell<usize>,
+    marked_bytes: Cell<usize>,
+    live_objects: Cell<usize>,
+    live_bytes: Cell<usize>,
+    heap_bytes: Cell<usize>,
+    collections: Cell<u64>,
+    pauses: UnsafeCell<Pauses>,
+    /// The first panic of a `Drop` during a sweep, resumed once the sweep is consistent.
+    panic: Cell<Option<Box<dyn Any + Send>>>,
+    /// The thread is exiting: this is the heap's last collection.
+    exiting: Cell<bool>,
+}
+
+thread_local! {
+    static HEAP: Heap = Heap::new();
+    /// Whether this thread's heap is marking: read on every `Gc::clone`, so it is a plain
+    /// const thread-local (no lazy initialisation, no destructor).
+    static MARKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` on this thread's heap.
+///
+/// # Panics
+/// If the thread is exiting and its heap is already gone (a `Gc` created by a thread-local's
+/// destructor that runs after the heap's).
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&Heap) -> R) -> R {
+    match HEAP.try_with(|h| h as *const Heap) {
+        // SAFETY: the heap lives until the thread's destructors reach it, and this thread is
+        // using it now, so not there yet. (Going through a pointer lets `f` re-enter `with`.)
+        Ok(h) => f(unsafe { &*h }),
+        Err(_) => panic!("mallard_gc: this thread's collected heap was destroyed at thread exit"),
+    }
+}
+
+/// Whether this thread's collector is marking (so the write barrier must shade).
+#[inline]
+pub(crate) fn marking() -> bool {
+    MARKING.with(|m| m.get())
+}
+
+/// Shade `header`'s object: if it is white, mark it and put it on the worklist.
+#[inline]
+pub(crate) fn shade(h: &Heap, header: NonNull<Header>) {
+    // SAFETY: `header` heads a live object (every caller reached it through a handle).
+    let hd = unsafe { header.as_ref() };
+    let epoch = h.epoch.get();
+    if hd.mark.get() != epoch {
+        hd.mark.set(epoch);
+        // SAFETY: no other reference to the worklist is live (tracing pops before it visits).
+        unsafe { (*h.worklist.get()).push(header) };
+        // SAFETY: a live object's vtable is set.
+        let size = unsafe { (*hd.vtable.get()).footprint };
+        h.marked_objects.set(h.marked_objects.get() + 1);
+        h.marked_bytes.set(h.marked_bytes.get() + size);
+    }
+}
+
+/// Memory for pages and large objects: mallard itself (the system allocator under Miri, which
+/// cannot run mallard's page source).
+fn raw_alloc(layout: Layout) -> NonNull<u8> {
+    #[cfg(not(miri))]
+    // SAFETY: `layout` has a non-zero size.
+    let p = unsafe { std::alloc::GlobalAlloc::alloc(&mallard::Mallard, layout) };
+    #[cfg(miri)]
+    // SAFETY: `layout` has a non-zero size.
+    let p = unsafe { std::alloc::alloc(layout) };
+    NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+}
+
+/// # Safety
+/// `p` came from `raw_alloc(layout)`.
+unsafe fn raw_free(p: NonNull<u8>, layout: Layout) {
+    #[cfg(not(miri))]
+    // SAFETY: per the contract.
+    unsafe {
+        std::alloc::GlobalAlloc::dealloc(&mallard::Mallard, p.as_ptr(), layout)
+    };
+    #[cfg(miri)]
+    // SAFETY: per the contract.
+    unsafe {
+        std::alloc::dealloc(p.as_ptr(), layout)
+    };
+}
+
+const PAGE_LAYOUT: Layout = match Layout::from_size_align(PAGE_SIZE, PAGE_SIZE) {
+    Ok(l) => l,
+    Err(_) => panic!("page layout"),
+};
+
+/// The free-list link in a free slot's second word.
+///
+/// # Safety
+/// `slot` is a free slot.
+unsafe fn link(slot: *mut Header) -> *mut *mut Header {
+    // SAFETY: the second word of the slot's 16-byte header.
+    unsafe { (slot as *mut u8).add(8).cast() }
+}
+
+/// Marks the heap busy for as long as it lives.
+struct Busy<'a>(&'a Heap);
+
+impl<'a> Busy<'a> {
+    fn enter(h: &'a Heap) -> Option<Busy<'a>> {
+        if h.busy.replace(true) {
+            None
+        } else {
+            Some(Busy(h))
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(false);
+    }
+}
+
+impl Heap {
+    fn new() -> Heap {
+        let config = Config::default();
+        Heap {
+            classes: std::array::from_fn(|c| {
+                UnsafeCell::new(Class { slot: CLASS_SIZE[c], free: ptr::null_mut(), pages: Vec::new(), unswept: 0 })
+            }),
+            large: UnsafeCell::new(Vec::new()),
+            spare: UnsafeCell::new(Vec::new()),
+            epoch: Cell::new(0),
+            phase: Cell::new(Phase::Idle),
+            worklist: UnsafeCell::new(Vec::new()),
+            busy: Cell::new(false),
+            config: Cell::new(config),
+            objects: Cell::new(0),
+            bytes: Cell::new(0),
+            allocated: Cell::new(0),
+            next_check: Cell::new(config.min_heap),
+            last_slice: Cell::new(0),
+            threshold: Cell::new(config.min_heap),
+            marked_objects: Cell::new(0),
+            marked_bytes: Cell::new(0),
+            live_objects: Cell::new(0),
+            live_bytes: Cell::new(0),
+            heap_bytes: Cell::new(0),
+            collections: Cell::new(0),
+            pauses: UnsafeCell::new(Pauses::new()),
+            panic: Cell::new(None),
+            exiting: Cell::new(false),
+        }
+    }
+
+    /// The class's state. Callers hold the reference only while no user code can run.
+    #[allow(clippy::mut_from_ref)]
+    fn class(&self, c: usize) -> &mut Class {
+        // SAFETY: one thread; callers keep the borrow short (module comment, re-entrancy).
+        unsafe { &mut *self.classes[c].get() }
+    }
+
+    /// The heap pointer a rooting or unrooting walk needs: this heap while it marks.
+    pub(crate) fn barrier(&self) -> *const Heap {
+        if matches!(self.phase.get(), Phase::Marking { .. }) {
+            self
+        } else {
+            ptr::null()
+        }
+    }
+
+    /// Memory for one `GcBox<T>`. May do collector work first.
+    #[inline]
+    pub(crate) fn alloc<T: Trace + 'static>(&self) -> NonNull<u8> {
+        let class = const { slot_class::<T>() };
+        let size = match class {
+            Some(c) => CLASS_SIZE[c],
+            None => size_of::<GcBox<T>>(),
+        };
+        let allocated = self.allocated.get() + size;
+        self.allocated.set(allocated);
+        if allocated >= self.next_check.get() {
+            self.pace();
+        }
+        self.objects.set(self.objects.get() + 1);
+        self.bytes.set(self.bytes.get() + size);
+        match class {
+            Some(c) => {
+                let cl = self.class(c);
+                let slot = cl.free;
+                if !slot.is_null() {
+                    // SAFETY: a slot on the free list is free and links the next one.
+                    cl.free = unsafe { *link(slot) };
+                    // SAFETY: `slot` is a 16-byte-aligned slot of at least `size` bytes.
+                    return unsafe { NonNull::new_unchecked(slot.cast()) };
+                }
+                self.alloc_slow(c)
+            }
+            None => self.alloc_large(Layout::new::<GcBox<T>>()),
+        }
+    }
+
+    /// The class's free list is empty: sweep its pages until one yields a slot, or take a new
+    /// page.
+    #[cold]
+    fn alloc_slow(&self, c: usize) -> NonNull<u8> {
+        loop {
+            let cl = self.class(c);
+            if !cl.free.is_null() {
+                let slot = cl.free;
+                // SAFETY: a slot on the free list is free and links the next one.
+                cl.free = unsafe { *link(slot) };
+                // SAFETY: non-null.
+                return unsafe { NonNull::new_unchecked(slot.cast()) };
+            }
+            if cl.unswept == 0 || self.busy.get() {
+                break;
+            }
+            self.sweep_next(c);
+        }
+        self.add_page(c);
+        self.alloc_slow(c)
+    }
+
+    /// Give class `c` a fresh page (a spare one or a new one from mallard), all slots free.
+    fn add_page(&self, c: usize) {
+        // SAFETY: no other reference to the spare pool is live.
+        let page = match unsafe { (*self.spare.get()).pop() } {
+            Some(p) => p,
+            None => {
+                self.heap_bytes.set(self.heap_bytes.get() + PAGE_SIZE);
+                raw_alloc(PAGE_LAYOUT)
+            }
+        };
+        let cl = self.class(c);
+        let n = PAGE_SIZE / cl.slot;
+        let mut free = cl.free;
+        for i in (0..n).rev() {
+            // SAFETY: slot `i` lies inside the page.
+            unsafe {
+                let slot = page.as_ptr().add(i * cl.slot).cast::<Header>();
+                ptr::addr_of_mut!((*slot).vtable).write(Cell::new(ptr::null()));
+                link(slot).write(free);
+                free = slot;
+            }
+        }
+        cl.free = free;
+        cl.pages.push(page); // after `unswept`: a fresh page counts as swept
+    }
+
+    #[cold]
+    fn alloc_large(&self, layout: Layout) -> NonNull<u8> {
+        let p = raw_alloc(layout);
+        self.heap_bytes.set(self.heap_bytes.get() + layout.size());
+        // SAFETY: no other reference to the large list is live.
+        unsafe { (*self.large.get()).push(p.cast()) };
+        p
+    }
+
+    /// Sweep the next unswept page of class `c`, adding its free slots to the class's list.
+    fn sweep_next(&self, c: usize) {
+        let (page, slot) = {
+            let cl = self.class(c);
+            cl.unswept -= 1;
+            (cl.pages[cl.unswept], cl.slot)
+        };
+        let epoch = self.epoch.get();
+        let busy = Busy::enter(self);
+        let mut head: *mut Header = ptr::null_mut();
+        let mut tail: *mut Header = ptr::null_mut();
+        let mut live = 0;
+        for i in (0..PAGE_SIZE / slot).rev() {
+            // SAFETY: slot `i` lies inside the page, and holds a header (free or live).
+            unsafe {
+                let h = page.as_ptr().add(i * slot).cast::<Header>();
+                let vt = (*h).vtable.get();
+                if !vt.is_null() {
+                    if (*h).mark.get() == epoch {
+                        live += 1;
+                        continue;
+                    }
+                    self.objects.set(self.objects.get() - 1);
+                    self.bytes.set(self.bytes.get() - slot);
+                    if let Some(drop) = (*vt).drop {
+                        self.run_drop(drop, NonNull::new_unchecked(h));
+                    }
+                    (*h).vtable.set(ptr::null());
+                }
+                link(h).write(head);
+                if tail.is_null() {
+                    tail = h;
+                }
+                head = h;
+            }
+        }
+        drop(busy);
+        let cl = self.class(c);
+        if live == 0 {
+            // Empty: give the page up (it is at `unswept`, the swept side, so the swap keeps
+            // the unswept pages where they are).
+            let at = cl.unswept;
+            cl.pages.swap_remove(at);
+            self.release_page(page);
+        } else if !head.is_null() {
+            // SAFETY: `tail` is the last slot of the new list.
+            unsafe { link(tail).write(cl.free) };
+            cl.free = head;
+        }
+        self.resume_panic();
+    }
+
+    /// Run one dead object's `Drop`, catching a panic so the sweep can finish first.
+    ///
+    /// # Safety
+    /// `h` heads a dead object of the type `drop` belongs to.
+    unsafe fn run_drop(&self, drop: unsafe fn(NonNull<Header>), h: NonNull<Header>) {
+        // SAFETY: per the contract.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { drop(h) }));
+        if let Err(payload) = result {
+            let first = self.panic.take();
+            self.panic.set(Some(first.unwrap_or(payload)));
+        }
+    }
+
+    fn resume_panic(&self) {
+        if let Some(payload) = self.panic.take() {
+            // At thread exit a panic cannot propagate (it would abort); the panic hook has
+            // reported it already.
+            if !self.exiting.get() {
+                std::panic::resume_unwind(payload);
+            }
+        }
+    }
+
+    fn release_page(&self, page: NonNull<u8>) {
+        // SAFETY: no other reference to the spare pool is live.
+        let spare = unsafe { &mut *self.spare.get() };
+        if spare.len() < SPARE_PAGES {
+            spare.push(page);
+        } else {
+            self.heap_bytes.set(self.heap_bytes.get() - PAGE_SIZE);
+            // SAFETY: pages come from `raw_alloc(PAGE_LAYOUT)`.
+            unsafe { raw_free(page, PAGE_LAYOUT) };
+        }
+    }
+
+    /// Sweep every page still waiting (before a cycle starts, and in `collect`).
+    fn finish_sweep(&self) {
+        for c in 0..CLASSES {
+            while self.class(c).unswept > 0 {
+                self.sweep_next(c);
+            }
+        }
+    }
+
+    /// Free the dead large objects.
+    fn sweep_large(&self) {
+        let epoch = self.epoch.get();
+        let busy = Busy::enter(self);
+        let mut i = 0;
+        loop {
+            let h = {
+                // SAFETY: the borrow ends before any `Drop` runs.
+                let large = unsafe { &mut *self.large.get() };
+                if i >= large.len() {
+                    break;
+                }
+                let h = large[i];
+                // SAFETY: objects on the large list are live until freed here.
+                if unsafe { h.as_ref().mark.get() } == epoch {
+                    i += 1;
+                    continue;
+                }
+                large.swap_remove(i);
+                h
+            };
+            // SAFETY: a large object's vtable is set; the object is dead and off the list.
+            unsafe {
+                let vt = &*h.as_ref().vtable.get();
+                let layout = Layout::from_size_align_unchecked(vt.size, vt.align);
+                if let Some(drop) = vt.drop {
+                    self.run_drop(drop, h);
+                }
+                self.objects.set(self.objects.get() - 1);
+                self.bytes.set(self.bytes.get() - vt.size);
+                self.heap_bytes.set(self.heap_bytes.get() - vt.size);
+                raw_free(h.cast(), layout);
+            }
+        }
+        drop(busy);
+        self.resume_panic();
+    }
+
+    /// Start a cycle: finish the sweep, turn everything white, begin the root scan.
+    fn begin_mark(&self) {
+        self.finish_sweep();
+        self.epoch.set(self.epoch.get() ^ 1);
+        self.marked_objects.set(0);
+        self.marked_bytes.set(0);
+        self.phase.set(Phase::Marking { class: 0, page: 0, large: 0 });
+        MARKING.with(|m| m.set(true));
+        self.last_slice.set(self.allocated.get());
+    }
+
+    /// Do up to `budget` bytes of marking work; true when marking is complete.
+    fn mark_slice(&self, mut budget: isize) -> bool {
+        // The root scan: shade every object with a rooted handle.
+        while let Phase::Marking { mut class, mut page, mut large } = self.phase.get() {
+            if class < CLASSES {
+                let cl = self.class(class);
+                if page >= cl.pages.len() {
+                    class += 1;
+                    page = 0;
+                } else {
+                    let base = cl.pages[page];
+                    let slot = cl.slot;
+                    for i in 0..PAGE_SIZE / slot {
+                        // SAFETY: slot `i` lies inside the page and holds a header.
+                        unsafe {
+                            let h = base.as_ptr().add(i * slot).cast::<Header>();
+                            if !(*h).vtable.get().is_null() && (*h).roots.get() > 0 {
+                                shade(self, NonNull::new_unchecked(h));
+                            }
+                        }
+                    }
+                    page += 1;
+                    budget -= PAGE_SIZE as isize;
+                }
+            } else {
+                // SAFETY: the borrow ends before shading (which touches only the worklist).
+                let next = unsafe { (&*self.large.get()).get(large).copied() };
+                match next {
+                    Some(h) => {
+                        // SAFETY: objects on the large list are live.
+                        if unsafe { h.as_ref().roots.get() } > 0 {
+                            shade(self, h);
+                        }
+                        large += 1;
+                        budget -= 64;
+                    }
+                    None => break,
+                }
+            }
+            self.phase.set(Phase::Marking { class, page, large });
+            if budget <= 0 {
+                return false;
+            }
+        }
+        // Tracing: pop grey objects and shade what they point to.
+        let mut visitor = Visitor { walk: Walk::Mark, heap: self };
+        loop {
+            // SAFETY: the borrow ends before tracing pushes.
+            let next = unsafe { (*self.worklist.get()).pop() };
+            let Some(h) = next else { return true };
+            // SAFETY: objects on the worklist are live and have their vtable set.
+            unsafe {
+                let vt = &*h.as_ref().vtable.get();
+                (vt.trace)(h, &mut visitor);
+                budget -= vt.size as isize;
+            }
+            if budget <= 0 {
+                return false;
+            }
+        }
+    }
+
+    /// Marking is complete: everything white is garbage. Start the (lazy) sweep.
+    fn finish_mark(&self) {
+        self.phase.set(Phase::Idle);
+        MARKING.with(|m| m.set(false));
+        self.collections.set(self.collections.get() + 1);
+        self.live_objects.set(self.marked_objects.get());
+        self.live_bytes.set(self.marked_bytes.get());
+        for c in 0..CLASSES {
+            let cl = self.class(c);
+            // The free slots on the list are found again by the sweep.
+            cl.free = ptr::null_mut();
+            cl.unswept = cl.pages.len();
+        }
+        let config = self.config.get();
+        let target = (self.marked_bytes.get() as f64 * config.growth) as usize;
+        self.threshold.set(target.max(config.min_heap));
+        self.schedule();
+        self.sweep_large();
+    }
+
+    /// Set `next_check`: when the heap reaches the threshold, or the next slice is due.
+    fn schedule(&self) {
+        let allocated = self.allocated.get();
+        let next = match self.phase.get() {
+            Phase::Idle => allocated + self.threshold.get().saturating_sub(self.bytes.get()).max(1),
+            Phase::Marking { .. } => allocated + self.config.get().slice_bytes.max(1),
+        };
+        self.next_check.set(next);
+    }
+
+    /// Collector work paced by allocation: start a cycle when the heap has grown enough, and
+    /// while an incremental cycle marks, do a slice of it.
+    #[cold]
+    fn pace(&self) {
+        // Inside a `Drop` run by the sweep: no collector work until it is over.
+        if self.busy.get() {
+            return;
+        }
+        let start = Instant::now();
+        let config = self.config.get();
+        match self.phase.get() {
+            Phase::Idle => {
+                if self.bytes.get() < self.threshold.get() {
+                    self.schedule();
+                    return;
+                }
+                self.begin_mark();
+                if !config.incremental {
+                    self.mark_slice(isize::MAX);
+                    self.finish_mark();
+                }
+            }
+            Phase::Marking { .. } => {
+                let since = self.allocated.get() - self.last_slice.get();
+                self.last_slice.set(self.allocated.get());
+                // Marking must end before the heap outgrows its threshold by half again.
+                let overdue = self.bytes.get() > self.threshold.get().saturating_mul(3) / 2;
+                let budget = if overdue {
+                    isize::MAX
+                } else {
+                    since.saturating_mul(config.mark_rate).min(isize::MAX as usize) as isize
+                };
+                if self.mark_slice(budget) {
+                    self.finish_mark();
+                }
+            }
+        }
+        self.schedule();
+        // SAFETY: no other reference to the histogram is live.
+        unsafe { (*self.pauses.get()).record(start.elapsed()) };
+    }
+
+    /// A full collection: finish any cycle under way, run a whole new one, sweep everything.
+    pub(crate) fn collect(&self) {
+        if self.busy.get() {
+            return;
+        }
+        let start = Instant::now();
+        if matches!(self.phase.get(), Phase::Marking { .. }) {
+            self.mark_slice(isize::MAX);
+            self.finish_mark();
+        }
+        self.begin_mark();
+        self.mark_slice(isize::MAX);
+        self.finish_mark();
+        self.finish_sweep();
+        self.schedule();
+        // SAFETY: no other reference to the histogram is live.
+        unsafe { (*self.pauses.get()).record(start.elapsed()) };
+    }
+
+    pub(crate) fn configure(&self, config: Config) {
+        self.config.set(config);
+        let target = (self.live_bytes.get() as f64 * config.growth) as usize;
+        self.threshold.set(target.max(config.min_heap));
+        self.schedule();
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        self.config.get()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            collections: self.collections.get(),
+            objects: self.objects.get(),
+            bytes: self.bytes.get(),
+            live_objects: self.live_objects.get(),
+            live_bytes: self.live_bytes.get(),
+            heap_bytes: self.heap_bytes.get(),
+            marking: matches!(self.phase.get(), Phase::Marking { .. }),
+            // SAFETY: no other reference to the histogram is live.
+            pauses: unsafe { (*self.pauses.get()).summary() },
+        }
+    }
+}
+
+impl Drop for Heap {
+    /// Thread exit: collect once, so garbage is dropped and its memory returned. A `Drop` that
+    /// panics here (say, on a thread-local destroyed before the heap) is reported by the panic
+    /// hook and otherwise ignored: the collection finishes. Objects still
+    /// rooted (by handles in other thread-locals, or leaked) stay where they are, with their
+    /// pages: a handle dropped later must find its object's header.
+    fn drop(&mut self) {
+        self.exiting.set(true);
+        self.collect();
+        MARKING.with(|m| m.set(false));
+        for page in self.spare.get_mut().drain(..) {
+            // SAFETY: spare pages come from `raw_alloc(PAGE_LAYOUT)` and hold no object.
+            unsafe { raw_free(page, PAGE_LAYOUT) };
+        }
+    }
+}

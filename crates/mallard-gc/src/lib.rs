@@ -1,0 +1,83 @@
+//! mallard-gc: a tracing garbage collector on the mallard heap.
+//!
+//! ```
+//! use mallard_gc::{Gc, GcCell, Trace};
+//!
+//! #[derive(Trace)]
+//! struct Node {
+//!     name: String,
+//!     next: GcCell<Option<Gc<Node>>>,
+//! }
+//!
+//! let a = Gc::new(Node { name: "a".into(), next: GcCell::new(None) });
+//! let b = Gc::new(Node { name: "b".into(), next: GcCell::new(Some(a.clone())) });
+//! *a.next.borrow_mut() = Some(b.clone()); // a cycle: `Rc` would leak it
+//! drop((a, b));
+//! mallard_gc::collect();
+//! assert_eq!(mallard_gc::stats().live_objects, 0);
+//! ```
+//!
+//! - `Gc<T>` is a handle to a `T` in the collected heap; `GcCell<T>` makes a part of an object
+//!   mutable; `Trace` (derived) tells the collector where the handles are.
+//! - Roots are tracked precisely: handles outside the heap are counted, handles inside it are
+//!   not, and the collector traces from the counted ones (see `gc.rs` for why this is sound).
+//! - Mark (explicit worklist, optionally incremental with a write barrier), lazy sweep page by
+//!   page, no moving (see DESIGN.md for why moving and `&T` from `Deref` cannot go together).
+//! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
+//!   own heap, collections and statistics. A thread's garbage is collected when it exits.
+
+mod cell;
+mod gc;
+mod heap;
+mod stats;
+mod trace;
+
+pub use cell::{BorrowError, GcCell, GcRef, GcRefMut};
+pub use gc::Gc;
+pub use mallard_gc_derive::Trace;
+pub use stats::{PauseStats, Stats};
+pub use trace::{Trace, Visitor};
+
+/// How this thread's collector paces itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// A collection starts when the heap's bytes reach `growth` times what the last one found
+    /// alive. Default 2.
+    pub growth: f64,
+    /// ... but not before the heap holds this many bytes. Default 1 MiB.
+    pub min_heap: usize,
+    /// Mark in slices spread over allocation, instead of all at once. Default false.
+    pub incremental: bool,
+    /// In incremental mode, a slice runs every `slice_bytes` bytes of allocation ...
+    pub slice_bytes: usize,
+    /// ... and marks `mark_rate` bytes for every byte allocated since the last one.
+    pub mark_rate: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { growth: 2.0, min_heap: 1 << 20, incremental: false, slice_bytes: 64 << 10, mark_rate: 4 }
+    }
+}
+
+/// Collect now: every object no root reaches is dropped and its memory reused.
+///
+/// Does nothing when called from a `Drop` that the collector is running.
+pub fn collect() {
+    heap::with(|h| h.collect())
+}
+
+/// This thread's collector figures.
+pub fn stats() -> Stats {
+    heap::with(|h| h.stats())
+}
+
+/// Change how this thread's collector paces itself.
+pub fn configure(config: Config) {
+    heap::with(|h| h.configure(config))
+}
+
+/// This thread's pacing.
+pub fn config() -> Config {
+    heap::with(|h| h.config())
+}

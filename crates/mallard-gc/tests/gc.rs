@@ -1,0 +1,305 @@
+//! Behaviour of the collector: cycles, deep structures, Drop, cells, stats, threads.
+
+mod common;
+use common::*;
+use mallard_gc::{Config, Gc, GcCell, Trace};
+
+#[test]
+fn reachable_objects_survive_and_garbage_goes() {
+    take_dropped();
+    let a = node(1, 10);
+    let b = node(2, 10);
+    a.edges.borrow_mut().push(b.clone());
+    drop(b);
+    let c = node(3, 10);
+    drop(c);
+    mallard_gc::collect();
+    assert_eq!(take_dropped(), vec![3]);
+    let b = a.edges.borrow()[0].clone();
+    assert_eq!(b.id, 2);
+    check(&b);
+    drop((a, b));
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    assert_eq!(d, vec![1, 2]);
+}
+
+#[test]
+fn cycles_are_collected() {
+    take_dropped();
+    let before = mallard_gc::stats().live_objects;
+    {
+        let a = node(10, 0);
+        let b = node(11, 0);
+        let c = node(12, 0);
+        a.edges.borrow_mut().push(b.clone());
+        b.edges.borrow_mut().push(c.clone());
+        c.edges.borrow_mut().push(a.clone());
+        a.edges.borrow_mut().push(a.clone()); // a self-loop too
+    }
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    assert_eq!(d, vec![10, 11, 12]);
+    assert_eq!(mallard_gc::stats().live_objects, before);
+}
+
+#[test]
+fn a_list_of_a_million_nodes_neither_overflows_nor_recurses() {
+    take_dropped();
+    #[derive(Trace)]
+    struct Link {
+        next: Option<Gc<Link>>,
+        n: u32,
+    }
+    let n = if cfg!(miri) { 1_000 } else { 1_000_000 };
+    let mut head = Gc::new(Link { next: None, n: 0 });
+    for i in 1..n {
+        head = Gc::new(Link { next: Some(head), n: i });
+    }
+    // The list is reachable only through unrooted handles: marking must walk it (iteratively).
+    mallard_gc::collect();
+    let mut count = 0;
+    let mut at = Some(head.clone());
+    while let Some(l) = at {
+        assert_eq!(l.n, n - 1 - count);
+        count += 1;
+        at = l.next.clone();
+    }
+    assert_eq!(count, n);
+    let live = mallard_gc::stats().live_objects;
+    assert!(live >= n as usize, "{live}");
+    drop(head);
+    mallard_gc::collect();
+    assert!(mallard_gc::stats().live_objects <= live - n as usize);
+}
+
+#[test]
+fn drop_runs_once_for_each_collected_object() {
+    take_dropped();
+    let keep: Vec<Gc<Node>> = (0..100).map(|i| node(1000 + i, 3)).collect();
+    for i in 0..1000 {
+        let g = node(2000 + i, 3);
+        if i % 2 == 0 {
+            keep[i as usize % 100].edges.borrow_mut().push(g);
+        }
+    }
+    mallard_gc::collect();
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    let want: Vec<u64> = (0..1000).filter(|i| i % 2 == 1).map(|i| 2000 + i).collect();
+    assert_eq!(d, want);
+    for k in &keep {
+        check(k);
+        for e in k.edges.borrow().iter() {
+            check(e);
+        }
+    }
+    drop(keep);
+    mallard_gc::collect();
+    assert_eq!(take_dropped().len(), 100 + 500);
+}
+
+#[test]
+fn moving_handles_out_of_a_cell_keeps_them_alive() {
+    take_dropped();
+    let a = node(1, 5);
+    a.edges.borrow_mut().push(node(2, 5));
+    // Move the only handle to node 2 out of the heap; it must now be a root.
+    let b = a.edges.borrow_mut().pop().unwrap();
+    assert!(Gc::is_rooted(&b));
+    drop(a);
+    mallard_gc::collect();
+    assert_eq!(take_dropped(), vec![1]);
+    check(&b);
+    // And a handle moved into the heap stops being one.
+    let c = node(3, 5);
+    c.edges.borrow_mut().push(b);
+    assert!(!Gc::is_rooted(&c.edges.borrow()[0]));
+    drop(c);
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    assert_eq!(d, vec![2, 3]);
+}
+
+#[test]
+fn cell_borrows_are_checked() {
+    let c = Gc::new(GcCell::new(5));
+    {
+        let r1 = c.borrow();
+        let r2 = c.borrow();
+        assert_eq!(*r1 + *r2, 10);
+        assert!(c.try_borrow_mut().is_err());
+    }
+    {
+        let mut w = c.borrow_mut();
+        *w = 6;
+        assert!(c.try_borrow().is_err());
+        assert!(c.try_borrow_mut().is_err());
+    }
+    assert_eq!(*c.borrow(), 6);
+    assert_eq!(c.replace(7), 6);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _w = c.borrow_mut();
+        let _r = c.borrow();
+    }));
+    assert!(r.is_err());
+    assert_eq!(*c.borrow(), 7, "the cell works after the panic");
+}
+
+#[test]
+fn a_drop_may_allocate_and_collect() {
+    take_dropped();
+    #[derive(Trace)]
+    #[trace(leaf)]
+    struct Busy(u64);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            // Allocation and collection from inside the sweep: allowed, collect is a no-op.
+            let g = node(self.0 + 100, 64);
+            mallard_gc::collect();
+            check(&g);
+        }
+    }
+    for i in 0..50 {
+        drop(Gc::new(Busy(i)));
+    }
+    mallard_gc::collect();
+    // The nodes made by the drops became garbage too; the next collection takes them.
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    assert_eq!(d, (100..150).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_panicking_drop_does_not_break_the_heap() {
+    take_dropped();
+    #[derive(Trace)]
+    #[trace(leaf)]
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("boom");
+        }
+    }
+    let keep = node(7, 100);
+    drop(Gc::new(Bomb));
+    for i in 0..10 {
+        drop(node(100 + i, 100));
+    }
+    let r = std::panic::catch_unwind(mallard_gc::collect);
+    assert!(r.is_err(), "the drop's panic reaches the caller of collect");
+    // The sweep finished before the panic resumed: the other garbage was dropped.
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    assert_eq!(d, (100..110).collect::<Vec<_>>());
+    check(&keep);
+    let other = node(8, 100);
+    mallard_gc::collect();
+    check(&other);
+}
+
+#[test]
+fn large_and_over_aligned_objects() {
+    take_dropped();
+    #[derive(Trace)]
+    #[repr(align(64))]
+    struct Aligned {
+        bytes: [u8; 64],
+        link: Option<Gc<Node>>,
+    }
+    #[derive(Trace)]
+    struct Big {
+        bytes: [u64; 2048], // 16 KiB: allocated one by one
+        link: Option<Gc<Node>>,
+    }
+    let n = node(1, 1);
+    let a = Gc::new(Aligned { bytes: [7; 64], link: Some(n.clone()) });
+    assert_eq!(Gc::as_ptr(&a) as usize % 64, 0);
+    let b = Gc::new(Big { bytes: [9; 2048], link: Some(n.clone()) });
+    drop(n);
+    mallard_gc::collect();
+    assert!(take_dropped().is_empty());
+    assert!(a.bytes.iter().all(|&x| x == 7) && b.bytes.iter().all(|&x| x == 9));
+    check(a.link.as_ref().unwrap());
+    let heap = mallard_gc::stats().heap_bytes;
+    drop((a, b));
+    mallard_gc::collect();
+    assert_eq!(take_dropped(), vec![1]);
+    assert!(mallard_gc::stats().heap_bytes < heap);
+}
+
+#[test]
+fn stats_count_objects_and_pauses() {
+    let s0 = mallard_gc::stats();
+    let keep: Vec<_> = (0..1000).map(|i| node(i, 0)).collect();
+    mallard_gc::collect();
+    let s1 = mallard_gc::stats();
+    assert!(s1.collections > s0.collections);
+    assert!(s1.live_objects >= 1000);
+    assert!(s1.live_bytes >= 1000 * std::mem::size_of::<Node>());
+    assert!(s1.pauses.count > s0.pauses.count);
+    assert!(s1.pauses.max >= s1.pauses.p99 && s1.pauses.p99 >= s1.pauses.p50);
+    drop(keep);
+    mallard_gc::collect();
+    assert!(mallard_gc::stats().live_objects <= s1.live_objects - 1000);
+}
+
+#[test]
+fn pacing_collects_without_being_asked() {
+    mallard_gc::configure(Config { min_heap: 256 << 10, ..Config::default() });
+    let s0 = mallard_gc::stats();
+    let keep = node(1, 0);
+    for i in 0..200_000u64 {
+        drop(node(i, 16));
+    }
+    let s1 = mallard_gc::stats();
+    assert!(s1.collections >= s0.collections + 5, "{s0:?} {s1:?}");
+    // Garbage does not pile up: the heap stays near its threshold.
+    assert!(s1.heap_bytes < 8 << 20, "{s1:?}");
+    check(&keep);
+    mallard_gc::configure(Config::default());
+    take_dropped();
+}
+
+#[test]
+fn each_thread_has_its_own_collector_and_exit_collects() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static EXIT_DROPS: AtomicUsize = AtomicUsize::new(0);
+    #[derive(Trace)]
+    struct Cyclic {
+        me: GcCell<Option<Gc<Cyclic>>>,
+        counted: Counted,
+    }
+    #[derive(Trace)]
+    #[trace(leaf)]
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            EXIT_DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let t = std::thread::spawn(|| {
+        for _ in 0..10 {
+            let a = Gc::new(Cyclic { me: GcCell::new(None), counted: Counted });
+            *a.me.borrow_mut() = Some(a.clone());
+        }
+        for i in 0..100 {
+            std::mem::forget(node(100 + i, 0)); // rooted forever: survives the exit
+        }
+        // No collect: the thread's exit runs one.
+        let s = mallard_gc::stats();
+        assert_eq!(s.collections, 0);
+        assert_eq!(EXIT_DROPS.load(Ordering::SeqCst), 0);
+        s.objects
+    });
+    assert_eq!(t.join().unwrap(), 110);
+    assert_eq!(EXIT_DROPS.load(Ordering::SeqCst), 10, "the exit collected the 10 cycles");
+    // This thread's heap is another one.
+    assert!(mallard_gc::stats().objects < 110 || mallard_gc::stats().collections > 0);
+}
