@@ -26,6 +26,9 @@
 //! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
 //!   own heap, collections and statistics. A thread's garbage is collected when it exits.
 
+// The derive names `::mallard_gc`; this lets the crate's own tests use it.
+extern crate self as mallard_gc;
+
 mod cell;
 mod gc;
 mod heap;
