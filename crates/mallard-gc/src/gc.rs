@@ -36,14 +36,24 @@ use std::ptr::NonNull;
 /// The low bit of a handle: set while the handle is a counted root.
 pub(crate) const ROOTED: usize = 1;
 
+/// A handle's object address, without the tag.
+///
+/// # Safety
+/// `tagged` is a handle's pointer (a 16-aligned address, maybe with `ROOTED`).
+#[inline]
+pub(crate) unsafe fn untag(tagged: NonNull<Header>) -> NonNull<Header> {
+    // SAFETY: per the contract the address stays non-zero.
+    tagged.map_addr(|a| unsafe { std::num::NonZeroUsize::new_unchecked(a.get() & !ROOTED) })
+}
+
 /// A handle to a `T` in the collected heap of this thread.
 ///
 /// Cloning a handle is cheap (a counter increment); the object lives as long as it is
 /// reachable from any handle outside the heap. `Gc` is neither `Send` nor `Sync`: each thread
 /// has its own collector.
 pub struct Gc<T: Trace + 'static> {
-    /// The address of the object's `GcBox<T>`, tagged with `ROOTED`.
-    ptr: Cell<usize>,
+    /// The object (its header first), tagged with `ROOTED`.
+    ptr: Cell<NonNull<Header>>,
     _marker: PhantomData<*const GcBox<T>>,
 }
 
@@ -60,21 +70,28 @@ impl<T: Trace + 'static> Gc<T> {
             let mut visitor = Visitor { walk: Walk::Unroot, heap: h.barrier() };
             value.trace(&mut visitor);
             // SAFETY: `slot` is a fresh allocation sized and aligned for `GcBox<T>`.
-            unsafe { GcBox::init(slot, value) }
+            unsafe { GcBox::init(slot, value, h.epoch()) }
         });
-        Gc { ptr: Cell::new(boxed.as_ptr() as usize | ROOTED), _marker: PhantomData }
+        Gc { ptr: Cell::new(boxed.cast::<Header>().map_addr(|a| a | ROOTED)), _marker: PhantomData }
+    }
+
+    /// The object's address, without the tag.
+    #[inline]
+    fn object(&self) -> NonNull<Header> {
+        // SAFETY: clearing the low bit of a non-null, 16-aligned address leaves it non-null.
+        unsafe { untag(self.ptr.get()) }
     }
 
     #[inline]
     fn boxed(&self) -> &GcBox<T> {
         // SAFETY: the object is alive while a handle to it is (module comment).
-        unsafe { &*((self.ptr.get() & !ROOTED) as *const GcBox<T>) }
+        unsafe { self.object().cast::<GcBox<T>>().as_ref() }
     }
 
     /// Whether two handles point to the same object.
     #[inline]
     pub fn ptr_eq(this: &Gc<T>, other: &Gc<T>) -> bool {
-        this.ptr.get() & !ROOTED == other.ptr.get() & !ROOTED
+        this.object() == other.object()
     }
 
     /// The address of the value (for printing and identity, not for access).
@@ -86,7 +103,7 @@ impl<T: Trace + 'static> Gc<T> {
     /// Whether this handle is a counted root (it lives outside the heap).
     #[doc(hidden)]
     pub fn is_rooted(this: &Gc<T>) -> bool {
-        this.ptr.get() & ROOTED != 0
+        this.ptr.get().addr().get() & ROOTED != 0
     }
 }
 
@@ -94,21 +111,23 @@ impl<T: Trace + 'static> Clone for Gc<T> {
     /// A new rooted handle to the same object.
     #[inline]
     fn clone(&self) -> Gc<T> {
-        let header: &Header = &self.boxed().header;
-        header.add_root();
+        let object = self.object();
+        // SAFETY: the object is alive while this handle is.
+        unsafe { Header::add_root(object) };
         if heap::marking() {
             // A new root while the collector marks: shade it (the write barrier, `heap.rs`).
-            heap::with(|h| heap::shade(h, NonNull::from(header)));
+            heap::with(|h| heap::shade(h, object));
         }
-        Gc { ptr: Cell::new((header as *const Header as usize) | ROOTED), _marker: PhantomData }
+        Gc { ptr: Cell::new(object.map_addr(|a| a | ROOTED)), _marker: PhantomData }
     }
 }
 
 impl<T: Trace + 'static> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
-        if self.ptr.get() & ROOTED != 0 {
-            self.boxed().header.remove_root();
+        if self.ptr.get().addr().get() & ROOTED != 0 {
+            // SAFETY: this rooted handle is counted in the live object.
+            unsafe { Header::remove_root(self.object()) };
         }
         // An unrooted handle is an edge inside an object being dropped: nothing to undo, and
         // its target may itself be collected already, so it is not touched.

@@ -61,25 +61,88 @@ pub(crate) struct Header {
     vtable: Cell<*const VTable>,
     roots: Cell<u32>,
     mark: Cell<u8>,
+    /// `LARGE` for an object allocated one by one (not in a page).
+    flags: Cell<u8>,
 }
+
+const LARGE: u8 = 1;
 
 const _: () = assert!(size_of::<Header>() == 16);
 
+/// The first 16 bytes of a page; slots follow.
+#[repr(C)]
+struct PageHeader {
+    /// Objects in the page with a root count above zero: the root scan skips pages without.
+    rooted: Cell<u32>,
+}
+
+/// Where a page's first slot begins.
+const FIRST_SLOT: usize = 16;
+const _: () = assert!(size_of::<PageHeader>() <= FIRST_SLOT);
+
+/// The slots of a page of `slot`-byte objects.
+const fn slots(slot: usize) -> usize {
+    (PAGE_SIZE - FIRST_SLOT) / slot
+}
+
+/// Slot `i` of `page`.
+///
+/// # Safety
+/// `i < slots(slot)`.
+#[inline]
+unsafe fn slot_at(page: NonNull<u8>, slot: usize, i: usize) -> *mut Header {
+    // SAFETY: per the contract the slot lies inside the page.
+    unsafe { page.as_ptr().add(FIRST_SLOT + i * slot).cast() }
+}
+
+/// The header of the page holding `object` (pages are `PAGE_SIZE`-aligned).
+///
+/// # Safety
+/// `object` heads an object in a page (not a large one).
+#[inline]
+unsafe fn page_of<'a>(object: NonNull<Header>) -> &'a PageHeader {
+    // SAFETY: per the contract; the pointer keeps the page allocation's provenance.
+    unsafe { &*object.as_ptr().map_addr(|a| a & !(PAGE_SIZE - 1)).cast::<PageHeader>() }
+}
+
 impl Header {
+    /// Count one more rooted handle to `object`.
+    ///
+    /// # Safety
+    /// `object` heads a live object.
     #[inline]
-    pub(crate) fn add_root(&self) {
-        let n = self.roots.get();
+    pub(crate) unsafe fn add_root(object: NonNull<Header>) {
+        // SAFETY: per the contract.
+        let h = unsafe { object.as_ref() };
+        let n = h.roots.get();
         if n == u32::MAX {
             // Like `Rc`: a count this high means handles are being leaked; wrapping would free
             // a live object.
             std::process::abort();
         }
-        self.roots.set(n + 1);
+        if n == 0 && h.flags.get() & LARGE == 0 {
+            // SAFETY: a page object.
+            let page = unsafe { page_of(object) };
+            page.rooted.set(page.rooted.get() + 1);
+        }
+        h.roots.set(n + 1);
     }
 
+    /// Count one rooted handle to `object` less.
+    ///
+    /// # Safety
+    /// `object` heads a live object with a rooted handle.
     #[inline]
-    pub(crate) fn remove_root(&self) {
-        self.roots.set(self.roots.get() - 1);
+    pub(crate) unsafe fn remove_root(object: NonNull<Header>) {
+        // SAFETY: per the contract.
+        let h = unsafe { object.as_ref() };
+        let n = h.roots.get() - 1;
+        h.roots.set(n);
+        if n == 0 && h.flags.get() & LARGE == 0 {
+            // SAFETY: a page object.
+            let page = unsafe { page_of(object) };
+            page.rooted.set(page.rooted.get() - 1);
+        }
     }
 }
 
@@ -132,15 +195,21 @@ impl<T: Trace + 'static> GcBox<T> {
     ///
     /// # Safety
     /// `slot` is fresh memory sized and aligned for `GcBox<T>`.
-    pub(crate) unsafe fn init(slot: NonNull<u8>, value: T) -> NonNull<GcBox<T>> {
+    pub(crate) unsafe fn init(slot: NonNull<u8>, value: T, epoch: u8) -> NonNull<GcBox<T>> {
         let boxed = slot.cast::<GcBox<T>>();
-        let epoch = with(|h| h.epoch.get());
+        let large = slot_class::<T>().is_none();
         // SAFETY: per the contract.
         unsafe {
             boxed.as_ptr().write(GcBox {
-                header: Header { vtable: Cell::new(&Self::VTABLE), roots: Cell::new(1), mark: Cell::new(epoch) },
+                header: Header {
+                    vtable: Cell::new(&Self::VTABLE),
+                    roots: Cell::new(0),
+                    mark: Cell::new(epoch),
+                    flags: Cell::new(if large { LARGE } else { 0 }),
+                },
                 value,
             });
+            Header::add_root(boxed.cast());
         }
         boxed
     }
@@ -359,6 +428,12 @@ impl Heap {
     }
 
     /// The heap pointer a rooting or unrooting walk needs: this heap while it marks.
+    /// The mark a new object is born with.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u8 {
+        self.epoch.get()
+    }
+
     pub(crate) fn barrier(&self) -> *const Heap {
         if matches!(self.phase.get(), Phase::Marking { .. }) {
             self
@@ -436,12 +511,13 @@ impl Heap {
             }
         };
         let cl = self.class(c);
-        let n = PAGE_SIZE / cl.slot;
+        // SAFETY: the page is ours and starts with room for its header.
+        unsafe { page.cast::<PageHeader>().write(PageHeader { rooted: Cell::new(0) }) };
         let mut free = cl.free;
-        for i in (0..n).rev() {
+        for i in (0..slots(cl.slot)).rev() {
             // SAFETY: slot `i` lies inside the page.
             unsafe {
-                let slot = page.as_ptr().add(i * cl.slot).cast::<Header>();
+                let slot = slot_at(page, cl.slot, i);
                 ptr::addr_of_mut!((*slot).vtable).write(Cell::new(ptr::null()));
                 link(slot).write(free);
                 free = slot;
@@ -472,10 +548,10 @@ impl Heap {
         let mut head: *mut Header = ptr::null_mut();
         let mut tail: *mut Header = ptr::null_mut();
         let mut live = 0;
-        for i in (0..PAGE_SIZE / slot).rev() {
+        for i in (0..slots(slot)).rev() {
             // SAFETY: slot `i` lies inside the page, and holds a header (free or live).
             unsafe {
-                let h = page.as_ptr().add(i * slot).cast::<Header>();
+                let h = slot_at(page, slot, i);
                 let vt = (*h).vtable.get();
                 if !vt.is_null() {
                     if (*h).mark.get() == epoch {
@@ -617,17 +693,23 @@ impl Heap {
                 } else {
                     let base = cl.pages[page];
                     let slot = cl.slot;
-                    for i in 0..PAGE_SIZE / slot {
+                    // SAFETY: the page starts with its header.
+                    let mut rooted = unsafe { base.cast::<PageHeader>().as_ref().rooted.get() };
+                    let mut i = 0;
+                    let n = slots(slot);
+                    while rooted > 0 && i < n {
                         // SAFETY: slot `i` lies inside the page and holds a header.
                         unsafe {
-                            let h = base.as_ptr().add(i * slot).cast::<Header>();
+                            let h = slot_at(base, slot, i);
                             if !(*h).vtable.get().is_null() && (*h).roots.get() > 0 {
                                 shade(self, NonNull::new_unchecked(h));
+                                rooted -= 1;
                             }
                         }
+                        i += 1;
                     }
                     page += 1;
-                    budget -= PAGE_SIZE as isize;
+                    budget -= (i * slot) as isize + 64;
                 }
             } else {
                 // SAFETY: the borrow ends before shading (which touches only the worklist).
@@ -756,6 +838,58 @@ impl Heap {
         self.schedule();
         // SAFETY: no other reference to the histogram is live.
         unsafe { (*self.pauses.get()).record(start.elapsed()) };
+    }
+
+    /// Check the heap's invariants; panics with the first one broken. For tests.
+    pub(crate) fn validate(&self) {
+        let mut objects = 0;
+        let mut bytes = 0;
+        for c in 0..CLASSES {
+            let cl = self.class(c);
+            let mut free_slots = 0;
+            for &page in &cl.pages {
+                let mut rooted = 0;
+                for i in 0..slots(cl.slot) {
+                    // SAFETY: slot `i` lies inside the page and holds a header.
+                    let h = unsafe { &*slot_at(page, cl.slot, i) };
+                    if h.vtable.get().is_null() {
+                        free_slots += 1;
+                        continue;
+                    }
+                    assert_eq!(h.flags.get() & LARGE, 0, "a large object in a page");
+                    objects += 1;
+                    bytes += cl.slot;
+                    rooted += usize::from(h.roots.get() > 0);
+                }
+                // SAFETY: the page starts with its header.
+                let counted = unsafe { page.cast::<PageHeader>().as_ref().rooted.get() };
+                assert_eq!(counted as usize, rooted, "page {page:p} (class {c}) miscounts its rooted objects");
+            }
+            let mut listed = 0;
+            let mut at = cl.free;
+            while !at.is_null() {
+                // SAFETY: the slots on the free list are free slots in this class's pages.
+                unsafe {
+                    assert!((*at).vtable.get().is_null(), "a live object on the free list of class {c}");
+                    let page = at.map_addr(|a| a & !(PAGE_SIZE - 1)) as *mut u8;
+                    assert!(cl.pages.iter().any(|p| p.as_ptr() == page), "a free slot outside class {c}'s pages");
+                    at = *link(at);
+                }
+                listed += 1;
+                assert!(listed <= free_slots, "class {c}'s free list is longer than its free slots (a cycle?)");
+            }
+        }
+        // SAFETY: a short read of the large list.
+        for &h in unsafe { &*self.large.get() } {
+            // SAFETY: objects on the large list are live.
+            let h = unsafe { h.as_ref() };
+            assert_eq!(h.flags.get() & LARGE, LARGE, "a page object on the large list");
+            objects += 1;
+            // SAFETY: a live object's vtable is set.
+            bytes += unsafe { (*h.vtable.get()).footprint };
+        }
+        assert_eq!(objects, self.objects.get(), "object count");
+        assert_eq!(bytes, self.bytes.get(), "byte count");
     }
 
     pub(crate) fn configure(&self, config: Config) {

@@ -21,7 +21,7 @@
 //!   mutable; `Trace` (derived) tells the collector where the handles are.
 //! - Roots are tracked precisely: handles outside the heap are counted, handles inside it are
 //!   not, and the collector traces from the counted ones (see `gc.rs` for why this is sound).
-//! - Mark (explicit worklist, optionally incremental with a write barrier), lazy sweep page by
+//! - Mark (explicit worklist, incremental by default, with a write barrier), lazy sweep page by
 //!   page, no moving (see DESIGN.md for why moving and `&T` from `Deref` cannot go together).
 //! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
 //!   own heap, collections and statistics. A thread's garbage is collected when it exits.
@@ -49,7 +49,7 @@ pub struct Config {
     pub growth: f64,
     /// ... but not before the heap holds this many bytes. Default 1 MiB.
     pub min_heap: usize,
-    /// Mark in slices spread over allocation, instead of all at once. Default false.
+    /// Mark in slices spread over allocation, instead of all at once. Default true.
     pub incremental: bool,
     /// In incremental mode, a slice runs every `slice_bytes` bytes of allocation ...
     pub slice_bytes: usize,
@@ -59,7 +59,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { growth: 2.0, min_heap: 1 << 20, incremental: false, slice_bytes: 64 << 10, mark_rate: 4 }
+        Config { growth: 2.0, min_heap: 1 << 20, incremental: true, slice_bytes: 64 << 10, mark_rate: 4 }
     }
 }
 
@@ -78,6 +78,13 @@ pub fn stats() -> Stats {
 /// Change how this thread's collector paces itself.
 pub fn configure(config: Config) {
     heap::with(|h| h.configure(config))
+}
+
+/// Check this thread's heap's invariants (rooted counts, free lists, object and byte counts);
+/// panics with the first one broken. Slow: for tests.
+#[doc(hidden)]
+pub fn debug_validate() {
+    heap::with(|h| h.validate())
 }
 
 /// This thread's pacing.

@@ -6,6 +6,7 @@
 //! walk can only differ from another by what the value holds at the time, and values in the
 //! heap change only under `GcCell`, which re-walks what it hands out.
 
+use crate::gc::{untag, ROOTED};
 use crate::heap::{self, Header};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
@@ -47,33 +48,34 @@ pub struct Visitor {
 }
 
 impl Visitor {
-    /// Visit one handle: a tagged header address (see `gc.rs`, `ROOTED`).
+    /// Visit one handle: its object's address, tagged with `ROOTED` (see `gc.rs`).
     #[inline]
-    pub(crate) fn visit_handle(&mut self, handle: &Cell<usize>) {
-        let bits = handle.get();
-        let header = (bits & !crate::gc::ROOTED) as *const Header;
-        // SAFETY: a handle points to a live object's header (the collector frees nothing a
-        // handle can reach), and `heap` is this thread's heap or null.
+    pub(crate) fn visit_handle(&mut self, handle: &Cell<NonNull<Header>>) {
+        let tagged = handle.get();
+        let rooted = tagged.addr().get() & ROOTED != 0;
+        // SAFETY: a handle's pointer.
+        let object = unsafe { untag(tagged) };
+        // SAFETY: a handle points to a live object (the collector frees nothing a handle can
+        // reach), and `heap` is this thread's heap or null.
         unsafe {
-            let header = &*header;
             match self.walk {
-                Walk::Mark => heap::shade(&*self.heap, NonNull::from(header)),
+                Walk::Mark => heap::shade(&*self.heap, object),
                 Walk::Root => {
-                    if bits & crate::gc::ROOTED == 0 {
-                        handle.set(bits | crate::gc::ROOTED);
-                        header.add_root();
+                    if !rooted {
+                        handle.set(tagged.map_addr(|a| a | ROOTED));
+                        Header::add_root(object);
                     }
                     if let Some(heap) = self.heap.as_ref() {
-                        heap::shade(heap, NonNull::from(header));
+                        heap::shade(heap, object);
                     }
                 }
                 Walk::Unroot => {
-                    if bits & crate::gc::ROOTED != 0 {
-                        handle.set(bits & !crate::gc::ROOTED);
-                        header.remove_root();
+                    if rooted {
+                        handle.set(object);
+                        Header::remove_root(object);
                     }
                     if let Some(heap) = self.heap.as_ref() {
-                        heap::shade(heap, NonNull::from(header));
+                        heap::shade(heap, object);
                     }
                 }
             }

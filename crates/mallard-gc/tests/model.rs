@@ -192,6 +192,7 @@ fn run(ops: Vec<Op>, config: Config) {
             _ => {}
         }
         m.absorb_drops();
+        mallard_gc::debug_validate();
         for (r, id) in roots.iter().zip(&m.roots) {
             assert_eq!(r.id(), *id);
         }
@@ -217,7 +218,7 @@ proptest! {
 
     #[test]
     fn full_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 400 })) {
-        run(ops, Config { min_heap: 64 << 10, ..Config::default() });
+        run(ops, Config { min_heap: 64 << 10, incremental: false, ..Config::default() });
     }
 
     #[test]
