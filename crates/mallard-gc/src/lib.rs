@@ -25,6 +25,38 @@
 //!   page, no moving (see DESIGN.md for why moving and `&T` from `Deref` cannot go together).
 //! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
 //!   own heap, collections and statistics. A thread's garbage is collected when it exits.
+//!
+//! What the compiler refuses, so that no use-after-free is reachable from safe code:
+//!
+//! A traced type cannot implement `Drop` (its `drop` could read an object the same sweep has
+//! freed, or store a handle to one somewhere); put the `Drop` on a `#[trace(leaf)]` field type
+//! instead, which holds no unrooted handle.
+//!
+//! ```compile_fail
+//! use mallard_gc::{Gc, Trace};
+//! #[derive(Trace)]
+//! struct Node { next: Option<Gc<Node>> }
+//! impl Drop for Node {
+//!     fn drop(&mut self) {}
+//! }
+//! ```
+//!
+//! A handle cannot leave its thread:
+//!
+//! ```compile_fail
+//! let g = mallard_gc::Gc::new(1u32);
+//! std::thread::spawn(move || drop(g));
+//! ```
+//!
+//! `Trace` cannot be derived for a type whose fields do not implement it (a `RefCell` holding
+//! handles would let them move without the collector seeing it: use `GcCell`):
+//!
+//! ```compile_fail
+//! use mallard_gc::{Gc, Trace};
+//! use std::cell::RefCell;
+//! #[derive(Trace)]
+//! struct Node { next: RefCell<Option<Gc<Node>>> }
+//! ```
 
 // The derive names `::mallard_gc`; this lets the crate's own tests use it.
 extern crate self as mallard_gc;

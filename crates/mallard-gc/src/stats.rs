@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn buckets_are_ordered_and_tight() {
         let mut last = 0;
-        for ns in (0..100_000u64).chain([1 << 20, (1 << 30) + 12345, u64::MAX / 2]) {
+        for ns in (0..if cfg!(miri) { 2_000 } else { 100_000u64 }).chain([1 << 20, (1 << 30) + 12345, u64::MAX / 2]) {
             let b = Pauses::bucket(ns);
             assert!(b >= last || ns > 100_000);
             last = b;

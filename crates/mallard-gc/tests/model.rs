@@ -169,7 +169,7 @@ fn run(ops: Vec<Op>, config: Config) {
             Op::Garbage(n) => {
                 // Allocation that paces the collector (and, in incremental mode, runs slices
                 // while the program's own graph is half marked).
-                for i in 0..n % 2000 {
+                for i in 0..n % if cfg!(miri) { 100 } else { 2000 } {
                     next += 1;
                     m.edges.insert(next, Vec::new());
                     let g = make(next, i as u8);
@@ -214,7 +214,7 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn full_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 400 })) {
