@@ -46,19 +46,22 @@ fn expand(mut input: DeriveInput) -> syn::Result<Tokens> {
     let leaf = trace_flag(&input.attrs, "leaf")?;
     let name = &input.ident;
 
+    let mut drops = Vec::new();
     let body = if leaf {
         quote! {}
     } else {
         match &input.data {
             Data::Struct(s) => {
-                let (pattern, visits) = fields(&s.fields, quote!(Self))?;
+                let (pattern, visits, d) = fields(&s.fields, quote!(Self))?;
+                drops.extend(d);
                 quote! { let #pattern = self; #(#visits)* }
             }
             Data::Enum(e) => {
                 let mut arms = Vec::new();
                 for v in &e.variants {
                     let ident = &v.ident;
-                    let (pattern, visits) = fields(&v.fields, quote!(Self::#ident))?;
+                    let (pattern, visits, d) = fields(&v.fields, quote!(Self::#ident))?;
+                    drops.extend(d);
                     arms.push(quote! { #pattern => { #(#visits)* } });
                 }
                 quote! { match self { #(#arms)* } }
@@ -95,9 +98,17 @@ fn expand(mut input: DeriveInput) -> syn::Result<Tokens> {
         }
     };
 
+    // A leaf keeps the default (its drop glue); a traced type has no `Drop` of its own, so its
+    // drop glue is its fields'.
+    let drop_in_sweep = if leaf {
+        quote! {}
+    } else {
+        quote! { const DROP_IN_SWEEP: bool = false #(|| #drops)*; }
+    };
     Ok(quote! {
         // SAFETY: visits exactly the fields the value owns, the same ones on every call.
         unsafe impl #impl_generics ::mallard_gc::Trace for #name #ty_generics #where_clause {
+            #drop_in_sweep
             #[inline]
             #[allow(unused_variables)]
             fn trace(&self, visitor: &mut ::mallard_gc::Visitor) {
@@ -108,9 +119,19 @@ fn expand(mut input: DeriveInput) -> syn::Result<Tokens> {
     })
 }
 
-/// A pattern binding the fields by reference, and one `trace` call per visited field.
-fn fields(fields: &Fields, path: Tokens) -> syn::Result<(Tokens, Vec<Tokens>)> {
+/// A pattern binding the fields by reference, one `trace` call per visited field, and per
+/// field whether the sweep must drop it (`DROP_IN_SWEEP` if visited, drop glue if skipped).
+fn fields(fields: &Fields, path: Tokens) -> syn::Result<(Tokens, Vec<Tokens>, Vec<Tokens>)> {
     let mut visits = Vec::new();
+    let mut drops = Vec::new();
+    for f in fields.iter() {
+        let ty = &f.ty;
+        drops.push(if trace_flag(&f.attrs, "skip")? {
+            quote! { ::core::mem::needs_drop::<#ty>() }
+        } else {
+            quote! { <#ty as ::mallard_gc::Trace>::DROP_IN_SWEEP }
+        });
+    }
     let pattern = match fields {
         Fields::Named(named) => {
             let mut binds = Vec::new();
@@ -141,5 +162,5 @@ fn fields(fields: &Fields, path: Tokens) -> syn::Result<(Tokens, Vec<Tokens>)> {
         }
         Fields::Unit => quote! { #path },
     };
-    Ok((pattern, visits))
+    Ok((pattern, visits, drops))
 }

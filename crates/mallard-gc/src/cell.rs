@@ -125,6 +125,8 @@ fn walk<T: Trace + ?Sized>(value: &T, walk: Walk) {
 // SAFETY: visits the contents unless a mutable borrow has them rooted already; flips the cell's
 // own state with them, so the contents are rooted exactly when the cell is rooted or written.
 unsafe impl<T: Trace + ?Sized> Trace for GcCell<T> {
+    const DROP_IN_SWEEP: bool = T::DROP_IN_SWEEP;
+
     fn trace(&self, visitor: &mut Visitor) {
         let writing = self.borrow_state() == WRITING;
         match visitor.walk {

@@ -144,6 +144,9 @@ impl<T: Trace + 'static> Deref for Gc<T> {
 
 // SAFETY: visits the one handle it owns.
 unsafe impl<T: Trace + 'static> Trace for Gc<T> {
+    /// A handle in a dead object is unrooted: dropping it does nothing.
+    const DROP_IN_SWEEP: bool = false;
+
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
         visitor.visit_handle(&self.ptr);

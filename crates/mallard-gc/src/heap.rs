@@ -168,7 +168,7 @@ pub(crate) struct GcBox<T> {
 impl<T: Trace + 'static> GcBox<T> {
     const VTABLE: VTable = VTable {
         trace: Self::trace_value,
-        drop: if std::mem::needs_drop::<T>() { Some(Self::drop_value) } else { None },
+        drop: if T::DROP_IN_SWEEP { Some(Self::drop_value) } else { None },
         size: size_of::<GcBox<T>>(),
         align: align_of::<GcBox<T>>(),
         footprint: match slot_class::<T>() {
