@@ -42,7 +42,7 @@ fn main() {
         // Small objects live short (any slot), big ones long (only a tenth of the slots).
         table[i] = Some(match (phase, r) {
             (0, 0..=79) | (1, 0..=19) => Obj::Small(Gc::new([step as u64; 2])),
-            (_, 98..=99) if i % 10 == 0 => Obj::Big(Gc::new([step as u64; 200])),
+            (_, 98..=99) if i.is_multiple_of(10) => Obj::Big(Gc::new([step as u64; 200])),
             _ => Obj::Medium(Gc::new([step as u64; 30])),
         });
         if step % REPORT == 0 {

@@ -407,6 +407,7 @@ fn mutating_while_collecting_incrementally() {
 }
 
 #[test]
+#[allow(dead_code, clippy::assertions_on_constants)] // the types are only asked for a constant
 fn the_sweep_skips_drop_only_where_nothing_is_owned_but_handles() {
     #[derive(Trace)]
     struct Handles {
