@@ -130,7 +130,7 @@ unsafe impl<T: Trace + ?Sized> Trace for GcCell<T> {
     fn trace(&self, visitor: &mut Visitor) {
         let writing = self.borrow_state() == WRITING;
         match visitor.walk {
-            Walk::Mark => {}
+            Walk::Mark | Walk::Fixup => {}
             Walk::Root => {
                 if self.rooted() {
                     return;

@@ -215,6 +215,26 @@ impl<T: Trace + 'static> GcBox<T> {
     }
 }
 
+/// The vtable of a slot whose object `compact` moved: the slot's second word holds the new
+/// address until the compaction ends.
+static FORWARDED: VTable = VTable { trace: |_, _| {}, drop: None, size: 0, align: 1, footprint: 0 };
+
+/// Where `compact` moved `object`, if it did.
+///
+/// # Safety
+/// `object` heads an object (or a slot `compact` moved it out of).
+#[inline]
+pub(crate) unsafe fn forwarded(object: NonNull<Header>) -> Option<NonNull<Header>> {
+    // SAFETY: per the contract.
+    unsafe {
+        if ptr::eq(object.as_ref().vtable.get(), &FORWARDED) {
+            NonNull::new(*link(object.as_ptr()))
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether `GcBox<T>` lives in a page slot, and which class.
 const fn slot_class<T>() -> Option<usize> {
     let size = size_of::<GcBox<T>>();
@@ -838,6 +858,133 @@ impl Heap {
         self.schedule();
         // SAFETY: no other reference to the histogram is live.
         unsafe { (*self.pauses.get()).record(start.elapsed()) };
+    }
+
+    /// Move the objects of sparse pages into the free slots of fuller ones, so the sparse pages
+    /// empty and go back. Returns the objects moved.
+    ///
+    /// # Safety
+    /// No reference into the heap is live (see `crate::compact`).
+    pub(crate) unsafe fn compact(&self) -> usize {
+        if self.busy.get() {
+            return 0;
+        }
+        // A full collection first: every page swept, every live object marked, free lists
+        // complete.
+        self.collect();
+        let busy = Busy::enter(self);
+        let mut moved = 0;
+        for c in 0..CLASSES {
+            moved += self.evacuate_class(c);
+        }
+        if moved > 0 {
+            // Point every handle in the heap at the new places. Handles outside the heap are
+            // rooted, and rooted objects did not move.
+            let mut visitor = Visitor { walk: Walk::Fixup, heap: self };
+            for c in 0..CLASSES {
+                let cl = self.class(c);
+                for &page in &cl.pages {
+                    for i in 0..slots(cl.slot) {
+                        // SAFETY: slot `i` lies inside the page and holds a header; a live
+                        // object's vtable traces it.
+                        unsafe {
+                            let h = slot_at(page, cl.slot, i);
+                            let vt = (*h).vtable.get();
+                            if !vt.is_null() && !ptr::eq(vt, &FORWARDED) {
+                                ((*vt).trace)(NonNull::new_unchecked(h), &mut visitor);
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: a short read of the large list; tracing does not change it.
+            for &h in unsafe { &*self.large.get() } {
+                // SAFETY: a large object is live and its vtable set.
+                unsafe { ((*h.as_ref().vtable.get()).trace)(h, &mut visitor) };
+            }
+        }
+        // Free the slots moved out of, give back the pages left empty, and rebuild the free
+        // lists (the sweep does all three: every object is marked, so it drops nothing).
+        for c in 0..CLASSES {
+            let cl = self.class(c);
+            for &page in &cl.pages {
+                for i in 0..slots(cl.slot) {
+                    // SAFETY: slot `i` lies inside the page and holds a header.
+                    unsafe {
+                        let h = slot_at(page, cl.slot, i);
+                        if ptr::eq((*h).vtable.get(), &FORWARDED) {
+                            (*h).vtable.set(ptr::null());
+                        }
+                    }
+                }
+            }
+            cl.free = ptr::null_mut();
+            cl.unswept = cl.pages.len();
+        }
+        drop(busy);
+        self.finish_sweep();
+        moved
+    }
+
+    /// Move the unrooted objects of class `c`'s sparsest pages into free slots of its fullest
+    /// pages, while the fuller pages have room. Leaves `FORWARDED` behind.
+    fn evacuate_class(&self, c: usize) -> usize {
+        let cl = self.class(c);
+        if cl.pages.len() < 2 {
+            return 0;
+        }
+        let per_page = slots(cl.slot);
+        // Live objects per page, sparsest first.
+        let mut pages: Vec<(usize, NonNull<u8>)> = cl
+            .pages
+            .iter()
+            .map(|&page| {
+                // SAFETY: every slot of the page holds a header.
+                let live =
+                    (0..per_page).filter(|&i| unsafe { !(*slot_at(page, cl.slot, i)).vtable.get().is_null() }).count();
+                (live, page)
+            })
+            .collect();
+        pages.sort_unstable_by_key(|&(live, _)| live);
+        // Evacuate the sparsest pages whose objects fit in the free slots of the others.
+        let total: usize = pages.iter().map(|&(live, _)| live).sum();
+        let needed_pages = total.div_ceil(per_page);
+        let sources = pages.len().saturating_sub(needed_pages);
+        let (from, to) = pages.split_at(sources);
+        let from: Vec<NonNull<u8>> = from.iter().filter(|&&(live, _)| live > 0).map(|&(_, p)| p).collect();
+        // Targets: the free slots of the kept pages, fullest first.
+        let mut targets: Vec<*mut Header> = Vec::new();
+        for &(_, page) in to.iter().rev() {
+            for i in 0..per_page {
+                // SAFETY: slot `i` lies inside the page and holds a header.
+                let h = unsafe { slot_at(page, cl.slot, i) };
+                // SAFETY: as above.
+                if unsafe { (*h).vtable.get().is_null() } {
+                    targets.push(h);
+                }
+            }
+        }
+        targets.reverse(); // pop from the fullest page first
+        let mut moved = 0;
+        'pages: for page in from {
+            for i in 0..per_page {
+                // SAFETY: slot `i` lies inside the page and holds a header.
+                unsafe {
+                    let h = slot_at(page, cl.slot, i);
+                    let vt = (*h).vtable.get();
+                    // Rooted objects stay: a handle outside the heap points at them.
+                    if vt.is_null() || (*h).roots.get() > 0 {
+                        continue;
+                    }
+                    let Some(to) = targets.pop() else { break 'pages };
+                    ptr::copy_nonoverlapping(h as *const u8, to as *mut u8, (*vt).size);
+                    (*h).vtable.set(&FORWARDED);
+                    link(h).write(to);
+                    moved += 1;
+                }
+            }
+        }
+        moved
     }
 
     /// Check the heap's invariants; panics with the first one broken. For tests.

@@ -102,6 +102,37 @@ pub fn collect() {
     heap::with(|h| h.collect())
 }
 
+/// Collect, then move objects out of sparse pages into the free slots of fuller ones so the
+/// sparse pages empty and go back to mallard: the collector's defragmentation. Returns how many
+/// objects moved.
+///
+/// The collector never moves objects on its own: `Deref` hands out `&T` into objects that
+/// only unrooted handles reach, and no safe API can know when such a reference ends. So
+/// moving is this explicit call, for a point of the program where no such reference exists
+/// (the top of an event loop, between requests, between frames). Objects with a rooted
+/// handle (one held outside the heap) never move, and handles stay valid: those in the heap
+/// are updated.
+///
+/// # Safety
+/// No reference into the collected heap may be live across the call: no `&T` obtained by
+/// dereferencing a `Gc` (or anything borrowed from one), no `GcRef` or `GcRefMut`, and no
+/// pointer from `Gc::as_ptr` used afterwards. Handles (`Gc` values) themselves may be held.
+///
+/// ```
+/// use mallard_gc::{Gc, GcCell, Trace};
+/// #[derive(Trace)]
+/// struct Node { next: GcCell<Option<Gc<Node>>>, n: u64 }
+/// let list = Gc::new(Node { next: GcCell::new(None), n: 0 });
+/// // ... a long-running program ...
+/// // SAFETY: only handles are held here, no reference into the heap.
+/// unsafe { mallard_gc::compact() };
+/// assert_eq!(list.n, 0);
+/// ```
+pub unsafe fn compact() -> usize {
+    // SAFETY: the caller's promise.
+    heap::with(|h| unsafe { h.compact() })
+}
+
 /// This thread's collector figures.
 pub fn stats() -> Stats {
     heap::with(|h| h.stats())

@@ -43,6 +43,8 @@ pub(crate) enum Walk {
     /// Make every handle an edge: the value is entering the heap (`Gc::new`, a `GcCell`'s
     /// mutable borrow ending).
     Unroot,
+    /// Point every handle whose object `compact` moved at the object's new place.
+    Fixup,
 }
 
 /// What a `Trace` impl is handed: it passes it on to the fields it visits.
@@ -66,6 +68,11 @@ impl Visitor {
         unsafe {
             match self.walk {
                 Walk::Mark => heap::shade(&*self.heap, object),
+                Walk::Fixup => {
+                    if let Some(to) = heap::forwarded(object) {
+                        handle.set(to.map_addr(|a| a | (tagged.addr().get() & ROOTED)));
+                    }
+                }
                 Walk::Root => {
                     if !rooted {
                         handle.set(tagged.map_addr(|a| a | ROOTED));

@@ -75,6 +75,7 @@ enum Op {
     DropRoot(usize),
     Garbage(u16),
     Collect,
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -86,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::DropRoot),
         1 => any::<u16>().prop_map(Op::Garbage),
         1 => Just(Op::Collect),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -181,8 +183,13 @@ fn run(ops: Vec<Op>, config: Config) {
                     }
                 }
             }
-            Op::Collect => {
-                mallard_gc::collect();
+            Op::Collect | Op::Compact => {
+                if let Op::Compact = op {
+                    // SAFETY: between operations the program holds handles only.
+                    unsafe { mallard_gc::compact() };
+                } else {
+                    mallard_gc::collect();
+                }
                 m.absorb_drops();
                 let reachable = m.reachable();
                 for id in m.edges.keys() {
