@@ -17,8 +17,9 @@
 //! counted or reachable from one that is: the collector frees neither. That is the argument for
 //! soundness, and the `Trace` contract (each value visits exactly the handles it owns) is what it
 //! rests on. A reference `&T` obtained from a handle borrows the handle, so the handle (and
-//! with it the chain of objects up to a root) outlives the reference; the collector never moves
-//! objects, so the reference stays valid.
+//! with it the chain of objects up to a root) outlives the reference; the collector moves
+//! objects only in `compact()`, whose caller promises that no such reference is live, so the
+//! reference stays valid.
 //!
 //! **Drop.** A collected object's `Drop` runs once, when the sweep reaches it. Types that
 //! derive `Trace` cannot implement `Drop` (the derive refuses), so the code that runs is the

@@ -22,7 +22,8 @@
 //! - Roots are tracked precisely: handles outside the heap are counted, handles inside it are
 //!   not, and the collector traces from the counted ones (see `gc.rs` for why this is sound).
 //! - Mark (explicit worklist, incremental by default, with a write barrier), lazy sweep page by
-//!   page, no moving (see DESIGN.md for why moving and `&T` from `Deref` cannot go together).
+//!   page. Objects move only in `compact()`, an `unsafe` call for points where the program
+//!   holds no reference into the heap (moving and `&T` from `Deref` cannot go together safely).
 //! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
 //!   own heap, collections and statistics. A thread's garbage is collected when it exits.
 //!
