@@ -21,6 +21,12 @@ const WRITING: usize = !ROOTED;
 const READER: usize = 2;
 
 /// A mutable memory location inside the collected heap, with dynamically checked borrows.
+///
+/// Cost: `borrow_mut` on a cell inside the heap walks its contents twice (rooting them, then
+/// unrooting them when the borrow ends), so it costs as much as the handles the cell holds. Keep
+/// cells small: a big table is better cut into chunks, each in a cell of its own (the
+/// `fragmentation` example keeps 200,000 entries in cells of 16). `borrow` costs nothing extra,
+/// and neither does `borrow_mut` on a cell outside the heap.
 pub struct GcCell<T: Trace + ?Sized> {
     /// `ROOTED`, and the borrow state in the other bits: 0, a count of readers, or `WRITING`.
     flags: Cell<usize>,
