@@ -923,6 +923,13 @@ impl Heap {
         }
         drop(busy);
         self.finish_sweep();
+        // The point of the call is to give memory back: the spare pages go too.
+        // SAFETY: no other reference to the spare pool is live.
+        for page in unsafe { (*self.spare.get()).drain(..) } {
+            self.heap_bytes.set(self.heap_bytes.get() - PAGE_SIZE);
+            // SAFETY: spare pages come from `raw_alloc(PAGE_LAYOUT)` and hold no object.
+            unsafe { raw_free(page, PAGE_LAYOUT) };
+        }
         moved
     }
 

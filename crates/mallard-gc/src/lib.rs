@@ -104,8 +104,8 @@ pub fn collect() {
 }
 
 /// Collect, then move objects out of sparse pages into the free slots of fuller ones so the
-/// sparse pages empty and go back to mallard: the collector's defragmentation. Returns how many
-/// objects moved.
+/// sparse pages empty and go back to mallard (with the few empty pages the heap keeps for
+/// reuse): the collector's defragmentation. Returns how many objects moved.
 ///
 /// The collector never moves objects on its own: `Deref` hands out `&T` into objects that
 /// only unrooted handles reach, and no safe API can know when such a reference ends. So
