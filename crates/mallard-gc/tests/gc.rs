@@ -455,7 +455,9 @@ fn the_sweep_skips_drop_only_where_nothing_is_owned_but_handles() {
 fn compact_empties_sparse_pages_and_keeps_every_handle_valid() {
     take_dropped();
     // Many small nodes over many pages; keep every tenth, linked in a ring from one root.
-    let n = if cfg!(miri) { 2_000 } else { 60_000 }; // Miri: still 3 pages
+    // Under Miri, 3 pages (of which the two rooted objects may keep two): it checks the moves,
+    // not how much comes back.
+    let (n, shrink) = if cfg!(miri) { (2_000, 1) } else { (60_000, 3) };
     let all: Vec<Gc<Node>> = (0..n).map(|i| node(i, 8)).collect();
     let kept: Vec<Gc<Node>> = all.iter().step_by(10).cloned().collect();
     for w in kept.windows(2) {
@@ -475,7 +477,7 @@ fn compact_empties_sparse_pages_and_keeps_every_handle_valid() {
     let after = mallard_gc::stats();
     assert!(moved > 0);
     assert!(
-        after.heap_bytes * 2 < before.heap_bytes,
+        after.heap_bytes * shrink < before.heap_bytes,
         "compact gave back too little: {} -> {} bytes",
         before.heap_bytes,
         after.heap_bytes
