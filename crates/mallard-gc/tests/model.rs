@@ -171,7 +171,7 @@ fn run(ops: Vec<Op>, config: Config) {
             Op::Garbage(n) => {
                 // Allocation that paces the collector (and, in incremental mode, runs slices
                 // while the program's own graph is half marked).
-                for i in 0..n % if cfg!(miri) { 100 } else { 2000 } {
+                for i in 0..n % if cfg!(miri) { 40 } else { 2000 } {
                     next += 1;
                     m.edges.insert(next, Vec::new());
                     let g = make(next, i as u8);
@@ -224,12 +224,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn full_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 400 })) {
+    fn full_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 400 })) {
         run(ops, Config { min_heap: 64 << 10, incremental: false, ..Config::default() });
     }
 
     #[test]
-    fn incremental_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 400 })) {
+    fn incremental_collections(ops in prop::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 400 })) {
         run(ops, Config { min_heap: 32 << 10, incremental: true, slice_bytes: 1024, mark_rate: 1, ..Config::default() });
     }
 }
