@@ -59,12 +59,22 @@ fn expand(mut input: DeriveInput) -> syn::Result<Tokens> {
             Data::Enum(e) => {
                 let mut arms = Vec::new();
                 for v in &e.variants {
+                    if let Some(attr) = v.attrs.iter().find(|a| a.path().is_ident("trace")) {
+                        return Err(syn::Error::new(
+                            attr.span(),
+                            "`#[trace(...)]` goes on a field or on the type, not on a variant",
+                        ));
+                    }
                     let ident = &v.ident;
                     let (pattern, visits, d) = fields(&v.fields, quote!(Self::#ident))?;
                     drops.extend(d);
                     arms.push(quote! { #pattern => { #(#visits)* } });
                 }
-                quote! { match self { #(#arms)* } }
+                if e.variants.is_empty() {
+                    quote! { match *self {} }
+                } else {
+                    quote! { match self { #(#arms)* } }
+                }
             }
             Data::Union(u) => {
                 return Err(syn::Error::new(
@@ -111,7 +121,7 @@ fn expand(mut input: DeriveInput) -> syn::Result<Tokens> {
             #drop_in_sweep
             #[inline]
             #[allow(unused_variables)]
-            fn trace(&self, visitor: &mut ::mallard_gc::Visitor) {
+            fn trace(&self, __mallard_gc_visitor: &mut ::mallard_gc::Visitor) {
                 #body
             }
         }
@@ -141,7 +151,7 @@ fn fields(fields: &Fields, path: Tokens) -> syn::Result<(Tokens, Vec<Tokens>, Ve
                     binds.push(quote! { #ident: _ });
                 } else {
                     binds.push(quote! { #ident });
-                    visits.push(quote! { ::mallard_gc::Trace::trace(#ident, visitor); });
+                    visits.push(quote! { ::mallard_gc::Trace::trace(#ident, __mallard_gc_visitor); });
                 }
             }
             quote! { #path { #(#binds),* } }
@@ -155,7 +165,7 @@ fn fields(fields: &Fields, path: Tokens) -> syn::Result<(Tokens, Vec<Tokens>, Ve
                 } else {
                     let bind = format_ident!("field{}", i);
                     binds.push(quote! { #index: #bind });
-                    visits.push(quote! { ::mallard_gc::Trace::trace(#bind, visitor); });
+                    visits.push(quote! { ::mallard_gc::Trace::trace(#bind, __mallard_gc_visitor); });
                 }
             }
             quote! { #path { #(#binds),* } }

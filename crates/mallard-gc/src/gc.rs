@@ -63,6 +63,10 @@ impl<T: Trace + 'static> Gc<T> {
     ///
     /// This may run part of a collection first (see `Config`), and so the `Drop` of objects
     /// that became unreachable.
+    ///
+    /// # Panics
+    /// If such a `Drop` panics (the panic is passed on once the heap is consistent), and if
+    /// called from a thread-local's destructor that runs after this thread's collector is gone.
     pub fn new(value: T) -> Gc<T> {
         let boxed = heap::with(|h| {
             // Allocate first: allocating can collect, and until `value` is in the heap the

@@ -389,6 +389,14 @@ unsafe fn link(slot: *mut Header) -> *mut *mut Header {
     unsafe { (slot as *mut u8).add(8).cast() }
 }
 
+/// Drop a panic payload the collector will not pass on. Its own `Drop` may panic too, and that
+/// must not unwind out of the middle of a sweep: such a payload is leaked instead.
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
 /// Marks the heap busy for as long as it lives.
 struct Busy<'a>(&'a Heap);
 
@@ -475,6 +483,23 @@ impl Heap {
         if allocated >= self.next_check.get() {
             self.pace();
         }
+        // Find the slot first: a `Drop` run by a lazy sweep may panic out of here, and then
+        // no object was made.
+        let slot = match class {
+            Some(c) => {
+                let cl = self.class(c);
+                let slot = cl.free;
+                if slot.is_null() {
+                    self.alloc_slow(c)
+                } else {
+                    // SAFETY: a slot on the free list is free and links the next one.
+                    cl.free = unsafe { *link(slot) };
+                    // SAFETY: `slot` is a 16-byte-aligned slot of at least `size` bytes.
+                    unsafe { NonNull::new_unchecked(slot.cast()) }
+                }
+            }
+            None => self.alloc_large(Layout::new::<GcBox<T>>()),
+        };
         self.objects.set(self.objects.get() + 1);
         self.bytes.set(self.bytes.get() + size);
         if let Phase::Marking { .. } = self.phase.get() {
@@ -482,20 +507,7 @@ impl Heap {
             self.marked_objects.set(self.marked_objects.get() + 1);
             self.marked_bytes.set(self.marked_bytes.get() + size);
         }
-        match class {
-            Some(c) => {
-                let cl = self.class(c);
-                let slot = cl.free;
-                if !slot.is_null() {
-                    // SAFETY: a slot on the free list is free and links the next one.
-                    cl.free = unsafe { *link(slot) };
-                    // SAFETY: `slot` is a 16-byte-aligned slot of at least `size` bytes.
-                    return unsafe { NonNull::new_unchecked(slot.cast()) };
-                }
-                self.alloc_slow(c)
-            }
-            None => self.alloc_large(Layout::new::<GcBox<T>>()),
-        }
+        slot
     }
 
     /// The class's free list is empty: sweep its pages until one yields a slot, or take a new
@@ -616,8 +628,13 @@ impl Heap {
         // SAFETY: per the contract.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { drop(h) }));
         if let Err(payload) = result {
-            let first = self.panic.take();
-            self.panic.set(Some(first.unwrap_or(payload)));
+            match self.panic.take() {
+                None => self.panic.set(Some(payload)),
+                Some(first) => {
+                    self.panic.set(Some(first));
+                    drop_payload(payload);
+                }
+            }
         }
     }
 
@@ -625,7 +642,9 @@ impl Heap {
         if let Some(payload) = self.panic.take() {
             // At thread exit a panic cannot propagate (it would abort); the panic hook has
             // reported it already.
-            if !self.exiting.get() {
+            if self.exiting.get() {
+                drop_payload(payload);
+            } else {
                 std::panic::resume_unwind(payload);
             }
         }
@@ -1075,7 +1094,8 @@ impl Heap {
 impl Drop for Heap {
     /// Thread exit: collect once, so garbage is dropped and its memory returned. A `Drop` that
     /// panics here (say, on a thread-local destroyed before the heap) is reported by the panic
-    /// hook and otherwise ignored: the collection finishes. Objects still
+    /// hook and otherwise ignored (its payload dropped, or leaked if that panics too): the
+    /// collection finishes. Objects still
     /// rooted (by handles in other thread-locals, or leaked) stay where they are, with their
     /// pages: a handle dropped later must find its object's header.
     fn drop(&mut self) {

@@ -99,6 +99,11 @@ impl Default for Config {
 /// Collect now: every object no root reaches is dropped and its memory reused.
 ///
 /// Does nothing when called from a `Drop` that the collector is running.
+///
+/// # Panics
+/// If a `Drop` of a collected object panics (after the sweep has finished, with the first
+/// such panic), and if called from a thread-local's destructor that runs after this thread's
+/// collector is gone (as `Gc::new`, `stats` and `configure` do).
 pub fn collect() {
     heap::with(|h| h.collect())
 }
@@ -114,10 +119,14 @@ pub fn collect() {
 /// handle (one held outside the heap) never move, and handles stay valid: those in the heap
 /// are updated.
 ///
+/// Returns 0 and does nothing when called from a `Drop` that the collector is running.
+///
 /// # Safety
 /// No reference into the collected heap may be live across the call: no `&T` obtained by
 /// dereferencing a `Gc` (or anything borrowed from one), no `GcRef` or `GcRefMut`, and no
-/// pointer from `Gc::as_ptr` used afterwards. Handles (`Gc` values) themselves may be held.
+/// pointer from `Gc::as_ptr` used afterwards. That includes references stored inside objects:
+/// a `&'static T` field (which `Trace` does not follow) that points into the heap, say into an
+/// object reached from a leaked handle. Handles (`Gc` values) themselves may be held.
 ///
 /// ```
 /// use mallard_gc::{Gc, GcCell, Trace};

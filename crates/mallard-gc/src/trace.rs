@@ -4,7 +4,9 @@
 //! handle points to), rooting and unrooting (flip each handle between "a root on the stack" and
 //! "an edge inside the heap"; see `gc.rs`). One method for all three keeps them consistent: a
 //! walk can only differ from another by what the value holds at the time, and values in the
-//! heap change only under `GcCell`, which re-walks what it hands out.
+//! heap change only under `GcCell`, which re-walks what it hands out. (The one deliberate
+//! difference: marking skips a cell while it is mutably borrowed, as its contents are roots
+//! then.)
 
 use crate::gc::{untag, ROOTED};
 use crate::heap::{self, Header};

@@ -502,3 +502,95 @@ fn compact_empties_sparse_pages_and_keeps_every_handle_valid() {
     mallard_gc::collect();
     assert_eq!(take_dropped().len(), ids.len() + n as usize / 2);
 }
+
+/// Found in review: a second panicking `Drop` in one sweep, whose panic payload itself panics
+/// when dropped, must not unwind out of the middle of the sweep (the page would be left half
+/// swept and its objects dropped again later).
+#[test]
+fn a_panic_payload_that_panics_when_dropped_cannot_break_the_sweep() {
+    use std::cell::Cell;
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("the payload's own drop panics");
+        }
+    }
+    thread_local! { static DROPS: Cell<u32> = const { Cell::new(0) }; }
+    #[derive(Trace)]
+    #[trace(leaf)]
+    struct Bomb {
+        kind: u8,
+        data: Box<u64>,
+    }
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            assert!(*self.data < 3);
+            match self.kind {
+                1 => {
+                    DROPS.with(|d| d.set(d.get() + 1));
+                    std::panic::panic_any(PanicOnDrop);
+                }
+                2 => panic!("plain"),
+                _ => {}
+            }
+        }
+    }
+    let keep = Gc::new(Bomb { kind: 0, data: Box::new(0) });
+    drop(Gc::new(Bomb { kind: 1, data: Box::new(1) }));
+    drop(Gc::new(Bomb { kind: 2, data: Box::new(2) }));
+    for _ in 0..4 {
+        if let Err(p) = std::panic::catch_unwind(mallard_gc::collect) {
+            std::mem::forget(p);
+        }
+        mallard_gc::debug_validate();
+    }
+    assert_eq!(DROPS.with(|d| d.get()), 1, "dropped more than once");
+    drop(keep);
+    mallard_gc::collect();
+    mallard_gc::debug_validate();
+}
+
+/// Found in review: a `Drop` panicking in the lazy sweep of `Gc::new` leaves the counts true.
+#[test]
+fn a_panic_out_of_gc_new_leaves_the_counts_true() {
+    #[derive(Trace)]
+    #[trace(leaf)]
+    struct B2(bool, [u64; 5]);
+    impl Drop for B2 {
+        fn drop(&mut self) {
+            if self.0 {
+                panic!("boom");
+            }
+        }
+    }
+    mallard_gc::configure(Config { incremental: false, min_heap: 64 << 10, ..Config::default() });
+    mallard_gc::collect();
+    drop(Gc::new(B2(true, [0; 5])));
+    let c0 = mallard_gc::stats().collections;
+    while mallard_gc::stats().collections == c0 {
+        drop(Gc::new([0u64; 300])); // a full mark leaves B2's page to the lazy sweep
+    }
+    let r = std::panic::catch_unwind(|| Gc::new(B2(false, [0; 5])));
+    assert!(r.is_err(), "the sweep's panic came out of Gc::new");
+    mallard_gc::debug_validate();
+    mallard_gc::configure(Config::default());
+}
+
+/// Found in review: derive edge cases.
+#[test]
+#[allow(dead_code)]
+fn derive_handles_a_field_named_visitor_and_an_empty_enum() {
+    #[derive(Trace)]
+    struct S {
+        visitor: Option<Gc<S>>,
+    }
+    #[derive(Trace)]
+    enum Void {}
+    #[derive(Trace)]
+    struct T(Option<Gc<T>>, u8);
+    let a = Gc::new(S { visitor: None });
+    let b = Gc::new(S { visitor: Some(a) });
+    let _ = Gc::new(T(None, 1));
+    mallard_gc::collect();
+    assert!(b.visitor.is_some());
+}
