@@ -555,6 +555,7 @@ fn a_panic_payload_that_panics_when_dropped_cannot_break_the_sweep() {
 fn a_panic_out_of_gc_new_leaves_the_counts_true() {
     #[derive(Trace)]
     #[trace(leaf)]
+    #[allow(dead_code)] // the array only gives the object its size
     struct B2(bool, [u64; 5]);
     impl Drop for B2 {
         fn drop(&mut self) {
