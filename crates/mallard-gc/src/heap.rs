@@ -900,22 +900,15 @@ impl Heap {
             // Point every handle in the heap at the new places. Handles outside the heap are
             // rooted, and rooted objects did not move.
             let mut visitor = Visitor { walk: Walk::Fixup, heap: self };
-            for c in 0..CLASSES {
-                let cl = self.class(c);
-                for &page in &cl.pages {
-                    for i in 0..slots(cl.slot) {
-                        // SAFETY: slot `i` lies inside the page and holds a header; a live
-                        // object's vtable traces it.
-                        unsafe {
-                            let h = slot_at(page, cl.slot, i);
-                            let vt = (*h).vtable.get();
-                            if !vt.is_null() && !ptr::eq(vt, &FORWARDED) {
-                                ((*vt).trace)(NonNull::new_unchecked(h), &mut visitor);
-                            }
-                        }
+            self.each_slot(|h| {
+                // SAFETY: a slot holds a header; a live object's vtable traces it.
+                unsafe {
+                    let vt = (*h).vtable.get();
+                    if !vt.is_null() && !ptr::eq(vt, &FORWARDED) {
+                        ((*vt).trace)(NonNull::new_unchecked(h), &mut visitor);
                     }
                 }
-            }
+            });
             // SAFETY: a short read of the large list; tracing does not change it.
             for &h in unsafe { &*self.large.get() } {
                 // SAFETY: a large object is live and its vtable set.
@@ -924,19 +917,16 @@ impl Heap {
         }
         // Free the slots moved out of, give back the pages left empty, and rebuild the free
         // lists (the sweep does all three: every object is marked, so it drops nothing).
-        for c in 0..CLASSES {
-            let cl = self.class(c);
-            for &page in &cl.pages {
-                for i in 0..slots(cl.slot) {
-                    // SAFETY: slot `i` lies inside the page and holds a header.
-                    unsafe {
-                        let h = slot_at(page, cl.slot, i);
-                        if ptr::eq((*h).vtable.get(), &FORWARDED) {
-                            (*h).vtable.set(ptr::null());
-                        }
-                    }
+        self.each_slot(|h| {
+            // SAFETY: a slot holds a header.
+            unsafe {
+                if ptr::eq((*h).vtable.get(), &FORWARDED) {
+                    (*h).vtable.set(ptr::null());
                 }
             }
+        });
+        for c in 0..CLASSES {
+            let cl = self.class(c);
             cl.free = ptr::null_mut();
             cl.unswept = cl.pages.len();
         }
@@ -950,6 +940,19 @@ impl Heap {
             unsafe { raw_free(page, PAGE_LAYOUT) };
         }
         moved
+    }
+
+    /// Call `f` on every slot of every page (free or not). `f` must not add or remove pages.
+    fn each_slot(&self, mut f: impl FnMut(*mut Header)) {
+        for c in 0..CLASSES {
+            let cl = self.class(c);
+            for &page in &cl.pages {
+                for i in 0..slots(cl.slot) {
+                    // SAFETY: slot `i` lies inside the page.
+                    f(unsafe { slot_at(page, cl.slot, i) });
+                }
+            }
+        }
     }
 
     /// Move the unrooted objects of class `c`'s sparsest pages into free slots of its fullest
