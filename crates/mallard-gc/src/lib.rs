@@ -26,6 +26,10 @@
 //!   holds no reference into the heap (moving and `&T` from `Deref` cannot go together safely).
 //! - **One collector per thread.** `Gc<T>` is neither `Send` nor `Sync`; each thread has its
 //!   own heap, collections and statistics. A thread's garbage is collected when it exits.
+//! - `#[derive(Trace)]` visits every field. `#[trace(skip)]` on a field leaves it out (it need
+//!   not implement `Trace`; handles inside it stay roots, so it can only keep objects alive
+//!   longer); `#[trace(leaf)]` on a type visits nothing and lets the type implement `Drop`.
+//! - `T` in `Gc<T>` is `Sized + 'static` (no `Gc<dyn Trait>` or `Gc<str>` yet).
 //!
 //! What the compiler refuses, so that no use-after-free is reachable from safe code:
 //!
