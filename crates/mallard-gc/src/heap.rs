@@ -390,11 +390,17 @@ unsafe fn link(slot: *mut Header) -> *mut *mut Header {
 }
 
 /// Drop a panic payload the collector will not pass on. Its own `Drop` may panic too, and that
-/// must not unwind out of the middle of a sweep: such a payload is leaked instead.
+/// must not unwind out of the middle of a sweep: the new payload is dropped the same way, and
+/// after a few rounds of that, leaked.
 fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {
-        std::mem::forget(again);
+    let mut payload = payload;
+    for _ in 0..4 {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {
+            Ok(()) => return,
+            Err(again) => payload = again,
+        }
     }
+    std::mem::forget(payload);
 }
 
 /// Marks the heap busy for as long as it lives.
