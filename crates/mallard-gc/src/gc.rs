@@ -99,7 +99,9 @@ impl<T: Trace + 'static> Gc<T> {
         this.object() == other.object()
     }
 
-    /// The address of the value (for printing and identity, not for access).
+    /// The address of the value (for printing and identity, not for access). It stays the same
+    /// while the object lives, except across `compact()`, which may move objects that no handle
+    /// outside the heap points at (this handle's own object, held here, does not move).
     #[inline]
     pub fn as_ptr(this: &Gc<T>) -> *const T {
         &this.boxed().value
