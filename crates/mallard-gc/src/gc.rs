@@ -101,7 +101,7 @@ impl<T: Trace + 'static> Gc<T> {
 
     /// The address of the value (for printing and identity, not for access). It stays the same
     /// while the object lives, except across `compact()`, which may move objects that no handle
-    /// outside the heap points at (this handle's own object, held here, does not move).
+    /// outside the heap points at.
     #[inline]
     pub fn as_ptr(this: &Gc<T>) -> *const T {
         &this.boxed().value
