@@ -807,11 +807,17 @@ impl Heap {
             cl.free = ptr::null_mut();
             cl.unswept = cl.pages.len();
         }
+        self.retarget();
+        self.sweep_large();
+    }
+
+    /// The next cycle starts when the heap reaches `growth` times the live bytes (at least
+    /// `min_heap`).
+    fn retarget(&self) {
         let config = self.config.get();
-        let target = (self.marked_bytes.get() as f64 * config.growth) as usize;
+        let target = (self.live_bytes.get() as f64 * config.growth) as usize;
         self.threshold.set(target.max(config.min_heap));
         self.schedule();
-        self.sweep_large();
     }
 
     /// Set `next_check`: when the heap reaches the threshold, or the next slice is due.
@@ -939,13 +945,18 @@ impl Heap {
         drop(busy);
         self.finish_sweep();
         // The point of the call is to give memory back: the spare pages go too.
+        self.free_spare_pages();
+        moved
+    }
+
+    /// Give every spare page back to mallard.
+    fn free_spare_pages(&self) {
         // SAFETY: no other reference to the spare pool is live.
         for page in unsafe { (*self.spare.get()).drain(..) } {
             self.heap_bytes.set(self.heap_bytes.get() - PAGE_SIZE);
             // SAFETY: spare pages come from `raw_alloc(PAGE_LAYOUT)` and hold no object.
             unsafe { raw_free(page, PAGE_LAYOUT) };
         }
-        moved
     }
 
     /// Call `f` on every slot of every page (free or not). `f` must not add or remove pages.
@@ -1076,9 +1087,7 @@ impl Heap {
 
     pub(crate) fn configure(&self, config: Config) {
         self.config.set(config);
-        let target = (self.live_bytes.get() as f64 * config.growth) as usize;
-        self.threshold.set(target.max(config.min_heap));
-        self.schedule();
+        self.retarget();
     }
 
     pub(crate) fn config(&self) -> Config {
@@ -1104,17 +1113,14 @@ impl Drop for Heap {
     /// Thread exit: collect once, so garbage is dropped and its memory returned. A `Drop` that
     /// panics here (say, on a thread-local destroyed before the heap) is reported by the panic
     /// hook and otherwise ignored (its payload dropped, or leaked if that panics too): the
-    /// collection finishes. Objects still
-    /// rooted (by handles in other thread-locals, or leaked) stay where they are, with their
-    /// pages: a handle dropped later must find its object's header.
+    /// collection finishes. Objects still rooted (by handles in other thread-locals, or leaked)
+    /// stay where they are, with their pages: a handle dropped later must find its object's
+    /// header.
     fn drop(&mut self) {
         self.exiting.set(true);
         self.collect();
         MARKING.with(|m| m.set(false));
-        for page in self.spare.get_mut().drain(..) {
-            // SAFETY: spare pages come from `raw_alloc(PAGE_LAYOUT)` and hold no object.
-            unsafe { raw_free(page, PAGE_LAYOUT) };
-        }
+        self.free_spare_pages();
     }
 }
 
