@@ -19,9 +19,7 @@ fn reachable_objects_survive_and_garbage_goes() {
     assert_eq!(b.id, 2);
     check(&b);
     drop((a, b));
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, vec![1, 2]);
 }
 
@@ -38,9 +36,7 @@ fn cycles_are_collected() {
         c.edges.borrow_mut().push(a.clone());
         a.edges.borrow_mut().push(a.clone()); // a self-loop too
     }
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, vec![10, 11, 12]);
     assert_eq!(mallard_gc::stats().live_objects, before);
 }
@@ -86,9 +82,7 @@ fn drop_runs_once_for_each_collected_object() {
         }
     }
     mallard_gc::collect();
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     let want: Vec<u64> = (0..if cfg!(miri) { 200 } else { 1000 }).filter(|i| i % 2 == 1).map(|i| 2000 + i).collect();
     assert_eq!(d, want);
     for k in &keep {
@@ -119,9 +113,7 @@ fn moving_handles_out_of_a_cell_keeps_them_alive() {
     c.edges.borrow_mut().push(b);
     assert!(!Gc::is_rooted(&c.edges.borrow()[0]));
     drop(c);
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, vec![2, 3]);
 }
 
@@ -169,9 +161,7 @@ fn a_drop_may_allocate_and_collect() {
     }
     mallard_gc::collect();
     // The nodes made by the drops became garbage too; the next collection takes them.
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, (100..150).collect::<Vec<_>>());
 }
 
@@ -194,9 +184,7 @@ fn a_panicking_drop_does_not_break_the_heap() {
     let r = std::panic::catch_unwind(mallard_gc::collect);
     assert!(r.is_err(), "the drop's panic reaches the caller of collect");
     // The sweep finished before the panic resumed: the other garbage was dropped.
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, (100..110).collect::<Vec<_>>());
     check(&keep);
     let other = node(8, 100);
@@ -446,9 +434,7 @@ fn the_sweep_skips_drop_only_where_nothing_is_owned_but_handles() {
     }
     let a = Gc::new(Inner { t: Tracker(1), next: None });
     drop(Gc::new(Inner { t: Tracker(2), next: Some(a) }));
-    mallard_gc::collect();
-    let mut d = take_dropped();
-    d.sort();
+    let d = collect_dropped();
     assert_eq!(d, vec![1, 2]);
 }
 

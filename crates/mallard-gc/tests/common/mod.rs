@@ -46,3 +46,11 @@ pub fn check(n: &Node) {
 pub fn take_dropped() -> Vec<u64> {
     DROPPED.with(|d| std::mem::take(&mut *d.borrow_mut()))
 }
+
+/// Collect, then take the ids dropped since the last call, sorted.
+pub fn collect_dropped() -> Vec<u64> {
+    mallard_gc::collect();
+    let mut d = take_dropped();
+    d.sort();
+    d
+}
