@@ -3,8 +3,8 @@
 //! Two workloads, each run in its own process per collector, interleaved round by round:
 //!
 //! - **binary-trees** (the benchmarks game's): build and drop trees of depth 4, 6, ... up to
-//!   `DEPTH`, many times, while one long-lived tree stays. Allocation-bound; no cycles.
-//! - **graph-mutation**: a table of `NODES` roots; each step replaces a root with a new node
+//!   `Size::depth`, many times, while one long-lived tree stays. Allocation-bound; no cycles.
+//! - **graph-mutation**: a table of `Size::nodes` roots; each step replaces a root with a new node
 //!   pointing at two random roots, and every other step re-points an edge of a random node at
 //!   another (cycles form all the time, which `Rc` leaks).
 //!
@@ -68,22 +68,9 @@ fn tick() {
     })
 }
 
-/// A small xorshift: the same random program for every collector.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// One collector's version of both workloads: `$tree` and `$node` are the types, `$new` wraps a
-/// value, `$cell` makes a cell.
+/// value, `$cell` makes a cell. (The types come whole, not built here from the handle and cell
+/// types: some derives, dumpster's among them, fail on fields a `macro_rules!` defines.)
 macro_rules! workloads {
     ($module:ident, $Gc:ident, $tree:item, $node:item, $new:path, $cell:path) => {
         mod $module {
@@ -119,7 +106,8 @@ macro_rules! workloads {
             }
 
             pub fn graph_mutation(nodes: usize, steps: usize) -> u64 {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+                // The same random program for every collector.
+                let mut rng = mallard_bench::workloads::Rng::new(0x9e37_79b9_7f4a_7c15);
                 let mut roots: Vec<$Gc<Node>> = Vec::with_capacity(nodes);
                 for i in 0..nodes {
                     tick();
@@ -171,9 +159,6 @@ workloads!(
 );
 
 use std::rc::Rc;
-fn rc_cell<T>(v: T) -> RefCell<T> {
-    RefCell::new(v)
-}
 workloads!(
     rc_impl,
     Rc,
@@ -186,7 +171,7 @@ workloads!(
         edges: RefCell<Vec<Rc<Node>>>,
     },
     Rc::new,
-    rc_cell
+    RefCell::new
 );
 
 use gc::{Gc as CGc, GcCell as CGcCell};
