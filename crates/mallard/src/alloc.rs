@@ -532,7 +532,9 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     // SAFETY: as above.
     let usable = unsafe { usable_size(p) };
     if seg.kind() == SegmentKind::Huge {
-        if new_size > LARGE_MAX {
+        // A huge block keeps its mapping while it shrinks, down to the page classes: a buffer
+        // that grows and shrinks again (vec-grow) then never copies above `CLASS_MAX`.
+        if new_size > CLASS_MAX {
             if new_size <= usable && new_size >= usable / 2 {
                 seg.set_live_bytes(new_size);
                 return p;
@@ -553,9 +555,13 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
     }
     // A block that has to move to grow past GROW_HUGE_MIN is likely a growing buffer: give it
     // a huge mapping, which grows in place to the end of its mapping and then by mremap,
-    // instead of a chunk it would soon outgrow and copy again.
-    let q = if new_size > usable && new_size > GROW_HUGE_MIN {
-        huge_alloc(heap, new_size, align.max(MIN_ALIGN)).map_or_else(out_of_memory, |(q, _)| q)
+    // instead of a chunk it would soon outgrow and copy again. Out of mappings
+    // (`vm.max_map_count`) or address space, a chunk still serves it.
+    let grown = (new_size > usable && new_size > GROW_HUGE_MIN)
+        .then(|| huge_alloc(heap, new_size, align.max(MIN_ALIGN)))
+        .flatten();
+    let q = if let Some((q, _)) = grown {
+        q
     } else {
         // SAFETY: forwarded.
         unsafe { malloc_aligned(heap, new_size, align) }

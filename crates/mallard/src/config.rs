@@ -36,11 +36,17 @@ pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page clas
 pub const CLASS_MAX: usize = MEDIUM_MAX;
 
 /// A block that `realloc` must move to grow beyond this gets a huge mapping of its own, which
-/// grows in place (and then by `mremap`) without copying again. Measured on vec-grow (8
-/// buffers doubling to 4 MiB and back, 5 interleaved rounds): 512 KiB 147.5 ms, 256 KiB
-/// 131.6–134.1 ms, 128 KiB 153.1 ms (each buffer then takes a segment while still small);
-/// python, json, collections, sqlite3 and git the same within the noise.
-pub const GROW_HUGE_MIN: usize = LARGE_MAX / 2;
+/// grows in place (and then by `mremap`) without copying again; it keeps the mapping while it
+/// shrinks, down to the page classes. Measured on vec-grow (8 buffers doubling from 16 B to
+/// 4 MiB and back), 5 interleaved rounds: 512 KiB 147.5 ms; 256 KiB 131.6–134.1 ms
+/// (2026-11-30, Intel). On 2026-12-01 (AMD, 7 rounds): 256 KiB 166 ms, the same with huge
+/// blocks kept while they shrink 150 ms, and this (`CLASS_MAX`) with them kept 128 ms, with
+/// 35.5 MiB peak RSS against 43.0 and copying 64 MiB in all where 435 MiB were copied
+/// (jemalloc 120 ms); json, python and collections level within the noise (json and python
+/// peak RSS +2 % and +3.5 %). The price is address space: each such buffer reserves a
+/// segment-aligned mapping (4 MiB and up) where at least 64 KiB is used, so at most 64 × its
+/// size; when mappings run out (`vm.max_map_count`) the chunk heap serves it instead.
+pub const GROW_HUGE_MIN: usize = CLASS_MAX;
 
 /// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
 /// segments (all of a segment but its header slice, minus a chunk header and the region's end

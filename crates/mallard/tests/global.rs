@@ -548,27 +548,31 @@ fn a_write_past_a_huge_block_faults_in_the_secure_build_as_it_grows_and_moves() 
 
 #[test]
 #[cfg_attr(miri, ignore = "maps MiBs")]
-fn a_buffer_that_must_move_to_grow_past_256_kib_then_grows_without_moving() {
+fn a_buffer_that_must_move_to_grow_past_64_kib_then_grows_and_shrinks_without_moving() {
     let _g = serial();
     let l = |n| Layout::from_size_align(n, 8).unwrap();
     mallard::collect(true); // (so the new thread adopts no abandoned chunk segment)
     std::thread::spawn(move || {
         // SAFETY: non-zero sizes; every block is resized and freed with its current layout.
         unsafe {
-            let a = GLOBAL.alloc(l(200 << 10));
-            let b = GLOBAL.alloc(l(200 << 10)); // a's neighbour: a cannot grow in place
-            a.write_bytes(7, 200 << 10);
-            let moved = GLOBAL.realloc(a, l(200 << 10), 300 << 10);
+            let a = GLOBAL.alloc(l(48 << 10)); // a page-class block: it cannot grow in place
+            a.write_bytes(7, 48 << 10);
+            let moved = GLOBAL.realloc(a, l(48 << 10), 100 << 10);
             assert!(!moved.is_null() && moved != a);
-            let mut size = 300 << 10;
-            for new in [1 << 20, 2 << 20, (4 << 20) - (128 << 10)] {
+            let mut size = 100 << 10;
+            for new in [300 << 10, 1 << 20, 2 << 20, (4 << 20) - (128 << 10), 1 << 20, 200 << 10, 65 << 10] {
+                moved.add(size.min(new) - 1).write(7);
                 let p = GLOBAL.realloc(moved, l(size), new);
-                assert_eq!(p, moved, "growing to {new} bytes did not move the buffer");
+                assert_eq!(p, moved, "resizing {size} to {new} bytes moved the buffer");
+                assert!(all_bytes(moved, (48 << 10).min(new), 7), "contents kept");
+                assert_eq!(moved.add(size.min(new) - 1).read(), 7, "contents kept");
                 size = new;
             }
-            assert!(all_bytes(moved, 200 << 10, 7), "contents kept");
-            GLOBAL.dealloc(moved, l(size));
-            GLOBAL.dealloc(b, l(200 << 10));
+            // Into the page classes it moves, and keeps its contents.
+            let small = GLOBAL.realloc(moved, l(size), 40 << 10);
+            assert!(!small.is_null() && small != moved);
+            assert!(all_bytes(small, 40 << 10, 7), "contents kept");
+            GLOBAL.dealloc(small, l(40 << 10));
         }
     })
     .join()
