@@ -95,8 +95,9 @@ impl Backend {
 
     // ---- segments ----
 
-    /// A segment of `kind` (not huge), from the cache or the OS.
-    pub fn segment_alloc(&self, kind: SegmentKind) -> Option<&Segment> {
+    /// A segment of `kind` (not huge), from the cache or the OS, and whether it is a new
+    /// mapping (the process's footprint grows).
+    pub fn segment_alloc(&self, kind: SegmentKind) -> Option<(&Segment, bool)> {
         let cached = {
             let mut st = self.state.lock();
             let s = st.cache;
@@ -114,7 +115,7 @@ impl Backend {
             seg.init(kind, self, seg.addr(), SEGMENT_SIZE, zero);
             self.guard_header(seg);
             self.count(|c| &c.segments_reused, 1);
-            return Some(seg);
+            return Some((seg, false));
         }
         let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
@@ -123,7 +124,7 @@ impl Backend {
         self.guard_header(seg);
         self.register(seg);
         self.count(|c| &c.segments_mapped, 1);
-        Some(seg)
+        Some((seg, true))
     }
 
     /// The secure build's guard page after the header (`mitigations::HEADER_GUARD`), once per

@@ -41,6 +41,18 @@ pub type PageQueue = List<Page>;
 type SegQueue = List<Segment>;
 
 #[repr(C, align(64))]
+/// Which small pages `Heap::purge_inside_pages` gives back the free OS pages of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InPage {
+    /// The sparse ones that have stayed sparse for the purge delay.
+    Due,
+    /// The sparse ones, at once, until a segment's worth was given back (the heap is about
+    /// to map another).
+    Pressure,
+    /// All (`collect(true)`).
+    All,
+}
+
 struct RemoteHint([AtomicU64; 2]);
 
 /// The `remote_hint` bit that says a chunk of this heap was freed by another thread.
@@ -496,7 +508,10 @@ impl Heap {
         let seg = match self.avail[kind as usize].first() {
             Some(s) => s,
             None => {
-                let s = self.backend().segment_alloc(SegmentKind::from_page_kind(kind))?;
+                let (s, mapped) = self.backend().segment_alloc(SegmentKind::from_page_kind(kind))?;
+                if mapped {
+                    self.purge_under_pressure();
+                }
                 s.owner.store(self.id(), Ordering::Release);
                 self.avail[kind as usize].push_front(s);
                 s
@@ -748,7 +763,7 @@ impl Heap {
                 s = seg.next.get();
             }
         }
-        bytes += self.purge_inside_pages(now, force);
+        bytes += self.purge_inside_pages(now, if force { InPage::All } else { InPage::Due });
         let mut s = self.chunk_segs.first.get();
         while !s.is_null() {
             // SAFETY: list members are valid chunk segments of this heap.
@@ -779,13 +794,23 @@ impl Heap {
         self.backend().purge(now, force);
     }
 
+    /// The heap is about to grow its footprint by a new mapping: give back the free OS pages
+    /// of its sparse small pages now, without waiting for the purge delay, until as much as
+    /// the new segment was given back (so no one call stalls long). A program that frees most
+    /// of its small blocks in a scattered pattern and then allocates other sizes
+    /// (bench/frag.sh) otherwise reaches its peak before any delay passes, holding both.
+    fn purge_under_pressure(&self) {
+        let bytes = self.purge_inside_pages(crate::os::now_ms(), InPage::Pressure);
+        Counters::bump(&self.counters.bytes_purged, bytes as i64);
+    }
+
     /// Gives back the free OS pages inside small pages that stay in use (see "giving back the
-    /// free OS pages of a page in use" in `page`). A page qualifies when it is not the current
-    /// page of its class (that one is being allocated from), at most half of its carved blocks
-    /// are in use, at least an eighth of them were freed since its last such purge, and all
-    /// that has held for the purge delay; with `force`, every small page does. Returns the
-    /// bytes given back.
-    fn purge_inside_pages(&self, now: u64, force: bool) -> usize {
+    /// free OS pages of a page in use" in `page`). A page is *sparse* when it is not the
+    /// current page of its class (that one is being allocated from), at most half of its
+    /// carved blocks are in use, and at least an eighth of them were freed since its last such
+    /// purge. `when` says which pages are purged. Returns the bytes given back.
+    fn purge_inside_pages(&self, now: u64, when: InPage) -> usize {
+        let force = when == InPage::All;
         let delay = self.backend().purge_delay_ms();
         let source = self.backend().source;
         let mut decommit = |p: *mut u8, len: usize| {
@@ -808,11 +833,11 @@ impl Heap {
                 p = page.next.get();
                 let (used, cap) = (page.used(), page.capacity.get());
                 let sparse = used * 2 <= cap && used + cap / 8 <= page.purge_used.get().min(cap);
-                if !force {
-                    if !sparse {
-                        page.sparse_since.set(0);
-                        continue;
-                    }
+                if !force && !sparse {
+                    page.sparse_since.set(0);
+                    continue;
+                }
+                if when == InPage::Due {
                     if page.sparse_since.get() == 0 {
                         page.sparse_since.set(now.max(1));
                         continue;
@@ -825,6 +850,9 @@ impl Heap {
                 bytes += page.purge_free_os_pages(&mut decommit);
                 page.purge_used.set(page.used());
                 page.sparse_since.set(0);
+                if when == InPage::Pressure && bytes >= SEGMENT_SIZE {
+                    return bytes;
+                }
             }
         }
         bytes
@@ -878,7 +906,10 @@ impl Heap {
 
     /// Takes a fresh chunk segment: its region becomes one free chunk.
     fn new_chunk_segment(&self) -> Option<()> {
-        let seg = self.backend().segment_alloc(SegmentKind::Chunk)?;
+        let (seg, mapped) = self.backend().segment_alloc(SegmentKind::Chunk)?;
+        if mapped {
+            self.purge_under_pressure();
+        }
         seg.owner.store(self.id(), Ordering::Release);
         seg.take_page();
         seg.page_was_fresh(0); // the region is in use from now on: dirty when it is freed

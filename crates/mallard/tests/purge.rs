@@ -139,6 +139,38 @@ fn scattered_survivors_do_not_pin_their_pages() {
 
 #[test]
 #[cfg_attr(miri, ignore = "reads /proc")]
+fn sparse_pages_give_back_their_free_os_pages_before_the_heap_maps_more() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mallard::collect(true);
+    // No delay passes in this test: only the purge before a new mapping can give pages back.
+    mallard::set_purge_delay_ms(3_600_000);
+    std::thread::spawn(|| {
+        let base = rss();
+        // As above: 200 MiB of 64-byte blocks, a survivor every 16 KiB.
+        let mut blocks: Vec<Box<[u8]>> =
+            (0..3_200_000).map(|i| vec![(i % 251) as u8 + 1; 64].into_boxed_slice()).collect();
+        let keep: Vec<Box<[u8]>> = blocks.drain(..).step_by(256).collect();
+        drop(blocks);
+        let sparse = rss() - base;
+        // Then 100 MiB of another size, which needs new segments.
+        let big: Vec<Box<[u8]>> = (0..25_600).map(|i| vec![(i % 251) as u8 + 1; 4000].into_boxed_slice()).collect();
+        let grown = rss() - base;
+        assert!(
+            grown < sparse,
+            "{} MiB resident after 100 MiB more, with {} MiB resident before: the sparse pages kept their free OS pages",
+            grown / MIB,
+            sparse / MIB
+        );
+        assert!(keep.iter().enumerate().all(|(k, b)| b.iter().all(|&x| x == ((k * 256) % 251) as u8 + 1)));
+        assert!(big.iter().enumerate().all(|(k, b)| b.iter().all(|&x| x == (k % 251) as u8 + 1)));
+    })
+    .join()
+    .unwrap();
+    mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads /proc")]
 fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mallard::collect(true);
