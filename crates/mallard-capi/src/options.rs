@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `MALLARD_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `MALLARD_VERBOSE` | `0` | `1`: say on stderr that mallard is loaded, with its options |
-//! | `MALLARD_PURGE_DELAY_MS` | `500` | how long free memory stays committed before it is given back to the OS |
+//! | `MALLARD_PURGE_DELAY_MS` | `100` | how long free memory stays committed before it is given back to the OS |
 //! | `MALLARD_REPORT` | unset | a file to which each process appends its exit record (`report.rs`; used by `mallard run`) |
 //!
 //! A value that does not parse prints one warning line and keeps the default. Everything here

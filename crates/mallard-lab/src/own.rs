@@ -6,7 +6,7 @@
 //! the moment a block handed out covers it, or the source hands out the region around it
 //! (a segment's header; a heap's metadata), until mallard decommits or releases it. (Free
 //! lists written into a page's carved blocks before any is handed out are not counted: at most
-//! a few KiB per size class.) Its purge delay is 0 here (the library waits 500 ms), so that a
+//! a few KiB per size class.) Its purge delay is 0 here (the library waits 100 ms), so that a
 //! replay does not depend on how fast it runs.
 
 use crate::{Span, Strategy, HEAP_BASE, PAGE};
