@@ -40,7 +40,6 @@ pub type PageQueue = List<Page>;
 /// A list of segments (through `Segment::prev/next`).
 type SegQueue = List<Segment>;
 
-#[repr(C, align(64))]
 /// Which small pages `Heap::purge_inside_pages` gives back the free OS pages of.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum InPage {
@@ -53,6 +52,7 @@ enum InPage {
     All,
 }
 
+#[repr(C, align(64))]
 struct RemoteHint([AtomicU64; 2]);
 
 /// The `remote_hint` bit that says a chunk of this heap was freed by another thread.
