@@ -47,8 +47,8 @@ pub const RANDOM_RUNS: usize = 8;
 /// (keys, pointers that would defeat ASLR), and a later allocation never hands out the old
 /// contents. Chunks and huge blocks are not filled (their free memory is purged to the OS
 /// after the purge delay; filling megabytes on every `free` would cost more than the rest of
-/// the build together). This and `QUARANTINE` are most of the secure build's cost (41 %
-/// geomean on the suite against 10 % without them, BENCHMARKS.md): a block freed long after
+/// the build together). This and `QUARANTINE` are most of the secure build's cost (41–45 %
+/// geomean on the suite against 10–15 % without them, BENCHMARKS.md): a block freed long after
 /// its last use is pulled back into the cache to be zeroed.
 pub const FILL_FREED: bool = SECURE;
 
