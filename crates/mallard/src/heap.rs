@@ -508,10 +508,7 @@ impl Heap {
         let seg = match self.avail[kind as usize].first() {
             Some(s) => s,
             None => {
-                let (s, mapped) = self.backend().segment_alloc(SegmentKind::from_page_kind(kind))?;
-                if mapped {
-                    self.purge_under_pressure();
-                }
+                let s = self.segment_alloc(SegmentKind::from_page_kind(kind))?;
                 s.owner.store(self.id(), Ordering::Release);
                 self.avail[kind as usize].push_front(s);
                 s
@@ -794,14 +791,19 @@ impl Heap {
         self.backend().purge(now, force);
     }
 
-    /// The heap is about to grow its footprint by a new mapping: give back the free OS pages
-    /// of its sparse small pages now, without waiting for the purge delay, until as much as
-    /// the new segment was given back (so no one call stalls long). A program that frees most
-    /// of its small blocks in a scattered pattern and then allocates other sizes
-    /// (bench/frag.sh) otherwise reaches its peak before any delay passes, holding both.
-    fn purge_under_pressure(&self) {
-        let bytes = self.purge_inside_pages(crate::os::now_ms(), InPage::Pressure);
-        Counters::bump(&self.counters.bytes_purged, bytes as i64);
+    /// A segment of `kind` from the backend. When it is a new mapping (the footprint grows),
+    /// the heap first gives back the free OS pages of its sparse small pages, without waiting
+    /// for the purge delay, until as much as the new segment was given back (so no one call
+    /// stalls long). A program that frees most of its small blocks in a scattered pattern and
+    /// then allocates other sizes (bench/frag.sh) otherwise reaches its peak before any delay
+    /// passes, holding both.
+    fn segment_alloc(&self, kind: SegmentKind) -> Option<&Segment> {
+        let (seg, mapped) = self.backend().segment_alloc(kind)?;
+        if mapped {
+            let bytes = self.purge_inside_pages(crate::os::now_ms(), InPage::Pressure);
+            Counters::bump(&self.counters.bytes_purged, bytes as i64);
+        }
+        Some(seg)
     }
 
     /// Gives back the free OS pages inside small pages that stay in use (see "giving back the
@@ -906,10 +908,7 @@ impl Heap {
 
     /// Takes a fresh chunk segment: its region becomes one free chunk.
     fn new_chunk_segment(&self) -> Option<()> {
-        let (seg, mapped) = self.backend().segment_alloc(SegmentKind::Chunk)?;
-        if mapped {
-            self.purge_under_pressure();
-        }
+        let seg = self.segment_alloc(SegmentKind::Chunk)?;
         seg.owner.store(self.id(), Ordering::Release);
         seg.take_page();
         seg.page_was_fresh(0); // the region is in use from now on: dirty when it is freed

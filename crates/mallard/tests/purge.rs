@@ -18,6 +18,22 @@ fn rss() -> usize {
 
 const MIB: usize = 1 << 20;
 
+/// Sets the purge delay until it is dropped, then the default again (also when a test fails).
+struct PurgeDelay;
+
+impl PurgeDelay {
+    fn set(ms: u64) -> PurgeDelay {
+        mallard::set_purge_delay_ms(ms);
+        PurgeDelay
+    }
+}
+
+impl Drop for PurgeDelay {
+    fn drop(&mut self) {
+        mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+    }
+}
+
 /// Hundreds of MiB in small, medium, chunk and huge blocks, every page written.
 fn grow() -> Vec<Vec<Box<[u8]>>> {
     let mut groups = Vec::new();
@@ -52,7 +68,7 @@ fn collect_returns_freed_memory_to_the_os() {
 fn free_memory_is_purged_after_the_delay_without_collect() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mallard::collect(true);
-    mallard::set_purge_delay_ms(50);
+    let _delay = PurgeDelay::set(50);
     let base = rss();
     let groups = grow();
     let peak = rss();
@@ -77,7 +93,6 @@ fn free_memory_is_purged_after_the_delay_without_collect() {
             (peak - base) / MIB
         );
     }
-    mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
 }
 
 #[test]
@@ -87,7 +102,7 @@ fn a_free_run_inside_a_chunk_segment_is_purged_only_once_due() {
     std::thread::spawn(|| {
         let fill = |n: usize| vec![7u8; n].into_boxed_slice();
         // B keeps the chunk segment alive while A's run is free.
-        mallard::set_purge_delay_ms(60_000);
+        let delay = PurgeDelay::set(60_000);
         let a = fill(3 * MIB);
         let b = fill(512 << 10);
         let before = rss();
@@ -105,7 +120,7 @@ fn a_free_run_inside_a_chunk_segment_is_purged_only_once_due() {
         drop(a);
         mallard::collect(false);
         assert!(before.saturating_sub(rss()) >= 2 * MIB, "a due run is purged without force");
-        mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+        drop(delay);
         drop(b);
     })
     .join()
@@ -143,7 +158,7 @@ fn sparse_pages_give_back_their_free_os_pages_before_the_heap_maps_more() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mallard::collect(true);
     // No delay passes in this test: only the purge before a new mapping can give pages back.
-    mallard::set_purge_delay_ms(3_600_000);
+    let _delay = PurgeDelay::set(3_600_000);
     std::thread::spawn(|| {
         let base = rss();
         // As above: 200 MiB of 64-byte blocks, a survivor every 16 KiB.
@@ -166,7 +181,6 @@ fn sparse_pages_give_back_their_free_os_pages_before_the_heap_maps_more() {
     })
     .join()
     .unwrap();
-    mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
 }
 
 #[test]
@@ -175,7 +189,7 @@ fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mallard::collect(true);
     // (No purge may come due before the checks below, however slow the build.)
-    mallard::set_purge_delay_ms(3_600_000);
+    let _delay = PurgeDelay::set(3_600_000);
     let before = mallard::stats();
     // 40 segments' worth of small blocks, all freed: more than SEGMENT_CACHE_KEEP.
     let blocks: Vec<Box<[u8]>> = (0..160 * MIB / 1000).map(|i| vec![i as u8; 1000].into_boxed_slice()).collect();
@@ -202,5 +216,4 @@ fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     let kept = purged.segments_cached - before.segments_cached;
     assert!(kept <= mallard::config::SEGMENT_CACHE_KEEP as i64, "{kept} more segments cached after the purge");
     assert!(purged.segments_released - before.segments_released >= 30, "{:?}", purged.segments_released);
-    mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
 }
