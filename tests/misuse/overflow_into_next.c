@@ -1,5 +1,5 @@
 // outcome glibc: abort "malloc(): corrupted top size"
-// outcome mallard: exploited
+// outcome mallard: abort "free list corrupted"
 // outcome mallard-secure: abort "free list corrupted"
 /* A heap overflow: writing past the end of a block into the next one, which is free, so the
  * overflow lands on the allocator's link (in glibc: the next chunk's header and link). */

@@ -1,5 +1,5 @@
 // outcome glibc: crash
-// outcome mallard: exploited
+// outcome mallard: abort "free list corrupted"
 // outcome mallard-secure: abort "free list corrupted"
 /* A use-after-free write: the program writes into a block it freed, where the allocator keeps
  * its free-list link, the address it wants malloc to return. Without encoded links the

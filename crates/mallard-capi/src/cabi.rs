@@ -10,6 +10,7 @@ use core::ptr;
 use core_alloc::alloc;
 use core_alloc::config::{MIN_ALIGN, OS_PAGE_SIZE};
 use core_alloc::global::thread_heap;
+use core_alloc::misuse;
 
 #[inline(always)]
 fn set_errno(e: c_int) {
@@ -222,22 +223,43 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { alloc::usable_size_checked(p.cast()) }
 }
 
-/// `free_sized(p, n)` (C23): `free(p)`.
+/// `free_sized(p, n)` (C23): `free(p)` of a block allocated with `n` bytes (by `malloc`,
+/// `calloc` or `realloc`); a size that cannot be the block's is reported (see
+/// `alloc::check_size`).
 ///
 /// # Safety
 /// As for `free`.
 #[no_mangle]
-pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
     // SAFETY: forwarded.
-    unsafe { free(p) }
+    unsafe { free_checked(p, size, MIN_ALIGN, false, "free_sized") }
 }
 
-/// `free_aligned_sized(p, align, n)` (C23): `free(p)`.
+/// `free_aligned_sized(p, align, n)` (C23): `free(p)` of a block from `aligned_alloc(align,
+/// n)`; a size or alignment that cannot be the block's is reported.
 ///
 /// # Safety
 /// As for `free`.
 #[no_mangle]
-pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    // SAFETY: forwarded.
+    unsafe { free_checked(p, size, align, false, "free_aligned_sized") }
+}
+
+/// `free(p)` after checking that `p` can have been allocated with `size` bytes aligned to
+/// `align` (`exact`: and not resized by `realloc` since); `op` names the call in a report.
+///
+/// # Safety
+/// As for `free`.
+pub(crate) unsafe fn free_checked(p: *mut c_void, size: usize, align: usize, exact: bool, op: &str) {
+    if p.is_null() {
+        return;
+    }
+    if !align.is_power_of_two() {
+        misuse::report_op(op, "an alignment that is not a power of two", p.cast());
+    }
+    // SAFETY: any pointer may be checked.
+    unsafe { alloc::check_size(p.cast(), size, align, exact, op) };
     // SAFETY: forwarded.
     unsafe { free(p) }
 }

@@ -67,8 +67,6 @@ fn alloc_sized(heap: &Heap, size: usize) -> Option<(*mut u8, Contents)> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Contents {
     Dirty,
-    /// Zero apart from the first word (the free-list link).
-    ZeroButLink,
     Zero,
 }
 
@@ -79,7 +77,8 @@ fn malloc_class(heap: &Heap, class: usize) -> Option<(*mut u8, Contents)> {
         Some(p) => p,
         None => heap.find_page(class)?,
     };
-    let zero = if page.free_is_zero.get() { Contents::ZeroButLink } else { Contents::Dirty };
+    // (`pop` clears the link and mark words, all the rest of a block on `free` is zero.)
+    let zero = if page.free_is_zero.get() { Contents::Zero } else { Contents::Dirty };
     // SAFETY: find_page/current_page return a page of the thread's heap with a free block.
     let b = unsafe { page.pop() };
     Some((b.cast(), zero))
@@ -135,8 +134,6 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
             unsafe {
                 match zero {
                     Contents::Zero => {}
-                    // Only the free-list link was ever written.
-                    Contents::ZeroButLink => (*(p as *mut Block)).next = ptr::null_mut(),
                     Contents::Dirty => ptr::write_bytes(p, 0, size),
                 }
             }
@@ -160,13 +157,13 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
     let seg = unsafe { &*segment_of(p) };
     let page = seg.page_of(p);
     if page.owner.load(Ordering::Relaxed) == heap.id() {
-        let mark = heap.free_mark.get();
+        let mark = page.mark_of(p);
         let b = p as *mut Block;
-        // SAFETY: p starts a block of a page this thread owns (checked first), so its two
-        // words are ours to read and, once freed, to write.
+        // SAFETY: p starts a carved block of a page this thread owns (checked first), so its
+        // two words are ours to read and, once freed, to write.
         unsafe {
-            if !page.starts_block(p) {
-                return free_interior(p);
+            if !page.is_carved_block(p) {
+                return free_not_block(page, p);
             }
             if read_mark(b) == mark {
                 return free_marked(p);
@@ -228,7 +225,7 @@ unsafe fn release_own(heap: &Heap, page: &Page, b: *mut Block) {
 ///
 /// # Safety
 /// `p` is a checked, marked block of `size` bytes being freed by `heap`'s thread (a real heap);
-/// `mark` is `heap.free_mark` (which `check_untouched` expects).
+/// `mark` is the block's page's mark (which `check_untouched` expects).
 #[inline(always)]
 unsafe fn fill_and_keep(heap: &Heap, p: *mut u8, size: usize, mark: usize) -> bool {
     if cfg!(miri) {
@@ -293,9 +290,9 @@ pub unsafe fn release_quarantined(heap: &Heap, slot: *mut u8) {
     // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
     // and marked freed.
     unsafe {
-        check_untouched(b, units, heap.free_mark.get());
         let seg = &*segment_of(b);
         let page = seg.page_of(b);
+        check_untouched(b, units, page.mark_of(b));
         if page.owner.load(Ordering::Relaxed) == heap.id() {
             release_own(heap, page, b.cast());
         } else {
@@ -346,44 +343,88 @@ fn free_unmapped(p: *mut u8) {
     }
 }
 
-/// `free` of a block of the caller's own page that carries the free mark: a double free. (A
-/// block handed out has its mark cleared, so a live block carries it only if the program
-/// wrote that secret word, which it can only have read from freed memory. The block may be
-/// on none of the page's lists: another thread that freed it may hold it in its batch.)
+/// `free` of a block of the caller's own page that carries the free mark: a double free (or
+/// a free of a carved block never handed out, which looks the same). A block handed out has
+/// its mark cleared, so a live block carries it only if the program wrote that secret word,
+/// which it can only have read from freed memory of the same page.
 #[cold]
 #[inline(never)]
 fn free_marked(p: *mut u8) {
     misuse::report("double free", p)
 }
 
-/// `free` of a pointer into a block of the caller's own page that is not where a block starts.
+/// `free` of a pointer into the caller's own page that is not a carved block.
 #[cold]
 #[inline(never)]
-fn free_interior(p: *mut u8) {
-    misuse::report("free of a pointer inside a block", p)
+fn free_not_block(page: &Page, p: *mut u8) {
+    // SAFETY: `free` found `page` as the page of p's slice, in a mapped segment.
+    let m = unsafe { block_misuse(page, p) };
+    report_block("free", m.unwrap_or(BlockMisuse::NeverAllocated), p)
 }
 
-/// Checks that `p` can be a live block of page-class `page`, for the paths where the page is
-/// not the caller's own (its lists may not be walked): `p` must start one of its blocks and
-/// not carry the free mark. Marks the block freed.
+/// What is wrong with a pointer into a page-class page that is not a live block.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BlockMisuse {
+    /// The page serves no blocks now (it was given back to its segment): every block it
+    /// had was freed.
+    PageNotInUse,
+    /// Not where a block starts.
+    Interior,
+    /// Where a block starts, but past what was carved: never handed out.
+    NeverAllocated,
+    /// A block that carries the free mark, or starts in a purged OS page.
+    Freed,
+}
+
+/// Why `p` (a pointer into `page`'s slices) is not a live block of `page`, or `None` if it
+/// can be one.
+///
+/// # Safety
+/// `page` is the page of `p`'s slice, in a mapped segment.
+unsafe fn block_misuse(page: &Page, p: *const u8) -> Option<BlockMisuse> {
+    if page.block_size.get() == 0 || page.reserved.get() == 0 {
+        return Some(BlockMisuse::PageNotInUse);
+    }
+    if !page.is_block_start(p) {
+        return Some(BlockMisuse::Interior);
+    }
+    if !page.is_carved_block(p) {
+        return Some(BlockMisuse::NeverAllocated);
+    }
+    // SAFETY: p starts a carved block of the page (checked), mapped unless purged.
+    if page.in_purged_os_page(p) || unsafe { read_mark(p.cast()) } == page.mark_of(p) {
+        return Some(BlockMisuse::Freed);
+    }
+    None
+}
+
+/// Reports misuse `m` of `p` by operation `op` ("free", "realloc", ...) and aborts.
+#[cold]
+#[inline(never)]
+fn report_block(op: &str, m: BlockMisuse, p: *const u8) -> ! {
+    match (op, m) {
+        ("free", BlockMisuse::Freed) => misuse::report("double free", p),
+        ("free", BlockMisuse::PageNotInUse) => {
+            misuse::report("double free (or free of a pointer mallard did not allocate)", p)
+        }
+        (_, BlockMisuse::PageNotInUse | BlockMisuse::Freed) => misuse::report_op(op, "a freed block", p),
+        (_, BlockMisuse::Interior) => misuse::report_op(op, "a pointer inside a block", p),
+        (_, BlockMisuse::NeverAllocated) => misuse::report_op(op, "a block that was never allocated", p),
+    }
+}
+
+/// Checks that `p` is a live block of page-class `page`, for the paths other than the free
+/// fast path, and marks it freed.
 ///
 /// # Safety
 /// `page` is the page of `p`'s slice, in a mapped segment.
 unsafe fn check_and_mark(page: &Page, p: *mut u8) {
-    if page.block_size.get() == 0 || !page.is_block_start(p) {
-        misuse::report("free of a pointer that is not a block", p);
+    // SAFETY: forwarded.
+    if let Some(m) = unsafe { block_misuse(page, p) } {
+        report_block("free", m, p);
     }
-    if page.in_purged_os_page(p) {
-        misuse::report("double free", p);
-    }
-    let b = p as *mut Block;
-    // SAFETY: p starts a block of the page (checked), which the program owns until this free.
-    unsafe {
-        if read_mark(b) == misuse::free_mark() {
-            misuse::report("double free", p);
-        }
-        write_mark(b, misuse::free_mark());
-    }
+    // SAFETY: p is a live block of the page (checked), which the program gives up here.
+    unsafe { write_mark(p.cast(), page.mark_of(p)) };
 }
 
 /// `free`'s paths other than the caller's own untagged page. With `keep` (the secure build's
@@ -419,15 +460,8 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
             // Our own page, in the full list or with purged OS pages (the owner tags).
             // SAFETY: our own page.
             unsafe {
-                if !page.is_block_start(p) {
-                    misuse::report("free of a pointer inside a block", p);
-                }
-                let marked = read_mark(p.cast()) == misuse::free_mark();
-                if page.in_purged_os_page(p) || marked {
-                    misuse::report("double free", p);
-                }
-                write_mark(p.cast(), misuse::free_mark());
-                if keep && fill_and_keep(heap, p, page.block_size.get(), heap.free_mark.get()) {
+                check_and_mark(page, p);
+                if keep && fill_and_keep(heap, p, page.block_size.get(), page.mark_of(p)) {
                     return;
                 }
             }
@@ -458,14 +492,14 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
     if keep {
         match heap.for_remote_free() {
             // SAFETY: checked and marked above.
-            Some(h) if unsafe { fill_and_keep(h, p, page.block_size.get(), h.free_mark.get()) } => return,
+            Some(h) if unsafe { fill_and_keep(h, p, page.block_size.get(), page.mark_of(p)) } => return,
             Some(_) => {}
             // An exiting thread keeps nothing, but the block is still filled.
             None if FILL_FREED && !cfg!(miri) => {
                 // SAFETY: p is a checked, marked block of its page's size, being freed.
                 unsafe {
                     fill_zero(p, page.block_size.get());
-                    write_mark(p.cast(), misuse::free_mark());
+                    write_mark(p.cast(), page.mark_of(p));
                 }
             }
             None => {}
@@ -590,6 +624,63 @@ pub unsafe fn realloc_unsized(heap: &Heap, p: *mut u8, new_size: usize) -> *mut 
     }
 }
 
+/// Reports (and aborts) unless block `p` can have been allocated with `size` bytes aligned to
+/// `align`: the check of the sized frees (C23's `free_sized` and `free_aligned_sized`, C++'s
+/// sized and aligned `operator delete`), which catches an object deleted through a base
+/// class without a virtual destructor, or a length or alignment the program got wrong. A
+/// block of a page class must be of the class that allocation picks (C's `free_sized` also
+/// allows the smaller sizes `realloc` shrinks a block to in place: `exact` is false there;
+/// C++ objects never pass through `realloc`); a chunk must be at most `MIN_SPLIT` larger than
+/// the size (what an allocation or an in-place resize leaves); a huge block must have been
+/// asked for with exactly `size`. `op` names the operation in the report. A pointer that is
+/// not a live block is left for `free` to report.
+///
+/// # Safety
+/// None: any pointer may be passed (one inside a live segment is only read from its page,
+/// or from a chunk header `check_live` accepted).
+pub unsafe fn check_size(p: *const u8, size: usize, align: usize, exact: bool, op: &str) {
+    if !segment_map::contains(p) {
+        return;
+    }
+    let align = align.max(MIN_ALIGN);
+    // SAFETY: p's region holds a segment, so its header is mapped.
+    let seg = unsafe { &*segment_of(p) };
+    let page = seg.page_of(p);
+    let ok = match seg.kind() {
+        SegmentKind::Cached => return,
+        SegmentKind::Huge => {
+            if p != page.start.get() {
+                return;
+            }
+            size == seg.live_bytes.load(Ordering::Relaxed) && p.addr() % align == 0
+        }
+        SegmentKind::Chunk => {
+            // SAFETY: any pointer may be checked.
+            unsafe { check_live(p, op) };
+            // SAFETY: a live chunk (checked).
+            let usable = unsafe { ChunkHeap::usable_size(p.cast_mut()) };
+            size <= usable && usable - size < large::MIN_SPLIT + 2 * large::HEADER && p.addr() % align == 0
+        }
+        _ => {
+            let block = page.block_size.get();
+            if block == 0 {
+                return;
+            }
+            let class = page.class.load(Ordering::Relaxed) as usize;
+            let picked = if align <= MIN_ALIGN {
+                (size <= CLASS_MAX).then(|| class_of(size))
+            } else {
+                class_for_aligned(size.max(align), align)
+            };
+            picked == Some(class)
+                || (!exact && align <= MIN_ALIGN && size <= block && (2 * size >= block || block <= 2 * MIN_ALIGN))
+        }
+    };
+    if !ok {
+        misuse::report_op(op, "a block allocated with another size or alignment", p);
+    }
+}
+
 /// `usable_size` for pointers from outside (the C API): checks `p` first, as `check_live`.
 ///
 /// # Safety
@@ -629,13 +720,9 @@ pub unsafe fn check_live(p: *const u8, op: &str) {
             }
         }
         _ => {
-            if page.block_size.get() == 0 || !page.is_block_start(p) {
-                misuse::report_op(op, "a pointer that is not a block", p);
-            }
-            // SAFETY: p starts a block of the page.
-            let marked = unsafe { read_mark(p.cast()) } == misuse::free_mark();
-            if page.in_purged_os_page(p) || marked {
-                misuse::report_op(op, "a freed block", p);
+            // SAFETY: p's page, in a mapped segment.
+            if let Some(m) = unsafe { block_misuse(page, p) } {
+                report_block(op, m, p);
             }
         }
     }

@@ -120,7 +120,6 @@ fn thread_init() -> *const Heap {
     if !unsafe { &*current }.is_empty() {
         return current;
     }
-    crate::misuse::init_free_mark();
     let Some(heap) = GLOBAL_BACKEND.heap_alloc() else { return core::ptr::null() };
     // Install the heap before touching the pthread key: pthread_setspecific may itself
     // allocate (for keys past the first 32), and must then find this heap.

@@ -91,9 +91,6 @@ pub struct Heap {
     chunks: ChunkHeap,
     chunk_segs: SegQueue,
     backend: Cell<*const Backend>,
-    /// A copy of `misuse::free_mark()`, which the free fast path reads from here (the heap is
-    /// in a register; the global would cost a load more).
-    pub free_mark: Cell<usize>,
     /// The placeholder heap of threads that have not allocated yet.
     is_empty: bool,
     /// The placeholder of a thread whose heap was already abandoned (it is exiting): a free
@@ -189,7 +186,6 @@ impl Heap {
             chunks: ChunkHeap::new(),
             chunk_segs: SegQueue::EMPTY,
             backend: Cell::new(backend),
-            free_mark: Cell::new(0),
             is_empty: true,
             exited,
             fresh_pages: Cell::new(0),
@@ -213,7 +209,6 @@ impl Heap {
             slot.set(empty_page());
         }
         self.backend.set(backend);
-        self.free_mark.set(crate::misuse::free_mark());
     }
 
     #[inline(always)]

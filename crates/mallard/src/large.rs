@@ -29,7 +29,21 @@
 //! The price of O(1) is that a chunk of the exact size on the request's own list is not found
 //! by the search; only when the search finds nothing does `alloc` scan that one list (first
 //! fit), so a request for most of an empty region still succeeds.
+//!
+//! Nothing read from a region is trusted, since an overflow or a use after free in a
+//! neighbouring block can rewrite it (in every build): a size must be a multiple of 16, at
+//! least a minimal chunk and end inside the region (`checked_size`); a chunk said to be free
+//! must have a footer equal to its size and its successor's `PREV_FREE` bit set
+//! (`checked_free_size`); a link must lead into a mapped region (`link`), and a chunk is
+//! unlinked only if its neighbours on the list point back at it and the list's head is it
+//! when it has no predecessor (`remove`: glibc's "safe unlinking"). A walk along a list
+//! checks each step the same way, so a corrupted list cannot make it loop. Anything else is
+//! reported (`mallard: corrupted chunk header at …`, `chunk free list corrupted`) and the
+//! process aborts; no index or loop depends on an unchecked word. In the secure build the
+//! links are also encoded with a secret (`mitigations::encode_link`, `chunk_key`), and the
+//! size words sealed (`mitigations::SEALED_HEADERS`).
 
+use crate::config::{SEGMENT_SIZE, SLICE_SIZE};
 use core::cell::Cell;
 use core::ptr;
 
@@ -50,12 +64,39 @@ const FL_MIN: u32 = 12;
 const FL_COUNT: usize = 22 - FL_MIN as usize + 1;
 /// The largest chunk the bins can hold.
 pub const MAX_CHUNK: usize = (1 << 22) - 1;
+const _: () = assert!(SEGMENT_SIZE - SLICE_SIZE - HEADER <= MAX_CHUNK, "a region's one chunk fits the bins");
 
 /// Two-level segregated free lists of chunks (one per heap; it spans all its regions).
 pub struct ChunkHeap {
     fl_bitmap: Cell<u32>,
     sl_bitmap: [Cell<u32>; FL_COUNT],
     heads: [[Cell<*mut u8>; SL_COUNT]; FL_COUNT],
+}
+
+/// Where regions lie: each is the part of a chunk segment (`SEGMENT_SIZE`, aligned) after its
+/// header slice, `[base + REGION_OFF, base + SEGMENT_SIZE)`.
+const REGION_OFF: usize = SLICE_SIZE;
+
+/// Whether address `p` can be in a mapped region, for links read from memory a program could
+/// have written: the segment map knows its segment. (The unit tests' regions are in no
+/// segment.)
+#[inline]
+fn mapped(p: *const u8) -> bool {
+    cfg!(test) || crate::segment_map::contains(p)
+}
+
+/// Reports a chunk header that cannot be right (for chunk `c`) and aborts.
+#[cold]
+#[inline(never)]
+fn corrupted_header(c: *mut u8) -> ! {
+    crate::misuse::report("corrupted chunk header", c.wrapping_add(HEADER))
+}
+
+/// Reports a chunk free list whose links do not agree (at chunk `c`) and aborts.
+#[cold]
+#[inline(never)]
+fn corrupted_list(c: *mut u8) -> ! {
+    crate::misuse::report("chunk free list corrupted", c.wrapping_add(HEADER))
 }
 
 // ---- raw chunk access (c is a chunk address, always 16-aligned inside a region) ----
@@ -90,20 +131,26 @@ unsafe fn prev_size(c: *mut u8) -> usize {
     // SAFETY: the first word of a header; meaningful only when PREV_FREE is set.
     unsafe { *(c as *const usize) }
 }
+/// Which link word of a free chunk: the next chunk on its list, or the previous one.
+const NEXT: usize = 0;
+const PREV: usize = 1;
+
+/// The address of link word `which` of free chunk `c`.
 #[inline]
-unsafe fn next_chunk(c: *mut u8) -> *mut u8 {
-    // SAFETY: c + size is the next header (or the sentinel) of the same region.
-    unsafe { c.add(size_of(c)) }
+fn link_slot(c: *mut u8, which: usize) -> *mut *mut u8 {
+    c.wrapping_add(HEADER + 8 * which) as *mut *mut u8
 }
+
+/// Writes link word `which` of free chunk `c` (encoded in the secure build).
+///
+/// # Safety
+/// `c` is a chunk of a region being made or kept free.
 #[inline]
-unsafe fn link_next(c: *mut u8) -> *mut *mut u8 {
-    // SAFETY: a free chunk's links follow its header.
-    unsafe { c.add(HEADER) as *mut *mut u8 }
-}
-#[inline]
-unsafe fn link_prev(c: *mut u8) -> *mut *mut u8 {
-    // SAFETY: as above.
-    unsafe { c.add(HEADER + 8) as *mut *mut u8 }
+unsafe fn set_link(c: *mut u8, which: usize, to: *mut u8) {
+    let slot = link_slot(c, which);
+    let word = crate::mitigations::encode_link(crate::mitigations::chunk_key(), slot.cast(), to.cast());
+    // SAFETY: per the contract, the link words follow the header inside the chunk.
+    unsafe { *slot = word.cast() }
 }
 
 /// Writes chunk `c` as free with `size` (keeping its PREV_FREE bit as given), its footer, and
@@ -136,6 +183,40 @@ unsafe fn write_used_header(c: *mut u8, size: usize, prev_free: bool) {
     unsafe { set_size_flags(c, size | if prev_free { PREV_FREE } else { 0 }) }
 }
 
+/// Zeroes `words` words at `at`: the header or links of a chunk that another absorbed, or a
+/// block's first words, so that no block handed out holds an encoded link, a sealed size or
+/// a canary (each would tell a secret's value at one address).
+///
+/// # Safety
+/// `[at, at + 8 * words)` lies inside a chunk the caller owns.
+#[inline]
+unsafe fn forget(at: *mut u8, words: usize) {
+    // SAFETY: per the contract.
+    unsafe { ptr::write_bytes(at as *mut usize, 0, words) }
+}
+
+/// Writes the canary of in-use chunk `c` of `size` bytes into the word after its block (the
+/// next chunk's `prev_size`, which means nothing while `c` is in use), where a write past the
+/// block's end lands first. `check_live` and `resize_in_place` check it.
+///
+/// # Safety
+/// `c` is an in-use chunk of a region, of `size` bytes.
+#[inline]
+unsafe fn set_canary(c: *mut u8, size: usize) {
+    // SAFETY: c + size is the next chunk's header (or the sentinel), inside the region.
+    unsafe { *(c.add(size) as *mut usize) = crate::mitigations::chunk_canary(c) }
+}
+
+/// Whether the canary of in-use chunk `c` of `size` bytes is intact.
+///
+/// # Safety
+/// As for `set_canary`.
+#[inline]
+unsafe fn canary_intact(c: *mut u8, size: usize) -> bool {
+    // SAFETY: as for set_canary.
+    unsafe { *(c.add(size) as *const usize) == crate::mitigations::chunk_canary(c) }
+}
+
 /// List indices of a free chunk of `size`.
 #[inline]
 fn mapping(size: usize) -> (usize, usize) {
@@ -163,12 +244,82 @@ fn mapping_search(size: usize) -> Option<(usize, usize)> {
 }
 
 impl ChunkHeap {
+    /// An empty chunk heap (all zero, so a heap in zeroed memory has one).
     pub const fn new() -> Self {
         ChunkHeap {
             fl_bitmap: Cell::new(0),
             sl_bitmap: [const { Cell::new(0) }; FL_COUNT],
             heads: [const { [const { Cell::new(ptr::null_mut()) }; SL_COUNT] }; FL_COUNT],
         }
+    }
+
+    /// The bounds that region chunk address `c` can lie in, as `(start, end)` addresses (end:
+    /// one past the sentinel of a region that ends its segment).
+    #[inline]
+    fn region(&self, c: *mut u8) -> (usize, usize) {
+        let base = c.addr() & !(SEGMENT_SIZE - 1);
+        (base + REGION_OFF, base + SEGMENT_SIZE)
+    }
+
+    /// The size of chunk `c` (which lies in a region), checked: a multiple of 16, at least
+    /// a minimal chunk, and ending at or before the region's sentinel.
+    ///
+    /// # Safety
+    /// `c` is 16-aligned and inside a mapped region, before its sentinel.
+    #[inline]
+    unsafe fn checked_size(&self, c: *mut u8) -> usize {
+        // SAFETY: per the contract.
+        let size = unsafe { size_of(c) };
+        let (_, end) = self.region(c);
+        if size < 2 * HEADER || size % 16 != 0 || size > end - HEADER - c.addr() {
+            corrupted_header(c);
+        }
+        size
+    }
+
+    /// The size of chunk `c`, whose header says it is free, checked as `checked_size` does,
+    /// and against its footer and its successor's `PREV_FREE` bit.
+    ///
+    /// # Safety
+    /// As for `checked_size`.
+    unsafe fn checked_free_size(&self, c: *mut u8) -> usize {
+        // SAFETY: per the contract; c + size is the next header, inside the region.
+        unsafe {
+            let size = self.checked_size(c);
+            let next = c.add(size);
+            if !is_free(c) || prev_size(next) != size || !prev_is_free(next) {
+                corrupted_header(c);
+            }
+            size
+        }
+    }
+
+    /// Link word `which` of free chunk `c`, decoded and checked to be null or a plausible
+    /// chunk address in a mapped region.
+    ///
+    /// # Safety
+    /// `c` is a free chunk of a region.
+    #[inline]
+    unsafe fn link(&self, c: *mut u8, which: usize) -> *mut u8 {
+        let slot = link_slot(c, which);
+        // SAFETY: per the contract, the link words follow the header inside the chunk.
+        let word = unsafe { *slot };
+        let to: *mut u8 =
+            crate::mitigations::decode_link(crate::mitigations::chunk_key(), slot.cast(), word.cast()).cast();
+        if !to.is_null() {
+            let off = to.addr() & (SEGMENT_SIZE - 1);
+            if to.addr() % 16 != 0 || !(REGION_OFF..=SEGMENT_SIZE - 3 * HEADER).contains(&off) || !mapped(to) {
+                corrupted_list(c);
+            }
+        }
+        to
+    }
+
+    /// The list indices of a free chunk of `size` (a checked size: the indices are in range).
+    #[inline]
+    fn list_of(&self, size: usize) -> (usize, usize) {
+        let (fl, sl) = mapping(size.min(MAX_CHUNK));
+        (fl.min(FL_COUNT - 1), sl)
     }
 
     /// Forgets every free chunk (the regions are being handed to another heap).
@@ -178,29 +329,44 @@ impl ChunkHeap {
         self.heads.iter().flatten().for_each(|c| c.set(ptr::null_mut()));
     }
 
-    unsafe fn insert(&self, c: *mut u8) {
-        // SAFETY: c is a free chunk not on any list.
+    /// Puts free chunk `c` of `size` bytes (its header written) on the list of its size.
+    ///
+    /// # Safety
+    /// `c` is a free chunk not on any list.
+    unsafe fn insert(&self, c: *mut u8, size: usize) {
+        let (fl, sl) = self.list_of(size);
+        let head = self.heads[fl][sl].get();
+        // SAFETY: c and the head are free chunks of this heap's regions.
         unsafe {
-            let (fl, sl) = mapping(size_of(c));
-            let head = self.heads[fl][sl].get();
-            *link_next(c) = head;
-            *link_prev(c) = ptr::null_mut();
+            set_link(c, NEXT, head);
+            set_link(c, PREV, ptr::null_mut());
             if !head.is_null() {
-                *link_prev(head) = c;
+                set_link(head, PREV, c);
             }
-            self.heads[fl][sl].set(c);
-            self.sl_bitmap[fl].set(self.sl_bitmap[fl].get() | 1 << sl);
-            self.fl_bitmap.set(self.fl_bitmap.get() | 1 << fl);
         }
+        self.heads[fl][sl].set(c);
+        self.sl_bitmap[fl].set(self.sl_bitmap[fl].get() | 1 << sl);
+        self.fl_bitmap.set(self.fl_bitmap.get() | 1 << fl);
     }
 
-    unsafe fn remove(&self, c: *mut u8) {
-        // SAFETY: c is a free chunk on the list its size maps to.
+    /// Takes free chunk `c` of (checked) `size` bytes off its list, after checking that its
+    /// neighbours on the list point back at it: a link rewritten by a use after free must not
+    /// become a write to an address of the program's choice.
+    ///
+    /// # Safety
+    /// `c` is a free chunk of this heap's regions.
+    unsafe fn remove(&self, c: *mut u8, size: usize) {
+        let (fl, sl) = self.list_of(size);
+        // SAFETY: c is free; its links lead to free chunks of mapped regions (checked by
+        // `link`), whose links are read only after that.
         unsafe {
-            let (fl, sl) = mapping(size_of(c));
-            let (next, prev) = (*link_next(c), *link_prev(c));
+            let (next, prev) = (self.link(c, NEXT), self.link(c, PREV));
+            let prev_ok = if prev.is_null() { self.heads[fl][sl].get() == c } else { self.link(prev, NEXT) == c };
+            if !prev_ok || (!next.is_null() && self.link(next, PREV) != c) {
+                corrupted_list(c);
+            }
             if !next.is_null() {
-                *link_prev(next) = prev;
+                set_link(next, PREV, prev);
             }
             if prev.is_null() {
                 self.heads[fl][sl].set(next);
@@ -212,13 +378,47 @@ impl ChunkHeap {
                     }
                 }
             } else {
-                *link_next(prev) = next;
+                set_link(prev, NEXT, next);
             }
         }
     }
 
-    /// A free chunk of at least `size` bytes, taken off its list; `None` if there is none.
-    fn take_fit(&self, size: usize) -> Option<*mut u8> {
+    /// The chunk after `c` on list `(fl, sl)`, whose predecessor on the list is `prev`,
+    /// checked: it must point back at `c` and be a free chunk of the list's sizes. So a walk
+    /// cannot loop: a cycle needs a chunk whose back link names two predecessors, or a head
+    /// with one.
+    ///
+    /// # Safety
+    /// `c` is on list `(fl, sl)` (checked by the call that reached it).
+    unsafe fn list_step(&self, c: *mut u8, prev: *mut u8, fl: usize, sl: usize) -> *mut u8 {
+        // SAFETY: forwarded; `link` checks the addresses it returns.
+        unsafe {
+            if self.link(c, PREV) != prev || self.list_of(self.checked_free_size(c)) != (fl, sl) {
+                corrupted_list(c);
+            }
+            self.link(c, NEXT)
+        }
+    }
+
+    /// Calls `f` with each chunk on list `(fl, sl)` and its size until `f` returns true;
+    /// returns that chunk. Every step is checked (`list_step`).
+    fn find_on_list(&self, fl: usize, sl: usize, mut f: impl FnMut(*mut u8, usize) -> bool) -> Option<*mut u8> {
+        let (mut prev, mut c) = (ptr::null_mut(), self.heads[fl][sl].get());
+        while !c.is_null() {
+            // SAFETY: c was reached from the list head by checked steps.
+            let next = unsafe { self.list_step(c, prev, fl, sl) };
+            // SAFETY: checked by the step.
+            if f(c, unsafe { size_of(c) }) {
+                return Some(c);
+            }
+            (prev, c) = (c, next);
+        }
+        None
+    }
+
+    /// A free chunk of at least `size` bytes, taken off its list, and its size; `None` if
+    /// there is none.
+    fn take_fit(&self, size: usize) -> Option<(*mut u8, usize)> {
         let (fl, sl) = mapping_search(size)?;
         let mut sl_map = self.sl_bitmap[fl].get() & (!0u32 << sl);
         let mut fl = fl;
@@ -232,10 +432,16 @@ impl ChunkHeap {
         }
         let sl = sl_map.trailing_zeros() as usize;
         let c = self.heads[fl][sl].get();
-        debug_assert!(!c.is_null());
-        // SAFETY: c heads a non-empty list, so it is a free chunk.
-        unsafe { self.remove(c) };
-        Some(c)
+        if c.is_null() || fl >= FL_COUNT {
+            corrupted_list(c); // (the bitmaps are the heap's own memory: not reachable)
+        }
+        // SAFETY: c heads a non-empty list, so it is a free chunk; its header is checked.
+        unsafe {
+            self.list_step(c, ptr::null_mut(), fl, sl);
+            let have = size_of(c);
+            self.remove(c, have);
+            Some((c, have))
+        }
     }
 
     /// Makes `[start, end)` (16-aligned, at least 2 * MIN_SPLIT long) one free chunk plus
@@ -251,7 +457,7 @@ impl ChunkHeap {
             let sentinel = end.sub(HEADER);
             set_size_flags(sentinel, 0);
             write_free(start, len - HEADER, false);
-            self.insert(start);
+            self.insert(start, len - HEADER);
         }
     }
 
@@ -263,15 +469,19 @@ impl ChunkHeap {
     pub unsafe fn adopt_region(&self, start: *mut u8, end: *mut u8) -> usize {
         let mut used = 0;
         let mut c = start;
-        // SAFETY: walking a valid region chunk by chunk up to its sentinel.
+        // SAFETY: walking a region chunk by chunk up to its sentinel; every size is checked,
+        // so each step moves forward and stays inside.
         unsafe {
             while c < end.sub(HEADER) {
-                if is_free(c) {
-                    self.insert(c);
+                let size = if is_free(c) {
+                    let size = self.checked_free_size(c);
+                    self.insert(c, size);
+                    size
                 } else {
                     used += 1;
-                }
-                c = next_chunk(c);
+                    self.checked_size(c)
+                };
+                c = c.add(size);
             }
         }
         used
@@ -285,49 +495,49 @@ impl ChunkHeap {
     pub unsafe fn remove_region(&self, start: *mut u8) {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!(is_free(start));
-            self.remove(start);
+            let size = self.checked_free_size(start);
+            self.remove(start, size);
         }
     }
 
     /// First fit within the request's own list, for when the good-fit search finds nothing
     /// (a request just under a chunk's size, e.g. most of an empty region).
-    fn take_scan(&self, size: usize) -> Option<*mut u8> {
+    fn take_scan(&self, size: usize) -> Option<(*mut u8, usize)> {
         if size > MAX_CHUNK {
             return None;
         }
         let (fl, sl) = mapping(size);
-        let mut c = self.heads[fl][sl].get();
-        // SAFETY: list members are free chunks.
+        let c = self.find_on_list(fl, sl, |_, have| have >= size)?;
+        // SAFETY: c is a free chunk on its list (checked by the walk).
         unsafe {
-            while !c.is_null() {
-                if size_of(c) >= size {
-                    self.remove(c);
-                    return Some(c);
-                }
-                c = *link_next(c);
-            }
+            let have = size_of(c);
+            self.remove(c, have);
+            Some((c, have))
         }
-        None
     }
 
     /// Allocates a block of `size` bytes (16-aligned). `None` if no free chunk fits: the
     /// caller adds a region and retries.
     pub fn alloc(&self, size: usize) -> Option<*mut u8> {
         let need = size.checked_add(HEADER + 15)? & !15;
-        let c = self.take_fit(need).or_else(|| self.take_scan(need))?;
-        // SAFETY: c is a free chunk of at least `need` bytes, off every list.
+        let (c, have) = self.take_fit(need).or_else(|| self.take_scan(need))?;
+        if have < need {
+            corrupted_header(c); // (the lists hold only chunks of their sizes: not reachable)
+        }
+        // SAFETY: c is a free chunk of `have` (checked) >= `need` bytes, off every list.
         unsafe {
-            let have = size_of(c);
             let prev_free = prev_is_free(c);
             if have - need >= MIN_SPLIT {
                 write_used_header(c, need, prev_free);
                 let rest = c.add(need);
                 write_free(rest, have - need, false);
-                self.insert(rest);
+                self.insert(rest, have - need);
             } else {
                 write_used(c, have, prev_free);
             }
+            set_canary(c, size_of(c));
+            // The block's first words held the free chunk's links: a fresh block shows none.
+            forget(c.add(HEADER), 2);
             Some(c.add(HEADER))
         }
     }
@@ -336,32 +546,42 @@ impl ChunkHeap {
     /// its size (the caller releases the region when that chunk covers all of it).
     ///
     /// # Safety
-    /// `p` is a live block of this heap's regions.
+    /// `p` passed `check_live`: a block of one of this heap's regions whose header says it is
+    /// in use (what its neighbours' headers say is checked here).
     pub unsafe fn free(&self, p: *mut u8) -> (*mut u8, usize) {
-        // SAFETY: p follows its chunk header; neighbours are found through the boundary tags.
+        // SAFETY: p follows its chunk header; neighbours are found through the boundary tags,
+        // each checked before it is used.
         unsafe {
             let mut c = p.sub(HEADER);
-            let mut size = size_of(c);
+            let mut size = self.checked_size(c);
             let mut prev_free = prev_is_free(c);
             if prev_free {
-                let prev = c.sub(prev_size(c));
-                // The footer must name a free chunk of exactly its size: an overflow that
-                // rewrote it must not make the coalesce swallow live memory.
-                if !is_free(prev) || size_of(prev) != prev_size(c) {
-                    crate::misuse::report("corrupted chunk header", p);
+                // The footer must name a free chunk of exactly its size inside the region: an
+                // overflow that rewrote it must not make the coalesce swallow live memory.
+                let ps = prev_size(c);
+                let (start, _) = self.region(c);
+                if ps < 2 * HEADER || ps % 16 != 0 || ps > c.addr() - start {
+                    corrupted_header(c);
                 }
-                self.remove(prev);
-                size += size_of(prev);
-                prev_free = prev_is_free(prev); // always false: no two free chunks touch
+                let prev = c.sub(ps);
+                if !is_free(prev) || size_of(prev) != ps || prev_is_free(prev) {
+                    corrupted_header(c);
+                }
+                self.remove(prev, ps);
+                forget(c, 2); // c's header, now inside prev
+                size += ps;
+                prev_free = false; // (checked: no two free chunks touch)
                 c = prev;
             }
             let next = c.add(size);
             if is_free(next) {
-                self.remove(next);
-                size += size_of(next);
+                let ns = self.checked_free_size(next);
+                self.remove(next, ns);
+                forget(next, 4); // its header and links, now inside c
+                size += ns;
             }
             write_free(c, size, prev_free);
-            self.insert(c);
+            self.insert(c, size);
             (c, size)
         }
     }
@@ -381,12 +601,22 @@ impl ChunkHeap {
         unsafe {
             let c = p.sub(HEADER);
             let sf = size_flags(c);
-            if sf & FREE != 0 {
-                return Some("a freed block");
-            }
             let size = sf & !FLAGS;
             if size < 2 * HEADER || size % 16 != 0 || size > end.addr() - HEADER - c.addr() {
                 return Some("a pointer that is not a block (or a corrupted chunk header)");
+            }
+            if sf & FREE != 0 {
+                // A free chunk has its footer and its successor's PREV_FREE bit: else the
+                // bit was written over.
+                let next = c.add(size);
+                if prev_size(next) == size && prev_is_free(next) {
+                    return Some("a freed block");
+                }
+                return Some("a corrupted chunk header");
+            }
+            // The canary first: an overflow past the block reaches it before the next header.
+            if !canary_intact(c, size) {
+                return Some("a block written past its end");
             }
             if prev_is_free(c.add(size)) {
                 return Some("a corrupted chunk header");
@@ -401,7 +631,7 @@ impl ChunkHeap {
     /// `p` is a live block.
     pub unsafe fn usable_size(p: *mut u8) -> usize {
         // SAFETY: p follows its header.
-        unsafe { size_of(p.sub(HEADER)) - HEADER }
+        unsafe { size_of(p.sub(HEADER)).saturating_sub(HEADER) }
     }
 
     /// Resizes block `p` in place to hold `new_size` bytes: grows into a free next neighbour,
@@ -411,19 +641,27 @@ impl ChunkHeap {
     /// `p` is a live block of this heap's regions.
     pub unsafe fn resize_in_place(&self, p: *mut u8, new_size: usize) -> bool {
         let Some(need) = new_size.checked_add(HEADER + 15).map(|n| n & !15) else { return false };
-        // SAFETY: p is live; its neighbours are found through the boundary tags.
+        // SAFETY: p is live; its neighbours are found through the boundary tags, each checked.
         unsafe {
             let c = p.sub(HEADER);
-            let have = size_of(c);
+            let have = self.checked_size(c);
+            if !canary_intact(c, have) {
+                crate::misuse::report("a block written past its end", p);
+            }
             let prev_free = prev_is_free(c);
             let mut total = have;
             let next = c.add(have);
             if need > have {
-                if !is_free(next) || have + size_of(next) < need {
+                if !is_free(next) {
                     return false;
                 }
-                self.remove(next);
-                total += size_of(next);
+                let ns = self.checked_free_size(next);
+                if have + ns < need {
+                    return false;
+                }
+                self.remove(next, ns);
+                forget(next, 4); // its header and links, now inside the block
+                total += ns;
             } else if have - need < MIN_SPLIT {
                 return true; // a small shrink: keep the chunk as it is
             }
@@ -434,16 +672,19 @@ impl ChunkHeap {
                 let rest = c.add(need);
                 let after = rest.add(tail);
                 let rest_size = if is_free(after) {
-                    self.remove(after);
-                    tail + size_of(after)
+                    let after_size = self.checked_free_size(after);
+                    self.remove(after, after_size);
+                    forget(after, 4);
+                    tail + after_size
                 } else {
                     tail
                 };
                 write_free(rest, rest_size, false);
-                self.insert(rest);
+                self.insert(rest, rest_size);
             } else {
                 write_used(c, total, prev_free);
             }
+            set_canary(c, size_of(c));
             true
         }
     }
@@ -458,10 +699,10 @@ impl ChunkHeap {
         const PAGE: usize = crate::config::OS_PAGE_SIZE;
         let mut bytes = 0;
         let mut c = start;
-        // SAFETY: walking the region through its headers.
+        // SAFETY: walking the region through its headers (each size checked).
         unsafe {
             while c < end.sub(HEADER) {
-                let size = size_of(c);
+                let size = self.checked_size(c);
                 if is_free(c) {
                     let from = (c as usize + HEADER + 16).next_multiple_of(PAGE);
                     let to = (c as usize + size) & !(PAGE - 1);
@@ -479,17 +720,14 @@ impl ChunkHeap {
     /// (free chunks, their bytes, the largest) over the lists, for fragmentation figures.
     pub fn free_figures(&self) -> (usize, usize, usize) {
         let (mut n, mut bytes, mut largest) = (0, 0, 0);
-        for c in self.heads.iter().flatten() {
-            let mut c = c.get();
-            while !c.is_null() {
-                // SAFETY: list members are free chunks.
-                unsafe {
-                    let size = size_of(c);
+        for fl in 0..FL_COUNT {
+            for sl in 0..SL_COUNT {
+                self.find_on_list(fl, sl, |_, size| {
                     n += 1;
                     bytes += size;
                     largest = largest.max(size);
-                    c = *link_next(c);
-                }
+                    false
+                });
             }
         }
         (n, bytes, largest)
@@ -531,18 +769,9 @@ impl ChunkHeap {
     }
 
     fn lists_contain(&self, c: *mut u8) -> bool {
-        // SAFETY: called on a free chunk; list members are free chunks.
-        unsafe {
-            let (fl, sl) = mapping(size_of(c));
-            let mut x = self.heads[fl][sl].get();
-            while !x.is_null() {
-                if x == c {
-                    return true;
-                }
-                x = *link_next(x);
-            }
-        }
-        false
+        // SAFETY: called on a free chunk.
+        let (fl, sl) = self.list_of(unsafe { size_of(c) });
+        self.find_on_list(fl, sl, |x, _| x == c).is_some()
     }
 
     /// Checks the lists and bitmaps; returns the number of free chunks listed.
@@ -560,9 +789,9 @@ impl ChunkHeap {
                     unsafe {
                         assert!(is_free(c));
                         assert_eq!(mapping(size_of(c)), (fl, sl), "chunk on the list of its size");
-                        assert_eq!(*link_prev(c), prev);
+                        assert_eq!(self.link(c, PREV), prev);
                         prev = c;
-                        c = *link_next(c);
+                        c = self.link(c, NEXT);
                     }
                     n += 1;
                 }
@@ -572,32 +801,33 @@ impl ChunkHeap {
     }
 }
 
-impl Default for ChunkHeap {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A region over a 16-aligned buffer (u128 is 16-aligned).
+    /// A region of `len` bytes that ends where a chunk segment would (at a multiple of
+    /// `SEGMENT_SIZE`), inside a buffer that has room for that.
     struct Region {
         buf: Vec<u128>,
+        len: usize,
     }
 
     impl Region {
         fn new(len: usize) -> Self {
-            Region { buf: vec![0; len / 16] }
-        }
-        fn start(&mut self) -> *mut u8 {
-            self.buf.as_mut_ptr().cast()
+            assert!(len <= SEGMENT_SIZE - REGION_OFF);
+            Region { buf: vec![0; (len + SEGMENT_SIZE) / 16], len }
         }
         fn end(&mut self) -> *mut u8 {
-            // SAFETY: one past the end of the buffer.
-            unsafe { self.start().add(self.buf.len() * 16) }
+            let p: *mut u8 = self.buf.as_mut_ptr().cast();
+            p.wrapping_add((p.addr() + self.len).next_multiple_of(SEGMENT_SIZE) - p.addr())
+        }
+        fn start(&mut self) -> *mut u8 {
+            self.end().wrapping_sub(self.len)
+        }
+        /// The chunk heap for this region.
+        fn heap(&self) -> ChunkHeap {
+            ChunkHeap::new()
         }
     }
 
@@ -614,7 +844,7 @@ mod tests {
     #[test]
     fn free_between_two_free_neighbours_merges_all_three() {
         let mut r = Region::new(LEN);
-        let h = ChunkHeap::new();
+        let h = r.heap();
         // SAFETY: a fresh region.
         unsafe { h.add_region(r.start(), r.end()) };
         let a = h.alloc(100_000).unwrap();
@@ -636,7 +866,7 @@ mod tests {
     #[test]
     fn free_at_region_edges_coalesces_to_one_chunk() {
         let mut r = Region::new(LEN);
-        let h = ChunkHeap::new();
+        let h = r.heap();
         // SAFETY: a fresh region.
         unsafe { h.add_region(r.start(), r.end()) };
         let first = h.alloc(200_000).unwrap();
@@ -656,7 +886,7 @@ mod tests {
     #[test]
     fn a_remainder_too_small_to_split_stays_with_the_block() {
         let mut r = Region::new(LEN);
-        let h = ChunkHeap::new();
+        let h = r.heap();
         // SAFETY: a fresh region.
         unsafe { h.add_region(r.start(), r.end()) };
         let whole = LEN - HEADER;
@@ -670,7 +900,7 @@ mod tests {
     #[test]
     fn resize_grows_into_a_free_neighbour_and_shrinks_by_splitting() {
         let mut r = Region::new(LEN);
-        let h = ChunkHeap::new();
+        let h = r.heap();
         // SAFETY: a fresh region; p stays live.
         unsafe {
             h.add_region(r.start(), r.end());
@@ -714,7 +944,7 @@ mod tests {
         #[test]
         fn op_programs_keep_blocks_apart_and_invariants_true(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 30 } else { 300 })) {
             let mut r = Region::new(if cfg!(miri) { 1 << 18 } else { 2 << 20 });
-            let h = ChunkHeap::new();
+            let h = r.heap();
             // SAFETY: a fresh region.
             unsafe { h.add_region(r.start(), r.end()) };
             let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();
@@ -770,7 +1000,7 @@ mod tests {
                 // SAFETY: live block.
                 unsafe { h.free(p) };
             }
-            let len = r.buf.len() * 16;
+            let len = r.len;
             assert_eq!(check(&h, &mut r), (1, len - HEADER, 0), "all free: one chunk again");
         }
     }

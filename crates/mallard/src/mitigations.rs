@@ -27,8 +27,9 @@ pub const SECURE: bool = cfg!(feature = "secure");
 /// `rotl(next ^ slot ^ key, key >> 58)`. A program that writes a chosen address there after
 /// the free (a use after free) has written garbage once decoded, and `Page::pop` refuses a
 /// decoded link that is not a block of the page, so the next `malloc` cannot return the
-/// chosen address. The secret is per page and per process (derived from the process's random
-/// free mark and the page's address), so a link read from one page does not reveal another's.
+/// chosen address. The secret is per page and per process (a mix of a random secret that no
+/// block ever holds and the page's address), so a link read from one page does not reveal
+/// another's; `Page::pop` clears the link word of a block it hands out.
 pub const ENCODED_LINKS: bool = SECURE;
 
 /// **Random allocation order within a page.** A fresh stretch of a page (`Page::extend`
@@ -88,24 +89,10 @@ impl Rng {
 /// steering a split or a coalesce; forging one needs the secret.
 pub const SEALED_HEADERS: bool = SECURE;
 
-/// The per-process secret of `SEALED_HEADERS`, drawn on first use.
-fn header_secret() -> usize {
-    static SECRET: AtomicUsize = AtomicUsize::new(0);
-    let s = SECRET.load(Ordering::Relaxed);
-    if s != 0 {
-        return s;
-    }
-    let new = crate::misuse::random_word() | 1;
-    match SECRET.compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => new,
-        Err(won) => won,
-    }
-}
-
 /// The checksum of size word `v` (low 32 bits) of the header at `c`.
 #[inline]
 fn header_check(c: *mut u8, v: usize) -> usize {
-    let x = (v ^ c.addr().rotate_left(32) ^ header_secret()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (v ^ c.addr().rotate_left(32) ^ secret(HEADER_SECRET)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     x >> 32 << 32
 }
 
@@ -156,13 +143,81 @@ pub fn header_guard(segment: *mut u8) -> *mut u8 {
 
 const _: () = assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the guard page must not cover the header");
 
-/// The secret of the page whose header is at `page_addr`.
+/// A per-process secret for `purpose`, drawn from the kernel on first use. The secrets live
+/// in the library's data, never in memory a block can reach, and no two are related, so a
+/// free mark read from a freed block tells nothing of the link keys or header checksums.
+fn secret(purpose: usize) -> usize {
+    static SECRETS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+    let s = SECRETS[purpose].load(Ordering::Relaxed);
+    if s != 0 {
+        return s;
+    }
+    let new = crate::misuse::random_word() | 1;
+    match SECRETS[purpose].compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => new,
+        Err(won) => won,
+    }
+}
+const LINK_SECRET: usize = 0;
+const MARK_SECRET: usize = 1;
+const HEADER_SECRET: usize = 2;
+const CHUNK_LINK_SECRET: usize = 3;
+const CANARY_SECRET: usize = 4;
+const BLOCK_MARK_SECRET: usize = 5;
+
+/// A 64-bit mix (the finaliser of splitmix64).
+#[inline]
+fn mix(mut z: usize) -> usize {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The secret of the page whose header is at `page_addr` (0 unless `ENCODED_LINKS`).
 pub fn page_key(page_addr: usize) -> usize {
     if !ENCODED_LINKS {
         return 0;
     }
-    let x = (crate::misuse::free_mark() ^ page_addr).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^ (x >> 29) | 1
+    mix(secret(LINK_SECRET) ^ page_addr) | 1
+}
+
+/// The key of the chunk heap's free-list links (0 unless `ENCODED_LINKS`).
+#[inline]
+pub fn chunk_key() -> usize {
+    if !ENCODED_LINKS {
+        return 0;
+    }
+    secret(CHUNK_LINK_SECRET)
+}
+
+/// **A free mark per block.** In the secure build each free block carries its own mark,
+/// `mix(block ^ page mark) ^ secret` (`Page::mark_of`), instead of its page's: a mark read
+/// from a freed block through a dangling pointer cannot be copied into a live block of the
+/// page to make a forged free-list link to it pass `Page::pop`'s check (a block that does
+/// not carry its mark is not free). It costs a few multiplies on each `malloc` and `free`.
+pub const BLOCK_MARKS: bool = SECURE;
+
+/// The free mark of block `b` of a page whose mark is `page_mark`.
+#[inline(always)]
+pub fn block_mark(page_mark: usize, b: usize) -> usize {
+    if !BLOCK_MARKS {
+        return page_mark;
+    }
+    (mix(b ^ page_mark) ^ secret(BLOCK_MARK_SECRET)) | 1
+}
+
+/// The canary after the block of in-use chunk `c` (every build): secret, per chunk, and with
+/// no zero byte, so a write of a zero byte (a string's terminator) always changes it, and of any
+/// other byte unless it matches the secret one there.
+#[inline]
+pub fn chunk_canary(c: *mut u8) -> usize {
+    mix(secret(CANARY_SECRET) ^ c.addr()) | 0x0101_0101_0101_0101
+}
+
+/// The free mark of the page whose header is at `page_addr`, in every build: odd (so never
+/// a pointer) and per page, from a secret of its own.
+pub fn page_mark(page_addr: usize) -> usize {
+    mix(secret(MARK_SECRET) ^ page_addr.rotate_left(17)) | 1
 }
 
 /// The word stored in free block `slot` to link it to `next`.

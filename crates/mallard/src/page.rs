@@ -21,16 +21,16 @@
 //! owning heap (`Heap::remote_hint`) that a full page has room again. Because flag and list
 //! head are one word, the freer learns "this page was full" atomically with its push.
 
-use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SLICE_SIZE};
+use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SEGMENT_SIZE, SLICE_SIZE};
 use crate::heap::Heap;
 use crate::mitigations;
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
-/// A free block: its first word links to the next free block, its second holds the
-/// double-free mark (`crate::misuse::free_mark()`) from the moment it is freed until it is
-/// handed out again. Every size class has room for both (16 bytes at least).
+/// A free block: its first word links to the next free block, its second holds its page's
+/// free mark (`Page::mark`) from the moment it is carved or freed until it is handed out
+/// again. Every size class has room for both (16 bytes at least).
 #[repr(C)]
 pub struct Block {
     pub next: *mut Block,
@@ -103,6 +103,13 @@ pub unsafe fn write_mark(b: *mut Block, mark: usize) {
     let _ = (b, mark);
 }
 
+/// A free list of a page led to memory that is not a free block of it.
+#[cold]
+#[inline(never)]
+fn list_corrupted(b: *mut Block) -> ! {
+    crate::misuse::report("free list corrupted", b as *const u8)
+}
+
 /// `ceil(2^64 / size)` (0 for an unused page).
 const fn block_magic(size: usize) -> u64 {
     if size == 0 {
@@ -147,7 +154,7 @@ pub struct Page {
     pub used: AtomicU32,
     /// Blocks carved so far.
     pub capacity: Cell<u32>,
-    /// Every block on `free` is zero apart from its link word.
+    /// Every block on `free` is zero apart from its link and mark words.
     pub free_is_zero: Cell<bool>,
     /// The memory past `capacity` has not been touched since the OS zeroed it.
     pub fresh: Cell<bool>,
@@ -155,7 +162,11 @@ pub struct Page {
     /// purged, and since when (ms) the page has been sparse enough to purge (0: it is not).
     pub purge_used: Cell<u32>,
     pub sparse_since: Cell<u64>,
-    _owner_line_end: [u8; 24],
+    /// Links in the owning heap's page queue (or full list). Owner only.
+    pub prev: Cell<*mut Page>,
+    pub next: Cell<*mut Page>,
+    /// A copy of `mark` for `pop`, which touches only the owner's line.
+    pop_mark: Cell<usize>,
     // ---- description line ----
     /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
     /// path's one test: equal to the caller's heap means a local free into a non-full page.
@@ -168,7 +179,7 @@ pub struct Page {
     pub block_magic: Cell<u64>,
     /// First block of the page.
     pub start: Cell<*mut u8>,
-    /// Blocks that fit.
+    /// Blocks that fit (0 once the page is given back to its segment).
     pub reserved: Cell<u32>,
     /// OS pages given back while the page stays in use (bit k: the k-th 4 KiB of a small
     /// page); the blocks that start in them are free and on no list (`purge_free_os_pages`).
@@ -176,13 +187,15 @@ pub struct Page {
     pub purged: AtomicU16,
     /// The size class; read by remote freers and `stats()`.
     pub class: AtomicU8,
-    /// Links in the owning heap's page queue (or full list). Owner only, and written only
-    /// when the page changes queue.
-    pub prev: Cell<*mut Page>,
-    pub next: Cell<*mut Page>,
+    /// Bytes from `start` that are carved into blocks (`capacity * block_size`); a pointer
+    /// past them was never handed out. Written by the owner when it carves (rarely), read by
+    /// every free.
+    pub carved_end: AtomicU32,
     /// The secret that encodes the links of this page's free blocks in the secure build
     /// (`mitigations::ENCODED_LINKS`; 0 otherwise). Set when the page starts a class.
     pub key: Cell<usize>,
+    /// The free mark of this page's blocks (`mitigations::page_mark`; see `mark_of`).
+    mark: Cell<usize>,
     // ---- remote line ----
     pub thread_free: AtomicPtr<Block>,
     /// Remote frees of blocks not yet subtracted from `used`. A remote freer adds one after
@@ -193,7 +206,9 @@ pub struct Page {
 
 const _: () = assert!(
     core::mem::size_of::<Page>() == 192
+        && core::mem::offset_of!(Page, pop_mark) < 64
         && core::mem::offset_of!(Page, owner) == 64
+        && core::mem::offset_of!(Page, mark) < 128
         && core::mem::offset_of!(Page, thread_free) == 128
 );
 
@@ -214,8 +229,10 @@ impl Page {
         reserved: Cell::new(0),
         start: Cell::new(ptr::null_mut()),
         purged: AtomicU16::new(0),
-        _owner_line_end: [0; 24],
+        carved_end: AtomicU32::new(0),
         key: Cell::new(0),
+        mark: Cell::new(0),
+        pop_mark: Cell::new(0),
         prev: Cell::new(ptr::null_mut()),
         next: Cell::new(ptr::null_mut()),
         purge_used: Cell::new(u32::MAX),
@@ -243,7 +260,11 @@ impl Page {
         self.sparse_since.set(0);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
+        self.carved_end.store(0, Ordering::Relaxed);
         self.key.set(mitigations::page_key(self as *const Page as usize));
+        let mark = mitigations::page_mark(self as *const Page as usize);
+        self.mark.set(mark);
+        self.pop_mark.set(mark);
     }
 
     /// The next block after free block `b` of this page on its list. In the secure build the
@@ -257,7 +278,13 @@ impl Page {
         // SAFETY: per the contract, b's first word is its link.
         let next = mitigations::decode_link(self.key.get(), b, unsafe { (*b).next });
         if mitigations::ENCODED_LINKS && !next.is_null() && !self.is_block_start(next as *const u8) {
-            crate::misuse::report("free list corrupted (a write to a freed block)", b as *const u8);
+            list_corrupted(b);
+        }
+        // Plain links: at least the segment must be b's (every block of a page is in its
+        // segment), so a rewritten link is reported, not followed out of the heap; `pop`
+        // then checks the mark of the block it leads to.
+        if !mitigations::ENCODED_LINKS && (next.addr() ^ b.addr()) >= SEGMENT_SIZE && !next.is_null() {
+            list_corrupted(b);
         }
         next
     }
@@ -283,18 +310,27 @@ impl Page {
         self.used.store(self.used().wrapping_add(delta as u32), Ordering::Relaxed);
     }
 
-    /// Pops a block from `free`, which must not be empty, and clears its double-free mark.
+    /// Pops a block from `free`, which must not be empty, and clears its link and its
+    /// double-free mark (a fresh block shows nothing of the list).
+    ///
+    /// The block must carry the page's mark, as every free block does: a link that a use
+    /// after free or an overflow rewrote leads to memory that does not (a live block, or an
+    /// address of the attacker's choice), and is reported instead of handed out.
     ///
     /// # Safety
     /// Owner only; `free` is non-empty.
     #[inline(always)]
     pub unsafe fn pop(&self) -> *mut Block {
         let b = self.free.get();
-        // SAFETY: b is a free block of this page; its first word is the link, its second the
-        // mark (a block in use must not look freed).
+        // SAFETY: b is on the free list: a free block of this page unless a corrupted link
+        // put it there, which its missing mark tells before anything is written.
         unsafe {
+            if !cfg!(miri) && read_mark(b) != mitigations::block_mark(self.pop_mark.get(), b.addr()) {
+                list_corrupted(b);
+            }
             self.free.set(self.next_of(b));
-            (*b).mark = 0;
+            // Neither word tells anything of the list (the next block's address, a key).
+            b.write(Block { next: ptr::null_mut(), mark: 0 });
         }
         self.add_used(1);
         b
@@ -307,6 +343,25 @@ impl Page {
         let off = (p as usize).wrapping_sub(self.start.get() as usize) as u64;
         let m = self.block_magic.get();
         off.wrapping_mul(m) < m
+    }
+
+    /// The free mark of block `b` of this page: every free block carries it in its second
+    /// word, from the moment it is carved or freed until it is handed out. The default build
+    /// gives all blocks of a page one mark, the secure build each block its own
+    /// (`mitigations::block_mark`), so that a mark read from a freed block is no use
+    /// elsewhere.
+    #[inline(always)]
+    pub fn mark_of(&self, b: *const u8) -> usize {
+        mitigations::block_mark(self.mark.get(), b.addr())
+    }
+
+    /// Whether `p` is the start of a block carved so far: one that has been handed out, or
+    /// is free (then it carries the mark). Any other pointer into the page was never a block.
+    #[inline(always)]
+    pub fn is_carved_block(&self, p: *const u8) -> bool {
+        let off = (p as usize).wrapping_sub(self.start.get() as usize) as u64;
+        let m = self.block_magic.get();
+        off < self.carved_end.load(Ordering::Relaxed) as u64 && off.wrapping_mul(m) < m
     }
 
     /// Owner only: pushes a block freed by the owner.
@@ -446,32 +501,44 @@ impl Page {
 
     /// Owner only: carves more blocks from the untouched end of the page onto `free`
     /// (`free` must be empty and `capacity < reserved`). Builds at most `EXTEND_BYTES` worth,
-    /// and at least one block. Returns the bytes carved.
+    /// and at least one block, each linked and marked free. Returns the bytes carved.
     pub fn extend(&self) -> usize {
         let size = self.block_size.get();
         let cap = self.capacity.get() as usize;
         let n = (EXTEND_BYTES / size).clamp(1, self.reserved.get() as usize - cap);
         if mitigations::RANDOM_ORDER && n > 1 {
             self.link_shuffled(cap, n);
-            self.free_is_zero.set(self.fresh.get());
-            self.capacity.set((cap + n) as u32);
-            return n * size;
-        }
-        // SAFETY: blocks cap..cap+n lie inside the page (n <= reserved - cap) and are unused.
-        unsafe {
-            let first = self.start.get().add(cap * size);
-            let mut b = first;
-            for _ in 1..n {
-                let next = b.add(size);
-                self.set_next(b as *mut Block, next as *mut Block);
-                b = next;
+        } else {
+            // SAFETY: blocks cap..cap+n lie inside the page (n <= reserved - cap) and are unused.
+            unsafe {
+                let first = self.start.get().add(cap * size);
+                let mut b = first;
+                for _ in 1..n {
+                    let next = b.add(size);
+                    self.link_carved(b as *mut Block, next as *mut Block);
+                    b = next;
+                }
+                self.link_carved(b as *mut Block, ptr::null_mut());
+                self.free.set(first as *mut Block);
             }
-            self.set_next(b as *mut Block, ptr::null_mut());
-            self.free.set(first as *mut Block);
         }
         self.free_is_zero.set(self.fresh.get());
         self.capacity.set((cap + n) as u32);
+        self.carved_end.store(((cap + n) * size) as u32, Ordering::Relaxed);
         n * size
+    }
+
+    /// Makes unused block `b` a free block linked to `next`.
+    ///
+    /// # Safety
+    /// `b` is a block of this page that was never handed out.
+    #[inline(always)]
+    unsafe fn link_carved(&self, b: *mut Block, next: *mut Block) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.set_next(b, next);
+            write_mark(b, self.mark_of(b as *const u8));
+        }
     }
 
     /// `extend` for the secure build: links blocks `cap..cap + n` onto `free` in a random
@@ -503,7 +570,7 @@ impl Page {
                 runs &= !(1 << k);
             }
             // SAFETY: b is an unused block of this page, now free.
-            unsafe { self.set_next(b, head) };
+            unsafe { self.link_carved(b, head) };
             head = b;
         }
         self.free.set(head);
@@ -681,10 +748,10 @@ impl Page {
             // SAFETY: block i is a free block of this page, in an OS page that reads as zero.
             unsafe {
                 let b = start.add(i * size) as *mut Block;
-                if read_mark(b) == crate::misuse::free_mark() {
+                if read_mark(b) == self.mark_of(b as *const u8) {
                     crate::misuse::report("double free", b as *const u8);
                 }
-                self.set_next(b, head);
+                self.link_carved(b, head);
                 head = b;
             }
         }
@@ -694,7 +761,7 @@ impl Page {
     }
 
     /// Whether `p` is the start of a block of this page (as opposed to an interior pointer),
-    /// in its range. A multiply, not a division: remote frees run this.
+    /// in its reserved range (carved or not). A multiply, not a division: remote frees run this.
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start.get() as usize);
         let size = self.block_size.get();

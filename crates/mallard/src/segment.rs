@@ -255,7 +255,9 @@ impl Segment {
             }
         }
         debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
+        // No block of it is live now: a free of one (a double free) must find none carved.
         page.reserved.set(0);
+        page.carved_end.store(0, Ordering::Relaxed);
         page.used.store(0, Ordering::Relaxed);
         self.free_mask.set(self.free_mask.get() | 1 << i);
         self.used_pages.set(self.used_pages.get() - 1);

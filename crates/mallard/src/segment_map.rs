@@ -43,9 +43,11 @@ fn index(p: *const u8) -> usize {
 pub fn contains(p: *const u8) -> bool {
     #[cfg(not(miri))]
     {
-        let i = index(p) & (ENTRIES - 1);
-        // SAFETY: i < ENTRIES.
-        unsafe { MAP.get_unchecked(i) }.load(Ordering::Relaxed) != 0
+        // An address past the map (beyond user space, or null, which wraps to the top) is
+        // in no segment: masking it into range instead would alias it to a segment's region.
+        let i = index(p);
+        // SAFETY: i < ENTRIES (checked first).
+        i < ENTRIES && unsafe { MAP.get_unchecked(i) }.load(Ordering::Relaxed) != 0
     }
     #[cfg(miri)]
     !p.is_null()
