@@ -22,11 +22,15 @@ pub struct Allocator {
     /// For a Rust crate: the workload binary built with it as `#[global_allocator]`. Such an
     /// allocator runs the Rust workloads only, not the real programs.
     pub exe: Option<PathBuf>,
+    /// Environment variables set for its runs (an option of the library, such as
+    /// `MALLARD_HARDEN=full`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 impl Allocator {
     pub fn c(name: &str, preload: Option<PathBuf>) -> Allocator {
-        Allocator { name: name.into(), preload, exe: None }
+        Allocator { name: name.into(), preload, exe: None, env: Vec::new() }
     }
 }
 
@@ -52,7 +56,12 @@ pub fn crates(workload_exe: &Path) -> Vec<Allocator> {
         .iter()
         .filter_map(|c| {
             let exe = workload_exe.with_file_name(format!("mallard-workload-{c}"));
-            exe.exists().then(|| Allocator { name: format!("{c}-crate"), preload: None, exe: Some(exe) })
+            exe.exists().then(|| Allocator {
+                name: format!("{c}-crate"),
+                preload: None,
+                exe: Some(exe),
+                env: Vec::new(),
+            })
         })
         .collect()
 }
@@ -108,6 +117,7 @@ pub fn run_one(exe: &Path, job: &Job, smoke: bool, alloc: &Allocator) -> Result<
     if let Some(lib) = &alloc.preload {
         cmd.env("LD_PRELOAD", lib);
     }
+    cmd.envs(alloc.env.iter().map(|(k, v)| (k, v)));
     let name = job.name();
     reset_peak_rss();
     let start = Instant::now();

@@ -36,6 +36,7 @@ fn every_job_runs_in_its_own_process_under_each_allocator_that_can_run_it() {
             name: "mimalloc-crate".into(),
             preload: None,
             exe: Some(env!("CARGO_BIN_EXE_mallard-workload-mimalloc").into()),
+            env: Vec::new(),
         },
     ];
     let scratch = std::env::temp_dir().join(format!("mallard-bench-test-{}", std::process::id()));
@@ -150,4 +151,17 @@ fn a_childs_peak_rss_is_its_own_not_the_runners() {
     drop(big);
     let s = process::run_one(exe(), &Job::Workload("churn".into()), true, &Allocator::c("glibc", None)).unwrap();
     assert!(s.peak_rss_kib < 32 << 10, "a small workload reported {} KiB: the runner's peak leaked in", s.peak_rss_kib);
+}
+
+#[test]
+fn an_allocators_environment_reaches_its_runs() {
+    let job = Job::Program(mallard_bench::programs::Program {
+        name: "env-probe".into(),
+        argv: ["sh", "-c", "test \"$MALLARD_BENCH_PROBE\" = yes"].map(Into::into).to_vec(),
+        env: Vec::new(),
+    });
+    let mut with = Allocator::c("glibc", None);
+    with.env.push(("MALLARD_BENCH_PROBE".into(), "yes".into()));
+    assert!(process::run_one(exe(), &job, true, &with).is_ok(), "the variable is set for the run");
+    assert!(process::run_one(exe(), &job, true, &Allocator::c("glibc", None)).is_err(), "and only for that allocator");
 }

@@ -1,6 +1,7 @@
 //! The misuse suite (`tests/misuse/`): C programs that misuse the heap the way buggy or hostile
-//! programs do, each run in a child process under glibc's malloc and under `libmallard.so`
-//! and under the secure build (`libmallard_secure.so`, feature `secure`). The first lines of each program state the
+//! programs do, each run in a child process under glibc's malloc, under `libmallard.so`, and
+//! under the secure build (`libmallard_secure.so`, feature `secure`) at its default level and
+//! at its full level (`MALLARD_HARDEN=full`). The first lines of each program state the
 //! outcome per allocator (see `tests/misuse/misuse.h`); this test holds every allocator to
 //! them, and holds SECURITY.md's table to the programs.
 
@@ -63,6 +64,8 @@ struct Case {
     glibc: Outcome,
     mallard: Outcome,
     secure: Outcome,
+    /// The secure build at its full level (as `secure` unless the program says).
+    full: Outcome,
 }
 
 fn cases() -> Vec<Case> {
@@ -78,14 +81,12 @@ fn cases() -> Vec<Case> {
         .map(|source| {
             let text = std::fs::read_to_string(&source).expect("read a misuse program");
             let name = source.file_stem().unwrap().to_string_lossy().into_owned();
-            let outcome = |who: &str| {
+            let stated = |who: &str| {
                 let prefix = format!("// outcome {who}:");
-                let line = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&prefix))
-                    .unwrap_or_else(|| panic!("{name}.c: no `{prefix}` line"));
-                Outcome::parse(line).unwrap_or_else(|e| panic!("{name}.c: {e}"))
+                let line = text.lines().find_map(|l| l.strip_prefix(&prefix))?;
+                Some(Outcome::parse(line).unwrap_or_else(|e| panic!("{name}.c: {e}")))
             };
+            let outcome = |who: &str| stated(who).unwrap_or_else(|| panic!("{name}.c: no `// outcome {who}:` line"));
             let comment = text.split("/*").nth(1).and_then(|c| c.split("*/").next()).unwrap_or("");
             let comment = comment
                 .lines()
@@ -98,6 +99,7 @@ fn cases() -> Vec<Case> {
                 glibc: outcome("glibc"),
                 mallard: outcome("mallard"),
                 secure: outcome("mallard-secure"),
+                full: stated("mallard-secure-full").unwrap_or_else(|| outcome("mallard-secure")),
                 name,
                 source,
                 what,
@@ -126,18 +128,24 @@ struct Ran {
     stderr: String,
 }
 
-/// Runs `exe` with `preload` (none: glibc), core dumps off, killed after 20 s.
-fn run(exe: &Path, preload: Option<&Path>) -> Ran {
+/// Runs `exe` with `preload` (none: glibc) and `full` (`MALLARD_HARDEN=full`), core dumps
+/// off, killed after 20 s.
+fn run(exe: &Path, preload: Option<&Path>, full: bool) -> Ran {
     let dir = exe.parent().unwrap();
-    let tag = preload.map_or("glibc".to_string(), |p| p.file_stem().unwrap().to_string_lossy().into_owned());
+    let tag = preload.map_or("glibc".to_string(), |p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        + if full { "-full" } else { "" };
     let (out, err) = (dir.join(format!("{tag}.stdout")), dir.join(format!("{tag}.stderr")));
     let mut cmd = Command::new(exe);
     cmd.env_remove("LD_PRELOAD")
+        .env_remove("MALLARD_HARDEN")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap());
     if let Some(lib) = preload {
         cmd.env("LD_PRELOAD", lib);
+    }
+    if full {
+        cmd.env("MALLARD_HARDEN", "full");
     }
     // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
     unsafe {
@@ -218,14 +226,15 @@ fn every_misuse_program_has_its_stated_outcome() {
     for case in &cases {
         let dir = support::scratch(&format!("misuse-{}", case.name));
         let exe = compile(case, &dir);
-        let mut runs: Vec<(&str, Option<&Path>, &Outcome, bool)> =
-            vec![("mallard", Some(support::lib()), &case.mallard, true)];
+        let mut runs: Vec<(&str, Option<&Path>, bool, &Outcome, bool)> =
+            vec![("mallard", Some(support::lib()), false, &case.mallard, true)];
         if check_glibc {
-            runs.push(("glibc", None, &case.glibc, false));
+            runs.push(("glibc", None, false, &case.glibc, false));
         }
-        runs.push(("mallard-secure", Some(secure), &case.secure, true));
-        for (who, preload, want, mallard) in runs {
-            if let Err(e) = check(&case.name, who, want, &run(&exe, preload), mallard) {
+        runs.push(("mallard-secure", Some(secure), false, &case.secure, true));
+        runs.push(("mallard-secure-full", Some(secure), true, &case.full, true));
+        for (who, preload, full, want, mallard) in runs {
+            if let Err(e) = check(&case.name, who, want, &run(&exe, preload, full), mallard) {
                 failures.push(e);
             }
         }
@@ -235,16 +244,17 @@ fn every_misuse_program_has_its_stated_outcome() {
 
 /// The table SECURITY.md shows, from the programs' stated outcomes.
 fn table(cases: &[Case]) -> String {
-    let mut t = format!("| program | what it does | glibc {GLIBC} | mallard | mallard secure |\n");
-    t += "|---|---|---|---|---|\n";
+    let mut t = format!("| program | what it does | glibc {GLIBC} | mallard | mallard secure | secure, full level |\n");
+    t += "|---|---|---|---|---|---|\n";
     for c in cases {
         t += &format!(
-            "| `{}` | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} |\n",
             c.name,
             c.what,
             c.glibc.cell(),
             c.mallard.cell(),
-            c.secure.cell()
+            c.secure.cell(),
+            c.full.cell()
         );
     }
     t

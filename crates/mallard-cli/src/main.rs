@@ -64,7 +64,9 @@ struct BenchArgs {
     #[arg(long, value_name = "NAME", requires = "process")]
     allocators: Option<String>,
     /// With --process: also run under the C allocator in LIB, called NAME (repeatable), e.g.
-    /// another build of libmallard.so to compare with: `--extra before=/tmp/libmallard.so`.
+    /// another build of libmallard.so to compare with: `--extra before=/tmp/libmallard.so`;
+    /// `@VAR=VALUE` after the path sets an environment variable for its runs
+    /// (`--extra full=target/release/libmallard_secure.so@MALLARD_HARDEN=full`).
     #[arg(long, value_name = "NAME=LIB", requires = "process")]
     extra: Vec<String>,
     /// With --process: also draw time and peak RSS relative to glibc as an SVG chart in FILE.
@@ -117,12 +119,22 @@ fn bench_process(args: &BenchArgs, selected: &[&str]) -> Result<(), String> {
     let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bins"], "build it")?;
     let mut allocators = process::detect(&lib);
     for e in &args.extra {
-        let (name, path) = e.split_once('=').ok_or_else(|| format!("--extra {e:?}: want NAME=LIB"))?;
+        let (name, rest) = e.split_once('=').ok_or_else(|| format!("--extra {e:?}: want NAME=LIB[@VAR=VALUE...]"))?;
+        let mut parts = rest.split('@');
+        let path = parts.next().unwrap_or_default();
         let path = std::fs::canonicalize(path).map_err(|err| format!("--extra {name}: {path}: {err}"))?;
         if name.is_empty() || allocators.iter().any(|a| a.name == name) {
             return Err(format!("--extra {e:?}: the name must be new and not empty"));
         }
-        allocators.push(process::Allocator::c(name, Some(path)));
+        let mut alloc = process::Allocator::c(name, Some(path));
+        for var in parts {
+            let (k, v) = var
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("--extra {e:?}: {var:?} is not VAR=VALUE"))?;
+            alloc.env.push((k.to_string(), v.to_string()));
+        }
+        allocators.push(alloc);
     }
     allocators.extend(process::crates(&exe));
     if let Some(only) = &args.allocators {

@@ -8,7 +8,7 @@ use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
 use crate::large::{self, ChunkHeap};
 use crate::misuse;
-use crate::mitigations::{self, FILL_FREED, QUARANTINE};
+use crate::mitigations::{self, CANARY};
 use crate::page::{read_mark, write_mark, Block, Page};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::segment_map;
@@ -23,6 +23,12 @@ use core::sync::atomic::Ordering;
 /// `heap` is the calling thread's heap.
 #[inline(always)]
 pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
+    if mitigations::ZERO_BLOCKS && size == 0 {
+        return zero_block(heap);
+    }
+    if mitigations::canaries() {
+        return with_canary(heap, size, MIN_ALIGN, false);
+    }
     if size <= DIRECT_MAX {
         // SAFETY: (size + 7) / 8 <= DIRECT_SLOTS - 1; slots always point at a valid page.
         let page = unsafe { &*heap.pages_direct.get_unchecked((size + 7) >> 3).get() };
@@ -96,6 +102,9 @@ fn huge_alloc(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Conten
 /// `heap` is the calling thread's heap.
 #[inline]
 pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 {
+    if mitigations::canaries() {
+        return with_canary(heap, size, align, false);
+    }
     if natural_alignment(size, align) {
         // SAFETY: forwarded.
         return unsafe { malloc(heap, size) };
@@ -125,6 +134,12 @@ fn malloc_aligned_slow(heap: &Heap, size: usize, align: usize) -> Option<(*mut u
 /// # Safety
 /// `heap` is the calling thread's heap.
 pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
+    if mitigations::ZERO_BLOCKS && size == 0 && align <= MIN_ALIGN {
+        return zero_block(heap);
+    }
+    if mitigations::canaries() {
+        return with_canary(heap, size, align, true);
+    }
     let r =
         if natural_alignment(size, align) { alloc_sized(heap, size) } else { malloc_aligned_slow(heap, size, align) };
     match r {
@@ -139,6 +154,68 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
             }
             p
         }
+    }
+}
+
+/// `malloc(0)` in the secure build: an inaccessible zero-size block (`zero`), or when none is
+/// left a plain one.
+#[cold]
+#[inline(never)]
+fn zero_block(heap: &Heap) -> *mut u8 {
+    match heap.backend().zero_alloc() {
+        Some(p) => p.as_ptr(),
+        None => alloc_sized(heap, CANARY).map_or_else(out_of_memory, |(p, _)| p),
+    }
+}
+
+/// `malloc` (`zero`: zeroed) at the full level, where a block of a page class is taken
+/// `CANARY` bytes larger and ends with its canary (`mitigations::canaries`).
+#[cold]
+#[inline(never)]
+fn with_canary(heap: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let Some(n) = size.checked_add(CANARY) else { return out_of_memory() };
+    // A block of a page class always has its canary, so `free` can check every one: a size
+    // whose canary would not fit the classes goes to a chunk (which has a canary of its own)
+    // or a huge block (a guard page right after the size asked for).
+    let (r, canary) = if natural_alignment(n, align) {
+        if n <= CLASS_MAX {
+            (malloc_class(heap, class_of(n)), true)
+        } else {
+            (alloc_sized(heap, size.max(CLASS_MAX + 1)), false)
+        }
+    } else {
+        match class_for_aligned(n.max(align), align).filter(|_| align <= SLICE_SIZE) {
+            Some(class) => (malloc_class(heap, class), true),
+            None => (huge_alloc(heap, size, align.max(OS_PAGE_SIZE)), false),
+        }
+    };
+    let Some((p, contents)) = r else { return out_of_memory() };
+    // SAFETY: p is a fresh block of at least n bytes (size, without a canary).
+    unsafe {
+        if zero && contents != Contents::Zero {
+            ptr::write_bytes(p, 0, if canary { n } else { size });
+        }
+        if canary {
+            let end = p.add((*segment_of(p)).page_of(p).block_size.get() - CANARY);
+            (end as *mut usize).write_unaligned(mitigations::small_canary(p));
+        }
+    }
+    p
+}
+
+/// Reports a free of page-class block `p` of `size` bytes whose canary was overwritten (at
+/// the full level; nothing otherwise).
+///
+/// # Safety
+/// `p` is a carved block of `size` bytes that was handed out.
+#[inline(always)]
+unsafe fn check_canary(p: *mut u8, size: usize) {
+    if !mitigations::canaries() || cfg!(miri) {
+        return;
+    }
+    // SAFETY: the last word of the block.
+    if unsafe { (p.add(size - CANARY) as *const usize).read_unaligned() } != mitigations::small_canary(p) {
+        misuse::report_op("free", "a block written past its end", p);
     }
 }
 
@@ -168,16 +245,21 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
             if read_mark(b) == mark {
                 return free_marked(p);
             }
-            write_mark(b, mark);
-            if QUARANTINE && fill_and_keep(heap, p, page.block_size.get(), mark) {
-                return;
+            if mitigations::quarantine() {
+                check_canary(p, page.block_size.get());
+                write_mark(b, mark);
+                if fill_and_keep(heap, p, page.block_size.get(), mark) {
+                    return;
+                }
+            } else {
+                write_mark(b, mark);
             }
             release_own(heap, page, b);
         }
         return;
     }
     // SAFETY: forwarded.
-    unsafe { free_slow(heap, seg, page, p, QUARANTINE) }
+    unsafe { free_slow(heap, seg, page, p, mitigations::quarantine()) }
 }
 
 /// Links freed block `b` (marked) of `heap`'s own page `page` onto its local free list and
@@ -216,9 +298,9 @@ unsafe fn release_own(heap: &Heap, page: &Page, b: *mut Block) {
     }
 }
 
-/// The secure build's part of `free` for a block of a page class that passed `free`'s checks
-/// and carries the free `mark`: fills it with zeros (`FILL_FREED`, the mark kept), and keeps a
-/// small one in `heap`'s quarantine (`QUARANTINE`) while the thread frees
+/// The full level's part of `free` for a block of a page class that passed `free`'s checks
+/// and carries the free `mark`: fills it with zeros (`fill_freed`, the mark kept), and keeps
+/// a small one in `heap`'s quarantine (`quarantine`) while the thread frees
 /// `QUARANTINE_SLOTS` more; the block that leaves the quarantine is checked for writes made
 /// to it since (`check_untouched`) and released. Returns whether `p` was kept (else the caller
 /// releases it now).
@@ -233,7 +315,7 @@ unsafe fn fill_and_keep(heap: &Heap, p: *mut u8, size: usize, mark: usize) -> bo
     }
     // SAFETY: p is a block of `size` bytes, which the program gives up here.
     unsafe {
-        if FILL_FREED {
+        if mitigations::fill_freed() {
             fill_zero(p, size);
         }
         write_mark(p.cast(), mark);
@@ -241,9 +323,7 @@ unsafe fn fill_and_keep(heap: &Heap, p: *mut u8, size: usize, mark: usize) -> bo
     if size > mitigations::QUARANTINE_MAX {
         return false;
     }
-    // The slot keeps how many 16-byte units of the block `check_untouched` reads (1 to 4) in
-    // the low bits of the (16-aligned) address.
-    let out = heap.quarantine_swap(p.map_addr(|a| a | (size.min(64) / 16 - 1)));
+    let out = heap.quarantine_swap(p);
     if !out.is_null() {
         // SAFETY: `out` is a block this thread freed and kept, marked and filled.
         unsafe { release_quarantined(heap, out) };
@@ -278,21 +358,19 @@ unsafe fn fill_zero(p: *mut u8, size: usize) {
     }
 }
 
-/// Releases the block in quarantine slot `slot` (its address, tagged as `fill_and_keep` says)
-/// as it leaves `heap`'s quarantine, after checking it was not written to since its free.
+/// Releases block `b` as it leaves `heap`'s quarantine, after checking it was not written to
+/// since its free.
 ///
 /// # Safety
-/// `slot` was put in the quarantine by `fill_and_keep` on `heap`'s thread, which is the caller.
+/// `b` was put in the quarantine by `fill_and_keep` on `heap`'s thread, which is the caller.
 #[inline(never)]
-pub unsafe fn release_quarantined(heap: &Heap, slot: *mut u8) {
-    let units = (slot.addr() & (MIN_ALIGN - 1)) + 1;
-    let b = slot.map_addr(|a| a & !(MIN_ALIGN - 1));
+pub unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
     // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
     // and marked freed.
     unsafe {
         let seg = &*segment_of(b);
         let page = seg.page_of(b);
-        check_untouched(b, units, page.mark_of(b));
+        check_untouched(b, page.block_size.get(), page.mark_of(b));
         if page.owner.load(Ordering::Relaxed) == heap.id() {
             release_own(heap, page, b.cast());
         } else {
@@ -302,28 +380,21 @@ pub unsafe fn release_quarantined(heap: &Heap, slot: *mut u8) {
     }
 }
 
-/// Reports a write to quarantined block `b` since its free: its first `units` × 16 bytes
-/// must still read as `fill_and_keep` left them, zero but for the free `mark` in its second
-/// word. (Only the first 64 bytes: reading all of a block costs as much as filling it.)
+/// Reports a write to quarantined block `b` of `size` bytes since its free: all of it must
+/// still read as `fill_and_keep` left it, zero but for the free `mark` in its second word.
 ///
 /// # Safety
-/// `b` is a quarantined block of at least `units` × 16 bytes.
+/// `b` is a quarantined block of `size` bytes (a multiple of 16).
 #[inline(always)]
-unsafe fn check_untouched(b: *mut u8, units: usize, mark: usize) {
-    let w = b as *const u128;
-    // SAFETY: inside the block (at least `units` × 16 bytes), which the allocator holds.
+unsafe fn check_untouched(b: *mut u8, size: usize, mark: usize) {
+    // SAFETY: inside the block, which the allocator holds.
     let bad = unsafe {
-        let mut bad = (b as *const [usize; 2]).read() != [0, mark];
-        if units >= 2 {
-            bad |= w.add(1).read_unaligned() != 0;
-            if units >= 3 {
-                bad |= w.add(2).read_unaligned() != 0;
-                if units == 4 {
-                    bad |= w.add(3).read_unaligned() != 0;
-                }
-            }
+        let w = b as *const u128;
+        let mut any = (b as *const [usize; 2]).read() != [0, mark];
+        for k in 1..size / 16 {
+            any |= w.add(k).read() != 0;
         }
-        bad
+        any
     };
     if bad {
         misuse::report("write to a freed block", b);
@@ -414,22 +485,28 @@ fn report_block(op: &str, m: BlockMisuse, p: *const u8) -> ! {
 }
 
 /// Checks that `p` is a live block of page-class `page`, for the paths other than the free
-/// fast path, and marks it freed.
+/// fast path, and its canary (`canary`: a block the program frees, not one leaving the
+/// quarantine), and marks it freed.
 ///
 /// # Safety
 /// `page` is the page of `p`'s slice, in a mapped segment.
-unsafe fn check_and_mark(page: &Page, p: *mut u8) {
+unsafe fn check_and_mark(page: &Page, p: *mut u8, canary: bool) {
     // SAFETY: forwarded.
     if let Some(m) = unsafe { block_misuse(page, p) } {
         report_block("free", m, p);
     }
     // SAFETY: p is a live block of the page (checked), which the program gives up here.
-    unsafe { write_mark(p.cast(), page.mark_of(p)) };
+    unsafe {
+        if canary {
+            check_canary(p, page.block_size.get());
+        }
+        write_mark(p.cast(), page.mark_of(p));
+    }
 }
 
-/// `free`'s paths other than the caller's own untagged page. With `keep` (the secure build's
-/// `free`, not a block leaving the quarantine), a block of a page class goes through
-/// `fill_and_keep`.
+/// `free`'s paths other than the caller's own untagged page. With `keep` (a `free` at the full
+/// level, not a block leaving the quarantine), a block of a page class has its canary checked
+/// and goes through `fill_and_keep`.
 #[cold]
 unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: bool) {
     let kind = seg.kind();
@@ -442,6 +519,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
             return;
         }
         SegmentKind::Cached => misuse::report("double free (or free of a pointer mallard did not allocate)", p),
+        SegmentKind::Zero => return seg.backend().zero_free(seg, p),
         SegmentKind::Chunk => {
             let (start, end) = seg.chunk_region();
             // The header is only read by the owner, who may be changing it (see `chunk_free`).
@@ -460,7 +538,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
             // Our own page, in the full list or with purged OS pages (the owner tags).
             // SAFETY: our own page.
             unsafe {
-                check_and_mark(page, p);
+                check_and_mark(page, p, keep);
                 if keep && fill_and_keep(heap, p, page.block_size.get(), page.mark_of(p)) {
                     return;
                 }
@@ -488,14 +566,14 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
         return;
     }
     // SAFETY: the page of p's slice.
-    unsafe { check_and_mark(page, p) };
+    unsafe { check_and_mark(page, p, keep) };
     if keep {
         match heap.for_remote_free() {
             // SAFETY: checked and marked above.
             Some(h) if unsafe { fill_and_keep(h, p, page.block_size.get(), page.mark_of(p)) } => return,
             Some(_) => {}
             // An exiting thread keeps nothing, but the block is still filled.
-            None if FILL_FREED && !cfg!(miri) => {
+            None if mitigations::fill_freed() && !cfg!(miri) => {
                 // SAFETY: p is a checked, marked block of its page's size, being freed.
                 unsafe {
                     fill_zero(p, page.block_size.get());
@@ -549,7 +627,8 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
         SegmentKind::Huge => page.start.get() as usize + page.block_size.get() - p as usize,
         // SAFETY: p is a live chunk.
         SegmentKind::Chunk => unsafe { ChunkHeap::usable_size(p.cast_mut()) },
-        _ => page.block_size.get(),
+        SegmentKind::Zero | SegmentKind::Cached => 0,
+        _ => page.block_size.get().saturating_sub(if mitigations::canaries() { CANARY } else { 0 }),
     }
 }
 
@@ -648,6 +727,7 @@ pub unsafe fn check_size(p: *const u8, size: usize, align: usize, exact: bool, o
     let page = seg.page_of(p);
     let ok = match seg.kind() {
         SegmentKind::Cached => return,
+        SegmentKind::Zero => size == 0,
         SegmentKind::Huge => {
             if p != page.start.get() {
                 return;
@@ -667,6 +747,7 @@ pub unsafe fn check_size(p: *const u8, size: usize, align: usize, exact: bool, o
                 return;
             }
             let class = page.class.load(Ordering::Relaxed) as usize;
+            let size = size + if mitigations::canaries() { CANARY } else { 0 };
             let picked = if align <= MIN_ALIGN {
                 (size <= CLASS_MAX).then(|| class_of(size))
             } else {
@@ -712,6 +793,11 @@ pub unsafe fn check_live(p: *const u8, op: &str) {
             }
         }
         SegmentKind::Cached => misuse::report_op(op, "a freed block", p),
+        SegmentKind::Zero => {
+            if !seg.backend().zero_live(seg, p) {
+                misuse::report_op(op, "a freed block (or a pointer that is not a block)", p);
+            }
+        }
         SegmentKind::Chunk => {
             let (start, end) = seg.chunk_region();
             // SAFETY: the header of a live chunk is stable apart from its PREV_FREE bit.

@@ -36,6 +36,8 @@ pub struct Backend {
     /// Creates and installs the calling thread's heap (for the global backend); `None` for
     /// backends whose heaps are made explicitly.
     pub thread_init: Option<fn() -> *const Heap>,
+    /// Zero-size blocks (secure build, `zero`).
+    pub(crate) zero: crate::zero::ZeroSlots,
 }
 
 struct State {
@@ -86,6 +88,7 @@ impl Backend {
             purge_delay_ms: AtomicU64::new(PURGE_DELAY_MS),
             next_purge: AtomicU64::new(u64::MAX),
             thread_init,
+            zero: crate::zero::ZeroSlots::new(),
         }
     }
 

@@ -36,6 +36,7 @@ pub mod segment;
 pub mod segment_map;
 pub mod size_class;
 pub mod stats;
+pub mod zero;
 
 pub use global::Mallard;
 pub use stats::Stats;

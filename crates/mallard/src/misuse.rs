@@ -44,6 +44,14 @@ pub(crate) fn random_word() -> usize {
     r.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Writes one line `mallard: <what>` to stderr, without allocating (a warning: no abort).
+#[cold]
+pub fn warn(what: &str) {
+    let mut w = FdWriter::new(2);
+    let _ = writeln!(w, "mallard: {what}");
+    w.flush();
+}
+
 /// Reports misuse of the allocator at `p` and aborts: `mallard: <what> at <p>`.
 #[cold]
 #[inline(never)]

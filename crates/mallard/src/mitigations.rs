@@ -8,8 +8,11 @@
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
 //! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
-//! | `FILL_FREED` | a use after free reading what the block held | `alloc::fill_and_keep` |
-//! | `QUARANTINE` | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::fill_and_keep`, `Heap::quarantine_swap` |
+//! | `BLOCK_MARKS` | a free mark read from a freed block being copied into a live one, so that a forged link to it passes `malloc`'s check | `block_mark`, `Page::mark_of` |
+//! | `fill_freed` (full level) | a use after free reading what the block held | `alloc::fill_and_keep` |
+//! | `quarantine` (full level) | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::fill_and_keep`, `Heap::quarantine_swap` |
+//! | `canaries` (full level) | an overflow past a small block's end going unseen | `small_canary`, `alloc::with_canary`, `alloc::check_canary` |
+//! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::malloc` |
 //! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
@@ -17,7 +20,7 @@
 
 use crate::config::{HEADER_KEEP, OS_PAGE_SIZE, SLICE_SIZE};
 use crate::page::Block;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Whether this is the secure build.
 pub const SECURE: bool = cfg!(feature = "secure");
@@ -43,27 +46,102 @@ pub const ENCODED_LINKS: bool = SECURE;
 pub const RANDOM_ORDER: bool = SECURE;
 pub const RANDOM_RUNS: usize = 8;
 
-/// **Freed blocks filled.** A block of a page class is overwritten with zeros when it is
-/// freed (`alloc::fill_and_keep`), so a use after free reads zeros instead of what the block held
-/// (keys, pointers that would defeat ASLR), and a later allocation never hands out the old
-/// contents. Chunks and huge blocks are not filled (their free memory is purged to the OS
-/// after the purge delay; filling megabytes on every `free` would cost more than the rest of
-/// the build together). This and `QUARANTINE` are most of the secure build's cost (41–45 %
-/// geomean on the suite against 10–15 % without them, BENCHMARKS.md): a block freed long after
-/// its last use is pulled back into the cache to be zeroed.
-pub const FILL_FREED: bool = SECURE;
+/// **The full level** (`MALLARD_HARDEN=full` in the environment, read when the process first
+/// asks which level it runs at, so before its first block; the secure build only). The default
+/// secure level keeps every mitigation whose cost is small; this one adds those that cost more
+/// than the rest together: `fill_freed`, `quarantine` and `canaries`.
+#[inline(always)]
+pub fn full() -> bool {
+    SECURE && level() == LEVEL_FULL
+}
 
-/// **A quarantine for freed small blocks.** A freed block of up to `QUARANTINE_MAX` bytes is
-/// not reused at once: it waits in its thread's ring of `QUARANTINE_SLOTS` (`Heap::quarantine`),
-/// marked freed and filled, until that thread has freed as many blocks again. A dangling
-/// pointer then points at a block nobody has been given yet, so a use after free cannot
-/// reach the next object of its size, which is what type-confusion exploits need; and when
-/// the block leaves the ring its first line is checked for writes made after the free
-/// (`write to a freed block`). Blocks a thread frees into other threads' pages wait in the
-/// freeing thread's ring. The ring is emptied when the thread exits and by `collect`.
-pub const QUARANTINE: bool = SECURE;
-pub const QUARANTINE_SLOTS: usize = if QUARANTINE { 64 } else { 0 };
+const LEVEL_UNSET: u8 = 0;
+const LEVEL_DEFAULT: u8 = 1;
+const LEVEL_FULL: u8 = 2;
+static LEVEL: AtomicU8 = AtomicU8::new(LEVEL_UNSET);
+
+#[inline(always)]
+fn level() -> u8 {
+    match LEVEL.load(Ordering::Relaxed) {
+        LEVEL_UNSET => init_level(),
+        l => l,
+    }
+}
+
+/// Chooses the level from `MALLARD_HARDEN` (`full`, or `default`/unset), once, and returns
+/// it: a block must be freed at the level it was allocated at. A value it does not know, or
+/// `full` outside the secure build, is reported on one line and the default kept.
+#[cold]
+#[inline(never)]
+fn init_level() -> u8 {
+    let level = match crate::os::env(c"MALLARD_HARDEN") {
+        None | Some(b"") | Some(b"default") => LEVEL_DEFAULT,
+        Some(b"full") if SECURE => LEVEL_FULL,
+        Some(b"full") => {
+            crate::misuse::warn("MALLARD_HARDEN=full needs the secure build (libmallard_secure.so); ignored");
+            LEVEL_DEFAULT
+        }
+        Some(_) => {
+            crate::misuse::warn("MALLARD_HARDEN is not `default` or `full`; keeping the default");
+            LEVEL_DEFAULT
+        }
+    };
+    match LEVEL.compare_exchange(LEVEL_UNSET, level, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => level,
+        Err(won) => won,
+    }
+}
+
+/// **Freed blocks filled** (full level). A block of a page class is overwritten with zeros
+/// when it is freed (`alloc::fill_and_keep`), so a use after free reads zeros instead of what
+/// the block held (keys, pointers that would defeat ASLR), and a later allocation never hands
+/// out the old contents. Chunks and huge blocks are not filled (their free memory is purged
+/// to the OS after the purge delay; filling megabytes on every `free` would cost more than
+/// the rest together). With `quarantine` it is most of the full level's cost: a block freed
+/// long after its last use is pulled back into the cache to be zeroed.
+#[inline(always)]
+pub fn fill_freed() -> bool {
+    full()
+}
+
+/// **A quarantine for freed small blocks** (full level). A freed block of up to
+/// `QUARANTINE_MAX` bytes is not reused at once: it waits in its thread's ring of
+/// `QUARANTINE_SLOTS` (`Heap::quarantine`), marked freed and filled, until that thread has
+/// freed as many blocks again. A dangling pointer then points at a block nobody has been
+/// given yet, so a use after free cannot reach the next object of its size, which is what
+/// type-confusion exploits need; and when the block leaves the ring all of it is checked for
+/// writes made after the free (`write to a freed block`). Blocks a thread frees into other
+/// threads' pages wait in the freeing thread's ring. The ring is emptied when the thread
+/// exits and by `collect`.
+#[inline(always)]
+pub fn quarantine() -> bool {
+    full()
+}
+pub const QUARANTINE_SLOTS: usize = if SECURE { 64 } else { 0 };
 pub const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
+
+/// **Canaries after small blocks** (full level). A block of a page class is taken 8 bytes
+/// larger than asked for, and its last word holds a secret per block (`small_canary`, its
+/// first byte zero so a string overflow stops there), which `free` checks: an overflow past
+/// the block's usable size is reported (`a block written past its end`). Chunks have a
+/// canary in every build (`large::set_canary`); huge blocks a guard page (`HUGE_GUARD`).
+#[inline(always)]
+pub fn canaries() -> bool {
+    full()
+}
+pub const CANARY: usize = 8;
+
+/// The canary of page-class block `p` (see `canaries`).
+#[inline]
+pub fn small_canary(p: *const u8) -> usize {
+    (mix(secret(SMALL_CANARY_SECRET) ^ p.addr()) & !0xff) | 0x100
+}
+
+/// **Inaccessible zero-size blocks.** `malloc(0)` (and `calloc` of nothing) returns a unique
+/// address in a segment with nothing accessible after its header (`zero`), so a read or
+/// write through it faults (SIGSEGV) instead of reaching a neighbour. It costs nothing on
+/// other sizes: `malloc`'s fast path tests for 0 only in the secure build.
+pub const ZERO_BLOCKS: bool = SECURE;
 
 /// splitmix64: a small, fast generator for the secure build's random choices.
 pub struct Rng(u64);
@@ -147,7 +225,7 @@ const _: () = assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the guard page 
 /// in the library's data, never in memory a block can reach, and no two are related, so a
 /// free mark read from a freed block tells nothing of the link keys or header checksums.
 fn secret(purpose: usize) -> usize {
-    static SECRETS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+    static SECRETS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
     let s = SECRETS[purpose].load(Ordering::Relaxed);
     if s != 0 {
         return s;
@@ -164,6 +242,7 @@ const HEADER_SECRET: usize = 2;
 const CHUNK_LINK_SECRET: usize = 3;
 const CANARY_SECRET: usize = 4;
 const BLOCK_MARK_SECRET: usize = 5;
+const SMALL_CANARY_SECRET: usize = 6;
 
 /// A 64-bit mix (the finaliser of splitmix64).
 #[inline]

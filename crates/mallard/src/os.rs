@@ -72,6 +72,26 @@ pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
+/// The value of environment variable `name`, if it is set (without allocating; under Miri,
+/// never). For start-up only: the slice lives as long as nothing changes the environment.
+pub fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        // SAFETY: getenv takes a C string and returns NULL or a C string of the environment.
+        let v = unsafe { libc::getenv(name.as_ptr()) };
+        if v.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null result of getenv.
+        Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    {
+        let _ = name;
+        None
+    }
+}
+
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     #[cfg(not(miri))]

@@ -34,6 +34,8 @@ pub enum SegmentKind {
     Chunk = 4,
     /// Empty, in the backend's segment cache.
     Cached = 5,
+    /// The addresses of zero-size blocks in the secure build (`zero`): nothing but a header.
+    Zero = 6,
 }
 
 impl SegmentKind {
@@ -52,6 +54,7 @@ impl SegmentKind {
             2 => SegmentKind::Large,
             3 => SegmentKind::Huge,
             4 => SegmentKind::Chunk,
+            6 => SegmentKind::Zero,
             _ => SegmentKind::Cached,
         }
     }
@@ -62,7 +65,7 @@ impl SegmentKind {
             SegmentKind::Small => !1u64,
             SegmentKind::Medium => 0xff,
             SegmentKind::Large | SegmentKind::Huge | SegmentKind::Chunk => 1,
-            SegmentKind::Cached => 0,
+            SegmentKind::Cached | SegmentKind::Zero => 0,
         }
     }
 }

@@ -24,12 +24,20 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Returns true where the caller is to do the test: in the child (and under Miri, which runs
 /// no processes and has no preemption).
 fn alone(name: &str) -> bool {
+    alone_with(name, &[])
+}
+
+/// `alone`, with environment variables `env` set in the child (options mallard reads at its
+/// first allocation, such as `MALLARD_HARDEN`). Under Miri the test runs in place, without
+/// them.
+fn alone_with(name: &str, env: &[(&str, &str)]) -> bool {
     if cfg!(miri) || std::env::var_os("MALLARD_TEST_ALONE").is_some() {
         return true;
     }
     let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
         .args([name, "--exact", "--test-threads=1", "--nocapture"])
         .env("MALLARD_TEST_ALONE", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run the test binary");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -461,9 +469,15 @@ fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
 
 #[test]
 #[cfg_attr(miri, ignore = "reads freed memory")]
-fn the_secure_build_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quarantine_passes() {
+fn the_full_level_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quarantine_passes() {
+    let name = "the_full_level_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quarantine_passes";
+    if !alone_with(name, &[("MALLARD_HARDEN", "full")]) {
+        return;
+    }
     let _g = serial();
-    let secure = mallard::mitigations::QUARANTINE;
+    // The secure build at its full level (else nothing of this happens).
+    let secure = mallard::mitigations::quarantine();
+    assert_eq!(secure, mallard::mitigations::SECURE && !cfg!(miri));
     let l = Layout::from_size_align(100, 8).unwrap();
     // A fresh thread: its quarantine starts empty.
     std::thread::spawn(move || {
@@ -477,7 +491,7 @@ fn the_secure_build_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quaran
             let tail = core::slice::from_raw_parts(p.add(16), 96);
             assert_eq!(
                 tail.iter().all(|&b| b == 0),
-                mallard::mitigations::FILL_FREED,
+                mallard::mitigations::fill_freed(),
                 "filled in the secure build only"
             );
             let next: Vec<*mut u8> = (0..200).map(|_| GLOBAL.alloc(l)).collect();
