@@ -23,9 +23,6 @@ use core::sync::atomic::Ordering;
 /// `heap` is the calling thread's heap.
 #[inline(always)]
 pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
-    if mitigations::ZERO_BLOCKS && size == 0 {
-        return zero_block(heap);
-    }
     if mitigations::canaries() {
         return with_canary(heap, size, MIN_ALIGN, false);
     }
@@ -40,8 +37,17 @@ pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
     malloc_slow(heap, size)
 }
 
+/// `malloc`'s slow path; also where the secure build's level is first read (a process's first
+/// block comes through here: the placeholder heap's direct table has no page) and where
+/// `malloc(0)` comes (the direct table's entry for 0 never has a page in the secure build).
 #[inline(never)]
 fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
+    if mitigations::ZERO_BLOCKS && size == 0 {
+        return zero_block(heap);
+    }
+    if mitigations::init_level() {
+        return with_canary(heap, size, MIN_ALIGN, false);
+    }
     alloc_sized(heap, size).map_or_else(out_of_memory, |(p, _)| p)
 }
 
@@ -102,7 +108,7 @@ fn huge_alloc(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Conten
 /// `heap` is the calling thread's heap.
 #[inline]
 pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 {
-    if mitigations::canaries() {
+    if mitigations::init_level() {
         return with_canary(heap, size, align, false);
     }
     if natural_alignment(size, align) {
@@ -137,7 +143,7 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
     if mitigations::ZERO_BLOCKS && size == 0 && align <= MIN_ALIGN {
         return zero_block(heap);
     }
-    if mitigations::canaries() {
+    if mitigations::init_level() {
         return with_canary(heap, size, align, true);
     }
     let r =
@@ -246,20 +252,33 @@ pub unsafe fn free(heap: &Heap, p: *mut u8) {
                 return free_marked(p);
             }
             if mitigations::quarantine() {
-                check_canary(p, page.block_size.get());
-                write_mark(b, mark);
-                if fill_and_keep(heap, p, page.block_size.get(), mark) {
-                    return;
-                }
-            } else {
-                write_mark(b, mark);
+                return free_own_full(heap, page, p, mark);
             }
+            write_mark(b, mark);
             release_own(heap, page, b);
         }
         return;
     }
     // SAFETY: forwarded.
     unsafe { free_slow(heap, seg, page, p, mitigations::quarantine()) }
+}
+
+/// `free`'s fast path at the full level, out of line so that the default level's stays
+/// small: checks the canary of checked block `p` of `heap`'s own page `page`, marks it, and
+/// fills and keeps it (or releases it).
+///
+/// # Safety
+/// As for `release_own`; `p` passed `free`'s checks and `mark` is its free mark.
+#[inline(never)]
+unsafe fn free_own_full(heap: &Heap, page: &Page, p: *mut u8, mark: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        check_canary(p, page.block_size.get());
+        write_mark(p.cast(), mark);
+        if !fill_and_keep(heap, p, page.block_size.get(), mark) {
+            release_own(heap, page, p.cast());
+        }
+    }
 }
 
 /// Links freed block `b` (marked) of `heap`'s own page `page` onto its local free list and

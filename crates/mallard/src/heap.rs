@@ -256,6 +256,8 @@ impl Heap {
         }
         let first = self.queues[class].first.get();
         let page = if first.is_null() { empty_page() } else { first };
+        // Size 0 (entry 0) takes the slow path to a zero-size block in the secure build.
+        let lo = if crate::mitigations::ZERO_BLOCKS { lo.max(1) } else { lo };
         for j in lo..=hi {
             self.pages_direct[j as usize].set(page);
         }
@@ -1067,10 +1069,10 @@ impl Heap {
                 assert_eq!(q.last.get(), prev);
             }
             let first = self.queues[class].first.get();
-            let (lo, _) = DIRECT_OF_CLASS[class];
+            let (lo, hi) = DIRECT_OF_CLASS[class];
             if lo != u8::MAX {
                 let expect = if first.is_null() { empty_page() } else { first };
-                assert_eq!(self.pages_direct[lo as usize].get(), expect, "direct slot points at the current page");
+                assert_eq!(self.pages_direct[hi as usize].get(), expect, "direct slot points at the current page");
             }
         }
         let mut free_chunks = 0;

@@ -46,13 +46,15 @@ pub const ENCODED_LINKS: bool = SECURE;
 pub const RANDOM_ORDER: bool = SECURE;
 pub const RANDOM_RUNS: usize = 8;
 
-/// **The full level** (`MALLARD_HARDEN=full` in the environment, read when the process first
-/// asks which level it runs at, so before its first block; the secure build only). The default
-/// secure level keeps every mitigation whose cost is small; this one adds those that cost more
-/// than the rest together: `fill_freed`, `quarantine` and `canaries`.
+/// **The full level** (`MALLARD_HARDEN=full` in the environment; the secure build only). The
+/// default secure level keeps every mitigation whose cost is small; this one adds those that
+/// cost more than the rest together: `fill_freed`, `quarantine` and `canaries`. The level is
+/// read once, by `init_level`, which every way to a process's first block passes through
+/// (`alloc`'s slow paths call it), since a block must be freed at the level it was allocated
+/// at; until then `full` says no.
 #[inline(always)]
 pub fn full() -> bool {
-    SECURE && level() == LEVEL_FULL
+    SECURE && LEVEL.load(Ordering::Relaxed) == LEVEL_FULL
 }
 
 const LEVEL_UNSET: u8 = 0;
@@ -60,36 +62,32 @@ const LEVEL_DEFAULT: u8 = 1;
 const LEVEL_FULL: u8 = 2;
 static LEVEL: AtomicU8 = AtomicU8::new(LEVEL_UNSET);
 
-#[inline(always)]
-fn level() -> u8 {
-    match LEVEL.load(Ordering::Relaxed) {
-        LEVEL_UNSET => init_level(),
-        l => l,
+/// Chooses the level from `MALLARD_HARDEN` (`full`, or `default`/unset) if that is not done
+/// yet, and says whether it is the full one. A value it does not know, or `full` outside the
+/// secure build, is reported on one line and the default kept.
+#[inline]
+pub fn init_level() -> bool {
+    if !SECURE {
+        return false;
     }
+    if LEVEL.load(Ordering::Relaxed) == LEVEL_UNSET {
+        choose_level();
+    }
+    full()
 }
 
-/// Chooses the level from `MALLARD_HARDEN` (`full`, or `default`/unset), once, and returns
-/// it: a block must be freed at the level it was allocated at. A value it does not know, or
-/// `full` outside the secure build, is reported on one line and the default kept.
 #[cold]
 #[inline(never)]
-fn init_level() -> u8 {
+fn choose_level() {
     let level = match crate::os::env(c"MALLARD_HARDEN") {
         None | Some(b"") | Some(b"default") => LEVEL_DEFAULT,
-        Some(b"full") if SECURE => LEVEL_FULL,
-        Some(b"full") => {
-            crate::misuse::warn("MALLARD_HARDEN=full needs the secure build (libmallard_secure.so); ignored");
-            LEVEL_DEFAULT
-        }
+        Some(b"full") => LEVEL_FULL,
         Some(_) => {
             crate::misuse::warn("MALLARD_HARDEN is not `default` or `full`; keeping the default");
             LEVEL_DEFAULT
         }
     };
-    match LEVEL.compare_exchange(LEVEL_UNSET, level, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => level,
-        Err(won) => won,
-    }
+    let _ = LEVEL.compare_exchange(LEVEL_UNSET, level, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// **Freed blocks filled** (full level). A block of a page class is overwritten with zeros
@@ -140,7 +138,8 @@ pub fn small_canary(p: *const u8) -> usize {
 /// **Inaccessible zero-size blocks.** `malloc(0)` (and `calloc` of nothing) returns a unique
 /// address in a segment with nothing accessible after its header (`zero`), so a read or
 /// write through it faults (SIGSEGV) instead of reaching a neighbour. It costs nothing on
-/// other sizes: `malloc`'s fast path tests for 0 only in the secure build.
+/// other sizes: the direct table's entry for size 0 never has a page, so `malloc(0)` takes
+/// the slow path, which looks for 0.
 pub const ZERO_BLOCKS: bool = SECURE;
 
 /// splitmix64: a small, fast generator for the secure build's random choices.
@@ -224,12 +223,19 @@ const _: () = assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the guard page 
 /// A per-process secret for `purpose`, drawn from the kernel on first use. The secrets live
 /// in the library's data, never in memory a block can reach, and no two are related, so a
 /// free mark read from a freed block tells nothing of the link keys or header checksums.
+#[inline(always)]
 fn secret(purpose: usize) -> usize {
-    static SECRETS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
-    let s = SECRETS[purpose].load(Ordering::Relaxed);
-    if s != 0 {
-        return s;
+    match SECRETS[purpose].load(Ordering::Relaxed) {
+        0 => draw_secret(purpose),
+        s => s,
     }
+}
+
+static SECRETS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
+
+#[cold]
+#[inline(never)]
+fn draw_secret(purpose: usize) -> usize {
     let new = crate::misuse::random_word() | 1;
     match SECRETS[purpose].compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => new,
@@ -276,13 +282,19 @@ pub fn chunk_key() -> usize {
 /// not carry its mark is not free). It costs a few multiplies on each `malloc` and `free`.
 pub const BLOCK_MARKS: bool = SECURE;
 
-/// The free mark of block `b` of a page whose mark is `page_mark`.
+/// The free mark of block `b` of a page whose mark is `page_mark`: in the secure build a
+/// folded multiply (the high and low halves of a 128-bit product, xored) of the address
+/// mixed with the page's secret, by a secret multiplier of the process. One multiply on each
+/// `malloc` and `free`; recovering the secrets from marks read through dangling pointers is
+/// not a matter of undoing a few linear steps.
 #[inline(always)]
 pub fn block_mark(page_mark: usize, b: usize) -> usize {
     if !BLOCK_MARKS {
         return page_mark;
     }
-    (mix(b ^ page_mark) ^ secret(BLOCK_MARK_SECRET)) | 1
+    // The secret is drawn before any page has a mark (`page_mark`), so no test for it here.
+    let p = ((b ^ page_mark) as u128).wrapping_mul(SECRETS[BLOCK_MARK_SECRET].load(Ordering::Relaxed) as u128);
+    (p as usize ^ (p >> 64) as usize) | 1
 }
 
 /// The canary after the block of in-use chunk `c` (every build): secret, per chunk, and with
@@ -296,6 +308,9 @@ pub fn chunk_canary(c: *mut u8) -> usize {
 /// The free mark of the page whose header is at `page_addr`, in every build: odd (so never
 /// a pointer) and per page, from a secret of its own.
 pub fn page_mark(page_addr: usize) -> usize {
+    if BLOCK_MARKS {
+        secret(BLOCK_MARK_SECRET);
+    }
     mix(secret(MARK_SECRET) ^ page_addr.rotate_left(17)) | 1
 }
 

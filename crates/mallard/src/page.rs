@@ -267,9 +267,11 @@ impl Page {
         self.pop_mark.set(mark);
     }
 
-    /// The next block after free block `b` of this page on its list. In the secure build the
-    /// stored link is decoded (`mitigations::encode_link`), and a link that does not lead to
-    /// a block of this page (a use-after-free write to a freed block) is reported.
+    /// The next block after free block `b` of this page on its list, for walks along a list.
+    /// In the secure build the stored link is decoded (`mitigations::encode_link`), and a link
+    /// that does not lead to a block of this page (a use-after-free write to a freed block) is
+    /// reported; in the default build, one that leaves the segment. (`pop` checks the block it
+    /// hands out instead.)
     ///
     /// # Safety
     /// `b` is a free block of this page, on one of its lists.
@@ -281,8 +283,7 @@ impl Page {
             list_corrupted(b);
         }
         // Plain links: at least the segment must be b's (every block of a page is in its
-        // segment), so a rewritten link is reported, not followed out of the heap; `pop`
-        // then checks the mark of the block it leads to.
+        // segment), so a walk along a rewritten link is not led out of the heap.
         if !mitigations::ENCODED_LINKS && (next.addr() ^ b.addr()) >= SEGMENT_SIZE && !next.is_null() {
             list_corrupted(b);
         }
@@ -325,10 +326,14 @@ impl Page {
         // SAFETY: b is on the free list: a free block of this page unless a corrupted link
         // put it there, which its missing mark tells before anything is written.
         unsafe {
-            if !cfg!(miri) && read_mark(b) != mitigations::block_mark(self.pop_mark.get(), b.addr()) {
+            // In this page's segment (where its header is) before anything is read from it:
+            // a rewritten link must not be followed out of the heap.
+            let here = (b.addr() ^ (self as *const Page).addr()) < SEGMENT_SIZE;
+            if !cfg!(miri) && (!here || read_mark(b) != mitigations::block_mark(self.pop_mark.get(), b.addr())) {
                 list_corrupted(b);
             }
-            self.free.set(self.next_of(b));
+            // (The next block is checked when it is popped in turn.)
+            self.free.set(mitigations::decode_link(self.key.get(), b, (*b).next));
             // Neither word tells anything of the list (the next block's address, a key).
             b.write(Block { next: ptr::null_mut(), mark: 0 });
         }

@@ -69,6 +69,9 @@ int main(int argc, char **argv) {
         }
         if (!live) return 3;
         free(launder(next));
+        for (int i = 0; i < N; i++) {
+            if (blocks[i] == next) blocks[i] = NULL; /* free now: malloc may hand it out again */
+        }
         for (int i = 0; i < 1024; i++) free(launder(malloc(4096)));
         corrupt(live + SIZE + (strcmp(word, "mark") == 0 ? 8 : 0), byte);
         char *got[64] = {0};
