@@ -28,9 +28,9 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
-/// A free block: its first word links to the next free block, its second holds its page's
-/// free mark (`Page::mark`) from the moment it is carved or freed until it is handed out
-/// again. Every size class has room for both (16 bytes at least).
+/// A free block: its first word links to the next free block, its second holds its free mark
+/// (`Page::mark_of`) from the moment it is carved or freed until it is handed out again.
+/// Every size class has room for both (16 bytes at least).
 #[repr(C)]
 pub struct Block {
     pub next: *mut Block,
