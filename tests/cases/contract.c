@@ -332,8 +332,8 @@ static bool aligned_alloc_einval(void) {
 
 static bool aligned_alloc_ok(void) {
     for (size_t a = 1; a <= 64 * MiB; a *= 2) {
-        size_t sizes[] = {1, 100, a, 3 * a / 2 + 1};
-        for (size_t i = 0; i < 4; i++) {
+        size_t sizes[] = {0, 1, 100, a, 3 * a / 2 + 1};
+        for (size_t i = 0; i < 5; i++) {
             void *p = aligned_alloc(a, sizes[i]);
             EXPECT(p, "aligned_alloc(%zu, %zu) returned NULL", a, sizes[i]);
             EXPECT(aligned_to(p, a), "aligned_alloc(%zu, %zu) = %p is not aligned", a, sizes[i], p);

@@ -24,7 +24,7 @@ use core::sync::atomic::Ordering;
 #[inline(always)]
 pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
     if mitigations::canaries() {
-        return with_canary(heap, size, MIN_ALIGN, false);
+        return full_malloc(heap, size, MIN_ALIGN, false);
     }
     if size <= DIRECT_MAX {
         // SAFETY: (size + 7) / 8 <= DIRECT_SLOTS - 1; slots always point at a valid page.
@@ -46,7 +46,7 @@ fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
         return zero_block(heap);
     }
     if mitigations::init_level() {
-        return with_canary(heap, size, MIN_ALIGN, false);
+        return full_malloc(heap, size, MIN_ALIGN, false);
     }
     alloc_sized(heap, size).map_or_else(out_of_memory, |(p, _)| p)
 }
@@ -109,7 +109,7 @@ fn huge_alloc(heap: &Heap, size: usize, align: usize) -> Option<(*mut u8, Conten
 #[inline]
 pub unsafe fn malloc_aligned(heap: &Heap, size: usize, align: usize) -> *mut u8 {
     if mitigations::init_level() {
-        return with_canary(heap, size, align, false);
+        return full_malloc(heap, size, align, false);
     }
     if natural_alignment(size, align) {
         // SAFETY: forwarded.
@@ -144,7 +144,7 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
         return zero_block(heap);
     }
     if mitigations::init_level() {
-        return with_canary(heap, size, align, true);
+        return full_malloc(heap, size, align, true);
     }
     let r =
         if natural_alignment(size, align) { alloc_sized(heap, size) } else { malloc_aligned_slow(heap, size, align) };
@@ -170,8 +170,21 @@ pub unsafe fn malloc_zeroed(heap: &Heap, size: usize, align: usize) -> *mut u8 {
 fn zero_block(heap: &Heap) -> *mut u8 {
     match heap.backend().zero_alloc() {
         Some(p) => p.as_ptr(),
+        // (At the full level a page-class block has its canary, as every other has.)
+        None if mitigations::init_level() => with_canary(heap, 0, MIN_ALIGN, false),
         None => alloc_sized(heap, CANARY).map_or_else(out_of_memory, |(p, _)| p),
     }
+}
+
+/// `malloc` (`zero`: zeroed) at the full level: a zero-size block for 0 (as at the default
+/// level), else `with_canary`.
+#[cold]
+#[inline(never)]
+fn full_malloc(heap: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
+    if mitigations::ZERO_BLOCKS && size == 0 && align <= MIN_ALIGN {
+        return zero_block(heap);
+    }
+    with_canary(heap, size, align, zero)
 }
 
 /// `malloc` (`zero`: zeroed) at the full level, where a block of a page class is taken
@@ -539,11 +552,16 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
         }
         SegmentKind::Cached => misuse::report("double free (or free of a pointer mallard did not allocate)", p),
         SegmentKind::Zero => return seg.backend().zero_free(seg, p),
-        SegmentKind::Chunk => {
+        SegmentKind::Chunk if page.owner_heap() != heap.id() => {
+            // Another thread's chunk: checked and marked freed now, freed when its owner
+            // collects it. (The owner may be changing other chunks' headers meanwhile, never
+            // this live one's.)
             let (start, end) = seg.chunk_region();
-            // The header is only read by the owner, who may be changing it (see `chunk_free`).
-            if p.addr() % MIN_ALIGN != 0 || p.addr() < start.addr() + large::HEADER || p.addr() >= end.addr() {
-                misuse::report("free of a pointer that is not a block", p);
+            // SAFETY: a mapped chunk region.
+            match unsafe { ChunkHeap::mark_remote_free(p, start, end) } {
+                None => {}
+                Some("a freed block") => misuse::report("double free", p),
+                Some(what) => misuse::report_op("free", what, p),
             }
         }
         _ => {}
@@ -766,14 +784,17 @@ pub unsafe fn check_size(p: *const u8, size: usize, align: usize, exact: bool, o
                 return;
             }
             let class = page.class.load(Ordering::Relaxed) as usize;
-            let size = size + if mitigations::canaries() { CANARY } else { 0 };
-            let picked = if align <= MIN_ALIGN {
-                (size <= CLASS_MAX).then(|| class_of(size))
-            } else {
-                class_for_aligned(size.max(align), align)
+            // At the full level the block holds a canary past what the program may use.
+            let extra = if mitigations::canaries() { CANARY } else { 0 };
+            let usable = block.saturating_sub(extra);
+            let picked = match size.checked_add(extra) {
+                Some(n) if align <= MIN_ALIGN => (n <= CLASS_MAX).then(|| class_of(n)),
+                Some(n) => class_for_aligned(n.max(align), align),
+                None => None,
             };
+            // (`realloc` leaves a block in place down to half its usable size.)
             picked == Some(class)
-                || (!exact && align <= MIN_ALIGN && size <= block && (2 * size >= block || block <= 2 * MIN_ALIGN))
+                || (!exact && align <= MIN_ALIGN && size <= usable && (2 * size >= usable || usable <= 2 * MIN_ALIGN))
         }
     };
     if !ok {

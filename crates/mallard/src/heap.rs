@@ -911,7 +911,7 @@ impl Heap {
         seg.page_was_fresh(0); // the region is in use from now on: dirty when it is freed
         let page = &seg.pages[0];
         page.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
-        page.key.set(crate::mitigations::page_key(page as *const Page as usize));
+        page.key.set(crate::mitigations::page_key(crate::mitigations::page_salt(page as *const Page as usize)));
         // Tagged: every free of a chunk takes the slow path, which knows chunks.
         page.set_in_full(self.id(), true);
         let (start, end) = seg.chunk_region();
@@ -1013,11 +1013,15 @@ impl Heap {
         }
         let mut b = page.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
         let (mut n, mut purge) = (0, false);
+        let (start, end) = seg.chunk_region();
         while !b.is_null() {
-            // SAFETY: remotely freed chunks of seg; the link is read before the chunk is freed.
+            // SAFETY: remotely freed chunks of seg, each checked (and its canary put back, as
+            // `ChunkHeap::mark_remote_free` left it) before its link is read; the link is read
+            // before the chunk is freed.
             unsafe {
-                // (Chunks are not blocks of a page class: the link is decoded without the
-                // check of `Page::next_of`; `chunk_release` checks each chunk.)
+                if !ChunkHeap::unmark_remote_free(b.cast(), start, end) {
+                    crate::misuse::report("chunk free list corrupted", b as *const u8);
+                }
                 let next = crate::mitigations::decode_link(page.key.get(), b, (*b).next);
                 purge |= self.chunk_release(seg, b.cast());
                 b = next;

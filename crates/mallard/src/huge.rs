@@ -25,6 +25,10 @@ impl Backend {
     /// Maps a huge block of `size` bytes aligned to `align`. Returns the block and whether its
     /// memory is known to be zero.
     pub fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
+        // (An aligned allocation of 0 bytes too has a byte inside its mapping; its live bytes
+        // stay what was asked for, which a sized free compares.)
+        let asked = size;
+        let size = size.max(1);
         let (seg_off, block_off, map_align) = huge_layout(align);
         let map_size =
             (block_off + seg_off).checked_add(size)?.checked_add(TAIL_GUARD)?.checked_next_multiple_of(SEGMENT_SIZE)?;
@@ -63,7 +67,7 @@ impl Backend {
         seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, zero);
         seg.dirty_mask.set(!0); // the block is in use: dirty once it is freed
         seg.live_bytes.store(0, Ordering::Relaxed);
-        seg.set_live_bytes(size);
+        seg.set_live_bytes(asked);
         // SAFETY: block_off + size <= map_size - seg_off.
         let block = unsafe { seg.addr().add(block_off) };
         let usable = self.guard_huge(seg, block, size);

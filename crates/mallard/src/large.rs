@@ -111,6 +111,12 @@ unsafe fn set_size_flags(c: *mut u8, v: usize) {
     // SAFETY: as above.
     unsafe { *(c.add(8) as *mut usize) = crate::mitigations::seal_header(c, v) }
 }
+/// `size_flags` without the report: `None` if the sealed word does not check.
+#[inline]
+unsafe fn try_size_flags(c: *mut u8) -> Option<usize> {
+    // SAFETY: c is a header-sized range inside a region.
+    crate::mitigations::try_open_header(c, unsafe { *(c.add(8) as *const usize) })
+}
 #[inline]
 unsafe fn size_of(c: *mut u8) -> usize {
     // SAFETY: forwarded.
@@ -588,41 +594,118 @@ impl ChunkHeap {
 
     /// Why `p` cannot be a live block of the region `[start, end)`, or `None` if its header
     /// says it is one: the pointer must be aligned and inside, the chunk in use, its size
-    /// sane and the next chunk's `PREV_FREE` bit clear.
+    /// sane, its canary intact and the next chunk's `PREV_FREE` bit clear. (A chunk another
+    /// thread freed, waiting for its owner, has its canary complemented: "a freed block".)
     ///
     /// # Safety
     /// `[start, end)` is a mapped chunk region.
     pub unsafe fn check_live(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
+        // SAFETY: forwarded.
+        let (c, size) = match unsafe { Self::check_header(p, start, end) } {
+            Ok(cs) => cs,
+            Err(what) => return Some(what),
+        };
+        // SAFETY: c + size is the next header, inside the region (checked).
+        unsafe {
+            // The canary first: an overflow past the block reaches it before the next header.
+            let word = *(c.add(size) as *const usize);
+            if word != crate::mitigations::chunk_canary(c) {
+                return Some(if word == !crate::mitigations::chunk_canary(c) {
+                    "a freed block"
+                } else {
+                    "a block written past its end"
+                });
+            }
+            match try_size_flags(c.add(size)) {
+                Some(sf) if sf & PREV_FREE == 0 => None,
+                _ => Some("a corrupted chunk header"),
+            }
+        }
+    }
+
+    /// The chunk of `p` and its size, if `p` is aligned and inside `[start, end)` and its
+    /// header says it is a chunk in use of a sane size; else why not.
+    ///
+    /// # Safety
+    /// `[start, end)` is a mapped chunk region.
+    unsafe fn check_header(p: *mut u8, start: *mut u8, end: *mut u8) -> Result<(*mut u8, usize), &'static str> {
         let a = p.addr();
         if a % 16 != 0 || a < start.addr() + HEADER || a >= end.addr() {
-            return Some("a pointer that is not a block");
+            return Err("a pointer that is not a block");
         }
         // SAFETY: the header lies inside the region (checked above).
         unsafe {
             let c = p.sub(HEADER);
-            let sf = size_flags(c);
+            // (Not sealed, or not sane: p may be no block at all, its "header" any 16 bytes.)
+            let Some(sf) = try_size_flags(c) else {
+                return Err("a pointer that is not a block (or a corrupted chunk header)");
+            };
             let size = sf & !FLAGS;
             if size < 2 * HEADER || size % 16 != 0 || size > end.addr() - HEADER - c.addr() {
-                return Some("a pointer that is not a block (or a corrupted chunk header)");
+                return Err("a pointer that is not a block (or a corrupted chunk header)");
             }
             if sf & FREE != 0 {
                 // A free chunk has its footer and its successor's PREV_FREE bit: else the
                 // bit was written over.
                 let next = c.add(size);
-                if prev_size(next) == size && prev_is_free(next) {
-                    return Some("a freed block");
-                }
-                return Some("a corrupted chunk header");
+                return Err(match try_size_flags(next) {
+                    Some(n) if prev_size(next) == size && n & PREV_FREE != 0 => "a freed block",
+                    _ => "a corrupted chunk header",
+                });
             }
-            // The canary first: an overflow past the block reaches it before the next header.
-            if !canary_intact(c, size) {
-                return Some("a block written past its end");
-            }
-            if prev_is_free(c.add(size)) {
-                return Some("a corrupted chunk header");
-            }
+            Ok((c, size))
         }
-        None
+    }
+
+    /// For a free of `p` by a thread that does not own its chunk, which only pushes it for the
+    /// owner to free later: checks it as `check_live` does, and marks it freed at once by
+    /// complementing its canary (one compare-and-swap), so that a second free of it, by any
+    /// thread, is caught now rather than when the owner gets to it. The canary changes only
+    /// when the block is freed or resized, which its program may not do while it frees it.
+    /// Why not, or `None` when it is marked.
+    ///
+    /// # Safety
+    /// `[start, end)` is a mapped chunk region.
+    pub unsafe fn mark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
+        // SAFETY: forwarded.
+        let (c, size) = match unsafe { Self::check_header(p, start, end) } {
+            Ok(cs) => cs,
+            Err(what) => return Some(what),
+        };
+        let canary = crate::mitigations::chunk_canary(c);
+        // SAFETY: the canary word, inside the region; only this CAS and the owner (once it
+        // frees the block) write it while the block is being freed.
+        let word = unsafe { core::sync::atomic::AtomicUsize::from_ptr(c.add(size) as *mut usize) };
+        match word.compare_exchange(
+            canary,
+            !canary,
+            core::sync::atomic::Ordering::AcqRel,
+            core::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => None,
+            Err(w) if w == !canary => Some("a freed block"),
+            Err(_) => Some("a block written past its end"),
+        }
+    }
+
+    /// The owner's side of `mark_remote_free`, as it takes `p` from the remote list to free
+    /// it: puts the canary back. False if it was not complemented (the list is corrupted).
+    ///
+    /// # Safety
+    /// `p` came off a chunk segment's remote list and passed `check_header`'s range checks.
+    pub unsafe fn unmark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> bool {
+        // SAFETY: forwarded.
+        let Ok((c, size)) = (unsafe { Self::check_header(p, start, end) }) else { return false };
+        let canary = crate::mitigations::chunk_canary(c);
+        // SAFETY: as in mark_remote_free; the block is the owner's alone now.
+        unsafe {
+            let word = c.add(size) as *mut usize;
+            if *word != !canary {
+                return false;
+            }
+            *word = canary;
+        }
+        true
     }
 
     /// The usable size of block `p`.

@@ -187,14 +187,21 @@ pub fn seal_header(c: *mut u8, v: usize) -> usize {
 /// carry its checksum.
 #[inline]
 pub fn open_header(c: *mut u8, word: usize) -> usize {
+    match try_open_header(c, word) {
+        Some(v) => v,
+        None => crate::misuse::report("corrupted chunk header", c.wrapping_add(crate::large::HEADER)),
+    }
+}
+
+/// `open_header` without the report: `None` for a word that does not carry its checksum (for
+/// a pointer that may not be a block at all, whose "header" is any 16 bytes).
+#[inline]
+pub fn try_open_header(c: *mut u8, word: usize) -> Option<usize> {
     if !SEALED_HEADERS {
-        return word;
+        return Some(word);
     }
     let v = word & 0xffff_ffff;
-    if word != v | header_check(c, v) {
-        crate::misuse::report("corrupted chunk header", c.wrapping_add(crate::large::HEADER));
-    }
-    v
+    (word == v | header_check(c, v)).then_some(v)
 }
 
 /// **A guard page between a segment's header and its data.** The header (page map, page
@@ -258,12 +265,21 @@ fn mix(mut z: usize) -> usize {
     z ^ (z >> 31)
 }
 
-/// The secret of the page whose header is at `page_addr` (0 unless `ENCODED_LINKS`).
-pub fn page_key(page_addr: usize) -> usize {
+/// A value that tells apart each start of the page whose header is at `page_addr` (it starts
+/// again each time it serves a class): its key and mark come from it, so the encoded links and
+/// marks a former use left in the memory (which a new block of another size may show) are
+/// worth nothing now.
+pub fn page_salt(page_addr: usize) -> usize {
+    static STARTS: AtomicUsize = AtomicUsize::new(0);
+    page_addr ^ mix(STARTS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The secret of a page started with `salt` (`page_salt`; 0 unless `ENCODED_LINKS`).
+pub fn page_key(salt: usize) -> usize {
     if !ENCODED_LINKS {
         return 0;
     }
-    mix(secret(LINK_SECRET) ^ page_addr) | 1
+    mix(secret(LINK_SECRET) ^ salt) | 1
 }
 
 /// The key of the chunk heap's free-list links (0 unless `ENCODED_LINKS`).
@@ -305,13 +321,13 @@ pub fn chunk_canary(c: *mut u8) -> usize {
     mix(secret(CANARY_SECRET) ^ c.addr()) | 0x0101_0101_0101_0101
 }
 
-/// The free mark of the page whose header is at `page_addr`, in every build: odd (so never
-/// a pointer) and per page, from a secret of its own.
-pub fn page_mark(page_addr: usize) -> usize {
+/// The free mark of a page started with `salt` (`page_salt`), in every build: odd (so never a
+/// pointer) and per page, from a secret of its own.
+pub fn page_mark(salt: usize) -> usize {
     if BLOCK_MARKS {
         secret(BLOCK_MARK_SECRET);
     }
-    mix(secret(MARK_SECRET) ^ page_addr.rotate_left(17)) | 1
+    mix(secret(MARK_SECRET) ^ salt.rotate_left(17)) | 1
 }
 
 /// The word stored in free block `slot` to link it to `next`.
@@ -363,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_link_decodes_to_what_was_encoded_and_is_hidden_when_secure() {
-        let key = page_key(0x7f00_1234_5000);
+        let key = page_key(page_salt(0x7f00_1234_5000));
         let slot = core::ptr::without_provenance_mut::<Block>(0x7f00_1234_6040);
         for next in [core::ptr::null_mut(), core::ptr::without_provenance_mut::<Block>(0x7f00_1234_6080)] {
             let word = encode_link(key, slot, next);

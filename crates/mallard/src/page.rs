@@ -253,7 +253,7 @@ impl Page {
         self.block_size.set(block_size);
         self.block_magic.set(block_magic(block_size));
         self.capacity.set(0);
-        self.reserved.set((len / block_size) as u32);
+        self.reserved.set(len.checked_div(block_size).unwrap_or(0) as u32);
         self.start.set(start);
         self.purged.store(0, Ordering::Relaxed);
         self.purge_used.set(u32::MAX);
@@ -261,17 +261,16 @@ impl Page {
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
         self.carved_end.store(0, Ordering::Relaxed);
-        self.key.set(mitigations::page_key(self as *const Page as usize));
-        let mark = mitigations::page_mark(self as *const Page as usize);
+        let salt = mitigations::page_salt(self as *const Page as usize);
+        self.key.set(mitigations::page_key(salt));
+        let mark = mitigations::page_mark(salt);
         self.mark.set(mark);
         self.pop_mark.set(mark);
     }
 
-    /// The next block after free block `b` of this page on its list, for walks along a list.
-    /// In the secure build the stored link is decoded (`mitigations::encode_link`), and a link
-    /// that does not lead to a block of this page (a use-after-free write to a freed block) is
-    /// reported; in the default build, one that leaves the segment. (`pop` checks the block it
-    /// hands out instead.)
+    /// The next block after free block `b` of this page on its list, for walks along a list:
+    /// decoded (secure build) and checked (`check_listed`). `pop` checks the block it hands
+    /// out instead.
     ///
     /// # Safety
     /// `b` is a free block of this page, on one of its lists.
@@ -279,15 +278,53 @@ impl Page {
     pub unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
         // SAFETY: per the contract, b's first word is its link.
         let next = mitigations::decode_link(self.key.get(), b, unsafe { (*b).next });
-        if mitigations::ENCODED_LINKS && !next.is_null() && !self.is_block_start(next as *const u8) {
-            list_corrupted(b);
-        }
-        // Plain links: at least the segment must be b's (every block of a page is in its
-        // segment), so a walk along a rewritten link is not led out of the heap.
-        if !mitigations::ENCODED_LINKS && (next.addr() ^ b.addr()) >= SEGMENT_SIZE && !next.is_null() {
-            list_corrupted(b);
+        if !next.is_null() {
+            // SAFETY: forwarded.
+            unsafe { self.check_listed(next, b) };
         }
         next
+    }
+
+    /// Reports (`free list corrupted`, at `from`, the block whose link led here) unless `b` is
+    /// a carved block of this page that carries its free mark, as every listed block does: a
+    /// link that a use after free or an overflow rewrote leads to memory that does not.
+    ///
+    /// # Safety
+    /// None beyond the page being a live page of a mapped segment.
+    unsafe fn check_listed(&self, b: *mut Block, from: *mut Block) {
+        if !self.is_carved_block(b as *const u8) {
+            list_corrupted(from);
+        }
+        // (Under Miri the mark is not written; see `read_mark`.)
+        // SAFETY: a carved block: inside the page's memory.
+        if !cfg!(miri) && unsafe { read_mark(b) } != self.mark_of(b as *const u8) {
+            list_corrupted(from);
+        }
+    }
+
+    /// Walks the list from `head` (a list of this page's free blocks), calling `f` on each
+    /// block after its link was read (so `f` may relink it). Every block is checked
+    /// (`check_listed`), and a walk longer than the page has blocks, which only a cycle makes,
+    /// is reported too: a corrupted list ends in a report, never in a wild read or a hang.
+    /// Returns the last block (null for an empty list).
+    ///
+    /// # Safety
+    /// Owner only; `head` is the head of one of the page's lists.
+    unsafe fn walk(&self, head: *mut Block, mut f: impl FnMut(*mut Block)) -> *mut Block {
+        let (mut b, mut last, mut n): (_, *mut Block, u32) = (head, ptr::null_mut(), 0);
+        while !b.is_null() {
+            // SAFETY: checked before the link is read.
+            unsafe { self.check_listed(b, if last.is_null() { b } else { last }) };
+            n += 1;
+            if n > self.capacity.get() {
+                list_corrupted(b);
+            }
+            // SAFETY: b is a checked free block of this page.
+            let next = mitigations::decode_link(self.key.get(), b, unsafe { (*b).next });
+            f(b);
+            (last, b) = (b, next);
+        }
+        last
     }
 
     /// Links free block `b` of this page to `next` (encoded in the secure build).
@@ -469,12 +506,9 @@ impl Page {
             if !local.is_null() {
                 // Rare (`free` and `local_free` both non-empty): walk the local list, whose
                 // blocks this core wrote, to its end and hang the remote list there.
-                let mut tail = local;
                 // SAFETY: local_free holds free blocks of this page, owned by this thread.
                 unsafe {
-                    while !self.next_of(tail).is_null() {
-                        tail = self.next_of(tail);
-                    }
+                    let tail = self.walk(local, |_| {});
                     self.set_next(tail, head);
                 }
             } else {
@@ -653,12 +687,9 @@ impl Page {
         // All free blocks onto `free`.
         let local = self.local_free.replace(ptr::null_mut());
         if !local.is_null() {
-            let mut tail = local;
             // SAFETY: local_free holds free blocks of this page.
             unsafe {
-                while !self.next_of(tail).is_null() {
-                    tail = self.next_of(tail);
-                }
+                let tail = self.walk(local, |_| {});
                 self.set_next(tail, self.free.get());
             }
             self.free.set(local);
@@ -667,13 +698,18 @@ impl Page {
         // Which carved blocks are free: one bit each (at most 64 KiB / 16 B = 4096 blocks).
         let mut free_bits = [0u64; SLICE_SIZE / 16 / 64];
         let start = self.start.get();
-        let mut b = self.free.get();
-        while !b.is_null() {
-            let i = (b as usize - start as usize) / size;
-            free_bits[i / 64] |= 1 << (i % 64);
-            // SAFETY: b is a free block of this page.
-            b = unsafe { self.next_of(b) };
-        }
+        // SAFETY: the free list of this page (the walk checks every block: carved, so `i` is
+        // below the page's capacity).
+        unsafe {
+            self.walk(self.free.get(), |b| {
+                let i = (b as usize - start as usize) / size;
+                let bit = 1u64 << (i % 64);
+                if free_bits.get(i / 64).is_none_or(|w| w & bit != 0) {
+                    list_corrupted(b); // listed twice
+                }
+                free_bits[i / 64] |= bit;
+            })
+        };
         let is_free = |i: usize| free_bits[i / 64] & (1 << (i % 64)) != 0;
         let cap = self.capacity.get() as usize;
         let carved_end = cap * size;
@@ -697,18 +733,17 @@ impl Page {
         // Take the blocks that start in the new purged OS pages off the list, before the
         // purge zeroes their links.
         let mut keep: *mut Block = ptr::null_mut();
-        let mut b = self.free.get();
-        while !b.is_null() {
-            // SAFETY: b is a free block of this page.
-            let next = unsafe { self.next_of(b) };
-            let k = (b as usize - start as usize) / OS_PAGE_SIZE;
-            if new & (1 << k) == 0 {
-                // SAFETY: as above; relinked onto the kept list.
-                unsafe { self.set_next(b, keep) };
-                keep = b;
-            }
-            b = next;
-        }
+        // SAFETY: the free list of this page, just walked; each block relinked onto the kept
+        // list after its link was read.
+        unsafe {
+            self.walk(self.free.get(), |b| {
+                let k = (b as usize - start as usize) / OS_PAGE_SIZE;
+                if new & (1 << k) == 0 {
+                    self.set_next(b, keep);
+                    keep = b;
+                }
+            })
+        };
         self.free.set(keep);
         let mut bytes = 0;
         let mut k = 0;

@@ -79,7 +79,8 @@ impl Backend {
         };
         let bit = 1u64 << (i % 64);
         if self.zero.live[i / 64].fetch_and(!bit, Ordering::Relaxed) & bit == 0 {
-            crate::misuse::report("double free", p);
+            // (A zero-size block has no bytes: a pointer past one is the next one's address.)
+            crate::misuse::report("double free (or free of a pointer that is not a block)", p);
         }
     }
 
