@@ -764,7 +764,7 @@ pub unsafe fn check_size(p: *const u8, size: usize, align: usize, exact: bool, o
     let page = seg.page_of(p);
     let ok = match seg.kind() {
         SegmentKind::Cached => return,
-        SegmentKind::Zero => size == 0,
+        SegmentKind::Zero => size == 0 && p.addr() % align == 0,
         SegmentKind::Huge => {
             if p != page.start.get() {
                 return;

@@ -46,6 +46,8 @@
 use crate::config::{SEGMENT_SIZE, SLICE_SIZE};
 use core::cell::Cell;
 use core::ptr;
+use core::sync::atomic::AtomicUsize;
+use core::sync::atomic::Ordering::{AcqRel, Relaxed};
 
 /// Header bytes before each block.
 pub const HEADER: usize = 16;
@@ -100,22 +102,37 @@ fn corrupted_list(c: *mut u8) -> ! {
 }
 
 // ---- raw chunk access (c is a chunk address, always 16-aligned inside a region) ----
+//
+// A header's words (size, prev_size) and a canary are read and written as relaxed atomics
+// (plain moves on every target): another thread that frees a chunk reads its size word and
+// swaps its canary (`mark_remote_free`) while the owner may be setting the same size word's
+// PREV_FREE bit as it frees the chunk before it.
+
+/// The word at `p` (8-aligned, inside a region) as an atomic.
+///
+/// # Safety
+/// `p` is an 8-aligned word of a mapped region that lives as long as the reference is used.
+#[inline(always)]
+unsafe fn word<'a>(p: *mut u8) -> &'a AtomicUsize {
+    // SAFETY: per the contract; every access to header and canary words goes through here.
+    unsafe { AtomicUsize::from_ptr(p as *mut usize) }
+}
 
 #[inline]
 unsafe fn size_flags(c: *mut u8) -> usize {
     // SAFETY: c is a chunk header inside a region.
-    crate::mitigations::open_header(c, unsafe { *(c.add(8) as *const usize) })
+    crate::mitigations::open_header(c, unsafe { word(c.add(8)) }.load(Relaxed))
 }
 #[inline]
 unsafe fn set_size_flags(c: *mut u8, v: usize) {
     // SAFETY: as above.
-    unsafe { *(c.add(8) as *mut usize) = crate::mitigations::seal_header(c, v) }
+    unsafe { word(c.add(8)) }.store(crate::mitigations::seal_header(c, v), Relaxed)
 }
 /// `size_flags` without the report: `None` if the sealed word does not check.
 #[inline]
 unsafe fn try_size_flags(c: *mut u8) -> Option<usize> {
     // SAFETY: c is a header-sized range inside a region.
-    crate::mitigations::try_open_header(c, unsafe { *(c.add(8) as *const usize) })
+    crate::mitigations::try_open_header(c, unsafe { word(c.add(8)) }.load(Relaxed))
 }
 #[inline]
 unsafe fn size_of(c: *mut u8) -> usize {
@@ -135,7 +152,7 @@ unsafe fn prev_is_free(c: *mut u8) -> bool {
 #[inline]
 unsafe fn prev_size(c: *mut u8) -> usize {
     // SAFETY: the first word of a header; meaningful only when PREV_FREE is set.
-    unsafe { *(c as *const usize) }
+    unsafe { word(c) }.load(Relaxed)
 }
 /// Which link word of a free chunk: the next chunk on its list, or the previous one.
 const NEXT: usize = 0;
@@ -166,7 +183,7 @@ unsafe fn write_free(c: *mut u8, size: usize, prev_free: bool) {
     unsafe {
         set_size_flags(c, size | FREE | if prev_free { PREV_FREE } else { 0 });
         let next = c.add(size);
-        *(next as *mut usize) = size; // footer = next chunk's prev_size
+        word(next).store(size, Relaxed); // footer = next chunk's prev_size
         set_size_flags(next, size_flags(next) | PREV_FREE);
     }
 }
@@ -210,7 +227,7 @@ unsafe fn forget(at: *mut u8, words: usize) {
 #[inline]
 unsafe fn set_canary(c: *mut u8, size: usize) {
     // SAFETY: c + size is the next chunk's header (or the sentinel), inside the region.
-    unsafe { *(c.add(size) as *mut usize) = crate::mitigations::chunk_canary(c) }
+    unsafe { word(c.add(size)) }.store(crate::mitigations::chunk_canary(c), Relaxed)
 }
 
 /// Whether the canary of in-use chunk `c` of `size` bytes is intact.
@@ -220,7 +237,7 @@ unsafe fn set_canary(c: *mut u8, size: usize) {
 #[inline]
 unsafe fn canary_intact(c: *mut u8, size: usize) -> bool {
     // SAFETY: as for set_canary.
-    unsafe { *(c.add(size) as *const usize) == crate::mitigations::chunk_canary(c) }
+    unsafe { word(c.add(size)) }.load(Relaxed) == crate::mitigations::chunk_canary(c)
 }
 
 /// List indices of a free chunk of `size`.
@@ -608,9 +625,9 @@ impl ChunkHeap {
         // SAFETY: c + size is the next header, inside the region (checked).
         unsafe {
             // The canary first: an overflow past the block reaches it before the next header.
-            let word = *(c.add(size) as *const usize);
-            if word != crate::mitigations::chunk_canary(c) {
-                return Some(if word == !crate::mitigations::chunk_canary(c) {
+            let w = word(c.add(size)).load(Relaxed);
+            if w != crate::mitigations::chunk_canary(c) {
+                return Some(if w == !crate::mitigations::chunk_canary(c) {
                     "a freed block"
                 } else {
                     "a block written past its end"
@@ -675,13 +692,7 @@ impl ChunkHeap {
         let canary = crate::mitigations::chunk_canary(c);
         // SAFETY: the canary word, inside the region; only this CAS and the owner (once it
         // frees the block) write it while the block is being freed.
-        let word = unsafe { core::sync::atomic::AtomicUsize::from_ptr(c.add(size) as *mut usize) };
-        match word.compare_exchange(
-            canary,
-            !canary,
-            core::sync::atomic::Ordering::AcqRel,
-            core::sync::atomic::Ordering::Relaxed,
-        ) {
+        match unsafe { word(c.add(size)) }.compare_exchange(canary, !canary, AcqRel, Relaxed) {
             Ok(_) => None,
             Err(w) if w == !canary => Some("a freed block"),
             Err(_) => Some("a block written past its end"),
@@ -699,11 +710,11 @@ impl ChunkHeap {
         let canary = crate::mitigations::chunk_canary(c);
         // SAFETY: as in mark_remote_free; the block is the owner's alone now.
         unsafe {
-            let word = c.add(size) as *mut usize;
-            if *word != !canary {
+            let w = word(c.add(size));
+            if w.load(Relaxed) != !canary {
                 return false;
             }
-            *word = canary;
+            w.store(canary, Relaxed);
         }
         true
     }

@@ -22,6 +22,7 @@
 
 use crate::stats::FdWriter;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A random word from the kernel, or from the clock and an address if it has none to give.
 pub(crate) fn random_word() -> usize {
@@ -64,6 +65,14 @@ pub fn report(what: &str, p: *const u8) -> ! {
 #[cold]
 #[inline(never)]
 pub fn report_op(op: &str, what: &str, p: *const u8) -> ! {
+    // One report per process: threads that find misuse at the same moment (two frees of one
+    // block racing) wait for the first one's abort instead of printing a second line.
+    static REPORTING: AtomicBool = AtomicBool::new(false);
+    if REPORTING.swap(true, Ordering::AcqRel) {
+        loop {
+            std::thread::yield_now();
+        }
+    }
     let mut w = FdWriter::new(2);
     let _ = if op.is_empty() {
         writeln!(w, "mallard: {what} at {:#x}", p.addr())
