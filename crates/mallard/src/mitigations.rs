@@ -1,7 +1,9 @@
-//! The secure build's mitigations (cargo feature `secure`; `libmallard_secure.so`), each
-//! named here, with what it stops and what it costs. The default build keeps the checks of
-//! `misuse` (double and invalid frees), which cost almost nothing; these cost more, and are
-//! on only in the secure build.
+//! The secrets every build's checks use (free marks, link keys, header checksums, canaries:
+//! `secret`, one per purpose) and the secure build's mitigations (cargo feature `secure`;
+//! `libmallard_secure.so`), each named here, with what it stops and what it costs. The default
+//! build keeps the checks of `misuse` (invalid and double frees, corrupted free lists and
+//! chunk metadata), which cost little; these cost more, and are on only in the secure build,
+//! the last three only at its full level (`MALLARD_HARDEN=full`, `full`).
 //!
 //! | mitigation | stops | where |
 //! |---|---|---|
@@ -9,12 +11,12 @@
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
 //! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
 //! | `BLOCK_MARKS` | a free mark read from a freed block being copied into a live one, so that a forged link to it passes `malloc`'s check | `block_mark`, `Page::mark_of` |
+//! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::zero_block` |
+//! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
+//! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //! | `fill_freed` (full level) | a use after free reading what the block held | `alloc::fill_and_keep` |
 //! | `quarantine` (full level) | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::fill_and_keep`, `Heap::quarantine_swap` |
 //! | `canaries` (full level) | an overflow past a small block's end going unseen | `small_canary`, `alloc::with_canary`, `alloc::check_canary` |
-//! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::malloc` |
-//! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
-//! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
 //!
 //! SECURITY.md says what each build catches, case by case.
 
@@ -28,11 +30,13 @@ pub const SECURE: bool = cfg!(feature = "secure");
 /// **Encoded free-list links.** The link word of a free block (`Block::next`) holds the next
 /// block's address encoded with a per-page secret (`Page::key`) and the block's own address:
 /// `rotl(next ^ slot ^ key, key >> 58)`. A program that writes a chosen address there after
-/// the free (a use after free) has written garbage once decoded, and `Page::pop` refuses a
-/// decoded link that is not a block of the page, so the next `malloc` cannot return the
-/// chosen address. The secret is per page and per process (a mix of a random secret that no
-/// block ever holds and the page's address), so a link read from one page does not reveal
-/// another's; `Page::pop` clears the link word of a block it hands out.
+/// the free (a use after free) has written garbage once decoded, which `Page::pop` refuses
+/// (it is not a block of the page's segment carrying its free mark), as do walks along a list
+/// (`Page::next_of`: not a block of the page), so `malloc` cannot return the chosen address.
+/// The secret is per page start and per process (a mix of a random secret that no block ever
+/// holds, the page's address and a count of page starts, `page_salt`), so a link read from
+/// one page says nothing of another's, nor of the same page's next use; `Page::pop` clears
+/// the link word of a block it hands out.
 pub const ENCODED_LINKS: bool = SECURE;
 
 /// **Random allocation order within a page.** A fresh stretch of a page (`Page::extend`
