@@ -29,7 +29,7 @@ pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
     if size <= DIRECT_MAX {
         // SAFETY: (size + 7) / 8 <= DIRECT_SLOTS - 1; slots always point at a valid page.
         let page = unsafe { &*heap.pages_direct.get_unchecked((size + 7) >> 3).get() };
-        if !page.free.get().is_null() {
+        if !page.free.get().is_null() || page.take_local() {
             // SAFETY: the free list is non-empty and the page is ours.
             return unsafe { page.pop() }.cast();
         }

@@ -384,13 +384,13 @@ impl Backend {
         }
     }
 
-    /// Takes the smallest cached huge mapping of at least `min` and at most `max` bytes:
-    /// (its header, its size). Its memory is not zero.
-    pub(crate) fn pop_huge(&self, min: usize, max: usize) -> Option<(*mut Segment, usize)> {
+    /// Takes a cached huge mapping of `min..=max` bytes, the smallest (or with `biggest`, the
+    /// biggest) there is: (its header, its size). Its memory is not zero.
+    pub(crate) fn pop_huge(&self, min: usize, max: usize, biggest: bool) -> Option<(*mut Segment, usize)> {
         let mut st = self.state.lock();
-        let best = (0..HUGE_CACHE_SLOTS)
-            .filter(|&i| st.huge_cache[i].1 >= min && st.huge_cache[i].1 <= max)
-            .min_by_key(|&i| st.huge_cache[i].1)?;
+        let fits = (0..HUGE_CACHE_SLOTS).filter(|&i| st.huge_cache[i].1 >= min.max(1) && st.huge_cache[i].1 <= max);
+        let best =
+            if biggest { fits.max_by_key(|&i| st.huge_cache[i].1) } else { fits.min_by_key(|&i| st.huge_cache[i].1) }?;
         let entry = st.huge_cache[best];
         st.huge_cache[best] = (ptr::null_mut(), 0);
         st.huge_cache_bytes -= entry.1;

@@ -268,7 +268,7 @@ impl Heap {
     pub fn current_page(&self, class: usize) -> Option<&Page> {
         // SAFETY: queue members are valid pages.
         let p = unsafe { self.queues[class].first.get().as_ref()? };
-        if p.free.get().is_null() {
+        if p.free.get().is_null() && !p.take_local() {
             None
         } else {
             Some(p)

@@ -38,7 +38,7 @@ impl Backend {
         // A cached huge mapping up to twice the size will do (the rest stays untouched, and
         // is room to grow in place).
         let pop_huge = || {
-            self.pop_huge(map_size, 2 * map_size).map(|(seg, size)| {
+            self.pop_huge(map_size, 2 * map_size, false).map(|(seg, size)| {
                 // SAFETY: cached headers are the (non-null) bases of their mappings.
                 (unsafe { NonNull::new_unchecked((*seg).addr()) }, Mapping::Cached, size)
             })
@@ -51,10 +51,14 @@ impl Backend {
             None
         } else if map_size == SEGMENT_SIZE {
             self.pop_cache().map(|b| (b, Mapping::Cached, map_size)).or_else(pop_huge)
-        } else if map_size <= 2 * SEGMENT_SIZE {
-            pop_huge().or_else(|| self.grow_cached_segment(map_size).map(|b| (b, Mapping::Grown, map_size)))
         } else {
-            pop_huge()
+            self.reuse_huge(map_size).or_else(|| {
+                if map_size <= 2 * SEGMENT_SIZE {
+                    self.grow_cached_segment(map_size).map(|b| (b, Mapping::Grown, map_size))
+                } else {
+                    None
+                }
+            })
         };
         let (base, mapping, map_size) = match mapping {
             Some(m) => m,
@@ -81,19 +85,56 @@ impl Backend {
         Some((unsafe { NonNull::new_unchecked(block) }, zero))
     }
 
-    /// Takes a cached plain segment and grows its mapping to `map_size` (in place or moved by
-    /// the kernel: the pages it has keep their contents, nothing is copied). The result is
-    /// unregistered; `None` if the cache is empty or the remap fails.
+    /// A cached huge mapping for a block that needs `map_size` bytes: the smallest that is big
+    /// enough, else the biggest one of at least half the size grown by `mremap` (only the pages
+    /// it gains are new, so they alone fault in; at most half the block is then cleared again
+    /// by a `calloc` that could have had fresh zero pages). A program that replaces multi-MiB blocks of random sizes
+    /// (mimalloc-bench's malloc-large: 5-25 MiB) then reuses pages it already touched instead
+    /// of mapping and faulting in every block anew; a mapping's excess over the block stays
+    /// committed while the block lives, unless it is more than the block itself and more than
+    /// `HUGE_TRIM_MIN`, when it is decommitted.
+    fn reuse_huge(&self, map_size: usize) -> Option<(NonNull<u8>, Mapping, usize)> {
+        let (seg, size) =
+            self.pop_huge(map_size, usize::MAX, false).or_else(|| self.pop_huge(map_size / 2, map_size, true))?;
+        // SAFETY: cached headers are valid and at the (non-null) bases of their mappings.
+        let seg = unsafe { &*seg };
+        let base = seg.addr();
+        if size >= map_size {
+            let excess = size - map_size;
+            if excess > map_size.max(HUGE_TRIM_MIN) && seg.dirty_mask.get() != 0 {
+                // SAFETY: the tail of a cached (unused) mapping; it reads as zero after this.
+                unsafe { self.source.decommit(NonNull::new_unchecked(base.add(map_size)), excess) };
+            }
+            // SAFETY: as above.
+            return Some((unsafe { NonNull::new_unchecked(base) }, Mapping::Cached, size));
+        }
+        // SAFETY: a cached huge mapping, header at its base.
+        unsafe { self.grow_cached(base, size, map_size) }.map(|b| (b, Mapping::Grown, map_size))
+    }
+
+    /// Takes a cached plain segment and grows its mapping to `map_size` (see `grow_cached`).
     fn grow_cached_segment(&self, map_size: usize) -> Option<NonNull<u8>> {
         let base = self.pop_cache()?;
-        // SAFETY: a cached segment's header is at the base of its mapping.
-        let seg = unsafe { &*(base.as_ptr() as *const Segment) };
+        // SAFETY: a cached segment, header at the base of its mapping.
+        unsafe { self.grow_cached(base.as_ptr(), SEGMENT_SIZE, map_size) }
+    }
+
+    /// Grows the mapping of `size` bytes at `base`, an empty segment or huge mapping taken off
+    /// a cache, to `map_size` (in place or moved by the kernel: the pages it has keep their
+    /// contents, nothing is copied). The result is unregistered; `None` if the remap fails
+    /// (the mapping is then given back).
+    ///
+    /// # Safety
+    /// `base` is the whole mapping of a segment the caller took off a cache.
+    unsafe fn grow_cached(&self, base: *mut u8, size: usize, map_size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's promise.
+        let seg = unsafe { &*(base as *const Segment) };
         // The header moves with the mapping: out of the registry meanwhile; and `mremap` moves
         // one whole mapping, which the header's guard page splits.
         self.unregister(seg);
         self.unguard_huge(seg, true);
         // SAFETY: base is the whole mapping of an empty cached segment.
-        let grown = unsafe { self.source.remap(base, SEGMENT_SIZE, map_size, SEGMENT_SIZE) };
+        let grown = unsafe { self.source.remap(NonNull::new_unchecked(base), size, map_size, SEGMENT_SIZE) };
         if grown.is_none() {
             self.register(seg);
             self.segment_free(seg);
@@ -169,6 +210,10 @@ impl Backend {
 }
 
 const TAIL_GUARD: usize = if HUGE_GUARD { OS_PAGE_SIZE } else { 0 };
+
+/// A reused huge mapping's excess over its new block is decommitted when it is at least this
+/// big (and bigger than the block).
+const HUGE_TRIM_MIN: usize = 32 << 20;
 
 impl Backend {
     /// Guards huge block `block` of `size` bytes of `seg` in the secure build: a guard page

@@ -417,6 +417,23 @@ impl Page {
         self.add_used(-1);
     }
 
+    /// Owner only, `free` empty: makes the blocks the owner freed (`local_free`) the free
+    /// list, if there are any. Inline on `malloc`'s path, because in a program that frees and
+    /// allocates a class in turn (larson) the free list runs dry after nearly every block the
+    /// owner frees back: the slow path that collected one block each time was 40 % of all
+    /// `malloc` calls there.
+    #[inline(always)]
+    pub fn take_local(&self) -> bool {
+        let local = self.local_free.get();
+        if local.is_null() {
+            return false;
+        }
+        self.free.set(local);
+        self.local_free.set(ptr::null_mut());
+        self.free_is_zero.set(false);
+        true
+    }
+
     /// Owner only: links a freed block onto `local_free` without updating `used`.
     ///
     /// # Safety
