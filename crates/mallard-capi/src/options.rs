@@ -5,6 +5,7 @@
 //! | `MALLARD_STATS` | `0` | `1`: print the statistics table to stderr at exit |
 //! | `MALLARD_VERBOSE` | `0` | `1`: say on stderr that mallard is loaded, with its options |
 //! | `MALLARD_PURGE_DELAY_MS` | `100` | how long free memory stays committed before it is given back to the OS |
+//! | `MALLARD_PURGE_THREAD` | `1` | `0`: no background purger thread (free memory is then given back only when the program calls the allocator) |
 //! | `MALLARD_REPORT` | unset | a file to which each process appends its exit record (`report.rs`; used by `mallard run`) |
 //!
 //! A value that does not parse prints one warning line and keeps the default. Everything here
@@ -36,6 +37,10 @@ extern "C" fn init() {
     let stats = flag("MALLARD_STATS");
     let delay = number("MALLARD_PURGE_DELAY_MS", PURGE_DELAY_MS);
     core_alloc::set_purge_delay_ms(delay);
+    // (Not in the recorder: a recording shows the program's own calls.)
+    let purge_thread =
+        !cfg!(feature = "trace") && var_named("MALLARD_PURGE_THREAD").is_none_or(|_| flag("MALLARD_PURGE_THREAD"));
+    core_alloc::set_background_purge(purge_thread);
     // SAFETY: the handlers are plain functions that only take and release the backend lock
     // or write to a file descriptor; fcntl duplicates a descriptor.
     unsafe {
@@ -54,11 +59,12 @@ extern "C" fn init() {
         let mut w = FdWriter::new(2);
         let _ = writeln!(
             w,
-            "mallard {}{}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={}",
+            "mallard {}{}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={} MALLARD_PURGE_THREAD={}",
             env!("CARGO_PKG_VERSION"),
             if core_alloc::mitigations::SECURE { " (secure build)" } else { "" },
             stats as u8,
-            delay
+            delay,
+            purge_thread as u8
         );
         w.flush();
     }
@@ -79,12 +85,12 @@ extern "C" fn fork_prepare() {
 
 extern "C" fn fork_parent() {
     // SAFETY: fork_prepare took the lock in this thread.
-    unsafe { GLOBAL_BACKEND.unlock_after_fork() };
+    unsafe { GLOBAL_BACKEND.unlock_after_fork(false) };
 }
 
 extern "C" fn fork_child() {
     // SAFETY: the child's only thread is the copy of the one that took the lock.
-    unsafe { GLOBAL_BACKEND.unlock_after_fork() };
+    unsafe { GLOBAL_BACKEND.unlock_after_fork(true) };
 }
 
 fn var(name: &CStr) -> Option<&'static [u8]> {

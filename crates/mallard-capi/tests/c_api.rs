@@ -7,6 +7,8 @@
 //!   multi-threaded parent, allocation in other libraries' thread-exit destructors;
 //! - `large_remote.c`: large blocks freed by other threads while empty chunk segments come due
 //!   for purge;
+//! - `idle.c`: free memory goes back while every thread sits idle (the background purger),
+//!   also across `fork` and when `main` calls `pthread_exit`;
 //! - `dlopen.c`: the library dlopened by a program that does not use it as its malloc;
 //! - `cxx.cpp`: every `operator new`/`delete`, `std::bad_alloc`, new-handlers, the STL;
 //! - `misuse.c`: bad frees and double frees, each reported in one line before an abort;
@@ -185,7 +187,7 @@ fn run_in(dir: &Path, mut cmd: Command) -> Run {
 fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = support::preloaded(exe);
     cmd.args(args).env("MALLARD_TEST_REQUIRE", "1").envs(env.iter().copied());
-    for v in ["MALLARD_STATS", "MALLARD_VERBOSE", "MALLARD_PURGE_DELAY_MS"] {
+    for v in ["MALLARD_STATS", "MALLARD_VERBOSE", "MALLARD_PURGE_DELAY_MS", "MALLARD_PURGE_THREAD"] {
         if !env.iter().any(|(k, _)| *k == v) {
             cmd.env_remove(v);
         }
@@ -274,6 +276,24 @@ fn thread_exit_destructors_allocate() {
 fn large_blocks_remote_frees_and_purge() {
     let exe = build("large_remote", "large_remote.c", &[]);
     assert_ok("large_remote.c", &run_preloaded(&exe, &[], &[]));
+}
+
+#[test]
+fn idle_program_gets_its_free_memory_back() {
+    let exe = build("idle", "idle.c", &[]);
+    // Each mode ends with RSS at most 3 % of the peak while no thread calls the allocator,
+    // and the process exits although the purger may be running (`main-exit`).
+    for mode in ["live", "exited", "fork", "main-exit"] {
+        assert_ok(&format!("idle.c {mode}"), &run_preloaded(&exe, &[mode], &[]));
+    }
+}
+
+#[test]
+fn idle_program_keeps_its_free_memory_with_the_purge_thread_off() {
+    // The control: without the purger the same program keeps what was free at its last call.
+    let exe = build("idle", "idle.c", &[]);
+    let run = run_preloaded(&exe, &["live", "1000"], &[("MALLARD_PURGE_THREAD", "0")]);
+    assert_eq!(run.status.and_then(|s| s.code()), Some(3), "expected RSS to stay high\n{}", run.describe());
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Backend {
     pub thread_init: Option<fn() -> *const Heap>,
     /// Zero-size blocks (secure build, `zero`).
     pub(crate) zero: crate::zero::ZeroSlots,
+    /// The background purger (`purger`).
+    pub purger: crate::purger::Purger,
 }
 
 struct State {
@@ -88,6 +90,7 @@ impl Backend {
             purge_delay_ms: AtomicU64::new(PURGE_DELAY_MS),
             next_purge: AtomicU64::new(u64::MAX),
             thread_init,
+            purger: crate::purger::Purger::new(),
             zero: crate::zero::ZeroSlots::new(),
         }
     }
@@ -215,7 +218,18 @@ impl Backend {
         st.abandoned = seg.addr().cast();
         self.abandoned_count.fetch_add(1, Ordering::Relaxed);
         drop(st);
+        self.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
         self.count(|c| &c.segments_abandoned, 1);
+    }
+
+    /// How many segments are abandoned (read without the lock).
+    pub fn abandoned_len(&self) -> usize {
+        self.abandoned_count.load(Ordering::Relaxed)
+    }
+
+    /// When the next cached segment or mapping is due to be purged (ms; `u64::MAX`: none).
+    pub fn next_purge(&self) -> u64 {
+        self.next_purge.load(Ordering::Relaxed)
     }
 
     /// Takes an abandoned segment, if any.
@@ -384,6 +398,31 @@ impl Backend {
         }
     }
 
+    /// The background purger's pass over the page segments of live heaps: purges the free
+    /// pages that are overdue (`Segment::purge_overdue`). Returns (bytes, when the next are
+    /// overdue: ms or `u64::MAX`).
+    pub(crate) fn purge_owned(&self, now: u64, delay: u64) -> (usize, u64) {
+        let st = self.state.lock();
+        let (mut bytes, mut next) = (0, u64::MAX);
+        let mut s = st.registry;
+        while !s.is_null() {
+            // SAFETY: registry entries are mapped segments; under the lock none is unmapped or
+            // moves to or from the cache.
+            let seg = unsafe { &*s };
+            s = seg.reg_next.get();
+            let page_kind = matches!(seg.kind(), SegmentKind::Small | SegmentKind::Medium | SegmentKind::Large);
+            // An owner is set once the header is set up (abandoned ones are the purger's rounds').
+            if page_kind && !seg.owner.load(Ordering::Acquire).is_null() {
+                let (b, n) = seg.purge_overdue(now, delay);
+                bytes += b;
+                next = next.min(n);
+            }
+        }
+        drop(st);
+        self.counters.bytes_purged.fetch_add(bytes as i64, Ordering::Relaxed);
+        (bytes, next)
+    }
+
     /// Takes a cached huge mapping of `min..=max` bytes, the smallest (or with `biggest`, the
     /// biggest) there is: (its header, its size). Its memory is not zero.
     pub(crate) fn pop_huge(&self, min: usize, max: usize, biggest: bool) -> Option<(*mut Segment, usize)> {
@@ -485,17 +524,22 @@ impl Backend {
         }
     }
 
-    /// Takes the backend lock (before `fork`).
+    /// Takes the backend lock (before `fork`), after waiting for a purger round in progress.
     pub fn lock_for_fork(&self) {
+        self.purger.lock_for_fork();
         self.state.raw_lock();
     }
 
-    /// Releases the lock taken by `lock_for_fork`.
+    /// Releases the locks taken by `lock_for_fork`, in the parent or (`child`) in the child,
+    /// which has no purger thread.
     ///
     /// # Safety
     /// `lock_for_fork` was called by this thread (or the forked child's copy of it).
-    pub unsafe fn unlock_after_fork(&self) {
+    pub unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
-        unsafe { self.state.raw_unlock() };
+        unsafe {
+            self.state.raw_unlock();
+            self.purger.unlock_after_fork(child);
+        }
     }
 }

@@ -157,6 +157,9 @@ fn thread_key() -> libc::pthread_key_t {
 /// makes this run again (glibc repeats destructor rounds up to 4 times; a heap made after the
 /// last round is never abandoned, a bounded leak on a path that should not happen).
 extern "C" fn thread_done(heap: *mut libc::c_void) {
+    // What the heap leaves is the purger's to give back: start it while this thread still
+    // has its heap (starting a thread allocates).
+    GLOBAL_BACKEND.poke_purger(true);
     heap_slot::set(&EXITED.0);
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };

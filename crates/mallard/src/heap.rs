@@ -475,11 +475,16 @@ impl Heap {
     /// # Safety
     /// As for `Page::free_remote_list`.
     pub unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
-        // Read before the push: afterwards the owner may recycle the page.
+        // Read before the push: afterwards the owner may recycle the page (and the segment).
         let owner = page.owner_heap();
+        // SAFETY: the page's segment is mapped while the batch's blocks are in use.
+        let backend = unsafe { Segment::of_page(page) }.backend();
         // SAFETY: forwarded.
         let tag = unsafe { page.free_remote_list(head, tail, n) };
-        if tag == FULL && !owner.is_null() {
+        if owner.is_null() {
+            // Into an abandoned page: news for the purger (see `purger`).
+            backend.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
+        } else if tag == FULL {
             // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
             unsafe { (*owner).remote_hint(class) };
         }
@@ -741,6 +746,10 @@ impl Heap {
         // owner of this heap) must not wait for a check scheduled under a long one.
         self.next_purge_check.set(now + (self.backend().purge_delay_ms() / 4).clamp(1, 100));
         self.purge(now, false);
+        // The process is busy: the purger leaves abandoned segments to the threads that
+        // reclaim them; and it starts now if there is something for it to purge later.
+        self.backend().purger.last_active.store(now, Ordering::Relaxed);
+        self.backend().poke_purger(false);
     }
 
     /// Decommits free memory whose purge delay has passed (all of it with `force`): free

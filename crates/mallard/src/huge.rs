@@ -150,6 +150,7 @@ impl Backend {
         if !(plain && seg.map_size.get() > SEGMENT_SIZE && self.cache_huge(seg)) {
             self.segment_free(seg);
         }
+        self.poke_purger(false);
     }
 
     /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its

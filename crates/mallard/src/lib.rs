@@ -32,6 +32,7 @@ pub mod misuse;
 pub mod mitigations;
 pub mod os;
 pub mod page;
+pub mod purger;
 pub mod segment;
 pub mod segment_map;
 pub mod size_class;
@@ -72,6 +73,14 @@ pub fn collect(force: bool) {
 /// `config::PURGE_DELAY_MS`; 0 purges at the first chance).
 pub fn set_purge_delay_ms(ms: u64) {
     global::GLOBAL_BACKEND.set_purge_delay_ms(ms);
+}
+
+/// Turns the background purger on or off (see `purger`): a thread, started when there is free
+/// memory to give back and gone when there is none, that gives it back after the purge delay
+/// even while the program makes no allocator calls. Off by default for `Mallard`; the C
+/// library turns it on (`MALLARD_PURGE_THREAD=0` keeps it off).
+pub fn set_background_purge(on: bool) {
+    global::GLOBAL_BACKEND.purger.set_enabled(on);
 }
 
 /// Writes the global allocator's statistics to stderr, without allocating.

@@ -103,6 +103,74 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// Starts a detached thread running `f(arg)` with every signal blocked and a small stack
+/// (the background purger). False if no thread could be made. Allocates as glibc's
+/// `pthread_create` does; errno is kept.
+///
+/// # Safety
+/// `f(arg)` runs on the new thread: `arg` must be valid there for as long as `f` uses it.
+pub unsafe fn spawn_detached(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void, arg: *mut libc::c_void) -> bool {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        keep_errno(|| {
+            // SAFETY: attr and the signal sets are initialised before use and destroyed after;
+            // the thread handle is an out-pointer.
+            unsafe {
+                let mut all: libc::sigset_t = core::mem::zeroed();
+                let mut old: libc::sigset_t = core::mem::zeroed();
+                libc::sigfillset(&mut all);
+                // The new thread inherits the mask: blocked from its first instruction.
+                libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+                let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+                libc::pthread_attr_init(&mut attr);
+                libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+                let mut t: libc::pthread_t = 0;
+                // A small stack; should the program's static TLS not fit in it, the default.
+                let small = libc::pthread_attr_setstacksize(&mut attr, 256 << 10) == 0
+                    && libc::pthread_create(&mut t, &attr, f, arg) == 0;
+                let ok = small || {
+                    libc::pthread_attr_destroy(&mut attr);
+                    libc::pthread_attr_init(&mut attr);
+                    libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+                    libc::pthread_create(&mut t, &attr, f, arg) == 0
+                };
+                libc::pthread_attr_destroy(&mut attr);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+                ok
+            }
+        })
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    {
+        let _ = (f, arg);
+        false
+    }
+}
+
+/// Names the calling thread (as `top -H` and `/proc/PID/task/*/comm` show it).
+pub fn name_thread(name: &core::ffi::CStr) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
+    keep_errno(|| unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) });
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    let _ = name;
+}
+
+/// Sleeps until `now_ms()` reaches `at`.
+pub fn sleep_until_ms(at: u64) {
+    loop {
+        let now = now_ms();
+        if now >= at {
+            return;
+        }
+        let ms = at - now;
+        let ts =
+            libc::timespec { tv_sec: (ms / 1000) as libc::time_t, tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long };
+        // SAFETY: ts is a valid timespec; the remainder is not wanted (the loop re-reads the clock).
+        keep_errno(|| unsafe { libc::nanosleep(&ts, ptr::null_mut()) });
+    }
+}
+
 /// Memory straight from the kernel: anonymous private mappings.
 pub struct OsPageSource;
 

@@ -18,6 +18,7 @@
 use crate::backend::Backend;
 use crate::config::*;
 use crate::heap::Heap;
+use crate::lock::SpinLock;
 use crate::page::Page;
 use crate::size_class::PageKind;
 use core::cell::Cell;
@@ -80,6 +81,10 @@ pub struct Segment {
     pub pages: [Page; SLICES_PER_SEGMENT],
     pub free_mask: Cell<u64>,
     pub used_pages: Cell<u32>,
+    /// Guards `dirty_mask`, `purge_mask`, `purge_at` and the free pages' memory of a page
+    /// segment between its owner and the background purger (`purge_overdue`); the owner takes
+    /// it only on slow paths (a page taken or given back, a purge).
+    lock: SpinLock<()>,
     /// Pages whose memory may be non-zero (used since the segment was mapped or purged).
     pub dirty_mask: Cell<u64>,
     /// Free pages still committed, and when they are due to be purged (ms; 0 = none). For a
@@ -232,6 +237,7 @@ impl Segment {
             return None;
         }
         let i = mask.trailing_zeros() as usize;
+        let _g = self.lock.lock();
         self.free_mask.set(mask & !(1 << i));
         self.purge_mask.set(self.purge_mask.get() & !(1 << i));
         self.used_pages.set(self.used_pages.get() + 1);
@@ -241,6 +247,7 @@ impl Segment {
     /// Owner only: whether page `i` has been used since the segment was mapped, and marks it
     /// used from now on.
     pub fn page_was_fresh(&self, i: usize) -> bool {
+        let _g = self.lock.lock();
         let dirty = self.dirty_mask.get();
         self.dirty_mask.set(dirty | 1 << i);
         dirty & (1 << i) == 0
@@ -251,17 +258,19 @@ impl Segment {
     pub fn free_page(&self, page: &Page, purge_at: u64) {
         let i = self.page_index(page);
         self.backend().note_in_use(-((page.capacity.get() as usize * page.block_size.get()) as i64));
-        if self.dirty_mask.get() & (1 << i) != 0 {
-            self.purge_mask.set(self.purge_mask.get() | 1 << i);
-            if self.purge_at.get() == 0 {
-                self.purge_at.set(purge_at);
-            }
-        }
         debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
         // No block of it is live now: a free of one (a double free) must find none carved.
         page.reserved.set(0);
         page.carved_end.store(0, Ordering::Relaxed);
         page.used.store(0, Ordering::Relaxed);
+        let _g = self.lock.lock();
+        if self.dirty_mask.get() & (1 << i) != 0 {
+            self.purge_mask.set(self.purge_mask.get() | 1 << i);
+            if self.purge_at.get() == 0 {
+                self.purge_at.set(purge_at);
+                self.backend().purger.owned_due(purge_at);
+            }
+        }
         self.free_mask.set(self.free_mask.get() | 1 << i);
         self.used_pages.set(self.used_pages.get() - 1);
     }
@@ -273,10 +282,33 @@ impl Segment {
     /// Owner only: decommits the free pages that are due (all of them with `force`).
     /// Returns the number of bytes decommitted.
     pub fn purge_pages(&self, now: u64, force: bool) -> usize {
-        let mut mask = self.purge_mask.get();
-        if mask == 0 || !(force || now >= self.purge_at.get()) {
+        let _g = self.lock.lock();
+        if !(force || now >= self.purge_at.get()) {
             return 0;
         }
+        self.purge_free_pages()
+    }
+
+    /// The background purger, for a page segment whose owner is a live heap (the caller holds
+    /// the backend lock, so the segment stays mapped and of its kind): decommits its free
+    /// pages if they were due a whole purge delay ago, so the owner, which checks at least
+    /// every quarter delay while it allocates, is idle. Returns (bytes decommitted, when the
+    /// free pages left are overdue: ms, or `u64::MAX`).
+    pub fn purge_overdue(&self, now: u64, delay: u64) -> (usize, u64) {
+        let _g = self.lock.lock();
+        if self.purge_mask.get() == 0 {
+            return (0, u64::MAX);
+        }
+        let overdue = self.purge_at.get().saturating_add(delay);
+        if now < overdue {
+            return (0, overdue);
+        }
+        (self.purge_free_pages(), u64::MAX)
+    }
+
+    /// Decommits every free page still committed (the lock held).
+    fn purge_free_pages(&self) -> usize {
+        let mut mask = self.purge_mask.get();
         let mut bytes = 0;
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;

@@ -90,6 +90,9 @@ counters! {
     heaps_reused: "thread heaps reused after their thread exited",
     malloc_slow: "allocations that took the slow path",
     bytes_purged: "bytes of free memory decommitted (given back to the OS)",
+    purger_threads: "background purger threads started",
+    purger_rounds: "background purger rounds",
+    purger_bytes: "bytes the background purger gave back (part of bytes_purged)",
 }
 
 impl Counters {
