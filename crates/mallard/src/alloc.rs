@@ -33,6 +33,14 @@ pub unsafe fn malloc(heap: &Heap, size: usize) -> *mut u8 {
             // SAFETY: the free list is non-empty and the page is ours.
             return unsafe { page.pop() }.cast();
         }
+    } else if size <= CLASS_MAX {
+        // Medium sizes (1-64 KiB) without the slow path's calls when the class's current page
+        // has a block: programs with many such blocks (alloc-test) spent a fifth of their time
+        // getting there.
+        if let Some(page) = heap.current_page(class_of(size)) {
+            // SAFETY: current_page returns a page of this heap with a free block.
+            return unsafe { page.pop() }.cast();
+        }
     }
     malloc_slow(heap, size)
 }
