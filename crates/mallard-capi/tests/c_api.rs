@@ -291,8 +291,11 @@ fn idle_program_gets_its_free_memory_back() {
 #[test]
 fn idle_program_keeps_its_free_memory_with_the_purge_thread_off() {
     // The control: without the purger the same program keeps what was free at its last call.
+    // The delay (3 s) is longer than freeing takes, even on a loaded machine, so no owner's
+    // own purge comes due before the threads go idle; the program then waits 4.5 s.
     let exe = build("idle", "idle.c", &[]);
-    let run = run_preloaded(&exe, &["live", "1000"], &[("MALLARD_PURGE_THREAD", "0")]);
+    let env = [("MALLARD_PURGE_THREAD", "0"), ("MALLARD_PURGE_DELAY_MS", "3000")];
+    let run = run_preloaded(&exe, &["live", "4500"], &env);
     assert_eq!(run.status.and_then(|s| s.code()), Some(3), "expected RSS to stay high\n{}", run.describe());
 }
 
