@@ -9,15 +9,19 @@
 //!   exit, once there is something to purge: never from a constructor, before the program's
 //!   own threads and signal set-up exist.
 //! - **Short-lived.** It exits as soon as nothing is left to purge (and is started again when
-//!   there is), so it never keeps a process alive after `main` calls `pthread_exit`, and an
-//!   idle process has no thread waking it.
-//! - **Invisible.** It blocks every signal (a program that `sigwait`s or counts on its signal
+//!   there is), so an idle process has no thread waking it, and after `main` calls
+//!   `pthread_exit` the process ends within a few purge delays (the rounds over what the last
+//!   threads left: about 0.3 s at the default delay).
+//! - **Quiet.** It blocks every signal (a program that `sigwait`s or counts on its signal
 //!   handlers running in its own threads is unaffected), uses a small stack, never calls
-//!   `malloc`, and is named `mallard-purge`.
+//!   `malloc`, and is named `mallard-purge`. It is still a thread: while it runs, a program
+//!   that needs to be single-threaded (`unshare(CLONE_NEWUSER)` fails with EINVAL otherwise,
+//!   and a check of `Threads:` in /proc sees two) must run with it off.
 //! - **Fork-safe.** `fork` waits for a round in progress (`lock_for_fork`); the child has no
 //!   purger and starts its own when it needs one.
 //! - **Off** with `set_enabled(false)` (the C library's `MALLARD_PURGE_THREAD=0`); the Rust
 //!   `Mallard` leaves it off unless the program turns it on (`mallard::set_background_purge`).
+//!   If a thread cannot be made (a sandbox, a thread limit), it stays off for the process.
 //!
 //! Each round purges the backend's cached segments and huge mappings whose delay has passed
 //! (`Backend::purge`), and, when the process looks idle (no heap reached a purge point for a
