@@ -113,7 +113,7 @@ static void *worker(void *arg) {
 static long wait_idle(const char *who) {
     size_t peak = peak_bytes();
     long start = now_ms();
-    size_t rss = rss_bytes();
+    size_t rss;
     for (;;) {
         rss = rss_bytes();
         long t = now_ms() - start;

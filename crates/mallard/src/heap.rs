@@ -477,12 +477,12 @@ impl Heap {
     pub unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
         // Read before the push: afterwards the owner may recycle the page (and the segment).
         let owner = page.owner_heap();
+        // (Only an abandoned page's segment is read: news for the purger, see `purger`.)
         // SAFETY: the page's segment is mapped while the batch's blocks are in use.
-        let backend = unsafe { Segment::of_page(page) }.backend();
+        let abandoned = owner.is_null().then(|| unsafe { Segment::of_page(page) }.backend());
         // SAFETY: forwarded.
         let tag = unsafe { page.free_remote_list(head, tail, n) };
-        if owner.is_null() {
-            // Into an abandoned page: news for the purger (see `purger`).
+        if let Some(backend) = abandoned {
             backend.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
         } else if tag == FULL {
             // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
