@@ -258,10 +258,18 @@ pub(crate) unsafe fn free_checked(p: *mut c_void, size: usize, align: usize, exa
     if !align.is_power_of_two() {
         misuse::report_op(op, "an alignment that is not a power of two", p.cast());
     }
-    // SAFETY: any pointer may be checked.
-    unsafe { alloc::check_size(p.cast(), size, align, exact, op) };
-    // SAFETY: forwarded.
-    unsafe { free(p) }
+    // (The recorder records the free once the size passed.)
+    #[cfg(feature = "trace")]
+    // SAFETY: any pointer may be checked; then forwarded.
+    unsafe {
+        alloc::check_size(p.cast(), size, align, exact, op);
+        free(p)
+    }
+    #[cfg(not(feature = "trace"))]
+    // SAFETY: the calling thread's heap; the block is checked, then freed.
+    unsafe {
+        alloc::free_sized(thread_heap(), p.cast(), size, align, exact, op)
+    }
 }
 
 /// `cfree(p)`: an old alias of `free` that some programs still call.

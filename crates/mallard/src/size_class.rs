@@ -67,6 +67,14 @@ pub const fn class_of(size: usize) -> usize {
     }
 }
 
+/// Whether `class_of(size) == class`, by the class table's bounds: cheaper than computing
+/// the class of `size` (a sized free checks this).
+#[inline(always)]
+pub fn in_class(size: usize, class: usize) -> bool {
+    let upper = CLASS_SIZE.get(class).is_some_and(|&top| size <= top);
+    upper && (class == 0 || CLASS_SIZE.get(class - 1).is_some_and(|&below| size > below))
+}
+
 /// The page kind serving class `class`.
 #[inline]
 pub const fn kind_of(class: usize) -> PageKind {
@@ -132,6 +140,16 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_class_agrees_with_class_of() {
+        for size in 0..=crate::config::CLASS_MAX + 64 {
+            for class in 0..CLASS_COUNT + 1 {
+                let expected = size <= LARGE_MAX && class_of(size) == class;
+                assert_eq!(in_class(size, class), expected, "size {size}, class {class}");
+            }
+        }
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "half a million sizes")]
