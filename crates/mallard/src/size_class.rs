@@ -142,6 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "seven million checks")]
     fn in_class_agrees_with_class_of() {
         for size in 0..=crate::config::CLASS_MAX + 64 {
             for class in 0..CLASS_COUNT + 1 {
