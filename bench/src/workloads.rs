@@ -272,22 +272,27 @@ pub fn vec_grow<A: GlobalAlloc>(a: &A, cycles: usize, max: usize) {
     }
 }
 
-/// malloc-large style: a ring of 32 live blocks of 64 KiB..=8 MiB, a random one replaced each
-/// step; one byte written per OS page, so fresh memory costs its page faults.
+/// malloc-large style, as the standard suite's program: a ring of 20 buffers of 5..25 MiB
+/// (uniform); each step makes a new buffer, zeroed and so written in full, before the one it
+/// replaces is freed.
 pub fn large<A: GlobalAlloc>(a: &A, steps: usize) {
-    const SLOTS: usize = 32;
+    const SLOTS: usize = 20;
+    const MIN: usize = 5 << 20;
+    const MAX: usize = 25 << 20;
     let mut rng = Rng::new(3);
     let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
     for _ in 0..steps {
-        let slot = &mut live[rng.below(SLOTS)];
-        free_slot(a, slot);
-        let size = rng.skewed(64 << 10, 8 << 20);
-        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
-        unsafe {
+        let i = rng.below(SLOTS);
+        let size = MIN + rng.below(MAX - MIN + 1);
+        // SAFETY: fresh block of `size` bytes; zeroing writes every byte, as `make_unique<char[]>`.
+        let p = unsafe {
             let p = alloc(a, layout(size));
+            p.write_bytes(0, size);
             touch(p, size, 4096, pattern(size));
-            *slot = (p, size);
-        }
+            p
+        };
+        free_slot(a, &mut live[i]);
+        live[i] = (p, size);
     }
     free_all(a, &live);
 }
@@ -310,39 +315,86 @@ fn replace<A: GlobalAlloc>(a: &A, slot: &mut (*mut u8, usize), size: usize) {
     }
 }
 
-/// larson-style server: `threads` threads each own 1000 slots of 16..=1024 B blocks and
-/// replace random ones, `steps` times. Then every thread ends and a new generation starts,
-/// each new thread taking over the slots of a different old one, so most frees are of blocks
-/// that another thread, now gone, allocated.
-pub fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, generations: usize, steps: usize) {
-    const SLOTS: usize = 1000;
-    let mut sets: Vec<Slots> = (0..threads).map(|_| Slots(vec![(null_mut(), 0); SLOTS])).collect();
-    for g in 0..generations {
-        sets = std::thread::scope(|s| {
-            let handles: Vec<_> = sets
-                .into_iter()
-                .enumerate()
-                .map(|(t, mut set)| {
-                    s.spawn(move || {
-                        let mut rng = Rng::new((g * threads + t) as u64 + 11);
-                        for _ in 0..steps {
-                            let size = rng.skewed(16, 1024);
-                            replace(a, &mut set.0[rng.below(SLOTS)], size);
-                        }
-                        set
-                    })
-                })
-                .collect();
-            let mut out: Vec<Slots> = handles.into_iter().map(|h| h.join().expect("larson thread")).collect();
-            out.rotate_left(1); // thread t of the next generation frees what thread t+1 allocated
-            out
-        });
+/// larson-style server, shaped like the standard `larson 5 8 1000 5000 100 4141 2`: each of
+/// `threads` chains owns 5000 slots of uniform 8..1000 B blocks (the main thread fills them
+/// first) and replaces random ones, writing two bytes of each, `steps` times per thread. Then
+/// the thread starts its successor, hands it the slots and exits while the successor already
+/// runs, `generations` times: every thread begins by freeing blocks that threads now gone (or
+/// going) allocated, and the allocator sees a stream of threads that come and go.
+pub fn larson<A: GlobalAlloc + Sync>(a: &'static A, threads: usize, generations: usize, steps: usize) {
+    const SLOTS: usize = 5000;
+    const MIN: usize = 8;
+    const MAX: usize = 1000;
+    /// One thread of a chain: replaces blocks, then passes the slots on or back to `done`.
+    fn link<A: GlobalAlloc + Sync>(
+        a: &'static A,
+        mut set: Slots,
+        seed: u64,
+        left: usize,
+        steps: usize,
+        done: std::sync::mpsc::Sender<Slots>,
+    ) {
+        let mut rng = Rng::new(seed);
+        for _ in 0..steps {
+            let size = MIN + rng.below(MAX - MIN);
+            let slot = &mut set.0[rng.below(SLOTS)];
+            free_slot(a, slot);
+            // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+            unsafe {
+                let p = alloc(a, layout(size));
+                touch(p, size, size, pattern(size)); // first and last byte only, as larson writes two
+                *slot = (p, size);
+            }
+        }
+        if left == 0 {
+            done.send(set).expect("larson: main waits for every chain");
+        } else {
+            let seed = rng.next_u64();
+            // The successor is detached: it reports through `done`, not a join.
+            std::thread::spawn(move || link(a, set, seed, left - 1, steps, done));
+        }
     }
-    for set in &mut sets {
+    let (done, finished) = std::sync::mpsc::channel();
+    let mut rng = Rng::new(4141);
+    for t in 0..threads {
+        let mut set = Slots(vec![(null_mut(), 0); SLOTS]);
+        for slot in &mut set.0 {
+            replace(a, slot, MIN + rng.below(MAX - MIN));
+        }
+        let done = done.clone();
+        std::thread::spawn(move || link(a, set, t as u64 + 11, generations - 1, steps, done));
+    }
+    drop(done);
+    for mut set in finished.iter().take(threads) {
         for slot in &mut set.0 {
             free_slot(a, slot);
         }
     }
+}
+
+/// alloc-test style: one thread replaces a random slot of 2^18 live blocks, `steps` times,
+/// with sizes up to 64 KiB drawn by power-of-two class with halving odds (half are 5..8 B, a
+/// quarter 9..16 B, ..., one in 2^13 above 32 KiB): most calls are tiny, but the blocks of
+/// 1–64 KiB hold half of the bytes.
+pub fn random_sizes<A: GlobalAlloc>(a: &A, steps: usize) {
+    const SLOTS: usize = 1 << 18;
+    let mut rng = Rng::new(17);
+    let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
+    for _ in 0..steps {
+        let r = rng.next_u64();
+        // Class k (sizes 2^(k+2)+1 ..= 2^(k+3)) with odds 2^-(k+1), k = 0..=13.
+        let k = ((r as u32) | (1 << 13)).trailing_zeros() as usize;
+        let size = (1 << (k + 2)) + 1 + ((r >> 32) as usize & ((1 << (k + 2)) - 1));
+        let slot = &mut live[rng.below(SLOTS)];
+        free_slot(a, slot);
+        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+        unsafe {
+            let p = alloc(a, layout(size));
+            touch(p, size, 64, pattern(size));
+            *slot = (p, size);
+        }
+    }
+    free_all(a, &live);
 }
 
 /// Hoard's threadtest: `threads` threads each allocate `per_round` blocks of 64 B, write
