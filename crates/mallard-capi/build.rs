@@ -3,12 +3,14 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=src/new_delete.c");
+    println!("cargo:rerun-if-changed=src/no_unwinder.c");
     cc::Build::new()
         .file("src/new_delete.c")
         .flag("-fexceptions")
         .warnings(true)
         .extra_warnings(true)
         .compile("mallard_new_delete");
+    cc::Build::new().file("src/no_unwinder.c").warnings(true).extra_warnings(true).compile("mallard_no_unwinder");
     // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
     // whose blocks the program still holds.
     // The secure build is `libmallard_secure.so`, the recording one `libmallard_trace.so`

@@ -521,3 +521,13 @@ fn env_bad_purge_delay_warns_once() {
         run.describe()
     );
 }
+
+#[test]
+fn preloading_loads_no_unwinder_library() {
+    // libmallard.so never unwinds (src/no_unwinder.c): a preloaded program that did not load
+    // libgcc_s before does not load it now (about 100 KiB of RSS in every process).
+    let run = support::output(support::preloaded("cat").arg("/proc/self/maps"));
+    let maps = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && maps.contains("libmallard"), "cat did not run on mallard:\n{maps}");
+    assert!(!maps.contains("libgcc_s"), "libgcc_s was loaded with libmallard.so:\n{maps}");
+}
