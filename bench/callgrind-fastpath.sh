@@ -12,9 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; exit 1; }
 
-cargo build --release --quiet -p mallard-bench --example fastpath -p mallard-capi
+# Two builds: with `--example`, cargo builds only examples, even of the other packages named,
+# so one command would leave libmallard.so missing or stale.
+cargo build --release --quiet -p mallard-capi
+cargo build --release --quiet -p mallard-bench --example fastpath
 bin="${CARGO_TARGET_DIR:-target}/release/examples/fastpath"
-lib="$(realpath "${CARGO_TARGET_DIR:-target}/release/libmallard.so")"
+lib="$(realpath -e "${CARGO_TARGET_DIR:-target}/release/libmallard.so")"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cc -O2 -o "$out/cfastpath" bench/c/fastpath.c
@@ -53,6 +56,11 @@ for a in "${allocators[@]}"; do
     esac
     env ${preload:+LD_PRELOAD="$preload"} valgrind --tool=callgrind --callgrind-out-file="$out/$a.$n" "${run[@]}" \
       >"$out/$a.$n.log" 2>&1 || { cat "$out/$a.$n.log" >&2; exit 1; }
+    # A library ld.so cannot preload is skipped with a warning: the count would be glibc's.
+    if grep -q "cannot be preloaded" "$out/$a.$n.log"; then
+      cat "$out/$a.$n.log" >&2
+      exit 1
+    fi
   done
   ir1="$(total_ir "$out/$a.1000000")"
   ir2="$(total_ir "$out/$a.2000000")"
