@@ -29,6 +29,7 @@ pub const WORKLOADS: &[&str] = &[
     "random-sizes",
     "vec-grow",
     "malloc-large",
+    "big-churn",
     "frag",
 ];
 
@@ -93,6 +94,7 @@ pub fn run_once<A: GlobalAlloc + Sync + 'static>(a: &'static A, workload: &str, 
         "mstress" => workloads::mstress(a, threads(), n(2_000_000, 5_000)),
         "vec-grow" => workloads::vec_grow(a, n(40, 2), n(4 << 20, 64 << 10)),
         "malloc-large" => workloads::large(a, n(300, 3)),
+        "big-churn" => workloads::big_churn(a, n(5_000, 20)),
         "random-sizes" => workloads::random_sizes(a, n(10_000_000, 5_000)),
         "frag" => workloads::frag(a, n(128, 1), n(64, 1)),
         "json" => apps::json(n(3, 1), n(20_000, 100)),

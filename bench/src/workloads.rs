@@ -297,6 +297,29 @@ pub fn large<A: GlobalAlloc>(a: &A, steps: usize) {
     free_all(a, &live);
 }
 
+/// A churn of big blocks: a ring of 16 live blocks of 64 KiB..=8 MiB (a power-of-two band
+/// from 64 KiB to 8 MiB picked uniformly, then a size in it: a quarter of them huge, the rest
+/// the chunk heap's), a random one replaced each step; one byte written per OS page, so
+/// memory mapped or purged anew costs its page faults.
+pub fn big_churn<A: GlobalAlloc>(a: &A, steps: usize) {
+    const SLOTS: usize = 16;
+    let mut rng = Rng::new(9);
+    let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
+    for _ in 0..steps {
+        let slot = &mut live[rng.below(SLOTS)];
+        free_slot(a, slot);
+        let band = (64 << 10) << rng.below(8);
+        let size = (band + rng.below(band)).min(8 << 20);
+        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
+        unsafe {
+            let p = alloc(a, layout(size));
+            touch(p, size, 4096, pattern(size));
+            *slot = (p, size);
+        }
+    }
+    free_all(a, &live);
+}
+
 /// A set of slots that moves between threads whole.
 struct Slots(Vec<(*mut u8, usize)>);
 

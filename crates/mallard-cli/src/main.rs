@@ -51,7 +51,7 @@ struct BenchArgs {
     json: Option<PathBuf>,
     /// Run only these workloads (comma-separated): churn, mt-churn, larson, threadtest,
     /// cache-scratch, prod-cons, prod-cons-large, mstress, random-sizes, vec-grow, malloc-large,
-    /// frag; with --process also json, collections, python, sqlite3, git.
+    /// big-churn, frag; with --process also json, collections, python, sqlite3, git.
     #[arg(long, value_name = "NAME")]
     only: Option<String>,
     /// One process per run: each workload runs in its own process under each C allocator,

@@ -81,9 +81,15 @@ pub const SEGMENT_CACHE_KEEP: usize = 8;
 
 /// Freed huge mappings kept for reuse (process-wide), by count and by bytes: a program that
 /// frees and allocates multi-MiB blocks in turn reuses pages that are already faulted in,
-/// instead of an munmap, an mmap and a page fault per 4 KiB each time.
+/// instead of an munmap, an mmap and a page fault per 4 KiB each time. (What is cached and
+/// not reused is purged after the delay, so the bytes bound address space more than RSS.)
+/// Measured 2026-12-06 on a ring of 16 blocks of 64 KiB-8 MiB replaced at random (one byte
+/// written per 4 KiB; an 8 MiB block has a 12 MiB mapping): with 64 MiB the number of freed
+/// huge mappings swung past the cap, 190 of them were unmapped and mapped again, 417 k page
+/// faults, 0.99 s (mimalloc 2.0 0.16 s, glibc 3.6 s); with 128 MiB 31 k faults and 0.15 s,
+/// peak RSS 115 -> 117 MiB. malloc-large (20 blocks of 5-25 MiB) 1.83 -> 1.9 s.
 pub const HUGE_CACHE_SLOTS: usize = 16;
-pub const HUGE_CACHE_BYTES: usize = 64 << 20;
+pub const HUGE_CACHE_BYTES: usize = 128 << 20;
 
 /// Free memory stays committed this long before it is decommitted (purged): long enough
 /// that a program that frees and allocates in turn reuses it without page faults, short

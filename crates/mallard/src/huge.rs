@@ -62,7 +62,11 @@ impl Backend {
         };
         let (base, mapping, map_size) = match mapping {
             Some(m) => m,
-            None => (self.source.reserve(map_size, map_align)?, Mapping::Fresh, map_size),
+            None => {
+                let base = self.source.reserve(map_size, map_align)?;
+                self.count(|c| &c.huge_fresh, 1);
+                (base, Mapping::Fresh, map_size)
+            }
         };
         // SAFETY: seg_off < map_size; the header fits in the first slice after it.
         let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };

@@ -84,6 +84,7 @@ counters! {
     pages_reclaimed: "abandoned pages taken over by another thread",
     remote_frees: "blocks freed by a thread other than their owner",
     huge_allocs: "huge blocks mapped",
+    huge_fresh: "huge blocks given a fresh mapping from the OS (not a cached one)",
     huge_frees: "huge blocks unmapped",
     huge_remaps: "huge blocks resized by mremap",
     heaps_created: "thread heaps created",

@@ -614,3 +614,57 @@ fn a_buffer_that_must_move_to_grow_past_64_kib_then_grows_and_shrinks_without_mo
     .join()
     .unwrap();
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "maps hundreds of MiB")]
+fn a_ring_of_huge_blocks_replaced_at_random_reuses_their_mappings() {
+    // 16 slots of 64 KiB-8 MiB blocks (log-uniform: a quarter are huge, with mappings of 8 or
+    // 12 MiB), a random one replaced 2,000 times, one byte written per 4 KiB. The number of
+    // live huge blocks, and so of freed mappings, swings; once warm, the cache must cover the
+    // swing instead of unmapping a mapping and mapping (and faulting in) a fresh one.
+    let _g = serial();
+    if !alone("a_ring_of_huge_blocks_replaced_at_random_reuses_their_mappings") {
+        return;
+    }
+    // No purge comes due while it runs, however slow the machine: the figure is the cache's.
+    mallard::set_purge_delay_ms(3_600_000);
+    const MIB: usize = 1 << 20;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut ring: Vec<(*mut u8, Layout)> = Vec::new();
+    let mut fresh_after_warmup = 0;
+    for step in 0..2_200 {
+        if step == 200 {
+            fresh_after_warmup = mallard::stats().huge_fresh;
+        }
+        let r = next();
+        let band = 64 << 10 << (r % 8);
+        let size = (band + (r >> 20) as usize % band).min(8 * MIB);
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: non-zero size; the block is written within its size and freed once below.
+        let p = unsafe { GLOBAL.alloc(layout) };
+        assert!(!p.is_null());
+        for o in (0..layout.size()).step_by(4096) {
+            // SAFETY: o < size.
+            unsafe { p.add(o).write(step as u8) };
+        }
+        if ring.len() < 16 {
+            ring.push((p, layout));
+        } else {
+            let (old, old_layout) = std::mem::replace(&mut ring[(r >> 8) as usize % 16], (p, layout));
+            // SAFETY: a live block of this layout, freed once.
+            unsafe { GLOBAL.dealloc(old, old_layout) };
+        }
+    }
+    let fresh = mallard::stats().huge_fresh - fresh_after_warmup;
+    for (p, layout) in ring {
+        // SAFETY: as above.
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+    assert!(fresh <= 3, "2,000 replacements mapped {fresh} fresh huge mappings");
+}
