@@ -4,8 +4,9 @@
  * When memory runs out, operator new does what the standard says: it calls the installed
  * new_handler and retries, and with no handler it throws std::bad_alloc. Both come from
  * libstdc++, which every C++ program has loaded; they are weak references here, so a C
- * program without libstdc++ still loads the library (and can never reach this code). The file
- * is compiled with -fexceptions, so the exception unwinds through these frames.
+ * program without libstdc++ still loads the library, and C++ code it loads later with dlopen
+ * finds them through `stdcxx`. The file is compiled with -fexceptions, so the exception
+ * unwinds through these frames.
  *
  * The nothrow forms return NULL when there is no handler. With a handler installed, the
  * standard wants the handler called and a bad_alloc it throws turned into NULL, which takes a
@@ -25,8 +26,24 @@ extern void _ZSt17__throw_bad_allocv(void) __attribute__((weak, noreturn));
 
 void *__mallard_new(size_t size, size_t align);
 
+/* libstdc++'s definition of `name`. The weak reference is bound when the library loads, so it
+ * is null when libstdc++ came later: a C program (or python3) that dlopens C++ code. That
+ * libstdc++ may be private to the code that loaded it (RTLD_LOCAL), out of reach of the
+ * global scope; a RTLD_NOLOAD open finds it wherever it is, and loads nothing. Only called
+ * when memory has run out. */
+static void *stdcxx(void *weak, const char *name) {
+    if (weak) return weak;
+    void *lib = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) return NULL;
+    void *sym = dlsym(lib, name);
+    dlclose(lib); /* drops the reference the open took; the library stays, loaded by its users */
+    return sym;
+}
+
 static new_handler current_handler(void) {
-    return _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : NULL;
+    new_handler (*get)(void) =
+        (new_handler(*)(void))stdcxx((void *)_ZSt15get_new_handlerv, "_ZSt15get_new_handlerv");
+    return get ? get() : NULL;
 }
 
 static void *new_throwing(size_t size, size_t align) {
@@ -38,7 +55,9 @@ static void *new_throwing(size_t size, size_t align) {
             h(); /* may throw, or free memory and return: then retry */
             continue;
         }
-        if (_ZSt17__throw_bad_allocv) _ZSt17__throw_bad_allocv();
+        void (*throw_bad_alloc)(void) =
+            (void (*)(void))stdcxx((void *)_ZSt17__throw_bad_allocv, "_ZSt17__throw_bad_allocv");
+        if (throw_bad_alloc) throw_bad_alloc();
         static const char msg[] = "mallard: out of memory in operator new and no std::bad_alloc to throw\n";
         ssize_t r = write(2, msg, sizeof msg - 1);
         (void)r;

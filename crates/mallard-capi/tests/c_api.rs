@@ -11,6 +11,8 @@
 //!   also across `fork` and when `main` calls `pthread_exit`;
 //! - `dlopen.c`: the library dlopened by a program that does not use it as its malloc;
 //! - `cxx.cpp`: every `operator new`/`delete`, `std::bad_alloc`, new-handlers, the STL;
+//! - `cxx_plugin.cpp`, `cxx_plugin_host.c`: the same out of memory in C++ code that a C
+//!   program loads with dlopen;
 //! - `misuse.c`: bad frees and double frees, each reported in one line before an abort;
 //! - the environment variables `MALLARD_STATS`, `MALLARD_VERBOSE`, `MALLARD_PURGE_DELAY_MS`.
 //!
@@ -312,6 +314,17 @@ fn dlopen_local() {
 fn cxx_new_delete_preloaded() {
     let exe = build("cxx", "cxx.cpp", &["-fsized-deallocation"]);
     assert_ok("cxx.cpp", &run_preloaded(&exe, &["--require-mallard"], &[]));
+}
+
+#[test]
+fn cxx_loaded_by_a_c_program_gets_bad_alloc_and_its_new_handler() {
+    // libstdc++ arrives after libmallard.so here (dlopen, RTLD_LOCAL): operator new must find
+    // its bad_alloc and new_handler all the same, not abort.
+    let plugin = build("cxx-plugin", "cxx_plugin.cpp", &["-shared", "-fPIC"]);
+    let host = build("cxx-plugin-host", "cxx_plugin_host.c", &[]);
+    let plugin = plugin.to_str().expect("UTF-8 path");
+    assert_ok("cxx_plugin_host.c without mallard", &run_plain(&host, &[plugin]));
+    assert_ok("cxx_plugin_host.c", &run_preloaded(&host, &[plugin], &[]));
 }
 
 #[test]
