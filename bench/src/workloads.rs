@@ -307,15 +307,8 @@ pub fn big_churn<A: GlobalAlloc>(a: &A, steps: usize) {
     let mut live = vec![(null_mut::<u8>(), 0usize); SLOTS];
     for _ in 0..steps {
         let slot = &mut live[rng.below(SLOTS)];
-        free_slot(a, slot);
         let band = (64 << 10) << rng.below(8);
-        let size = (band + rng.below(band)).min(8 << 20);
-        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
-        unsafe {
-            let p = alloc(a, layout(size));
-            touch(p, size, 4096, pattern(size));
-            *slot = (p, size);
-        }
+        replace(a, slot, (band + rng.below(band)).min(8 << 20), 4096);
     }
     free_all(a, &live);
 }
@@ -327,13 +320,14 @@ struct Slots(Vec<(*mut u8, usize)>);
 // them again.
 unsafe impl Send for Slots {}
 
-/// Replaces the block in `slot` by a fresh one of `size` bytes, touched with its pattern.
-fn replace<A: GlobalAlloc>(a: &A, slot: &mut (*mut u8, usize), size: usize) {
+/// Replaces the block in `slot` by a fresh one of `size` bytes, touched with its pattern
+/// every `stride` bytes (and at its last byte).
+fn replace<A: GlobalAlloc>(a: &A, slot: &mut (*mut u8, usize), size: usize, stride: usize) {
     free_slot(a, slot);
     // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
     unsafe {
         let p = alloc(a, layout(size));
-        touch(p, size, 64, pattern(size));
+        touch(p, size, stride, pattern(size));
         *slot = (p, size);
     }
 }
@@ -360,14 +354,8 @@ pub fn larson<A: GlobalAlloc + Sync>(a: &'static A, threads: usize, generations:
         let mut rng = Rng::new(seed);
         for _ in 0..steps {
             let size = MIN + rng.below(MAX - MIN);
-            let slot = &mut set.0[rng.below(SLOTS)];
-            free_slot(a, slot);
-            // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
-            unsafe {
-                let p = alloc(a, layout(size));
-                touch(p, size, size, pattern(size)); // first and last byte only, as larson writes two
-                *slot = (p, size);
-            }
+            // The first and last byte only, as larson writes two.
+            replace(a, &mut set.0[rng.below(SLOTS)], size, size);
         }
         if left == 0 {
             done.send(set).expect("larson: main waits for every chain");
@@ -382,7 +370,7 @@ pub fn larson<A: GlobalAlloc + Sync>(a: &'static A, threads: usize, generations:
     for t in 0..threads {
         let mut set = Slots(vec![(null_mut(), 0); SLOTS]);
         for slot in &mut set.0 {
-            replace(a, slot, MIN + rng.below(MAX - MIN));
+            replace(a, slot, MIN + rng.below(MAX - MIN), 64);
         }
         let done = done.clone();
         std::thread::spawn(move || link(a, set, t as u64 + 11, generations - 1, steps, done));
@@ -408,14 +396,7 @@ pub fn random_sizes<A: GlobalAlloc>(a: &A, steps: usize) {
         // Class k (sizes 2^(k+2)+1 ..= 2^(k+3)) with odds 2^-(k+1), k = 0..=13.
         let k = ((r as u32) | (1 << 13)).trailing_zeros() as usize;
         let size = (1 << (k + 2)) + 1 + ((r >> 32) as usize & ((1 << (k + 2)) - 1));
-        let slot = &mut live[rng.below(SLOTS)];
-        free_slot(a, slot);
-        // SAFETY: fresh block of `size` bytes, owned by the slot until freed.
-        unsafe {
-            let p = alloc(a, layout(size));
-            touch(p, size, 64, pattern(size));
-            *slot = (p, size);
-        }
+        replace(a, &mut live[rng.below(SLOTS)], size, 64);
     }
     free_all(a, &live);
 }
@@ -555,7 +536,7 @@ pub fn frag<A: GlobalAlloc>(a: &A, small_mib: usize, large_mib: usize) {
     while total < small_mib << 20 {
         let mut slot = (null_mut(), 0);
         let size = rng.skewed(16, 1024);
-        replace(a, &mut slot, size);
+        replace(a, &mut slot, size, 64);
         blocks.push(slot);
         total += size;
     }
@@ -568,7 +549,7 @@ pub fn frag<A: GlobalAlloc>(a: &A, small_mib: usize, large_mib: usize) {
     while total < large_mib << 20 {
         let mut slot = (null_mut(), 0);
         let size = rng.skewed(2 << 10, 8 << 10);
-        replace(a, &mut slot, size);
+        replace(a, &mut slot, size, 64);
         blocks.push(slot);
         total += size;
     }
