@@ -4,12 +4,16 @@
 fn main() {
     println!("cargo:rerun-if-changed=src/new_delete.c");
     println!("cargo:rerun-if-changed=src/no_unwinder.c");
+    println!("cargo:rerun-if-changed=src/trace_hooks.c");
     cc::Build::new()
         .file("src/new_delete.c")
         .flag("-fexceptions")
         .warnings(true)
         .extra_warnings(true)
         .compile("mallard_new_delete");
+    if std::env::var_os("CARGO_FEATURE_TRACE").is_some() {
+        cc::Build::new().file("src/trace_hooks.c").warnings(true).extra_warnings(true).compile("mallard_trace_hooks");
+    }
     cc::Build::new().file("src/no_unwinder.c").warnings(true).extra_warnings(true).compile("mallard_no_unwinder");
     // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
     // whose blocks the program still holds.

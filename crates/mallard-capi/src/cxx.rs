@@ -10,25 +10,6 @@
 
 use core::ffi::c_void;
 
-macro_rules! trampolines {
-    ($($name:ident => $target:ident;)*) => {
-        extern "C" {
-            $( fn $target(); )*
-        }
-        $(
-            /// A C++ `operator new` form (see the module docs).
-            #[unsafe(naked)]
-            #[no_mangle]
-            pub extern "C" fn $name() {
-                #[cfg(target_arch = "x86_64")]
-                core::arch::naked_asm!("jmp {f}", f = sym $target);
-                #[cfg(target_arch = "aarch64")]
-                core::arch::naked_asm!("b {f}", f = sym $target);
-            }
-        )*
-    };
-}
-
 trampolines! {
     _Znwm => __mallard_cxx_Znwm;
     _Znam => __mallard_cxx_Znam;

@@ -10,6 +10,28 @@
 //! is in `include/mallard.h`. Nothing here panics or unwinds across the C ABI, and nothing
 //! allocates except through mallard itself.
 
+/// Exports C functions under the names a program calls: each `$name` is a one-jump trampoline
+/// into `$target`, a function of the crate's C code (symbols of linked C code stay local to a
+/// Rust cdylib; a jump leaves no Rust frame, and passes every argument, variadic ones too).
+macro_rules! trampolines {
+    ($($name:ident => $target:ident;)*) => {
+        extern "C" {
+            $( fn $target(); )*
+        }
+        $(
+            /// A jump into the C function that does this job (see the module docs).
+            #[unsafe(naked)]
+            #[no_mangle]
+            pub extern "C" fn $name() {
+                #[cfg(target_arch = "x86_64")]
+                core::arch::naked_asm!("jmp {f}", f = sym $target);
+                #[cfg(target_arch = "aarch64")]
+                core::arch::naked_asm!("b {f}", f = sym $target);
+            }
+        )*
+    };
+}
+
 mod cabi;
 mod cxx;
 mod options;

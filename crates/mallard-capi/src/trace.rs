@@ -6,31 +6,40 @@
 //! `free` (and the C++ operators, which come through them) is written to FILE in the format of
 //! `docs/trace-format.md`. Each thread encodes its events into a buffer of its own (1 MiB,
 //! mapped straight from the OS: the recorder never allocates) and appends it to the file as
-//! one chunk, with one `writev` on a descriptor opened with `O_APPEND`, when it fills, when
-//! the thread exits (a pthread key's destructor) and when the process exits (`atexit`, for
-//! the exiting thread; threads still running then lose what they have not written).
+//! one chunk, with one `writev` on a descriptor opened with `O_APPEND`, when it fills and when
+//! the thread exits (a pthread key's destructor).
+//!
+//! Nothing is lost when the program ends: `end` writes every thread's buffer, running or not,
+//! and the memory map, on `exit` (an `atexit` handler), `_exit`/`_Exit`, `exec` (all of them
+//! are wrapped here and in `trace_hooks.c`), and a fatal signal (a handler installed where the
+//! program has the default; the program still sees the default, see `trace_hooks.c`). A buffer
+//! belongs to whoever holds its `state`: its thread while it records an event or writes a
+//! chunk, and `end` afterwards; events after the end are dropped.
 //!
 //! Processes: the first process to open FILE creates it, and when it `exec`s another program
-//! (a shim such as pyenv's `python3` does), the new image starts FILE again: the heap starts
-//! again too. Any other process that inherits `MALLARD_TRACE` writes `FILE.PID`, and a child
-//! made by `fork` switches to `FILE.PID` at once, dropping the parent's unwritten events from
-//! its copy of the buffer (the parent writes them).
+//! (a shim such as pyenv's `python3` does), the new image appends an image marker to FILE and
+//! goes on there: a reader sees one image per program the process ran. Any other process that
+//! inherits `MALLARD_TRACE` writes `FILE.PID` (likewise across its `exec`s), and a child made
+//! by `fork` switches to `FILE.PID` at once, dropping the parent's unwritten events from its
+//! copy of the buffers (the parent writes them).
 //!
 //! Call sites: an allocation (or realloc) keeps up to `FRAMES` return addresses from the
 //! frame-pointer chain (`call_site`), leaving out the frames of this library; the first is
 //! always right, the ones above it only in code built with frame pointers. Frees keep none.
-//! At exit, the process's memory map (`/proc/self/maps`) is appended as a maps chunk
-//! (`write_maps`), so that a report can say which library and function each address is in.
+//! The memory map (`/proc/self/maps`) is appended at the end as a maps chunk (`write_maps`),
+//! so that a report can say which library and function each address is in.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
-use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use core_alloc::config::OS_PAGE_SIZE;
 use core_alloc::os::{keep_errno, OsPageSource, PageSource};
 
 /// Bytes of a thread's buffer, its bookkeeping included.
 const BUF_BYTES: usize = 1 << 20;
+/// Bytes of a buffer's header (the fields before `data`).
+const BUF_HEADER: usize = 96;
 /// Return addresses an allocation keeps: its call site and the callers above it.
 pub const FRAMES: usize = 6;
 /// The most one event takes: kind, time, three numbers, the frame count and the frames.
@@ -41,11 +50,18 @@ static SELF_END: AtomicU64 = AtomicU64::new(0);
 
 /// The trace file's descriptor; -1 while not recording.
 static FD: AtomicI32 = AtomicI32::new(-1);
+/// The process that opened `FD`: a child of `vfork` shares our memory but must not write it.
+static OWNER: AtomicI32 = AtomicI32::new(0);
+/// Set by `end`: the program has ended (or is about to `exec`); events are dropped.
+static ENDED: AtomicBool = AtomicBool::new(false);
 /// The monotonic clock when recording began (ns).
 static T0: AtomicU64 = AtomicU64::new(0);
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(0);
 /// The pthread key whose destructor writes an exiting thread's buffer.
 static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+/// Every buffer ever mapped, linked through `next` (pushed, never removed: a buffer whose
+/// thread exited is taken by the next new thread), so that `end` finds them all.
+static BUFFERS: AtomicPtr<Buffer> = AtomicPtr::new(ptr::null_mut());
 /// `MALLARD_TRACE`'s value, NUL-terminated (for `FILE.PID`): written once at start-up, read
 /// afterwards.
 struct Path(UnsafeCell<[u8; 4096]>);
@@ -53,25 +69,42 @@ struct Path(UnsafeCell<[u8; 4096]>);
 unsafe impl Sync for Path {}
 static PATH: Path = Path(UnsafeCell::new([0; 4096]));
 
-/// `BUF` of a thread whose buffer was written and unmapped at its exit: the frees glibc makes
-/// after the last key destructor (its own thread-local buffers) are not recorded, rather than
-/// mapping a buffer nothing would write or unmap.
+/// `BUF` of a thread whose buffer was written and given up at its exit: the frees glibc makes
+/// after the last key destructor (its own thread-local buffers) are not recorded.
 const EXITED: *mut Buffer = ptr::dangling_mut::<Buffer>();
+
+/// `Buffer::state`: nobody is using it.
+const IDLE: u32 = 0;
+/// Its thread is recording an event or writing it out.
+const BUSY: u32 = 1;
+/// `end` has written it: nothing more is recorded into it.
+const TAKEN: u32 = 2;
 
 /// A thread's events not yet written: the body of its next chunk.
 #[repr(C)]
 struct Buffer {
+    /// `IDLE`, `BUSY` or `TAKEN`: who may touch the fields below `next`.
+    state: AtomicU32,
+    /// Whether a thread has it (false once its thread exited).
+    in_use: AtomicBool,
+    /// Events and bytes in `data`, as `count << 32 | len`, stored in one go after each event,
+    /// so that `end` (perhaps in a signal handler that interrupted the event) reads a whole
+    /// prefix of events.
+    fill: AtomicU64,
+    /// The next buffer in `BUFFERS` (set before the buffer is pushed, never changed).
+    next: *mut Buffer,
     thread: u32,
-    count: u32,
     start: u64,
     last: u64,
     prev_addr: u64,
-    len: usize,
     /// This thread's stack, [low, high), for `call_site` (0, 0 while not known).
     stack_low: u64,
     stack_high: u64,
-    data: [u8; BUF_BYTES - 56],
+    _pad: [u64; 3],
+    data: [u8; BUF_BYTES - BUF_HEADER],
 }
+
+const _: () = assert!(core::mem::size_of::<Buffer>() == BUF_BYTES);
 
 std::thread_local! {
     // A plain cell with a constant initializer and no destructor: no allocation, no
@@ -157,15 +190,46 @@ fn start(v: *const core::ffi::c_char) {
         KEY.store(key, Ordering::Relaxed);
     }
     // The first process takes FILE, and keeps it across `exec` (a shim that execs the real
-    // program: the trace starts again with the new image's heap); other processes, FILE.PID.
+    // program: the new image appends to it); other processes, FILE.PID.
     let fd = open(Name::Fresh).or_else(|| open(Name::Again)).or_else(|| open(Name::Pid)).unwrap_or(-1);
+    // SAFETY: getpid has no preconditions.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     FD.store(fd, Ordering::Relaxed);
     if fd >= 0 {
-        // SAFETY: plain functions that only write to a descriptor.
+        // SAFETY: plain functions that only write to a descriptor; the hooks' set-up looks up
+        // libc's functions and installs signal handlers, during start-up.
         unsafe {
             libc::atexit(process_exit);
             libc::pthread_atfork(None, None, Some(fork_child));
+            mallard_trace_hooks_init();
         }
+    }
+}
+
+extern "C" {
+    /// `trace_hooks.c`: finds libc's `exec` functions and installs the fatal-signal handlers.
+    fn mallard_trace_hooks_init();
+}
+
+// How a program ends, and `sigaction`, which must not show the fatal-signal handlers: the C
+// functions of `trace_hooks.c`, exported under libc's names.
+#[allow(non_snake_case)]
+mod hooks {
+    trampolines! {
+        _exit => __mallard_trace_exit;
+        _Exit => __mallard_trace_Exit;
+        execve => __mallard_trace_execve;
+        execv => __mallard_trace_execv;
+        execvpe => __mallard_trace_execvpe;
+        execvp => __mallard_trace_execvp;
+        execl => __mallard_trace_execl;
+        execlp => __mallard_trace_execlp;
+        execle => __mallard_trace_execle;
+        fexecve => __mallard_trace_fexecve;
+        execveat => __mallard_trace_execveat;
+        sigaction => __mallard_trace_sigaction;
+        signal => __mallard_trace_signal;
+        bsd_signal => __mallard_trace_bsd_signal;
     }
 }
 
@@ -175,25 +239,73 @@ struct Walk {
     n: usize,
 }
 
-/// The calling thread's stack, [low, high), from glibc (once per thread: for the main thread
-/// glibc reads /proc/self/maps, and it allocates, which the recorder then records like any
-/// other allocation). (0, 0) if glibc cannot say: then no call sites are walked.
-fn stack_bounds() -> (u64, u64) {
-    // SAFETY: attr is initialized by pthread_getattr_np before it is read, and destroyed.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return (0, 0);
+/// The stack that `sp` is on, [low, high), read from `/proc/self/maps` with plain system calls
+/// (glibc's `pthread_getattr_np` would be simpler, but for the main thread it takes a lock and
+/// allocates, and a program may be calling it when its first allocation comes here: a
+/// self-deadlock). The text goes through `window`, the thread's empty buffer. For the main
+/// thread's `[stack]`, which grows, `low` is its top less the stack limit. (0, 0) if `sp` is in
+/// no mapping.
+fn stack_of(sp: u64, window: &mut [u8]) -> (u64, u64) {
+    // SAFETY: plain system calls on a descriptor of our own, reading into `window`.
+    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return (0, 0);
+    }
+    let mut found = (0, 0);
+    let mut have = 0;
+    'read: loop {
+        // SAFETY: the free part of `window`.
+        let n = unsafe { libc::read(fd, window[have..].as_mut_ptr().cast(), window.len() - have) };
+        if n <= 0 {
+            break;
         }
-        let (mut addr, mut size): (*mut c_void, usize) = (ptr::null_mut(), 0);
-        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-        libc::pthread_attr_destroy(&mut attr);
-        if ok {
-            (addr as u64, addr as u64 + size as u64)
-        } else {
-            (0, 0)
+        have += n as usize;
+        let mut at = 0;
+        while let Some(nl) = window[at..have].iter().position(|&c| c == b'\n') {
+            let line = &window[at..at + nl];
+            at += nl + 1;
+            let (Some(start), Some(end)) =
+                (hex(line, 0), line.iter().position(|&c| c == b'-').and_then(|d| hex(line, d + 1)))
+            else {
+                continue;
+            };
+            if (start..end).contains(&sp) {
+                found = (start, end);
+                if line.ends_with(b"[stack]") {
+                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    // SAFETY: lim is a valid out-pointer.
+                    let max = if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut lim) } == 0
+                        && lim.rlim_cur != libc::RLIM_INFINITY
+                    {
+                        lim.rlim_cur
+                    } else {
+                        1 << 30
+                    };
+                    found.0 = found.0.min(end.saturating_sub(max));
+                }
+                break 'read;
+            }
+        }
+        // Keep the unfinished line; a line longer than the window is skipped whole.
+        window.copy_within(at..have, 0);
+        have -= at;
+        if have == window.len() {
+            have = 0;
         }
     }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// The hexadecimal number at `line[from..]`, up to the first non-hex byte.
+fn hex(line: &[u8], from: usize) -> Option<u64> {
+    let digits = line.get(from..)?.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let text = core::str::from_utf8(&line[from..from + digits]).ok()?;
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// The caller's call site: up to `FRAMES` return addresses outside this library, by walking
@@ -272,13 +384,13 @@ enum Name {
     Fresh,
     /// FILE again, if this process (before an `exec`) made it: its header has our pid.
     Again,
-    /// FILE.PID, replacing it.
+    /// FILE.PID, appended to if this process wrote it before an `exec`.
     Pid,
 }
 
-/// Opens the trace file `how` says and writes the header.
+/// Opens the trace file `how` says and writes the header, or, in a file this process wrote
+/// before it `exec`ed, an image marker.
 fn open(how: Name) -> Option<c_int> {
-    let own = how == Name::Pid;
     let mut name = [0u8; 4096 + 24];
     // SAFETY: PATH was set at start-up and is not changed afterwards.
     let path = unsafe { &*PATH.0.get() };
@@ -287,7 +399,7 @@ fn open(how: Name) -> Option<c_int> {
     let mut end = n;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
-    if own {
+    if how == Name::Pid {
         name[end] = b'.';
         end += 1;
         let mut digits = [0u8; 10];
@@ -305,36 +417,46 @@ fn open(how: Name) -> Option<c_int> {
         end += digits.len() - k;
     }
     name[end] = 0;
-    if how == Name::Again {
-        let mut h = [0u8; 24];
-        // SAFETY: name is NUL-terminated; h is a valid buffer.
-        let ours = unsafe {
-            let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-            let n = if fd >= 0 { libc::read(fd, h.as_mut_ptr().cast(), h.len()) } else { -1 };
-            if fd >= 0 {
-                libc::close(fd);
-            }
-            n == 24 && &h[..8] == b"MLLRDTRC" && h[16..20] == pid.to_le_bytes()
-        };
-        if !ours {
-            return None;
+    let mut h = [0u8; 24];
+    // SAFETY: name is NUL-terminated; h is a valid buffer.
+    let ours = unsafe {
+        let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let n = if fd >= 0 { libc::read(fd, h.as_mut_ptr().cast(), h.len()) } else { -1 };
+        if fd >= 0 {
+            libc::close(fd);
         }
+        n == 24 && &h[..8] == b"MLLRDTRC" && h[16..20] == pid.to_le_bytes()
+    };
+    if how == Name::Again && !ours {
+        return None;
     }
     let flags = libc::O_WRONLY
         | libc::O_CREAT
         | libc::O_APPEND
         | libc::O_CLOEXEC
-        | if how == Name::Fresh { libc::O_EXCL } else { libc::O_TRUNC };
+        | match how {
+            Name::Fresh => libc::O_EXCL,
+            Name::Pid if !ours => libc::O_TRUNC,
+            _ => 0,
+        };
     // SAFETY: name is NUL-terminated.
     let fd = unsafe { libc::open(name.as_ptr().cast(), flags, 0o644) };
     if fd < 0 {
         return None;
     }
-    let mut h = [0u8; 24];
-    h[..8].copy_from_slice(b"MLLRDTRC");
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
-    h[16..20].copy_from_slice(&pid.to_le_bytes());
-    write_all(fd, &[&h]);
+    if ours && how != Name::Fresh {
+        // A new program image in this process: the marker, with our pid.
+        let mut m = [0u8; 11];
+        m[0] = 0xC3;
+        let n = 1 + varint(&mut m[1..], pid as u64);
+        write_all(fd, &[&m[..n]]);
+    } else {
+        h = [0u8; 24];
+        h[..8].copy_from_slice(b"MLLRDTRC");
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[16..20].copy_from_slice(&pid.to_le_bytes());
+        write_all(fd, &[&h]);
+    }
     Some(fd)
 }
 
@@ -375,58 +497,88 @@ fn write_all(fd: c_int, parts: &[&[u8]]) {
     }
 }
 
-/// This thread's buffer, mapped on its first event; `None` when not recording.
-fn buffer() -> Option<&'static mut Buffer> {
-    if FD.load(Ordering::Relaxed) < 0 {
+/// This thread's buffer, taken on its first event; `None` when not recording.
+fn buffer() -> Option<*mut Buffer> {
+    if FD.load(Ordering::Relaxed) < 0 || ENDED.load(Ordering::Relaxed) {
         return None;
     }
-    let mut b = BUF.with(|c| c.get());
+    let b = BUF.with(|c| c.get());
     if b == EXITED {
         return None; // after this thread's buffer was written at its exit
     }
-    if b.is_null() {
-        let m = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?;
-        b = m.as_ptr().cast();
-        // SAFETY: fresh zeroed memory of the buffer's size; zero is a valid empty buffer.
-        unsafe { (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) };
-        BUF.with(|c| c.set(b));
-        // (After the buffer is in place: finding the stack may allocate, and that allocation
-        // is recorded into it, without a call site.)
-        let (low, high) = stack_bounds();
-        // SAFETY: this thread's buffer.
-        unsafe {
-            (*b).stack_low = low;
-            (*b).stack_high = high;
-        }
-        let key = KEY.load(Ordering::Relaxed);
-        if key != u32::MAX {
-            // SAFETY: a valid key. (It may allocate, for keys past the first 32: that
-            // allocation finds this thread's buffer already set.)
-            unsafe { libc::pthread_setspecific(key, b as *const c_void) };
-        }
+    if !b.is_null() {
+        return Some(b);
     }
-    // SAFETY: the buffer is this thread's alone.
-    Some(unsafe { &mut *b })
+    let b = new_buffer()?;
+    BUF.with(|c| c.set(b));
+    let key = KEY.load(Ordering::Relaxed);
+    if key != u32::MAX {
+        // SAFETY: a valid key. (It may allocate, for keys past the first 32: that allocation
+        // finds this thread's buffer already set.)
+        unsafe { libc::pthread_setspecific(key, b as *const c_void) };
+    }
+    Some(b)
 }
 
-/// Appends the buffer to the file as a chunk and empties it.
-fn flush(b: &mut Buffer) {
+/// A buffer for a new thread: one that an exited thread left, or a fresh mapping. It finds
+/// the thread's stack while its data is still empty.
+fn new_buffer() -> Option<*mut Buffer> {
+    let mut b = BUFFERS.load(Ordering::Acquire);
+    // SAFETY: every buffer on the list stays mapped; `in_use` is taken with a CAS.
+    unsafe {
+        while !b.is_null() {
+            if (*b).in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                break;
+            }
+            b = (*b).next;
+        }
+        if b.is_null() {
+            b = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?.as_ptr().cast();
+            // Fresh zeroed memory: an IDLE, empty buffer.
+            (*b).in_use.store(true, Ordering::Relaxed);
+            let mut head = BUFFERS.load(Ordering::Relaxed);
+            loop {
+                (*b).next = head;
+                match BUFFERS.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(h) => head = h,
+                }
+            }
+        }
+        // This thread owns it now.
+        (*b).fill.store(0, Ordering::Relaxed);
+        (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+        let sp: u64;
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        let (low, high) = stack_of(sp, &mut (&mut (*b).data)[..64 << 10]);
+        (*b).stack_low = low;
+        (*b).stack_high = high;
+    }
+    Some(b)
+}
+
+/// Appends the buffer's events to the file as a chunk. The caller holds the buffer (`BUSY` or
+/// `TAKEN`); it empties it.
+///
+/// # Safety
+/// `b` is a buffer the caller holds.
+unsafe fn flush(b: *mut Buffer) {
+    // SAFETY: the caller holds the buffer.
+    let b = unsafe { &mut *b };
+    let fill = b.fill.load(Ordering::Acquire);
+    let (count, len) = (fill >> 32, (fill & 0xffff_ffff) as usize);
     let fd = FD.load(Ordering::Relaxed);
-    if b.count == 0 || fd < 0 {
-        b.count = 0;
-        b.len = 0;
-        return;
+    if count != 0 && fd >= 0 && len <= b.data.len() {
+        let mut h = [0u8; 48];
+        let mut n = 0;
+        h[n] = 0xC1;
+        n += 1;
+        for v in [b.thread as u64, b.start, count, len as u64] {
+            n += varint(&mut h[n..], v);
+        }
+        write_all(fd, &[&h[..n], &b.data[..len]]);
     }
-    let mut h = [0u8; 48];
-    let mut n = 0;
-    h[n] = 0xC1;
-    n += 1;
-    for v in [b.thread as u64, b.start, b.count as u64, b.len as u64] {
-        n += varint(&mut h[n..], v);
-    }
-    write_all(fd, &[&h[..n], &b.data[..b.len]]);
-    b.count = 0;
-    b.len = 0;
+    b.fill.store(0, Ordering::Release);
 }
 
 fn varint(out: &mut [u8], mut v: u64) -> usize {
@@ -457,18 +609,29 @@ fn record(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: 
 
 fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_site: bool, time: Option<u64>) {
     let Some(b) = buffer() else { return };
+    // SAFETY: the buffer stays mapped; its fields are ours while we hold it as BUSY.
+    let b = unsafe { &mut *b };
+    if b.state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        // TAKEN: the program has ended. (BUSY: a signal handler's allocation interrupted this
+        // thread's own; it is dropped rather than mixed into the event being written.)
+        return;
+    }
     let site = with_site.then(|| call_site(b.stack_low, b.stack_high));
-    if b.len + MAX_EVENT > b.data.len() {
-        flush(b);
+    let fill = b.fill.load(Ordering::Relaxed);
+    let (mut count, mut len) = (fill >> 32, (fill & 0xffff_ffff) as usize);
+    if len + MAX_EVENT > b.data.len() {
+        // SAFETY: we hold the buffer.
+        unsafe { flush(b) };
+        (count, len) = (0, 0);
     }
     let now = time.unwrap_or_else(now_ns).saturating_sub(T0.load(Ordering::Relaxed));
-    if b.count == 0 {
+    if count == 0 {
         b.start = now;
         b.last = now;
         b.prev_addr = 0;
     }
     let now = now.max(b.last);
-    let d = &mut b.data[b.len..];
+    let d = &mut b.data[len..];
     let mut n = 0;
     d[n] = kind;
     n += 1;
@@ -487,10 +650,12 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
     for &f in frames {
         n += varint(&mut d[n..], f);
     }
-    b.len += n;
-    b.count += 1;
     b.last = now;
     b.prev_addr = addr;
+    len += n;
+    count += 1;
+    b.fill.store(count << 32 | len as u64, Ordering::Release);
+    b.state.store(IDLE, Ordering::Release);
 }
 
 /// An allocation of `size` bytes aligned to `align` returned `p` (nothing if null).
@@ -530,20 +695,93 @@ extern "C" fn thread_exit(b: *mut c_void) {
     if b.is_null() {
         return;
     }
-    // SAFETY: the key's value is this thread's buffer.
-    flush(unsafe { &mut *(b as *mut Buffer) });
+    let b = b as *mut Buffer;
     BUF.with(|c| c.set(EXITED));
-    // SAFETY: the buffer's mapping, no longer referred to.
-    unsafe { OsPageSource.release(NonNull::new_unchecked(b.cast()), BUF_BYTES) };
+    // SAFETY: the key's value is this thread's buffer, which stays mapped.
+    unsafe {
+        if (*b).state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return; // TAKEN: the program has ended, and `end` wrote it
+        }
+        keep_errno(|| {
+            flush(b);
+            // Give the data's memory back before another thread takes the buffer.
+            libc::madvise((*b).data.as_mut_ptr().cast(), (*b).data.len(), libc::MADV_DONTNEED);
+        });
+        (*b).state.store(IDLE, Ordering::Release);
+        (*b).in_use.store(false, Ordering::Release);
+    }
 }
 
 extern "C" fn process_exit() {
-    let b = BUF.with(|c| c.get());
-    if !b.is_null() && b != EXITED {
-        // SAFETY: this thread's buffer.
-        flush(unsafe { &mut *b });
+    mallard_trace_end();
+}
+
+/// The program ends (or `exec`s): writes every thread's events and the memory map, once; later
+/// events are dropped. Only plain system calls, no locks: it may run in a signal handler, or
+/// in a process whose other threads are still running (their buffers are taken between two
+/// events).
+#[no_mangle]
+pub extern "C" fn mallard_trace_end() {
+    if FD.load(Ordering::Relaxed) < 0 {
+        return;
     }
-    write_maps();
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
+        return; // a child of vfork, in our memory: the process that shares it goes on
+    }
+    if ENDED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    keep_errno(|| {
+        let me = BUF.with(|c| c.get());
+        let mut b = BUFFERS.load(Ordering::Acquire);
+        while !b.is_null() {
+            // SAFETY: buffers stay mapped; each is written only once it is held as TAKEN (or,
+            // for this thread's own in a handler that interrupted its event, from `fill`,
+            // which covers only whole events).
+            unsafe {
+                let mut spins = 0u32;
+                loop {
+                    match (*b).state.compare_exchange(IDLE, TAKEN, Ordering::Acquire, Ordering::Relaxed) {
+                        Ok(_) => break,
+                        Err(TAKEN) => break,
+                        // Our own thread, interrupted inside an event; or a thread that does
+                        // not finish its event (stopped in a handler of its own): write what
+                        // it has.
+                        Err(_) if b == me || spins > 100_000 => break,
+                        Err(_) => {
+                            spins += 1;
+                            if spins.is_multiple_of(64) {
+                                libc::sched_yield();
+                            }
+                            core::hint::spin_loop();
+                        }
+                    }
+                }
+                flush(b);
+                b = (*b).next;
+            }
+        }
+        write_maps();
+    });
+}
+
+/// The `exec` that `mallard_trace_end` prepared for failed: recording goes on.
+#[no_mangle]
+pub extern "C" fn mallard_trace_resume() {
+    // SAFETY: getpid has no preconditions.
+    if FD.load(Ordering::Relaxed) < 0 || unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut b = BUFFERS.load(Ordering::Acquire);
+    while !b.is_null() {
+        // SAFETY: buffers stay mapped; `end` left them TAKEN and empty.
+        unsafe {
+            let _ = (*b).state.compare_exchange(TAKEN, IDLE, Ordering::Release, Ordering::Relaxed);
+            b = (*b).next;
+        }
+    }
+    ENDED.store(false, Ordering::Release);
 }
 
 /// Appends the process's memory map (`/proc/self/maps`, up to 4 MiB of it) as a maps chunk:
@@ -585,17 +823,25 @@ extern "C" fn fork_child() {
     keep_errno(switch_to_child_file);
 }
 
-/// In a child made by `fork`: the parent writes what the buffer holds; the child starts its
-/// own file.
+/// In a child made by `fork`: the parent writes what the buffers hold; the child starts its
+/// own file, and the buffers of the parent's other threads are free for its new threads.
 fn switch_to_child_file() {
-    let b = BUF.with(|c| c.get());
-    if !b.is_null() && b != EXITED {
-        // SAFETY: this thread's buffer (the child's only thread).
+    let me = BUF.with(|c| c.get());
+    let mut b = BUFFERS.load(Ordering::Acquire);
+    while !b.is_null() {
+        // SAFETY: buffers stay mapped; the child's only thread owns them all now.
         unsafe {
-            (*b).count = 0;
-            (*b).len = 0;
+            (*b).fill.store(0, Ordering::Relaxed);
+            (*b).state.store(IDLE, Ordering::Relaxed);
+            if b != me {
+                (*b).in_use.store(false, Ordering::Relaxed);
+            }
+            b = (*b).next;
         }
     }
+    // SAFETY: getpid has no preconditions.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    ENDED.store(false, Ordering::Relaxed);
     let old = FD.swap(-1, Ordering::Relaxed);
     if old >= 0 {
         // SAFETY: our own descriptor.

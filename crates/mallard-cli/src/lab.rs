@@ -63,6 +63,7 @@ pub fn lab(cmd: LabCommand) -> Result<(), String> {
             let names = Shape::ALL.map(Shape::name).join(", ");
             let shape =
                 Shape::from_name(&a.shape).ok_or_else(|| format!("unknown shape {:?}; known: {names}", a.shape))?;
+            crate::writable(&a.output)?;
             let t = generate(shape, a.events, a.seed);
             std::fs::write(&a.output, trace::encode(&t)).map_err(|e| format!("writing {}: {e}", a.output.display()))?;
             eprintln!("wrote {} ({} events, shape {})", a.output.display(), t.events.len(), shape.name());
@@ -82,6 +83,9 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
             STRATEGIES.iter().copied().filter(|s| wanted.contains(s)).collect()
         }
     };
+    if let Some(path) = &a.html {
+        crate::writable(path)?;
+    }
     let t = trace::read(&a.trace).map_err(|e| e.to_string())?;
     let tty = std::io::stderr().is_terminal();
     let mut figures = Vec::new();

@@ -75,6 +75,9 @@ struct BenchArgs {
 }
 
 fn bench(args: BenchArgs) -> Result<(), String> {
+    for path in [&args.json, &args.svg].into_iter().flatten() {
+        writable(path)?;
+    }
     let known: Vec<&str> = if args.process {
         [mallard_bench::WORKLOADS, mallard_bench::RUST_PROGRAMS, mallard_bench::programs::REAL_PROGRAMS].concat()
     } else {
@@ -103,6 +106,22 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     let report = mallard_bench::run(&opts);
     print!("{}", report.to_markdown());
     write_out(args.json.as_deref(), || report.to_json())
+}
+
+/// Checks, before any work, that `path` can be written: an error with the system's reason
+/// (a missing directory, a directory, no permission) rather than a lost run. An existing file
+/// is left as it is; a new one is created and removed again.
+pub fn writable(path: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if path.is_dir() {
+        return Err(format!("cannot write {}: it is a directory", path.display()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
+    if !existed {
+        std::fs::remove_file(path).map_err(fail)?;
+    }
+    Ok(())
 }
 
 fn write_out(path: Option<&Path>, text: impl FnOnce() -> String) -> Result<(), String> {

@@ -75,8 +75,9 @@ fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
 
 /// Runs the program; returns its exit code (128 + signal if it was killed).
 pub fn record(args: RecordArgs) -> Result<i32, String> {
-    let lib = find_library(args.lib.as_deref())?;
     let out = std::path::absolute(&args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
+    crate::writable(&out)?;
+    let lib = find_library(args.lib.as_deref())?;
     // The first process creates the file; an old one (and its FILE.PID siblings) would be
     // mistaken for this run's.
     let _ = std::fs::remove_file(&out);
@@ -98,21 +99,45 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
             lib.display()
         ));
     }
-    let t = mallard_lab::trace::read(&out).map_err(|e| e.to_string())?;
+    let images = mallard_lab::trace::read_images(&out).map_err(|e| e.to_string())?;
+    let t = images.last().expect("at least one image");
     let threads = t.events.iter().map(|e| e.thread).max().map_or(0, |m| m + 1);
-    eprintln!("mallard record: wrote {} ({} events, {threads} threads)", out.display(), t.events.len());
+    eprintln!(
+        "mallard record: wrote {} ({}, {})",
+        out.display(),
+        plural(t.events.len(), "event"),
+        plural(threads as usize, "thread")
+    );
+    if images.len() > 1 {
+        let before: usize = images[..images.len() - 1].iter().map(|t| t.events.len()).sum();
+        eprintln!(
+            "mallard record: the process ran {} programs (exec); the figures above are the last one's, and the \
+             file also holds the {} of the programs before it",
+            images.len(),
+            plural(before, "event")
+        );
+    }
     let others = siblings(&out);
     let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
     if let Some(big) = others.iter().max_by_key(|p| size(p)) {
         eprintln!(
-            "mallard record: {} other processes wrote {}.PID; the largest is {} ({} bytes)",
-            others.len(),
+            "mallard record: {} wrote {}.PID; the largest is {} ({} bytes)",
+            plural(others.len(), "other process"),
             out.display(),
             big.display(),
             size(big)
         );
     }
     Ok(code)
+}
+
+/// `n thing` or `n things`.
+pub fn plural(n: usize, thing: &str) -> String {
+    match (n, thing.ends_with('s')) {
+        (1, _) => format!("1 {thing}"),
+        (_, true) => format!("{n} {thing}es"),
+        _ => format!("{n} {thing}s"),
+    }
 }
 
 /// The FILE.PID traces beside `out`.

@@ -15,6 +15,163 @@ fn mallard(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mallard")).args(args).output().expect("runs mallard")
 }
 
+/// `mallard ARGS`, failing the test if it has not finished after two minutes (a hang: the
+/// figure is far above any run's time, so it never decides a passing run).
+fn mallard_or_hang(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs mallard");
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = Command::new("pkill").args(["-KILL", "-P", &child.id().to_string()]).status();
+            let _ = child.kill();
+            panic!("mallard {args:?} hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `tests/programs/endings.c`, built once.
+fn endings() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = scratch("endings");
+            let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/endings.c");
+            let cc = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&exe).arg(src).status().expect("cc");
+            assert!(cc.success());
+            exe
+        })
+        .clone()
+}
+
+/// Records `endings MODE` into its own trace; the run's output and the trace's path.
+fn record_ending(mode: &str) -> (std::process::Output, PathBuf) {
+    let out = scratch(&format!("ending-{mode}.trace"));
+    let r = mallard_or_hang(&["record", "-o", out.to_str().unwrap(), "--", endings().to_str().unwrap(), mode]);
+    (r, out)
+}
+
+fn allocs(t: &trace::Trace, size: u64) -> usize {
+    t.events.iter().filter(|e| matches!(e.op, Op::Alloc { size: s, .. } if s == size)).count()
+}
+
+#[test]
+fn a_rust_program_is_recorded_and_does_not_hang() {
+    // mallard itself is a Rust program: std's start-up asks glibc for the main thread's stack
+    // (pthread_getattr_np, which allocates while it holds a lock).
+    let out = scratch("rust.trace");
+    let r = mallard_or_hang(&["record", "-o", out.to_str().unwrap(), "--", env!("CARGO_BIN_EXE_mallard"), "--version"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).starts_with("mallard "));
+    let t = trace::read(&out).unwrap();
+    assert!(!t.events.is_empty());
+    assert!(t.events.iter().any(|e| !e.stack.is_empty()), "call sites were walked");
+}
+
+#[test]
+fn a_c_program_whose_first_call_is_pthread_getattr_np_is_recorded() {
+    let (r, out) = record_ending("getattr");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(allocs(&trace::read(&out).unwrap(), 1111), 11);
+}
+
+#[test]
+fn a_thread_still_running_at_exit_loses_no_event() {
+    let (r, out) = record_ending("thread-alive");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(allocs(&trace::read(&out).unwrap(), 4242), 3000);
+}
+
+#[test]
+fn a_child_that_leaves_with_exit_underscore_writes_its_events() {
+    let (r, out) = record_ending("fork-_exit");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("1 other process wrote"), "{err}");
+    let name = out.file_name().unwrap().to_str().unwrap().to_owned() + ".";
+    let child = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&name))
+        .expect("the child's trace");
+    let c = trace::read(&child).unwrap();
+    assert_eq!(allocs(&c, 3131), 77);
+    assert!(!c.maps.is_empty(), "the child's memory map is written too");
+}
+
+#[test]
+fn a_fatal_signal_loses_no_event() {
+    for (mode, signal) in [("abort", 6), ("segv", 11), ("term", 15)] {
+        let (r, out) = record_ending(mode);
+        assert_eq!(r.status.code(), Some(128 + signal), "{mode}: {}", String::from_utf8_lossy(&r.stderr));
+        let t = trace::read(&out).unwrap();
+        assert_eq!(allocs(&t, 2727), 55, "{mode}");
+        assert!(!t.maps.is_empty(), "{mode}: the memory map is written too");
+    }
+}
+
+#[test]
+fn an_exec_keeps_the_events_of_the_program_before_it() {
+    let (r, out) = record_ending("exec");
+    assert_eq!(r.status.code(), Some(7), "{}", String::from_utf8_lossy(&r.stderr));
+    let images = trace::read_images(&out).unwrap();
+    assert_eq!(images.len(), 2, "endings, then sh");
+    assert_eq!(allocs(&images[0], 1919), 33);
+    assert!(images[0].maps.contains("endings") && images[1].maps.contains("sh"));
+    assert_eq!(allocs(&images[1], 1919), 0);
+}
+
+#[test]
+fn the_program_still_sees_the_default_signal_dispositions() {
+    let (r, _) = record_ending("signals");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "SIGINT default\nSIGTERM default\nSIGUSR1 handled\nSIGUSR1 handler ours\n"
+    );
+    // CPython installs its KeyboardInterrupt handler only where SIGINT is at the default.
+    let out = scratch("py-signals.trace");
+    let r = mallard_or_hang(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        "import signal as s; print(s.getsignal(s.SIGINT).__name__, s.getsignal(s.SIGTERM) == s.SIG_DFL)",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "default_int_handler True");
+}
+
+#[test]
+fn a_bad_output_path_is_reported_before_the_program_runs() {
+    let marker = scratch("bad-output-ran");
+    let touch = format!("touch {}", marker.display());
+    let dir = scratch("");
+    for (path, reason) in
+        [("/nonexistent/dir/x.trace", "No such file or directory"), (dir.to_str().unwrap(), "it is a directory")]
+    {
+        let r = mallard(&["record", "-o", path, "--", "sh", "-c", &touch]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("mallard: cannot write {}", path.trim_end_matches('/'))), "{err}");
+        assert!(err.contains(reason), "{err}");
+        assert!(!marker.exists(), "the program ran");
+    }
+    let r = mallard(&["replay", "--html", "/nonexistent/dir/x.html", "/nonexistent/trace"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot write /nonexistent/dir/x.html"));
+    let r = mallard(&["bench", "--smoke", "--json", "/nonexistent/dir/x.json"]);
+    assert!(String::from_utf8_lossy(&r.stderr).starts_with("mallard: cannot write /nonexistent/dir/x.json"));
+}
+
 #[test]
 fn threads_and_a_fork_are_recorded_each_where_they_belong() {
     let exe = scratch("threads_fork");
@@ -25,7 +182,7 @@ fn threads_and_a_fork_are_recorded_each_where_they_belong() {
     let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(3), "the program's exit code is passed on: {err}");
-    assert!(err.contains("wrote") && err.contains("1 other processes"), "{err}");
+    assert!(err.contains("wrote") && err.contains("1 other process wrote"), "{err}");
     let t = trace::read(&out).unwrap();
     // The main thread's 400 blocks of 808 bytes (a size nothing else asks for), freed by the
     // workers.

@@ -14,6 +14,7 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 24;
 const CHUNK_TAG: u8 = 0xC1;
 const MAPS_TAG: u8 = 0xC2;
+const IMAGE_TAG: u8 = 0xC3;
 /// The most return addresses an event keeps.
 pub const MAX_FRAMES: usize = 32;
 
@@ -157,14 +158,22 @@ pub fn encode(trace: &Trace) -> Vec<u8> {
     out
 }
 
-/// Reads the trace file at `path`.
+/// Reads the trace file at `path`: the last program its process ran (see [`read_images`]).
 pub fn read(path: &Path) -> Result<Trace, TraceError> {
+    let mut images = read_images(path)?;
+    Ok(images.pop().expect("a trace has at least one image"))
+}
+
+/// Reads the trace file at `path`, one [`Trace`] per program image of the process, in order:
+/// a process that `exec`s (a shim, a shell's last command) goes on in the same file with a new
+/// heap.
+pub fn read_images(path: &Path) -> Result<Vec<Trace>, TraceError> {
     let bytes = std::fs::read(path).map_err(|e| TraceError {
         file: path.to_owned(),
         offset: 0,
         what: format!("cannot read it: {e}"),
     })?;
-    decode(&bytes).map_err(|(offset, what)| TraceError { file: path.to_owned(), offset: offset as u64, what })
+    decode_images(&bytes).map_err(|(offset, what)| TraceError { file: path.to_owned(), offset: offset as u64, what })
 }
 
 /// A cursor over the file's bytes; errors carry the offset where they were found.
@@ -199,8 +208,15 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes a whole trace; on error, the byte offset and what is wrong.
+/// Decodes a whole trace, its last image (see [`decode_images`]).
 pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
+    let mut images = decode_images(b)?;
+    Ok(images.pop().expect("a trace has at least one image"))
+}
+
+/// Decodes a whole trace, one [`Trace`] per program image (never none); on error, the byte
+/// offset and what is wrong.
+pub fn decode_images(b: &[u8]) -> Result<Vec<Trace>, Fail> {
     if b.len() < HEADER_LEN || &b[..8] != MAGIC {
         let what = if b.len() >= 8 && &b[..8] != MAGIC {
             "not a mallard trace (it does not start with MLLRDTRC)".to_owned()
@@ -213,13 +229,20 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
     if word(8) != VERSION {
         return Err((8, format!("trace format version {}; this mallard reads version {VERSION}", word(8))));
     }
-    let pid = word(16);
+    let mut pid = word(16);
     let mut r = Reader { b, at: HEADER_LEN };
+    let mut images = Vec::new();
     let mut chunks: Vec<Vec<Event>> = Vec::new();
     let mut maps = String::new();
     while r.at < b.len() {
         let chunk_at = r.at;
         let tag = r.byte("a chunk header")?;
+        if tag == IMAGE_TAG {
+            let next = r.varint("an image marker")?;
+            images.push(merge(pid, std::mem::take(&mut chunks), std::mem::take(&mut maps)));
+            pid = u32::try_from(next).map_err(|_| (chunk_at, format!("process id {next} too large")))?;
+            continue;
+        }
         if tag == MAPS_TAG {
             let len = r.varint("a maps chunk")? as usize;
             let end = r.at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
@@ -230,7 +253,7 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
             continue;
         }
         if tag != CHUNK_TAG {
-            return Err((chunk_at, format!("expected a chunk (tag 0xc1 or 0xc2), found byte {tag:#04x}")));
+            return Err((chunk_at, format!("expected a chunk (tag 0xc1, 0xc2 or 0xc3), found byte {tag:#04x}")));
         }
         let thread = r.varint("a chunk header")?;
         let thread = u32::try_from(thread).map_err(|_| (chunk_at, format!("thread number {thread} too large")))?;
@@ -288,8 +311,13 @@ pub fn decode(b: &[u8]) -> Result<Trace, Fail> {
         r.at = end;
         chunks.push(events);
     }
-    // Merge the threads' chunks by time (stable: chunk order breaks ties).
+    images.push(merge(pid, chunks, maps));
+    Ok(images)
+}
+
+/// One image's trace: its threads' chunks merged by time (stable: chunk order breaks ties).
+fn merge(pid: u32, chunks: Vec<Vec<Event>>, maps: String) -> Trace {
     let mut events: Vec<Event> = chunks.into_iter().flatten().collect();
     events.sort_by_key(|e| e.time);
-    Ok(Trace { pid, events, maps })
+    Trace { pid, events, maps }
 }

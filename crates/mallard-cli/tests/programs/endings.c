@@ -1,0 +1,98 @@
+/* For `mallard record`'s tests: the ways a program ends, each of which must leave every event
+ * it made in the trace. `endings MODE` allocates blocks of a size no one else asks for, keeps
+ * them (so nothing is freed that a test might miss) and ends as MODE says:
+ *
+ *   thread-alive  a worker makes 3000 blocks of 4242 bytes and is still running when main returns
+ *   fork-_exit    a child made by fork makes 77 blocks of 3131 bytes and leaves with _exit
+ *   abort         55 blocks of 2727 bytes, then abort()
+ *   segv          55 blocks of 2727 bytes, then a write through a null pointer
+ *   term          55 blocks of 2727 bytes, then SIGTERM from kill()
+ *   exec          33 blocks of 1919 bytes, then execl of `/bin/sh -c 'exit 7'`
+ *   getattr       pthread_getattr_np on the main thread before anything else (glibc allocates
+ *                 inside it, holding a lock), then 11 blocks of 1111 bytes
+ *   signals       prints the dispositions the program sees: SIGINT and SIGTERM must read as
+ *                 SIG_DFL, and a handler of its own must run
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void *volatile keep[4000];
+static sem_t made;
+
+static void make(int n, size_t size) {
+    for (int i = 0; i < n; i++) keep[i] = malloc(size);
+}
+
+static void *worker(void *arg) {
+    (void)arg;
+    make(3000, 4242);
+    sem_post(&made);
+    for (;;) pause();
+    return NULL;
+}
+
+static volatile sig_atomic_t got;
+static void on_usr1(int sig) { got = sig; }
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (!strcmp(mode, "thread-alive")) {
+        pthread_t t;
+        sem_init(&made, 0, 0);
+        pthread_create(&t, NULL, worker, NULL);
+        sem_wait(&made);
+        return 0;
+    }
+    if (!strcmp(mode, "fork-_exit")) {
+        pid_t child = fork();
+        if (child == 0) {
+            make(77, 3131);
+            _exit(0);
+        }
+        int status;
+        waitpid(child, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 99;
+    }
+    if (!strcmp(mode, "abort") || !strcmp(mode, "segv") || !strcmp(mode, "term")) {
+        make(55, 2727);
+        if (!strcmp(mode, "abort")) abort();
+        if (!strcmp(mode, "term")) kill(getpid(), SIGTERM);
+        *(volatile int *)(keep[4000 - 1]) = 1; /* keep[3999] is null */
+        return 0;
+    }
+    if (!strcmp(mode, "exec")) {
+        make(33, 1919);
+        execl("/bin/sh", "sh", "-c", "exit 7", (char *)NULL);
+        return 98;
+    }
+    if (!strcmp(mode, "getattr")) {
+        pthread_attr_t a;
+        if (pthread_getattr_np(pthread_self(), &a) != 0) return 97;
+        pthread_attr_destroy(&a);
+        make(11, 1111);
+        return 0;
+    }
+    if (!strcmp(mode, "signals")) {
+        struct sigaction old;
+        sigaction(SIGINT, NULL, &old);
+        printf("SIGINT %s\n", old.sa_handler == SIG_DFL ? "default" : "changed");
+        void (*was)(int) = signal(SIGTERM, SIG_IGN);
+        printf("SIGTERM %s\n", was == SIG_DFL ? "default" : "changed");
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGUSR1, on_usr1);
+        raise(SIGUSR1);
+        printf("SIGUSR1 %s\n", got == SIGUSR1 ? "handled" : "lost");
+        sigaction(SIGUSR1, NULL, &old);
+        printf("SIGUSR1 handler %s\n", old.sa_handler == on_usr1 ? "ours" : "other");
+        return 0;
+    }
+    fprintf(stderr, "endings: unknown mode %s\n", mode);
+    return 2;
+}
