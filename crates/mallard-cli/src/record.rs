@@ -99,17 +99,17 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
             lib.display()
         ));
     }
-    let images = mallard_lab::trace::read_images(&out).map_err(|e| e.to_string())?;
+    // (The chunk headers only: decoding a big trace would take longer than the run.)
+    let images = mallard_lab::trace::summarize(&out).map_err(|e| e.to_string())?;
     let t = images.last().expect("at least one image");
-    let threads = t.events.iter().map(|e| e.thread).max().map_or(0, |m| m + 1);
     eprintln!(
         "mallard record: wrote {} ({}, {})",
         out.display(),
-        plural(t.events.len(), "event"),
-        plural(threads as usize, "thread")
+        plural(t.events as usize, "event"),
+        plural(t.threads as usize, "thread")
     );
     if images.len() > 1 {
-        let before: usize = images[..images.len() - 1].iter().map(|t| t.events.len()).sum();
+        let before: usize = images[..images.len() - 1].iter().map(|t| t.events as usize).sum();
         eprintln!(
             "mallard record: the process ran {} programs (exec); the figures above are the last one's, and the \
              file also holds the {} of the programs before it",

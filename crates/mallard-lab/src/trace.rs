@@ -176,6 +176,74 @@ pub fn read_images(path: &Path) -> Result<Vec<Trace>, TraceError> {
     decode_images(&bytes).map_err(|(offset, what)| TraceError { file: path.to_owned(), offset: offset as u64, what })
 }
 
+/// What one image of a trace holds, from its chunk headers alone (see [`summarize`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub pid: u32,
+    pub events: u64,
+    /// Distinct thread numbers.
+    pub threads: u32,
+    pub has_maps: bool,
+}
+
+/// Counts the events and threads of each image of the trace at `path` without decoding the
+/// events (it reads chunk headers and skips their bodies): what `mallard record` says at the
+/// end of a run, at the speed of reading the file. A broken file is an error as in [`read`].
+pub fn summarize(path: &Path) -> Result<Vec<Summary>, TraceError> {
+    let fail = |offset: usize, what: String| TraceError { file: path.to_owned(), offset: offset as u64, what };
+    let b = std::fs::read(path).map_err(|e| fail(0, format!("cannot read it: {e}")))?;
+    if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+        // The full reader names the problem.
+        return decode_images(&b).map(|_| Vec::new()).map_err(|(o, w)| fail(o, w));
+    }
+    let mut images = Vec::new();
+    let mut cur = Summary { pid: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")), ..Summary::default() };
+    let mut seen: Vec<u64> = Vec::new();
+    let mut r = Reader { b: &b, at: HEADER_LEN };
+    let skip = |r: &mut Reader, len: u64, what: &str| -> Result<(), Fail> {
+        let end = (r.at as u64).checked_add(len).filter(|&e| e <= r.b.len() as u64).ok_or_else(|| {
+            (r.at, format!("the file ends inside {what} of {len} bytes ({} are left)", r.b.len() - r.at))
+        })?;
+        r.at = end as usize;
+        Ok(())
+    };
+    let result = (|| -> Result<(), Fail> {
+        while r.at < b.len() {
+            let at = r.at;
+            match r.byte("a chunk header")? {
+                CHUNK_TAG => {
+                    let thread = r.varint("a chunk header")?;
+                    r.varint("a chunk header")?;
+                    cur.events += r.varint("a chunk header")?;
+                    let len = r.varint("a chunk header")?;
+                    skip(&mut r, len, "a chunk")?;
+                    if !seen.contains(&thread) {
+                        seen.push(thread);
+                    }
+                }
+                MAPS_TAG => {
+                    let len = r.varint("a maps chunk")?;
+                    skip(&mut r, len, "a maps chunk")?;
+                    cur.has_maps = true;
+                }
+                IMAGE_TAG => {
+                    let pid = r.varint("an image marker")?;
+                    cur.threads = seen.len() as u32;
+                    seen.clear();
+                    let next = Summary { pid: pid as u32, ..Summary::default() };
+                    images.push(std::mem::replace(&mut cur, next));
+                }
+                tag => return Err((at, format!("expected a chunk (tag 0xc1, 0xc2 or 0xc3), found byte {tag:#04x}"))),
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|(o, w)| fail(o, w))?;
+    cur.threads = seen.len() as u32;
+    images.push(cur);
+    Ok(images)
+}
+
 /// A cursor over the file's bytes; errors carry the offset where they were found.
 struct Reader<'a> {
     b: &'a [u8],

@@ -41,6 +41,25 @@ proptest! {
     }
 
     #[test]
+    fn images_after_an_exec_read_back_and_summarize(a in prop::collection::vec(event(), 0..100), b in prop::collection::vec(event(), 0..100)) {
+        let (first, mut second) = (trace_of(a, vec![7]), trace_of(b, vec![3]));
+        second.pid = 77;
+        second.maps.clear();
+        // The second image: a marker with its pid, then its chunks (no header, no maps).
+        let mut bytes = trace::encode(&first);
+        bytes.extend_from_slice(&[0xC3, 77]);
+        bytes.extend_from_slice(&trace::encode(&second)[HEADER_LEN..]);
+        prop_assert_eq!(trace::decode_images(&bytes).map_err(|e| e.1), Ok(vec![first.clone(), second.clone()]));
+        let path = std::env::temp_dir().join(format!("mallard-lab-images-{}.trace", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let s = trace::summarize(&path).unwrap();
+        let threads = |t: &Trace| { let mut v: Vec<u32> = t.events.iter().map(|e| e.thread).collect(); v.sort_unstable(); v.dedup(); v.len() as u32 };
+        prop_assert_eq!(s.len(), 2);
+        prop_assert_eq!((s[0].pid, s[0].events, s[0].threads, s[0].has_maps), (4242, first.events.len() as u64, threads(&first), true));
+        prop_assert_eq!((s[1].pid, s[1].events, s[1].threads, s[1].has_maps), (77, second.events.len() as u64, threads(&second), false));
+    }
+
+    #[test]
     fn a_corrupted_trace_never_panics(raw in prop::collection::vec(event(), 1..50), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
         let mut bytes = trace::encode(&trace_of(raw, vec![1000]));
         for (i, v) in flips {
