@@ -285,3 +285,34 @@ fn a_sqlite3_run_is_recorded_and_replays_with_first_fit_ahead_of_buddy() {
     let frag = |s: &str| mallard_lab::replay::replay(&t, s, &mut |_, _| {}).unwrap().frag_at_peak;
     assert!(frag("first-fit") < frag("buddy"), "first fit {} against buddy {}", frag("first-fit"), frag("buddy"));
 }
+
+#[test]
+fn call_sites_name_file_and_line_with_debug_info_and_module_offsets_when_stripped() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
+    let debug = scratch("leaks_g");
+    let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&debug).arg(src).status();
+    assert!(cc.expect("cc").success());
+    let stripped = scratch("leaks_stripped");
+    std::fs::copy(&debug, &stripped).unwrap();
+    assert!(Command::new("strip").arg(&stripped).status().expect("strip").success());
+    let leak_row = |exe: &PathBuf| {
+        let out = exe.with_extension("trace");
+        let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let r = mallard(&["report", out.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&r.stdout).into_owned();
+        let leaks = text.split("## ").find(|s| s.starts_with("Leaks")).expect("a leaks section").to_owned();
+        leaks.lines().find(|l| l.contains("| 100 |")).unwrap_or_else(|| panic!("{leaks}")).to_owned()
+    };
+    let row = leak_row(&debug);
+    assert!(row.starts_with("| leaky_function (leaks.c:6) ← main (leaks.c:8)"), "{row}");
+    // Stripped: `module+0xADDR`, and binutils' addr2line finds the function at ADDR - 1 in the
+    // unstripped copy.
+    let row = leak_row(&stripped);
+    let first = row.trim_start_matches("| ").split(" ← ").next().unwrap();
+    let offset = first.strip_prefix("leaks_stripped+0x").unwrap_or_else(|| panic!("{row}"));
+    let ret = u64::from_str_radix(offset, 16).unwrap();
+    let a2l = Command::new("addr2line").args(["-f", "-e"]).arg(&debug).arg(format!("{:#x}", ret - 1)).output();
+    let a2l = String::from_utf8_lossy(&a2l.expect("addr2line").stdout).into_owned();
+    assert!(a2l.starts_with("leaky_function\n") && a2l.contains("leaks.c:6"), "{a2l}");
+}

@@ -65,14 +65,14 @@ struct Tally {
 }
 
 impl Tally {
-    fn alloc(&mut self, addr: u64, size: u64, stack: &[u64], time: u64, thread: u32) {
+    fn alloc(&mut self, addr: u64, size: u64, stack: &[u64], time: u64, thread: u32, sym: &mut Symbolizer) {
         if self.live.contains_key(&addr) {
             // The trace lost this block's free.
             self.unmatched += 1;
             self.release(addr, time, thread);
         }
         self.allocs += 1;
-        let key: Vec<u64> = stack.iter().take(3).copied().collect();
+        let key: Vec<u64> = sym.clean(stack);
         let sites = &mut self.sites;
         let id = *self.site_ids.entry(key.clone()).or_insert_with(|| {
             sites.push((key, Site::default()));
@@ -120,7 +120,7 @@ pub fn report(title: &str, t: &Trace, top: usize) -> String {
     for e in &t.events {
         threads.insert(e.thread);
         match e.op {
-            Op::Alloc { addr, size, .. } => y.alloc(addr, size, &e.stack, e.time, e.thread),
+            Op::Alloc { addr, size, .. } => y.alloc(addr, size, &e.stack, e.time, e.thread, &mut sym),
             Op::Free { addr } => {
                 y.frees += 1;
                 if !y.release(addr, e.time, e.thread) {
@@ -133,7 +133,7 @@ pub fn report(title: &str, t: &Trace, top: usize) -> String {
                 if old != 0 {
                     y.release(old, e.time, e.thread);
                 }
-                y.alloc(addr, size, &e.stack, e.time, e.thread);
+                y.alloc(addr, size, &e.stack, e.time, e.thread, &mut sym);
                 y.allocs -= 1; // (counted as a realloc)
             }
         }
