@@ -22,16 +22,98 @@ pub struct ReplayArgs {
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// The trace (from `mallard record`).
-    trace: PathBuf,
+    /// The trace (from `mallard record`); with a second trace, what changed from the first to
+    /// the second, site by site.
+    #[arg(required = true, num_args = 1..=2, value_name = "TRACE")]
+    traces: Vec<PathBuf>,
     /// Rows per table.
     #[arg(long, default_value_t = 15)]
     top: usize,
+    /// Write the report as JSON to FILE (`-`: standard output, instead of the text); the
+    /// schema is in docs/lab.md.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the collapsed stacks (`outer;...;inner bytes`, for flamegraph.pl, inferno,
+    /// speedscope) to FILE (`-`: standard output, instead of the text).
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+    /// What --folded weighs each stack by: allocated (bytes over the run), peak (bytes live at
+    /// the peak) or leaked (bytes never freed).
+    #[arg(long, value_name = "WHAT", default_value = "allocated")]
+    by: String,
+    /// Write the report as one self-contained HTML page to FILE: timeline, flame graphs,
+    /// tables with full stacks.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub fn report(a: ReportArgs) -> Result<(), String> {
-    let t = trace::read(&a.trace).map_err(|e| e.to_string())?;
-    print!("{}", mallard_lab::report::report(&a.trace.display().to_string(), &t, a.top));
+    use mallard_lab::report::{self, Measure};
+    let by = Measure::from_name(&a.by)
+        .ok_or_else(|| format!("--by {:?}: want one of {}", a.by, Measure::ALL.map(Measure::name).join(", ")))?;
+    let outputs = [&a.json, &a.folded, &a.html];
+    let to_stdout = outputs.iter().filter(|o| o.as_deref() == Some(std::path::Path::new("-"))).count();
+    if to_stdout > 1 {
+        return Err("only one of --json and --folded can be `-` (standard output)".into());
+    }
+    if a.html.as_deref() == Some(std::path::Path::new("-")) {
+        return Err("--html needs a file name".into());
+    }
+    for path in outputs.into_iter().flatten().filter(|p| p.as_os_str() != "-") {
+        crate::writable(path)?;
+    }
+    let load = |path: &PathBuf| -> Result<mallard_lab::profile::Profile, String> {
+        let t = trace::read(path).map_err(|e| e.to_string())?;
+        Ok(mallard_lab::profile::profile(&path.display().to_string(), &t))
+    };
+    if let [before, after] = &a.traces[..] {
+        if a.folded.is_some() || a.html.is_some() {
+            return Err("a diff of two traces has text and --json output only".into());
+        }
+        let d = report::diff(&load(before)?, &load(after)?);
+        let json = || serde_json::to_string_pretty(&d).expect("a diff serializes");
+        match a.json.as_deref() {
+            Some(p) if p.as_os_str() == "-" => println!("{}", json()),
+            Some(p) => {
+                print!("{}", report::diff_markdown(&d, a.top));
+                write_file(p, &json())?;
+            }
+            None => print!("{}", report::diff_markdown(&d, a.top)),
+        }
+        return Ok(());
+    }
+    let p = load(&a.traces[0])?;
+    let mut text_to_stdout = to_stdout == 0;
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&p).expect("a profile serializes");
+        if path.as_os_str() == "-" {
+            println!("{json}");
+            text_to_stdout = false;
+        } else {
+            write_file(path, &json)?;
+        }
+    }
+    if let Some(path) = &a.folded {
+        let f = report::folded(&p, by);
+        if path.as_os_str() == "-" {
+            print!("{f}");
+            text_to_stdout = false;
+        } else {
+            write_file(path, &f)?;
+        }
+    }
+    if let Some(path) = &a.html {
+        write_file(path, &mallard_lab::html::profile_page(&p))?;
+    }
+    if text_to_stdout {
+        print!("{}", report::markdown(&p, a.top));
+    }
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

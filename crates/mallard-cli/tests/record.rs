@@ -302,17 +302,162 @@ fn call_sites_name_file_and_line_with_debug_info_and_module_offsets_when_strippe
         let r = mallard(&["report", out.to_str().unwrap()]);
         let text = String::from_utf8_lossy(&r.stdout).into_owned();
         let leaks = text.split("## ").find(|s| s.starts_with("Leaks")).expect("a leaks section").to_owned();
-        leaks.lines().find(|l| l.contains("| 100 |")).unwrap_or_else(|| panic!("{leaks}")).to_owned()
+        let row = leaks.lines().find(|l| l.contains("| 100 |")).unwrap_or_else(|| panic!("{leaks}"));
+        // | # | call site | blocks | bytes |
+        row.split(" | ").nth(1).unwrap_or_else(|| panic!("{row}")).to_owned()
     };
     let row = leak_row(&debug);
-    assert!(row.starts_with("| leaky_function (leaks.c:6) ← main (leaks.c:8)"), "{row}");
+    assert!(row.starts_with("leaky_function (leaks.c:6) ← main (leaks.c:8)"), "{row}");
     // Stripped: `module+0xADDR`, and binutils' addr2line finds the function at ADDR - 1 in the
     // unstripped copy.
     let row = leak_row(&stripped);
-    let first = row.trim_start_matches("| ").split(" ← ").next().unwrap();
+    let first = row.split(" ← ").next().unwrap();
     let offset = first.strip_prefix("leaks_stripped+0x").unwrap_or_else(|| panic!("{row}"));
     let ret = u64::from_str_radix(offset, 16).unwrap();
     let a2l = Command::new("addr2line").args(["-f", "-e"]).arg(&debug).arg(format!("{:#x}", ret - 1)).output();
     let a2l = String::from_utf8_lossy(&a2l.expect("addr2line").stdout).into_owned();
     assert!(a2l.starts_with("leaky_function\n") && a2l.contains("leaks.c:6"), "{a2l}");
+}
+
+/// `tests/programs/leaks.c` built with debug info and frame pointers, recorded once.
+fn leaks_trace() -> PathBuf {
+    static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
+        let exe = scratch("leaks_views");
+        let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
+        assert!(cc.expect("cc").success());
+        let out = scratch("leaks_views.trace");
+        let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        out
+    })
+    .clone()
+}
+
+#[test]
+fn the_report_shows_what_was_live_at_the_peak_and_the_leaks_with_full_stacks() {
+    let r = mallard(&["report", leaks_trace().to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    let section =
+        |name: &str| text.split("\n## ").find(|s| s.starts_with(name)).unwrap_or_else(|| panic!("{name}: {text}"));
+    // At the peak: the 100 leaked blocks of 48 bytes, and one block of temp_user's.
+    let peak = section("Live at the peak");
+    let row = peak.lines().find(|l| l.contains("leaky_function (leaks.c:6) ← main (leaks.c:8)")).expect(peak);
+    assert!(row.contains("| 100 | 4.7 KiB |"), "{row}");
+    let id = row.trim_start_matches("| ").split(' ').next().unwrap();
+    let stacks = section("Stacks");
+    let stack = stacks.split("**#").find(|s| s.starts_with(&format!("{id}**"))).expect(stacks);
+    assert!(stack.contains("    leaky_function (leaks.c:6)\n    main (leaks.c:8)\n"), "{stack}");
+}
+
+#[test]
+fn the_report_exports_json_and_collapsed_stacks() {
+    let t = leaks_trace();
+    let r = mallard(&["report", t.to_str().unwrap(), "--json", "-"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("JSON on stdout, nothing else");
+    assert_eq!(j["schema"], 1);
+    assert_eq!(
+        j["leaked"]["blocks"].as_u64(),
+        Some(
+            100 + j["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| !s["stack"][0].as_str().unwrap_or("").starts_with("leaky"))
+                .map(|s| s["leaked"]["blocks"].as_u64().unwrap())
+                .sum::<u64>()
+        )
+    );
+    let leaky = j["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"][0] == "leaky_function (leaks.c:6)")
+        .expect("the site");
+    assert_eq!(leaky["leaked"], serde_json::json!({"blocks": 100, "bytes": 4800}));
+    assert_eq!(leaky["allocated"], serde_json::json!({"blocks": 100, "bytes": 4800}));
+    assert_eq!(leaky["stack"][1], "main (leaks.c:8)");
+    assert!(j["timeline"]["live"].as_array().unwrap().len() == 1000 && j["peak"]["bytes"].as_u64() >= Some(4800));
+    let r = mallard(&["report", t.to_str().unwrap(), "--folded", "-", "--by", "leaked"]);
+    let folded = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        folded.lines().any(|l| l.ends_with(";main (leaks.c:8);leaky_function (leaks.c:6) 4800")),
+        "outer;...;inner bytes: {folded}"
+    );
+    assert!(folded.lines().all(|l| l.rsplit_once(' ').is_some_and(|(_, n)| n.parse::<u64>().is_ok())));
+    let r = mallard(&["report", t.to_str().unwrap(), "--folded", "-", "--by", "everything"]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--by \"everything\""));
+}
+
+#[test]
+fn a_diff_of_two_traces_names_the_site_that_grew() {
+    let (r, small) = record_ending("abort");
+    assert_eq!(r.status.code(), Some(134));
+    let (_, big) = record_ending("thread-alive");
+    let r = mallard(&["report", small.to_str().unwrap(), big.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    let grown = text.split("## Grown").nth(1).expect("a Grown section");
+    let first = grown.lines().find(|l| l.starts_with("| make")).expect("make grew");
+    // 55 blocks of 2727 bytes live at the peak before, 3000 of 4242 after.
+    assert!(first.contains("146.5 KiB → 12.1 MiB"), "{first}");
+    let r = mallard(&["report", small.to_str().unwrap(), big.to_str().unwrap(), "--json", "-"]);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j["sites"][0]["stack"][0].as_str().map(|s| s.starts_with("make")), Some(true), "{j}");
+    assert_eq!(j["sites"][0]["before"]["live_at_peak"], 55 * 2727);
+    assert_eq!(j["sites"][0]["after"]["live_at_peak"], 3000 * 4242);
+}
+
+#[test]
+fn the_report_page_renders_in_headless_chromium_and_stays_small() {
+    let (html, shot) = (scratch("leaks.html"), scratch("leaks.png"));
+    let r = mallard(&["report", leaks_trace().to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(!page.contains("NaN") && !page.contains("inf<"), "no broken numbers");
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "self-contained");
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("the HTML test needs Chromium: apt-get install chromium");
+    let run = |extra: &[&str]| {
+        Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"])
+            .args(extra)
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("runs chromium")
+    };
+    let dom = String::from_utf8_lossy(&run(&["--dump-dom"]).stdout).into_owned();
+    for text in [
+        "Live bytes over time",
+        "Flame graph: bytes live at the peak",
+        "Leaks: never freed",
+        "leaky_function (leaks.c:6)",
+        "peak: ",
+    ] {
+        assert!(dom.contains(text), "{text} is not in the rendered page");
+    }
+    let out = run(&[&format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(info.color_type.samples()).collect();
+    let colours: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
+    let inked = pixels.iter().filter(|p| p[..3] != [255, 255, 255]).count();
+    assert!(colours.len() > 50 && inked * 20 > pixels.len(), "{} colours, {inked} pixels drawn", colours.len());
+
+    // A trace of a million events gives a page under 2 MB.
+    let (big, big_html) = (scratch("million.trace"), scratch("million.html"));
+    let r = mallard(&["lab", "gen", "--events", "1000000", "-o", big.to_str().unwrap()]);
+    assert!(r.status.success());
+    let r = mallard(&["report", big.to_str().unwrap(), "--html", big_html.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let size = std::fs::metadata(&big_html).unwrap().len();
+    assert!(size < 2_000_000, "{size} bytes");
 }

@@ -208,3 +208,285 @@ fn heap_map(m: &HeapMap) -> String {
     s += "</svg>\n";
     s
 }
+
+/// A round step for an axis from 0 to `max` with about `n` ticks: 1, 2 or 5 times a power of
+/// ten (or, for bytes, of 1024 times those).
+pub fn nice_step(max: f64, n: f64, bytes: bool) -> f64 {
+    let raw = (max / n).max(f64::MIN_POSITIVE);
+    let unit = if bytes { 1024f64.powi((raw.log(1024.0).floor() as i32).max(0)) } else { 1.0 };
+    let r = raw / unit;
+    let pow = 10f64.powf(r.log10().floor());
+    let m = r / pow;
+    let nice = if m <= 1.0 {
+        1.0
+    } else if m <= 2.0 {
+        2.0
+    } else if m <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * pow * unit
+}
+
+/// Seconds for an axis: `0.25 s`, `12 ms`.
+fn axis_time(ns: f64, step: f64) -> String {
+    if step >= 1e9 {
+        format!("{:.0} s", ns / 1e9)
+    } else if step >= 1e8 {
+        format!("{:.1} s", ns / 1e9)
+    } else if step >= 1e6 {
+        format!("{:.0} ms", ns / 1e6)
+    } else if step >= 1e3 {
+        format!("{:.0} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// The `mallard report --html` page: the summary, live bytes over time (all threads and the
+/// threads with the highest peaks, the peak marked), flame graphs of bytes allocated and of
+/// bytes live at the peak, and the tables with each site's full stack. One file; the flame
+/// graphs (inferno's SVG, with its search and zoom) are inline frames of the same file.
+pub fn profile_page(p: &crate::profile::Profile) -> String {
+    use crate::profile::short_label;
+    use crate::report::{folded, plural, seconds, Measure};
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mallard report: {t}</title>\n\
+         <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#222;background:#fff;max-width:1200px}}\
+         table{{border-collapse:collapse;margin-bottom:16px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}}\
+         th:nth-child(2),td:nth-child(2){{text-align:left}}details pre{{margin:4px 0;font-size:12px;white-space:pre-wrap}}\
+         iframe{{border:0;width:100%;height:420px}}.small{{color:#555}}svg text{{font-family:system-ui,sans-serif}}</style></head><body>\n\
+         <h1>mallard report: {t}</h1>\n",
+        t = escape(&p.title)
+    );
+    let _ = writeln!(
+        h,
+        "<p>{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}.<br>\
+         <b>Peak live: {}</b> in {} blocks, at {}. <b>Never freed: {}</b> in {} blocks.</p>",
+        p.events,
+        p.allocations,
+        p.frees,
+        p.reallocs,
+        plural(p.threads as u64, "thread"),
+        p.pid,
+        seconds(p.duration_ns),
+        human(p.peak.bytes),
+        p.peak.blocks,
+        seconds(p.peak_time_ns),
+        human(p.leaked.bytes),
+        p.leaked.blocks
+    );
+    if !p.symbolized {
+        h += "<p class=\"small\">The trace has no memory map: call sites are shown as addresses.</p>\n";
+    }
+    h += "<h2>Live bytes over time</h2>\n";
+    h += &timeline(p);
+    for (m, title) in [
+        (Measure::LiveAtPeak, "Flame graph: bytes live at the peak"),
+        (Measure::Allocated, "Flame graph: bytes allocated"),
+    ] {
+        let lines = folded(p, m);
+        let _ = writeln!(h, "<h2>{title}</h2>");
+        if lines.is_empty() {
+            h += "<p class=\"small\">(nothing)</p>\n";
+            continue;
+        }
+        let mut opt = inferno::flamegraph::Options::default();
+        opt.title = title.to_owned();
+        opt.count_name = "bytes".to_owned();
+        opt.name_type = "Call site:".to_owned();
+        opt.deterministic = true;
+        opt.image_width = Some(1140);
+        opt.colors = inferno::flamegraph::color::Palette::Multi(inferno::flamegraph::color::MultiPalette::Rust);
+        let mut svg = Vec::new();
+        if inferno::flamegraph::from_lines(&mut opt, lines.lines(), &mut svg).is_ok() {
+            let svg = String::from_utf8_lossy(&svg);
+            // The frame as tall as the picture (inferno sets its height from the deepest stack).
+            let height = svg
+                .split_once("<svg ")
+                .and_then(|(_, rest)| rest.split_once("height=\""))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .and_then(|(v, _)| v.parse::<f64>().ok())
+                .unwrap_or(400.0);
+            let _ = writeln!(
+                h,
+                "<iframe title=\"{title}\" style=\"height:{:.0}px\" srcdoc=\"{}\"></iframe>\n<p class=\"small\">Each box \
+                 is a function, its callers below it; its width is the bytes of the stacks through it. Hover for the \
+                 figures, click to zoom, Ctrl-F to search.</p>",
+                height + 16.0,
+                escape(&format!("<!DOCTYPE html><html><body style=\"margin:0\">{svg}</body></html>"))
+            );
+        }
+    }
+    let table =
+        |h: &mut String, title: &str, m: Measure, head: &str, cells: &dyn Fn(&crate::profile::Site) -> String| {
+            let mut rows: Vec<(usize, &crate::profile::Site)> =
+                p.sites.iter().enumerate().filter(|(_, s)| m.of(s) > 0).collect();
+            rows.sort_by_key(|(_, s)| std::cmp::Reverse(m.of(s)));
+            let _ = writeln!(
+                h,
+                "<h2>{title}</h2>\n<table><tr><th>#</th><th>call site (click for the stack)</th>{head}</tr>"
+            );
+            if rows.is_empty() {
+                h.push_str("<tr><td></td><td>(none)</td></tr>\n");
+            }
+            for (id, s) in rows.into_iter().take(50) {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{id}</td><td><details><summary>{}</summary><pre>{}</pre></details></td>{}</tr>",
+                    escape(&short_label(&s.stack, 3)),
+                    escape(&s.stack.join("\n")),
+                    cells(s)
+                );
+            }
+            h.push_str("</table>\n");
+        };
+    table(&mut h, "Live at the peak, by call site", Measure::LiveAtPeak, "<th>blocks</th><th>bytes</th>", &|s| {
+        format!("<td>{}</td><td>{}</td>", s.live_at_peak.blocks, human(s.live_at_peak.bytes))
+    });
+    table(&mut h, "Leaks: never freed, by call site", Measure::Leaked, "<th>blocks</th><th>bytes</th>", &|s| {
+        format!("<td>{}</td><td>{}</td>", s.leaked.blocks, human(s.leaked.bytes))
+    });
+    table(&mut h, "Biggest allocation sites", Measure::Allocated, "<th>allocations</th><th>bytes</th>", &|s| {
+        format!("<td>{}</td><td>{}</td>", s.allocated.blocks, human(s.allocated.bytes))
+    });
+    h += "</body></html>\n";
+    h
+}
+
+/// Live bytes against time: all threads (black) and the threads with the highest peaks
+/// (colours, dashed where they would hide each other), titled axes with round ticks, the peak
+/// marked, a tooltip on every stretch of time.
+fn timeline(p: &crate::profile::Profile) -> String {
+    use crate::report::seconds;
+    let tl = &p.timeline;
+    if tl.live.is_empty() {
+        return "<p class=\"small\">(no events)</p>\n".into();
+    }
+    let (w, ht, left, right, top, bottom) = (1000.0, 340.0, 80.0, 20.0, 16.0, 44.0);
+    let t0 = 0.0;
+    let tmax = (*tl.time_ns.last().unwrap_or(&1) as f64 - t0).max(1.0);
+    let ymax = tl.live.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let ystep = nice_step(ymax, 5.0, true);
+    let ytop = (ymax / ystep).ceil() * ystep;
+    let xstep = nice_step(tmax, 8.0, false);
+    let x = |t: f64| left + (t - t0) / tmax * (w - left - right);
+    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
+    let legend_rows = (tl.threads.len() + 1).div_ceil(4);
+    let total_h = ht + 22.0 * legend_rows as f64 + 8.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"live bytes over time\">\n\
+         <rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
+    );
+    let mut v = 0.0;
+    while v <= ytop + 0.5 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+            w - right,
+            left - 6.0,
+            y(v) + 4.0,
+            human(v as u64),
+            yy = y(v)
+        );
+        v += ystep;
+    }
+    let mut t = 0.0;
+    while t <= tmax + 0.5 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+            ht - bottom,
+            ht - bottom + 4.0,
+            ht - bottom + 16.0,
+            axis_time(t, xstep),
+            xx = x(t0 + t)
+        );
+        t += xstep;
+    }
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">time since the program started recording</text>\
+         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">live bytes</text>",
+        ht - bottom,
+        w - right,
+        (left + w - right) / 2.0,
+        ht - 10.0,
+        (top + ht - bottom) / 2.0,
+        b = ht - bottom
+    );
+    let points = |vals: &[u64]| {
+        let mut prev_x = x(t0);
+        let mut out = Vec::with_capacity(vals.len() * 2);
+        for (k, &b) in vals.iter().enumerate() {
+            let nx = x(tl.time_ns[k] as f64);
+            // Steps: the value holds over its stretch.
+            out.push(format!("{prev_x:.1},{:.1} {nx:.1},{:.1}", y(b as f64), y(b as f64)));
+            prev_x = nx;
+        }
+        out.join(" ")
+    };
+    for (k, line) in tl.threads.iter().enumerate() {
+        let dash = if k % 2 == 1 { " stroke-dasharray=\"6 3\"" } else { "" };
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"{dash} points=\"{}\"><title>thread {}: peak {}</title></polyline>",
+            COLOURS[k % COLOURS.len()],
+            points(&line.live),
+            line.thread,
+            human(line.peak)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#000\" stroke-width=\"2\" points=\"{}\"><title>all threads</title></polyline>",
+        points(&tl.live)
+    );
+    // Tooltips: one invisible column per stretch.
+    let mut prev_x = x(t0);
+    for (k, &b) in tl.live.iter().enumerate() {
+        let nx = x(tl.time_ns[k] as f64);
+        let _ = writeln!(
+            s,
+            "<rect x=\"{prev_x:.1}\" y=\"{top}\" width=\"{:.2}\" height=\"{}\" fill=\"transparent\"><title>{}: {} live</title></rect>",
+            (nx - prev_x).max(0.5),
+            ht - bottom - top,
+            seconds(tl.time_ns[k]),
+            human(b)
+        );
+        prev_x = nx;
+    }
+    let (px, py) = (x(p.peak_time_ns as f64), y(p.peak.bytes as f64));
+    let anchor = if px > w * 0.75 { "end" } else { "start" };
+    let _ = writeln!(
+        s,
+        "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"#d62728\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"#d62728\" text-anchor=\"{anchor}\">peak: {} at {}</text>",
+        if anchor == "end" { px - 8.0 } else { px + 8.0 },
+        (py + 4.0).max(top + 12.0),
+        human(p.peak.bytes),
+        seconds(p.peak_time_ns)
+    );
+    let names: Vec<(String, &str, bool)> = std::iter::once(("all threads".to_owned(), "#000", false))
+        .chain(tl.threads.iter().enumerate().map(|(k, l)| {
+            (format!("thread {} (peak {})", l.thread, human(l.peak)), COLOURS[k % COLOURS.len()], k % 2 == 1)
+        }))
+        .collect();
+    for (k, (name, colour, dashed)) in names.iter().enumerate() {
+        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
+        let dash = if *dashed { " stroke-dasharray=\"6 3\"" } else { "" };
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
+            lx + 22.0,
+            lx + 28.0,
+            ly + 4.0,
+            escape(name)
+        );
+    }
+    s += "</svg>\n";
+    s
+}

@@ -17,6 +17,7 @@ pub mod fit;
 pub mod gen;
 pub mod html;
 pub mod own;
+pub mod profile;
 pub mod replay;
 pub mod report;
 pub mod seg;

@@ -1,237 +1,337 @@
-//! `mallard report TRACE`: what a program allocated and where. Sizes, lifetimes, the biggest
-//! allocation sites, **leaks** (blocks never freed, by call site) and **stack candidates**:
-//! call sites whose blocks all have one small size and are freed soon after by the thread
-//! that made them, so that they could live on that thread's stack instead (the talk's escape
-//! analysis, done from the outside).
+//! `mallard report`: the views of a [`Profile`]. Text (Markdown): what was live at the peak
+//! and what was never freed, by call site, the biggest allocation sites, stack candidates
+//! (the talk's escape analysis, done from the outside), sizes and lifetimes, then the full
+//! stacks of the sites named. Collapsed stacks (`--folded`) for flamegraph.pl, inferno and
+//! speedscope. A diff of two profiles: which sites grew.
 
 use crate::html::human;
-use crate::symbols::Symbolizer;
-use crate::trace::{Op, Trace};
-use std::collections::HashMap;
+use crate::profile::{short_label, Profile, Site, STACK_MAX_LIFETIME_NS, STACK_MAX_SIZE};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-/// A stack candidate's blocks are at most this big.
-pub const STACK_MAX_SIZE: u64 = 1024;
-/// ... and freed within this many nanoseconds by the thread that made them.
-pub const STACK_MAX_LIFETIME_NS: u64 = 100_000;
+/// Frames a table row shows (the full stack is under "Stacks").
+const ROW_FRAMES: usize = 3;
 
-/// What is known of one call site (its first frames).
-#[derive(Default, Clone)]
-struct Site {
-    allocs: u64,
-    bytes: u64,
-    leaked: u64,
-    leaked_bytes: u64,
-    /// Blocks freed soon by their own thread, at most `STACK_MAX_SIZE`.
-    temporary: u64,
-    /// The one size all its blocks had, if they had one.
-    size: Option<u64>,
-    mixed_sizes: bool,
-    lifetimes: Vec<u64>,
+/// What a folded-stack export or a flame graph weighs each stack by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// Bytes allocated over the whole run.
+    Allocated,
+    /// Bytes live at the peak.
+    LiveAtPeak,
+    /// Bytes never freed.
+    Leaked,
 }
 
-struct Live {
-    size: u64,
-    time: u64,
-    thread: u32,
-    site: usize,
-}
+impl Measure {
+    pub const ALL: [Measure; 3] = [Measure::Allocated, Measure::LiveAtPeak, Measure::Leaked];
 
-/// Lifetime buckets: upper bounds in ns (the last is "longer").
-const LIFETIMES: [(u64, &str); 7] = [
-    (1_000, "< 1 µs"),
-    (10_000, "< 10 µs"),
-    (100_000, "< 100 µs"),
-    (1_000_000, "< 1 ms"),
-    (10_000_000, "< 10 ms"),
-    (100_000_000, "< 100 ms"),
-    (1_000_000_000, "< 1 s"),
-];
-
-/// The running tally of a pass over the trace.
-#[derive(Default)]
-struct Tally {
-    site_ids: HashMap<Vec<u64>, usize>,
-    sites: Vec<(Vec<u64>, Site)>,
-    live: HashMap<u64, Live>,
-    sizes: Vec<(u64, u64)>,
-    lifetimes: [u64; LIFETIMES.len() + 1],
-    allocs: u64,
-    frees: u64,
-    reallocs: u64,
-    unmatched: u64,
-    live_bytes: u64,
-    peak: u64,
-}
-
-impl Tally {
-    fn alloc(&mut self, addr: u64, size: u64, stack: &[u64], time: u64, thread: u32, sym: &mut Symbolizer) {
-        if self.live.contains_key(&addr) {
-            // The trace lost this block's free.
-            self.unmatched += 1;
-            self.release(addr, time, thread);
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Allocated => "allocated",
+            Measure::LiveAtPeak => "peak",
+            Measure::Leaked => "leaked",
         }
-        self.allocs += 1;
-        let key: Vec<u64> = sym.clean(stack);
-        let sites = &mut self.sites;
-        let id = *self.site_ids.entry(key.clone()).or_insert_with(|| {
-            sites.push((key, Site::default()));
-            sites.len() - 1
-        });
-        let s = &mut self.sites[id].1;
-        s.allocs += 1;
-        s.bytes = s.bytes.saturating_add(size);
-        match s.size {
-            None if !s.mixed_sizes => s.size = Some(size),
-            Some(z) if z != size => {
-                s.size = None;
-                s.mixed_sizes = true;
-            }
-            _ => {}
-        }
-        let b = (64 - size.leading_zeros()) as usize;
-        self.sizes[b].0 += 1;
-        self.sizes[b].1 = self.sizes[b].1.saturating_add(size);
-        self.live.insert(addr, Live { size, time, thread, site: id });
-        self.live_bytes = self.live_bytes.saturating_add(size);
-        self.peak = self.peak.max(self.live_bytes);
     }
 
-    fn release(&mut self, addr: u64, time: u64, thread: u32) -> bool {
-        let Some(b) = self.live.remove(&addr) else { return false };
-        let life = time.saturating_sub(b.time);
-        let k = LIFETIMES.iter().position(|&(max, _)| life < max).unwrap_or(LIFETIMES.len());
-        self.lifetimes[k] += 1;
-        let s = &mut self.sites[b.site].1;
-        if thread == b.thread && b.size <= STACK_MAX_SIZE && life <= STACK_MAX_LIFETIME_NS {
-            s.temporary += 1;
+    pub fn from_name(s: &str) -> Option<Measure> {
+        Measure::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    pub fn of(self, s: &Site) -> u64 {
+        match self {
+            Measure::Allocated => s.allocated.bytes,
+            Measure::LiveAtPeak => s.live_at_peak.bytes,
+            Measure::Leaked => s.leaked.bytes,
         }
-        s.lifetimes.push(life);
-        self.live_bytes = self.live_bytes.saturating_sub(b.size);
-        true
     }
 }
 
 /// The report as Markdown, its tables `top` rows long at most.
-pub fn report(title: &str, t: &Trace, top: usize) -> String {
-    let mut sym = Symbolizer::new(&t.maps);
-    let mut y = Tally { sizes: vec![(0, 0); 65], ..Tally::default() };
-    let mut threads = std::collections::BTreeSet::new();
-    for e in &t.events {
-        threads.insert(e.thread);
-        match e.op {
-            Op::Alloc { addr, size, .. } => y.alloc(addr, size, &e.stack, e.time, e.thread, &mut sym),
-            Op::Free { addr } => {
-                y.frees += 1;
-                if !y.release(addr, e.time, e.thread) {
-                    y.unmatched += 1;
-                }
-            }
-            Op::Realloc { addr: 0, .. } => y.reallocs += 1,
-            Op::Realloc { old, addr, size } => {
-                y.reallocs += 1;
-                if old != 0 {
-                    y.release(old, e.time, e.thread);
-                }
-                y.alloc(addr, size, &e.stack, e.time, e.thread, &mut sym);
-                y.allocs -= 1; // (counted as a realloc)
-            }
-        }
-    }
-    for b in y.live.values() {
-        let s = &mut y.sites[b.site].1;
-        s.leaked += 1;
-        s.leaked_bytes = s.leaked_bytes.saturating_add(b.size);
-    }
-    let Tally { mut sites, live, sizes, lifetimes, allocs, frees, reallocs, unmatched, peak, .. } = y;
-    let never = live.len() as u64;
-
+pub fn markdown(p: &Profile, top: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# mallard report: {title}\n\n{} events: {allocs} allocations, {frees} frees, {reallocs} reallocs, in {} \
-         threads of process {}. Peak live: {}; never freed: {} blocks, {}.{}\n",
-        t.events.len(),
-        threads.len(),
-        t.pid,
-        human(peak),
-        never,
-        human(live.values().fold(0u64, |n, b| n.saturating_add(b.size))),
-        if unmatched > 0 {
-            format!(" ({unmatched} frees of blocks allocated before recording began were skipped.)")
+        "# mallard report: {}\n\n{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}. \
+         Peak live: {} in {} blocks, at {}; never freed: {} blocks, {}.{}\n",
+        p.title,
+        p.events,
+        p.allocations,
+        p.frees,
+        p.reallocs,
+        plural(p.threads as u64, "thread"),
+        p.pid,
+        seconds(p.duration_ns),
+        human(p.peak.bytes),
+        p.peak.blocks,
+        seconds(p.peak_time_ns),
+        p.leaked.blocks,
+        human(p.leaked.bytes),
+        if p.unmatched_frees > 0 {
+            format!(" ({} of blocks allocated before recording began were skipped.)", plural(p.unmatched_frees, "free"))
         } else {
             String::new()
         }
     );
-    if t.maps.is_empty() {
+    if !p.symbolized {
         out += "The trace has no memory map: call sites are shown as addresses.\n\n";
     }
-    let mut site_name = |frames: &[u64]| -> String {
-        if frames.is_empty() {
-            return "(no call site)".into();
-        }
-        frames.iter().map(|&f| sym.name(f)).collect::<Vec<_>>().join(" ← ")
+    let mut named = BTreeSet::new();
+    let mut table =
+        |out: &mut String, title: &str, rows: Vec<(usize, &Site)>, cells: &dyn Fn(&Site) -> String, head: &str| {
+            let _ = write!(
+                out,
+                "## {title}\n\n| # | call site | {head} |\n|--:|---|{}\n",
+                "--:|".repeat(head.matches('|').count() + 1)
+            );
+            if rows.is_empty() {
+                let _ = writeln!(out, "| | (none) |{}", " |".repeat(head.matches('|').count() + 1));
+            }
+            for (id, s) in rows.into_iter().take(top) {
+                named.insert(id);
+                let _ = writeln!(out, "| {id} | {} | {} |", short_label(&s.stack, ROW_FRAMES), cells(s));
+            }
+            out.push('\n');
+        };
+    let by = |m: Measure| -> Vec<(usize, &Site)> {
+        let mut v: Vec<(usize, &Site)> = p.sites.iter().enumerate().filter(|(_, s)| m.of(s) > 0).collect();
+        v.sort_by_key(|(_, s)| std::cmp::Reverse(m.of(s)));
+        v
     };
-
-    out += "## Biggest allocation sites\n\n| call site (caller ← its callers) | allocations | bytes |\n|---|--:|--:|\n";
-    let mut by_bytes: Vec<&(Vec<u64>, Site)> = sites.iter().collect();
-    by_bytes.sort_by_key(|(_, s)| std::cmp::Reverse(s.bytes));
-    for (frames, s) in by_bytes.iter().take(top) {
-        let _ = writeln!(out, "| {} | {} | {} |", site_name(frames), s.allocs, human(s.bytes));
-    }
-
-    out += "\n## Leaks: blocks never freed, by call site\n\n| call site | blocks | bytes |\n|---|--:|--:|\n";
-    let mut leaks: Vec<&(Vec<u64>, Site)> = sites.iter().filter(|(_, s)| s.leaked > 0).collect();
-    leaks.sort_by_key(|(_, s)| std::cmp::Reverse((s.leaked_bytes, s.leaked)));
-    for (frames, s) in leaks.iter().take(top) {
-        let _ = writeln!(out, "| {} | {} | {} |", site_name(frames), s.leaked, human(s.leaked_bytes));
-    }
-    if leaks.is_empty() {
-        out += "| (none) | | |\n";
-    }
-
-    let _ = write!(
+    let share = |b: u64, of: u64| if of == 0 { 0.0 } else { b as f64 * 100.0 / of as f64 };
+    table(
+        &mut out,
+        &format!("Live at the peak ({} at {}), by call site", human(p.peak.bytes), seconds(p.peak_time_ns)),
+        by(Measure::LiveAtPeak),
+        &|s| {
+            format!(
+                "{} | {} | {:.1} %",
+                s.live_at_peak.blocks,
+                human(s.live_at_peak.bytes),
+                share(s.live_at_peak.bytes, p.peak.bytes)
+            )
+        },
+        "blocks | bytes | share",
+    );
+    table(
+        &mut out,
+        "Leaks: blocks never freed, by call site",
+        by(Measure::Leaked),
+        &|s| format!("{} | {}", s.leaked.blocks, human(s.leaked.bytes)),
+        "blocks | bytes",
+    );
+    table(
+        &mut out,
+        "Biggest allocation sites",
+        by(Measure::Allocated),
+        &|s| format!("{} | {}", s.allocated.blocks, human(s.allocated.bytes)),
+        "allocations | bytes",
+    );
+    let _ = writeln!(
         out,
-        "\n## Stack candidates\n\nCall sites whose blocks all have one size of at most {STACK_MAX_SIZE} bytes, and at \
-         least 90 % of them freed within {} µs by the thread that made them: they could be local variables.\n\n\
-         | call site | size | blocks | freed soon | median lifetime |\n|---|--:|--:|--:|--:|\n",
+        "Stack candidates: call sites whose blocks all have one size of at most {STACK_MAX_SIZE} bytes, and at least \
+         90 % of them freed within {} µs by the thread that made them: they could be local variables.\n",
         STACK_MAX_LIFETIME_NS / 1000
     );
-    let mut candidates: Vec<&mut (Vec<u64>, Site)> = sites
-        .iter_mut()
-        .filter(|(_, s)| {
-            s.size.is_some_and(|z| z <= STACK_MAX_SIZE) && s.temporary * 10 >= s.allocs * 9 && s.allocs > 0
-        })
-        .collect();
-    candidates.sort_by_key(|(_, s)| std::cmp::Reverse(s.temporary));
-    let n_candidates = candidates.len();
-    for (frames, s) in candidates.into_iter().take(top) {
-        s.lifetimes.sort_unstable();
-        let median = s.lifetimes.get(s.lifetimes.len() / 2).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.1} µs |",
-            site_name(frames),
-            s.size.unwrap_or(0),
-            s.allocs,
-            s.temporary,
-            median as f64 / 1000.0
-        );
-    }
-    if n_candidates == 0 {
-        out += "| (none) | | | | |\n";
-    }
+    let mut candidates: Vec<(usize, &Site)> = p.sites.iter().enumerate().filter(|(_, s)| s.stack_candidate).collect();
+    candidates.sort_by_key(|(_, s)| std::cmp::Reverse(s.freed_soon));
+    table(
+        &mut out,
+        "Stack candidates",
+        candidates,
+        &|s| {
+            format!(
+                "{} | {} | {} | {:.1} µs",
+                s.size.unwrap_or(0),
+                s.allocated.blocks,
+                s.freed_soon,
+                s.median_lifetime_ns.unwrap_or(0) as f64 / 1000.0
+            )
+        },
+        "size | blocks | freed soon | median lifetime",
+    );
 
-    out += "\n## Sizes\n\n| size | allocations | bytes |\n|---|--:|--:|\n";
-    for (b, &(n, bytes)) in sizes.iter().enumerate().filter(|(_, s)| s.0 > 0) {
-        let (lo, hi) = if b == 0 { (0, 0) } else { (1u64 << (b - 1), (1u128 << b) - 1) };
-        let _ =
-            writeln!(out, "| {} – {} | {n} | {} |", human(lo), human(hi.min(u64::MAX as u128) as u64), human(bytes));
+    out += "## Sizes\n\n| size | allocations | bytes |\n|---|--:|--:|\n";
+    for r in &p.sizes {
+        let _ = writeln!(out, "| {} – {} | {} | {} |", human(r.min), human(r.max), r.allocations, human(r.bytes));
     }
     out += "\n## Lifetimes (allocation to free)\n\n| lifetime | blocks |\n|---|--:|\n";
-    for (k, &(_, label)) in LIFETIMES.iter().enumerate() {
-        let _ = writeln!(out, "| {label} | {} |", lifetimes[k]);
+    for r in &p.lifetimes {
+        let _ = writeln!(out, "| {} | {} |", r.label, r.blocks);
     }
-    let _ = writeln!(out, "| ≥ 1 s | {} |\n| never freed | {never} |", lifetimes[LIFETIMES.len()]);
+    let _ = writeln!(out, "| never freed | {} |", p.leaked.blocks);
+
+    out += "\n## Stacks\n\nThe call sites above, innermost frame first.\n";
+    for id in named {
+        let s = &p.sites[id];
+        let _ = writeln!(out, "\n**#{id}**\n");
+        if s.stack.is_empty() {
+            out += "    (no call site)\n";
+        }
+        for f in &s.stack {
+            let _ = writeln!(out, "    {f}");
+        }
+    }
     out
+}
+
+/// The collapsed stacks of `p` weighed by `m`: one line per stack, `outer;…;inner bytes`, as
+/// flamegraph.pl, inferno and speedscope read them. (`;` inside a name becomes `,`.)
+pub fn folded(p: &Profile, m: Measure) -> String {
+    let mut out = String::new();
+    for s in p.sites.iter().filter(|s| m.of(s) > 0) {
+        let stack: Vec<String> = if s.stack.is_empty() {
+            vec!["(no call site)".into()]
+        } else {
+            s.stack.iter().rev().map(|f| f.replace(';', ",")).collect()
+        };
+        let _ = writeln!(out, "{} {}", stack.join(";"), m.of(s));
+    }
+    out
+}
+
+/// One call site in two profiles, `before` and `after`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteDiff {
+    pub stack: Vec<String>,
+    pub before: DiffFigures,
+    pub after: DiffFigures,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DiffFigures {
+    pub allocated: u64,
+    pub live_at_peak: u64,
+    pub leaked: u64,
+}
+
+/// Two profiles compared, site by site (sites are matched by their frames' names, which do
+/// not depend on where the program was loaded).
+#[derive(Clone, Debug, Serialize)]
+pub struct Diff {
+    pub schema: u32,
+    pub before: String,
+    pub after: String,
+    pub peak: (u64, u64),
+    pub leaked: (u64, u64),
+    pub allocated: (u64, u64),
+    /// By growth of bytes live at the peak, then of bytes allocated, most first.
+    pub sites: Vec<SiteDiff>,
+}
+
+pub fn diff(before: &Profile, after: &Profile) -> Diff {
+    let figures = |s: &Site| DiffFigures {
+        allocated: s.allocated.bytes,
+        live_at_peak: s.live_at_peak.bytes,
+        leaked: s.leaked.bytes,
+    };
+    let mut map: HashMap<&[String], (DiffFigures, DiffFigures)> = HashMap::new();
+    for s in &before.sites {
+        map.entry(&s.stack).or_default().0 = figures(s);
+    }
+    for s in &after.sites {
+        map.entry(&s.stack).or_default().1 = figures(s);
+    }
+    let mut sites: Vec<SiteDiff> =
+        map.into_iter().map(|(k, (b, a))| SiteDiff { stack: k.to_vec(), before: b, after: a }).collect();
+    let growth = |d: &SiteDiff| {
+        (
+            d.after.live_at_peak as i128 - d.before.live_at_peak as i128,
+            d.after.allocated as i128 - d.before.allocated as i128,
+        )
+    };
+    sites.sort_by(|x, y| growth(y).cmp(&growth(x)).then_with(|| x.stack.cmp(&y.stack)));
+    let total = |p: &Profile| p.sites.iter().fold(0u64, |n, s| n.saturating_add(s.allocated.bytes));
+    Diff {
+        schema: crate::profile::SCHEMA,
+        before: before.title.clone(),
+        after: after.title.clone(),
+        peak: (before.peak.bytes, after.peak.bytes),
+        leaked: (before.leaked.bytes, after.leaked.bytes),
+        allocated: (total(before), total(after)),
+        sites,
+    }
+}
+
+/// The diff as Markdown: the totals, then the sites that changed most (grown first, then
+/// shrunk), `top` of each.
+pub fn diff_markdown(d: &Diff, top: usize) -> String {
+    let mut out =
+        format!("# mallard report: {} → {}\n\n| | before | after | change |\n|---|--:|--:|--:|\n", d.before, d.after);
+    for (name, (b, a)) in [("peak live", d.peak), ("never freed", d.leaked), ("allocated", d.allocated)] {
+        let _ = writeln!(out, "| {name} | {} | {} | {} |", human(b), human(a), signed(a as i128 - b as i128));
+    }
+    let row = |out: &mut String, s: &SiteDiff| {
+        let _ = writeln!(
+            out,
+            "| {} | {} → {} | {} | {} → {} | {} → {} |",
+            short_label(&s.stack, ROW_FRAMES),
+            human(s.before.live_at_peak),
+            human(s.after.live_at_peak),
+            signed(s.after.live_at_peak as i128 - s.before.live_at_peak as i128),
+            human(s.before.allocated),
+            human(s.after.allocated),
+            human(s.before.leaked),
+            human(s.after.leaked)
+        );
+    };
+    let head = "| call site | live at peak | change | allocated | never freed |\n|---|--:|--:|--:|--:|\n";
+    let changed = |s: &&SiteDiff| {
+        s.before.live_at_peak != s.after.live_at_peak
+            || s.before.allocated != s.after.allocated
+            || s.before.leaked != s.after.leaked
+    };
+    out += "\n## Grown\n\n";
+    out += head;
+    let grown: Vec<&SiteDiff> = d.sites.iter().filter(changed).filter(|s| !shrank(s)).take(top).collect();
+    for s in &grown {
+        row(&mut out, s);
+    }
+    if grown.is_empty() {
+        out += "| (none) | | | | |\n";
+    }
+    out += "\n## Shrunk\n\n";
+    out += head;
+    let shrunk: Vec<&SiteDiff> = d.sites.iter().rev().filter(changed).filter(|s| shrank(s)).take(top).collect();
+    for s in &shrunk {
+        row(&mut out, s);
+    }
+    if shrunk.is_empty() {
+        out += "| (none) | | | | |\n";
+    }
+    out
+}
+
+fn shrank(s: &SiteDiff) -> bool {
+    (
+        s.after.live_at_peak as i128 - s.before.live_at_peak as i128,
+        s.after.allocated as i128 - s.before.allocated as i128,
+    ) < (0, 0)
+}
+
+fn signed(d: i128) -> String {
+    match d {
+        0 => "0".into(),
+        d if d > 0 => format!("+{}", human(d.min(u64::MAX as i128) as u64)),
+        d => format!("−{}", human((-d).min(u64::MAX as i128) as u64)),
+    }
+}
+
+/// `1.25 s`, `3.4 ms`, `120 µs`.
+pub fn seconds(ns: u64) -> String {
+    match ns {
+        n if n >= 1_000_000_000 => format!("{:.2} s", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} ms", n as f64 / 1e6),
+        n => format!("{:.0} µs", n as f64 / 1e3),
+    }
+}
+
+/// `n thing` or `n things`.
+pub fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
