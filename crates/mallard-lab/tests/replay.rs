@@ -104,12 +104,12 @@ fn a_report_of_a_trace_without_a_memory_map_names_sites_by_address() {
         events.push(ev(2050 + 100 * i, 2, Op::Free { addr: 0x7000 + i }, vec![]));
     }
     let t = Trace { pid: 7, events, maps: String::new() };
-    let text = mallard_lab::report::report("hand-made", &t, 10);
+    let text = mallard_lab::report::markdown(&mallard_lab::profile::profile("hand-made", &t), 10);
     let section = |name: &str| text.split("## ").find(|s| s.starts_with(name)).unwrap();
-    assert!(text.contains("23 allocations, 21 frees") && text.contains("1 frees of blocks allocated before"), "{text}");
-    assert!(section("Leaks").contains("| 0xaaaa ← 0x1111 | 3 | 300 B |"), "{text}");
+    assert!(text.contains("23 allocations, 21 frees") && text.contains("1 free of blocks allocated before"), "{text}");
+    assert!(section("Leaks").contains(" | 0xaaaa ← 0x1111 | 3 | 300 B |"), "{text}");
     let stack = section("Stack candidates");
-    assert!(stack.contains("| 0xbbbb | 24 | 10 | 10 |") && !stack.contains("0xcccc"), "{text}");
+    assert!(stack.contains(" | 0xbbbb | 24 | 10 | 10 |") && !stack.contains("0xcccc"), "{text}");
     assert!(section("Lifetimes").contains("| < 1 µs | 20 |"), "{text}");
     assert!(section("Sizes").contains("| 16 B – 31 B | 20 | 480 B |"), "{text}");
 }
@@ -130,6 +130,6 @@ fn allocations_no_strategy_can_simulate_are_skipped_not_a_crash() {
         assert_eq!(f.peak_live, 100, "{s}");
     }
     // The report only counts: it takes them as they are.
-    let text = mallard_lab::report::report("huge", &t, 5);
+    let text = mallard_lab::report::markdown(&mallard_lab::profile::profile("huge", &t), 5);
     assert!(text.contains("3 allocations"), "{text}");
 }
