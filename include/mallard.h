@@ -12,7 +12,7 @@
  * Environment (read once, at load):
  *   MALLARD_STATS=1            print the statistics table to stderr at exit (default 0)
  *   MALLARD_VERBOSE=1          say on stderr that mallard is loaded, with its options (default 0)
- *   MALLARD_PURGE_DELAY_MS=N   keep free memory committed N ms before giving it back (default 500)
+ *   MALLARD_PURGE_DELAY_MS=N   keep free memory committed N ms before giving it back (default 100)
  *   MALLARD_REPORT=FILE        append this process's exit record to FILE (used by `mallard run`)
  * A value that does not parse prints a warning and keeps the default.
  */

@@ -34,6 +34,7 @@ macro_rules! trampolines {
 
 mod cabi;
 mod cxx;
+mod exit;
 mod options;
 mod report;
 #[cfg(feature = "trace")]

@@ -8,7 +8,8 @@
 //! | `MALLARD_PURGE_THREAD` | `1` | `0`: no background purger thread (free memory is then given back only when the program calls the allocator) |
 //! | `MALLARD_REPORT` | unset | a file to which each process appends its exit record (`report.rs`; used by `mallard run`) |
 //!
-//! A value that does not parse prints one warning line and keeps the default. Everything here
+//! A value that does not parse prints one warning line and keeps the default; the processes
+//! it starts inherit `MALLARD_WARNED=1` and do not print it again. Everything here
 //! runs from the library's constructor, before `main`, and never allocates.
 
 use core::ffi::{c_char, c_int, CStr};
@@ -41,6 +42,10 @@ extern "C" fn init() {
     let purge_thread =
         !cfg!(feature = "trace") && var_named("MALLARD_PURGE_THREAD").is_none_or(|_| flag("MALLARD_PURGE_THREAD"));
     core_alloc::set_background_purge(purge_thread);
+    if WARNED.load(Ordering::Relaxed) {
+        // SAFETY: start-up, one thread; setenv copies its arguments (through this allocator).
+        unsafe { libc::setenv(c"MALLARD_WARNED".as_ptr(), c"1".as_ptr(), 1) };
+    }
     // SAFETY: the handlers are plain functions that only take and release the backend lock
     // or write to a file descriptor; fcntl duplicates a descriptor.
     unsafe {
@@ -91,6 +96,7 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     // SAFETY: the child's only thread is the copy of the one that took the lock.
     unsafe { GLOBAL_BACKEND.unlock_after_fork(true) };
+    crate::report::forked();
 }
 
 fn var(name: &CStr) -> Option<&'static [u8]> {
@@ -104,7 +110,16 @@ fn var(name: &CStr) -> Option<&'static [u8]> {
     Some(unsafe { CStr::from_ptr(v as *const c_char) }.to_bytes())
 }
 
+/// Whether this process printed a warning (then `MALLARD_WARNED=1` is set for its children).
+static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// One line on stderr about a variable that does not parse, once per run: not again in the
+/// processes this one starts (a shell script's commands), which inherit `MALLARD_WARNED`.
 fn warn(name: &str, value: &[u8], expected: &str, default: &dyn core::fmt::Display) {
+    if var(c"MALLARD_WARNED").is_some() {
+        return;
+    }
+    WARNED.store(true, Ordering::Relaxed);
     let mut w = FdWriter::new(2);
     let shown = core::str::from_utf8(value).unwrap_or("(not UTF-8)");
     let _ = writeln!(w, "mallard: {name}={shown:?} is not {expected}; keeping the default {default}");

@@ -4,29 +4,51 @@
 //!
 //! ```text
 //! pid=4242 live_bytes=… live_blocks=… in_use_bytes=… peak_in_use_bytes=… resident_bytes=…
-//! mapped_bytes=… segments=… segments_mapped=… segments_released=… bytes_purged=…
-//! remote_frees=… heaps=… huge_allocs=… large_blocks=… large_bytes=… huge_blocks=…
-//! huge_bytes=… classes=SIZE:PAGES_STARTED:LIVE_BLOCKS,…
+//! peak_rss_bytes=… mapped_bytes=… segments=… segments_cached=… segments_mapped=…
+//! huge_fresh=… segments_released=… bytes_purged=… remote_frees=… heaps=… huge_allocs=…
+//! large_blocks=… large_bytes=… huge_blocks=… huge_bytes=… classes=SIZE:PAGES_STARTED:LIVE_BLOCKS,…
+//! exe=NAME
 //! ```
+//!
+//! `exe` is the program's file name (`/proc/self/exe`), last, with spaces as `%20`.
 //!
 //! The line is formatted on the stack and written with one `write` (O_APPEND), so the
 //! records of processes that exit together do not mix. Nothing allocates.
 
 use core::ffi::c_char;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use core_alloc::size_class::CLASS_SIZE;
 
 static PATH: AtomicPtr<c_char> = AtomicPtr::new(core::ptr::null_mut());
+/// The process whose record this is: a child of `vfork` shares our memory, and must not write
+/// it under its own pid.
+static OWNER: AtomicI32 = AtomicI32::new(0);
+/// Set once the record is written (`exit` runs our handler, then `_exit`).
+static WRITTEN: AtomicBool = AtomicBool::new(false);
 
 /// Remembers where to write (the environment string, which lives as long as the process).
 pub fn set_path(path: *const c_char) {
     PATH.store(path.cast_mut(), Ordering::Relaxed);
+    forked();
 }
 
+/// In a child made by `fork`: the record to write is now this process's.
+pub fn forked() {
+    // SAFETY: getpid has no preconditions.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    WRITTEN.store(false, Ordering::Relaxed);
+}
+
+/// Appends this process's record, once (from `atexit`, or from `_exit`, which a forked child
+/// or a shell such as dash leaves by).
 pub extern "C" fn write_at_exit() {
     let path = PATH.load(Ordering::Relaxed);
-    if path.is_null() {
+    // SAFETY: getpid has no preconditions.
+    if path.is_null() || unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
+        return;
+    }
+    if WRITTEN.swap(true, Ordering::Relaxed) {
         return;
     }
     let mut line = Line { buf: [0; 8192], len: 0 };
@@ -49,18 +71,29 @@ fn format(w: &mut Line) -> fmt::Result {
     let live_blocks: i64 = s.class_blocks.iter().sum::<i64>() + s.large_blocks + s.huge_blocks;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
+    // SAFETY: usage is a valid out-pointer.
+    let peak_rss = unsafe {
+        let mut usage: libc::rusage = core::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage.ru_maxrss as i64 * 1024
+    };
     write!(
         w,
         "pid={pid} live_bytes={} live_blocks={live_blocks} in_use_bytes={} peak_in_use_bytes={} resident_bytes={} \
-         mapped_bytes={} segments={} segments_mapped={} segments_released={} bytes_purged={} remote_frees={} \
-         heaps={} huge_allocs={} large_blocks={} large_bytes={} huge_blocks={} huge_bytes={} classes=",
+         peak_rss_bytes={} mapped_bytes={} segments={} segments_cached={} segments_mapped={} huge_fresh={} \
+         segments_released={} bytes_purged={} remote_frees={} heaps={} huge_allocs={} large_blocks={} large_bytes={} \
+         huge_blocks={} huge_bytes={} classes=",
         s.live_bytes(),
         s.in_use_bytes,
         s.peak_in_use_bytes,
         s.resident_bytes,
+        // (The kernel updates its high-water mark lazily: never below what is resident now.)
+        peak_rss.max(s.resident_bytes),
         s.mapped_bytes,
         s.segments_current,
+        s.segments_cached,
         s.segments_mapped,
+        s.huge_fresh,
         s.segments_released,
         s.bytes_purged,
         s.remote_frees,
@@ -77,6 +110,22 @@ fn format(w: &mut Line) -> fmt::Result {
             let sep = if first { "" } else { "," };
             first = false;
             write!(w, "{sep}{size}:{pages}:{blocks}")?;
+        }
+    }
+    w.write_str(" exe=")?;
+    let mut exe = [0u8; 256];
+    // SAFETY: exe is a valid buffer of its length.
+    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), exe.as_mut_ptr().cast(), exe.len()) };
+    let path = &exe[..n.max(0) as usize];
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    for part in name.split_inclusive(|&c| c == b' ') {
+        let (text, space) = match part.split_last() {
+            Some((b' ', text)) => (text, true),
+            _ => (part, false),
+        };
+        w.write_str(core::str::from_utf8(text).unwrap_or("?"))?;
+        if space {
+            w.write_str("%20")?;
         }
     }
     w.write_str("\n")

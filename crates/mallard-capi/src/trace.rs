@@ -10,8 +10,8 @@
 //! the thread exits (a pthread key's destructor).
 //!
 //! Nothing is lost when the program ends: `end` writes every thread's buffer, running or not,
-//! and the memory map, on `exit` (an `atexit` handler), `_exit`/`_Exit`, `exec` (all of them
-//! are wrapped here and in `trace_hooks.c`), and a fatal signal (a handler installed where the
+//! and the memory map, on `exit` (an `atexit` handler), `_exit`/`_Exit` (`exit.rs`), `exec`
+//! (wrapped here and in `trace_hooks.c`), and a fatal signal (a handler installed where the
 //! program has the default; the program still sees the default, see `trace_hooks.c`). A buffer
 //! belongs to whoever holds its `state`: its thread while it records an event or writes a
 //! chunk, and `end` afterwards; events after the end are dropped.
@@ -216,8 +216,6 @@ extern "C" {
 #[allow(non_snake_case)]
 mod hooks {
     trampolines! {
-        _exit => __mallard_trace_exit;
-        _Exit => __mallard_trace_Exit;
         execve => __mallard_trace_execve;
         execv => __mallard_trace_execv;
         execvpe => __mallard_trace_execvpe;

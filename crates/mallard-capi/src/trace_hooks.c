@@ -1,7 +1,6 @@
 /* The recorder's hooks into how a program ends (libmallard_trace.so only; see trace.rs).
  *
- * - `_exit` and `_Exit`: a child made by fork usually leaves with `_exit`, which runs no
- *   atexit handler; the wrappers write the trace first.
+ * (`_exit` and `_Exit`, which run no atexit handler, are wrapped in exit.rs.)
  * - The `exec` family: the trace of the image being replaced is written before the call (and
  *   recording resumes if the call fails). The variadic forms are here because Rust cannot
  *   define them.
@@ -131,13 +130,6 @@ sighandler_t __mallard_trace_signal(int sig, sighandler_t handler) {
 }
 
 sighandler_t __mallard_trace_bsd_signal(int sig, sighandler_t handler) { return __mallard_trace_signal(sig, handler); }
-
-__attribute__((noreturn)) void __mallard_trace_exit(int status) {
-    mallard_trace_end();
-    for (;;) syscall(SYS_exit_group, status);
-}
-
-__attribute__((noreturn)) void __mallard_trace_Exit(int status) { __mallard_trace_exit(status); }
 
 /* Runs one exec: the trace written before, recording resumed if it fails. */
 #define EXEC(call)                         \

@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub lib: Option<PathBuf>,
     /// The program and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -199,6 +199,31 @@ fn seconds(tv: libc::timeval) -> f64 {
     tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
 }
 
+/// `args` as a shell would need them typed: words with spaces or special characters quoted.
+pub fn shell_words(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| {
+            let a = a.to_string_lossy();
+            let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+%@^".contains(c));
+            if plain {
+                a.into_owned()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `n thing` or `n things` (`n thinges` for a word in -s).
+pub fn plural(n: i64, thing: &str) -> String {
+    match n {
+        1 => format!("1 {thing}"),
+        _ if thing.ends_with('s') => format!("{} {thing}es", count(n)),
+        _ => format!("{} {thing}s", count(n)),
+    }
+}
+
 pub fn format_report(
     command: &[OsString],
     status: i32,
@@ -208,7 +233,6 @@ pub fn format_report(
     pid: u32,
 ) -> String {
     let mut o = String::new();
-    let cmdline: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let how = if libc::WIFEXITED(status) {
         format!("exit status {}", libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
@@ -216,17 +240,14 @@ pub fn format_report(
     } else {
         "stopped".to_string()
     };
-    let _ = writeln!(o, "\nmallard run: {}", cmdline.join(" "));
+    let _ = writeln!(o, "\nmallard run: {}", shell_words(command));
     let _ = writeln!(
         o,
         "  {how}; {:.2} s wall, {:.2} s user, {:.2} s system; {} on mallard",
         wall.as_secs_f64(),
         seconds(usage.ru_utime),
         seconds(usage.ru_stime),
-        match records.len() {
-            1 => "1 process".to_string(),
-            n => format!("{n} processes"),
-        }
+        plural(records.len() as i64, "process")
     );
     let peak_rss = usage.ru_maxrss * 1024;
     let Some(r) = records.iter().find(|r| num(r, "pid") == pid as i64).or(records.last()) else {
@@ -239,13 +260,38 @@ pub fn format_report(
         return o;
     };
     if records.len() > 1 {
-        let _ = writeln!(o, "  figures below are of process {} (the last one of the run to exit)", num(r, "pid"));
+        let _ = writeln!(o, "  processes, in the order they exited:");
+        let _ = writeln!(
+            o,
+            "    {:>8}  {:<16} {:>12} {:>10} {:>12}",
+            "pid", "program", "peak in use", "peak RSS", "RSS at exit"
+        );
+        for p in records {
+            let exe = p.get("exe").map_or("?".to_string(), |e| e.replace("%20", " "));
+            let _ = writeln!(
+                o,
+                "    {:>8}  {:<16} {:>12} {:>10} {:>12}",
+                num(p, "pid"),
+                exe,
+                bytes(num(p, "peak_in_use_bytes")),
+                bytes(num(p, "peak_rss_bytes").max(num(p, "resident_bytes"))),
+                bytes(num(p, "resident_bytes"))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  figures below are of process {} ({}{})",
+            num(r, "pid"),
+            r.get("exe").map_or("?".to_string(), |e| e.replace("%20", " ")),
+            if num(r, "pid") == pid as i64 { ", the one mallard run started" } else { ", the last to exit" }
+        );
     }
+    let rss = num(r, "resident_bytes");
     let _ = writeln!(
         o,
-        "  memory    peak RSS {} (largest process), RSS at exit {}",
-        bytes(peak_rss),
-        bytes(num(r, "resident_bytes"))
+        "  memory    peak RSS {}, RSS at exit {}",
+        bytes(num(r, "peak_rss_bytes").max(rss).max(if records.len() == 1 { peak_rss } else { 0 })),
+        bytes(rss)
     );
     let _ = writeln!(
         o,
@@ -254,29 +300,32 @@ pub fn format_report(
     );
     let _ = writeln!(
         o,
-        "            live at exit {} in {} blocks ({} in {} large chunks, {} in {} huge blocks)",
+        "            live at exit {} in {} ({} in {}, {} in {})",
         bytes(num(r, "live_bytes")),
-        count(num(r, "live_blocks")),
+        plural(num(r, "live_blocks"), "block"),
         bytes(num(r, "large_bytes")),
-        count(num(r, "large_blocks")),
+        plural(num(r, "large_blocks"), "large chunk"),
         bytes(num(r, "huge_bytes")),
-        count(num(r, "huge_blocks")),
+        plural(num(r, "huge_blocks"), "huge block"),
     );
     let _ = writeln!(
         o,
-        "  segments  {} mapped at exit ({}), {} taken from the OS, {} given back; {} purged",
+        "  mappings  {} now ({}, {} of them cached empty); over the run {} and {} fresh from the OS, {} given \
+         back; {} purged",
         count(num(r, "segments")),
         bytes(num(r, "mapped_bytes")),
-        count(num(r, "segments_mapped")),
+        count(num(r, "segments_cached")),
+        plural(num(r, "segments_mapped"), "segment"),
+        plural(num(r, "huge_fresh"), "huge block"),
         count(num(r, "segments_released")),
         bytes(num(r, "bytes_purged")),
     );
     let _ = writeln!(
         o,
-        "  threads   {} heaps, {} remote frees, {} huge allocations",
-        count(num(r, "heaps")),
-        count(num(r, "remote_frees")),
-        count(num(r, "huge_allocs"))
+        "  threads   {}, {}, {}",
+        plural(num(r, "heaps"), "heap"),
+        plural(num(r, "remote_frees"), "remote free"),
+        plural(num(r, "huge_allocs"), "huge allocation")
     );
     let classes: Vec<(i64, i64, i64)> = r
         .get("classes")

@@ -131,3 +131,42 @@ fn bench_process_runs_an_extra_library_as_a_column() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("want NAME=LIB"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn a_run_of_several_processes_reports_one_row_each_and_warns_once() {
+    // A shell that runs two programs, each its own process on the library; a bad option value.
+    let out = Command::new(env!("CARGO_BIN_EXE_mallard"))
+        .args(["run", "--lib"])
+        .arg(lib())
+        .args(["--", "sh", "-c", "ls / > /dev/null; cat /dev/null; echo 'done it'"])
+        .env_remove("CARGO")
+        .env("MALLARD_PURGE_DELAY_MS", "soon")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(r#"MALLARD_PURGE_DELAY_MS="soon" is not a whole number"#).count(), 1, "{stderr}");
+    let typed = r#"mallard run: sh -c 'ls / > /dev/null; cat /dev/null; echo '\''done it'\'''"#;
+    assert!(stderr.contains(typed), "quoted as typed: {stderr}");
+    assert!(stderr.contains("3 processes on mallard"), "{stderr}");
+    let table = stderr.split("processes, in the order they exited:").nth(1).expect(&stderr);
+    // (The rest of the title line, then the column heads.)
+    let rows: Vec<&str> = table.lines().skip(2).take_while(|l| l.starts_with("    ")).collect();
+    assert_eq!(rows.len(), 3, "{stderr}");
+    // (`sh` may be dash or bash: its row names the file it runs.)
+    for name in ["ls", "cat"] {
+        assert!(rows.iter().any(|r| r.split_whitespace().nth(1) == Some(name)), "no row for {name}: {stderr}");
+    }
+    assert!(stderr.contains("the one mallard run started"), "{stderr}");
+    assert!(!stderr.contains("1 heaps") && !stderr.contains("1 huge allocations"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_option_is_named() {
+    let out = mallard_run(&["--unknown-flag", "true"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unexpected argument '--unknown-flag'"), "{}", text(&out.stderr));
+    // After the program's name, options are the program's.
+    let out = mallard_run(&["--quiet", "--", "sh", "-c", "exit 0", "--unknown-flag"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
