@@ -58,6 +58,7 @@ extern "C" fn init() {
         if !report.is_null() && *report != 0 {
             crate::report::set_path(report);
             libc::atexit(crate::report::write_at_exit);
+            at_quick_exit(crate::report::write_at_exit);
         }
     }
     if verbose {
@@ -73,6 +74,11 @@ extern "C" fn init() {
         );
         w.flush();
     }
+}
+
+extern "C" {
+    /// C11's: `quick_exit` runs these (and not the `atexit` ones) before its own `_exit`.
+    fn at_quick_exit(f: extern "C" fn()) -> c_int;
 }
 
 extern "C" fn print_at_exit() {

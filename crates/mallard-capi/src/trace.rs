@@ -36,6 +36,75 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64,
 use core_alloc::config::OS_PAGE_SIZE;
 use core_alloc::os::{keep_errno, OsPageSource, PageSource};
 
+/// The recorder's system calls, made directly: libc's `open`, `read` and `writev` are
+/// cancellation points, and a `malloc` must not become one (a thread with a cancel pending
+/// would be cancelled inside it).
+mod sys {
+    use core::ffi::{c_int, c_long, c_void, CStr};
+
+    fn ret(r: c_long) -> isize {
+        r as isize
+    }
+
+    pub fn open(path: &CStr, flags: c_int, mode: c_int) -> c_int {
+        // SAFETY: a NUL-terminated path; the kernel checks the rest.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, mode) as c_int }
+    }
+
+    pub fn read(fd: c_int, buf: &mut [u8]) -> isize {
+        // SAFETY: buf is writable for its length.
+        ret(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+    }
+
+    pub fn write(fd: c_int, buf: &[u8]) -> isize {
+        // SAFETY: buf is readable for its length.
+        ret(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+    }
+
+    pub fn writev(fd: c_int, iov: &[libc::iovec]) -> isize {
+        // SAFETY: the iovecs point at live memory (the caller's slices).
+        ret(unsafe { libc::syscall(libc::SYS_writev, fd, iov.as_ptr(), iov.len()) })
+    }
+
+    pub fn close(fd: c_int) {
+        // SAFETY: closing a descriptor of our own.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    }
+
+    pub fn fstat(fd: c_int) -> Option<libc::stat> {
+        // SAFETY: st is a valid out-pointer of the kernel's struct stat.
+        unsafe {
+            let mut st: libc::stat = core::mem::zeroed();
+            (libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat as *mut c_void) == 0).then_some(st)
+        }
+    }
+
+    /// `fd` moved to a high number (close-on-exec), away from the low ones a program expects
+    /// to get from its own `open` (a daemon reopens 0, 1 and 2; a shell uses 3 to 9).
+    pub fn move_high(fd: c_int) -> c_int {
+        for min in [1000, 500, 200, 100, 20] {
+            // SAFETY: duplicating a descriptor of our own.
+            let high = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) } as c_int;
+            if high >= 0 {
+                close(fd);
+                return high;
+            }
+        }
+        fd
+    }
+
+    /// The process's memory map: `/proc/thread-self/maps`, which still reads after the main
+    /// thread has called `pthread_exit` (`/proc/self/maps` is then empty).
+    pub fn open_maps() -> c_int {
+        let fd = open(c"/proc/thread-self/maps", libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        if fd >= 0 {
+            fd
+        } else {
+            open(c"/proc/self/maps", libc::O_RDONLY | libc::O_CLOEXEC, 0)
+        }
+    }
+}
+
 /// Bytes of a thread's buffer, its bookkeeping included.
 const BUF_BYTES: usize = 1 << 20;
 /// Bytes of a buffer's header (the fields before `data`).
@@ -79,6 +148,8 @@ const IDLE: u32 = 0;
 const BUSY: u32 = 1;
 /// `end` has written it: nothing more is recorded into it.
 const TAKEN: u32 = 2;
+/// Another thread is writing it out before an `exec`: its thread waits, then goes on.
+const FLUSHING: u32 = 3;
 
 /// A thread's events not yet written: the body of its next chunk.
 #[repr(C)]
@@ -200,6 +271,7 @@ fn start(v: *const core::ffi::c_char) {
         // libc's functions and installs signal handlers, during start-up.
         unsafe {
             libc::atexit(process_exit);
+            at_quick_exit(process_exit);
             libc::pthread_atfork(None, None, Some(fork_child));
             mallard_trace_hooks_init();
         }
@@ -209,6 +281,8 @@ fn start(v: *const core::ffi::c_char) {
 extern "C" {
     /// `trace_hooks.c`: finds libc's `exec` functions and installs the fatal-signal handlers.
     fn mallard_trace_hooks_init();
+    /// C11's: `quick_exit` runs these (and not the `atexit` ones) before its own `_exit`.
+    fn at_quick_exit(f: extern "C" fn()) -> c_int;
 }
 
 // How a program ends, and `sigaction`, which must not show the fatal-signal handlers: the C
@@ -228,6 +302,10 @@ mod hooks {
         sigaction => __mallard_trace_sigaction;
         signal => __mallard_trace_signal;
         bsd_signal => __mallard_trace_bsd_signal;
+        sysv_signal => __mallard_trace_sysv_signal;
+        sigset => __mallard_trace_sigset;
+        siginterrupt => __mallard_trace_siginterrupt;
+        daemon => __mallard_trace_daemon;
     }
 }
 
@@ -244,16 +322,14 @@ struct Walk {
 /// thread's `[stack]`, which grows, `low` is its top less the stack limit. (0, 0) if `sp` is in
 /// no mapping.
 fn stack_of(sp: u64, window: &mut [u8]) -> (u64, u64) {
-    // SAFETY: plain system calls on a descriptor of our own, reading into `window`.
-    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = sys::open_maps();
     if fd < 0 {
         return (0, 0);
     }
     let mut found = (0, 0);
     let mut have = 0;
     'read: loop {
-        // SAFETY: the free part of `window`.
-        let n = unsafe { libc::read(fd, window[have..].as_mut_ptr().cast(), window.len() - have) };
+        let n = sys::read(fd, &mut window[have..]);
         if n <= 0 {
             break;
         }
@@ -291,8 +367,7 @@ fn stack_of(sp: u64, window: &mut [u8]) -> (u64, u64) {
             have = 0;
         }
     }
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
+    sys::close(fd);
     found
 }
 
@@ -415,13 +490,13 @@ fn open(how: Name) -> Option<c_int> {
         end += digits.len() - k;
     }
     name[end] = 0;
+    let cname = CStr::from_bytes_until_nul(&name).ok()?;
     let mut h = [0u8; 24];
-    // SAFETY: name is NUL-terminated; h is a valid buffer.
-    let ours = unsafe {
-        let fd = libc::open(name.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-        let n = if fd >= 0 { libc::read(fd, h.as_mut_ptr().cast(), h.len()) } else { -1 };
+    let ours = {
+        let fd = sys::open(cname, libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        let n = if fd >= 0 { sys::read(fd, &mut h) } else { -1 };
         if fd >= 0 {
-            libc::close(fd);
+            sys::close(fd);
         }
         n == 24 && &h[..8] == b"MLLRDTRC" && h[16..20] == pid.to_le_bytes()
     };
@@ -437,37 +512,140 @@ fn open(how: Name) -> Option<c_int> {
             Name::Pid if !ours => libc::O_TRUNC,
             _ => 0,
         };
-    // SAFETY: name is NUL-terminated.
-    let fd = unsafe { libc::open(name.as_ptr().cast(), flags, 0o644) };
+    let fd = sys::open(cname, flags, 0o644);
     if fd < 0 {
         return None;
     }
+    let fd = sys::move_high(fd);
+    let st = sys::fstat(fd)?;
+    FILE_ID.store(st.st_dev, st.st_ino);
+    // SAFETY: start-up or a child of fork: one thread; NAME is read only by `out_fd`, later.
+    unsafe { (&mut *NAME.0.get())[..=end].copy_from_slice(&name[..=end]) };
     if ours && how != Name::Fresh {
         // A new program image in this process: the marker, with our pid.
         let mut m = [0u8; 11];
         m[0] = 0xC3;
         let n = 1 + varint(&mut m[1..], pid as u64);
-        write_all(fd, &[&m[..n]]);
+        write_to(fd, &[&m[..n]]);
     } else {
         h = [0u8; 24];
         h[..8].copy_from_slice(b"MLLRDTRC");
         h[8..12].copy_from_slice(&1u32.to_le_bytes());
         h[16..20].copy_from_slice(&pid.to_le_bytes());
-        write_all(fd, &[&h]);
+        write_to(fd, &[&h]);
     }
     Some(fd)
 }
 
-/// Writes all of `parts` (one `writev`, then the rest if the kernel took less).
-fn write_all(fd: c_int, parts: &[&[u8]]) {
+/// This process's trace file: its full name (for `out_fd` to open it again)...
+static NAME: Path = Path(UnsafeCell::new([0; 4096]));
+
+/// ... and its device and inode, to tell whether `FD` is still it.
+struct FileId {
+    dev: AtomicU64,
+    ino: AtomicU64,
+}
+
+impl FileId {
+    fn store(&self, dev: u64, ino: u64) {
+        self.dev.store(dev, Ordering::Relaxed);
+        self.ino.store(ino, Ordering::Relaxed);
+    }
+
+    fn is(&self, st: &libc::stat) -> bool {
+        st.st_dev == self.dev.load(Ordering::Relaxed) && st.st_ino == self.ino.load(Ordering::Relaxed)
+    }
+}
+
+static FILE_ID: FileId = FileId { dev: AtomicU64::new(0), ino: AtomicU64::new(0) };
+
+/// The trace file's descriptor, checked before each write: a program may close every
+/// descriptor it did not open (a daemon does) and open its own files under the same number,
+/// which must not receive the trace. If `FD` is no longer the file, the file is opened again
+/// by name; if that fails, recording stops. `None` when not recording, or when `need` more
+/// bytes would pass the file-size limit (`RLIMIT_FSIZE`: the kernel would kill the program
+/// with SIGXFSZ): recording stops there, the file ending after its last whole chunk.
+fn out_fd(need: usize) -> Option<c_int> {
+    let fd = FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return None;
+    }
+    let (fd, size) = match sys::fstat(fd) {
+        Some(st) if FILE_ID.is(&st) => (fd, st.st_size as u64),
+        _ => {
+            // SAFETY: NAME was set when the file was opened and is not changed while FD >= 0.
+            let name = unsafe { &*NAME.0.get() };
+            let again = CStr::from_bytes_until_nul(name)
+                .ok()
+                .map(|n| sys::open(n, libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC, 0))
+                .filter(|&f| f >= 0)
+                .map(sys::move_high);
+            let st = again.and_then(sys::fstat).filter(|st| FILE_ID.is(st));
+            match (again, st) {
+                (Some(new), Some(st)) => match FD.compare_exchange(fd, new, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => (new, st.st_size as u64),
+                    Err(other) => {
+                        sys::close(new); // another thread opened it again first
+                        (other, st.st_size as u64)
+                    }
+                },
+                (again, _) => {
+                    if let Some(f) = again {
+                        sys::close(f);
+                    }
+                    let _ = FD.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && size + need as u64 > lim.rlim_cur
+    {
+        FD.store(-1, Ordering::Relaxed);
+        return None;
+    }
+    Some(fd)
+}
+
+/// Appends `parts` to the trace as one piece, with signals blocked (see `blocked`).
+fn write_all(parts: &[&[u8]]) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    blocked(|| {
+        if let Some(fd) = out_fd(total) {
+            write_to(fd, parts);
+        }
+    });
+}
+
+/// Runs `f` with every signal blocked in this thread: a handler that ends the program (`_exit`
+/// from a SIGALRM handler, a fatal signal) must not run in the middle of a write to the trace,
+/// and find a chunk half written or write it a second time.
+fn blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sets and restores this thread's signal mask (glibc keeps its own internal
+    // signals out of it).
+    unsafe {
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = (core::mem::zeroed(), core::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        r
+    }
+}
+
+/// Writes all of `parts` to `fd` (one `writev`, then the rest if the kernel took less).
+fn write_to(fd: c_int, parts: &[&[u8]]) {
     let mut iov = [libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; 2];
     for (v, p) in iov.iter_mut().zip(parts) {
         *v = libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() };
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = loop {
-        // SAFETY: the iovecs point at live slices.
-        let n = unsafe { libc::writev(fd, iov.as_ptr(), parts.len().min(2) as c_int) };
+        let n = sys::writev(fd, &iov[..parts.len().min(2)]);
         // SAFETY: __errno_location returns the calling thread's errno.
         if n >= 0 || unsafe { *libc::__errno_location() } != libc::EINTR {
             break n;
@@ -484,8 +662,7 @@ fn write_all(fd: c_int, parts: &[&[u8]]) {
             skip -= from;
             let mut rest = &p[from..];
             while !rest.is_empty() {
-                // SAFETY: rest is a live slice.
-                done = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+                done = sys::write(fd, rest);
                 if done <= 0 {
                     return;
                 }
@@ -565,18 +742,23 @@ unsafe fn flush(b: *mut Buffer) {
     let b = unsafe { &mut *b };
     let fill = b.fill.load(Ordering::Acquire);
     let (count, len) = (fill >> 32, (fill & 0xffff_ffff) as usize);
-    let fd = FD.load(Ordering::Relaxed);
-    if count != 0 && fd >= 0 && len <= b.data.len() {
-        let mut h = [0u8; 48];
-        let mut n = 0;
-        h[n] = 0xC1;
-        n += 1;
-        for v in [b.thread as u64, b.start, count, len as u64] {
-            n += varint(&mut h[n..], v);
-        }
-        write_all(fd, &[&h[..n], &b.data[..len]]);
+    let mut h = [0u8; 48];
+    let mut n = 0;
+    h[n] = 0xC1;
+    n += 1;
+    for v in [b.thread as u64, b.start, count, len as u64] {
+        n += varint(&mut h[n..], v);
     }
-    b.fill.store(0, Ordering::Release);
+    // The chunk is written and the buffer emptied with signals blocked: a handler that ends
+    // the program must find it either not yet written or written and empty.
+    blocked(|| {
+        if count != 0 && len <= b.data.len() {
+            if let Some(fd) = out_fd(n + len) {
+                write_to(fd, &[&h[..n], &b.data[..len]]);
+            }
+        }
+        b.fill.store(0, Ordering::Release);
+    });
 }
 
 fn varint(out: &mut [u8], mut v: u64) -> usize {
@@ -609,10 +791,15 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
     let Some(b) = buffer() else { return };
     // SAFETY: the buffer stays mapped; its fields are ours while we hold it as BUSY.
     let b = unsafe { &mut *b };
-    if b.state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        // TAKEN: the program has ended. (BUSY: a signal handler's allocation interrupted this
-        // thread's own; it is dropped rather than mixed into the event being written.)
-        return;
+    loop {
+        match b.state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            // Written out by a thread about to exec: for a moment.
+            Err(FLUSHING) => core::hint::spin_loop(),
+            // TAKEN: the program has ended. (BUSY: a signal handler's allocation interrupted
+            // this thread's own; it is dropped rather than mixed into the event being written.)
+            Err(_) => return,
+        }
     }
     let site = with_site.then(|| call_site(b.stack_low, b.stack_high));
     let fill = b.fill.load(Ordering::Relaxed);
@@ -697,8 +884,12 @@ extern "C" fn thread_exit(b: *mut c_void) {
     BUF.with(|c| c.set(EXITED));
     // SAFETY: the key's value is this thread's buffer, which stays mapped.
     unsafe {
-        if (*b).state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return; // TAKEN: the program has ended, and `end` wrote it
+        loop {
+            match (*b).state.compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(FLUSHING) => core::hint::spin_loop(),
+                Err(_) => return, // TAKEN: the program has ended, and `end` wrote it
+            }
         }
         keep_errno(|| {
             flush(b);
@@ -731,32 +922,15 @@ pub extern "C" fn mallard_trace_end() {
         return;
     }
     keep_errno(|| {
-        let me = BUF.with(|c| c.get());
         let mut b = BUFFERS.load(Ordering::Acquire);
         while !b.is_null() {
-            // SAFETY: buffers stay mapped; each is written only once it is held as TAKEN (or,
-            // for this thread's own in a handler that interrupted its event, from `fill`,
-            // which covers only whole events).
+            // SAFETY: buffers stay mapped; each is written once it is held as TAKEN (or, for
+            // this thread's own in a handler that interrupted its event, from `fill`, which
+            // covers only whole events). It stays TAKEN: nothing more is recorded into it.
             unsafe {
-                let mut spins = 0u32;
-                loop {
-                    match (*b).state.compare_exchange(IDLE, TAKEN, Ordering::Acquire, Ordering::Relaxed) {
-                        Ok(_) => break,
-                        Err(TAKEN) => break,
-                        // Our own thread, interrupted inside an event; or a thread that does
-                        // not finish its event (stopped in a handler of its own): write what
-                        // it has.
-                        Err(_) if b == me || spins > 100_000 => break,
-                        Err(_) => {
-                            spins += 1;
-                            if spins.is_multiple_of(64) {
-                                libc::sched_yield();
-                            }
-                            core::hint::spin_loop();
-                        }
-                    }
+                if take(b, true) {
+                    flush(b);
                 }
-                flush(b);
                 b = (*b).next;
             }
         }
@@ -764,30 +938,74 @@ pub extern "C" fn mallard_trace_end() {
     });
 }
 
-/// The `exec` that `mallard_trace_end` prepared for failed: recording goes on.
+/// The program is about to `exec` (or `daemon` is about to end the parent): every thread's
+/// events so far, and the memory map, are written; recording goes on (the call may fail). The
+/// map is written at most every 50 ms: a program that tries many paths to `exec` one after
+/// the other does not write it each time.
 #[no_mangle]
-pub extern "C" fn mallard_trace_resume() {
+pub extern "C" fn mallard_trace_flush() {
+    static LAST_MAPS: AtomicU64 = AtomicU64::new(0);
     // SAFETY: getpid has no preconditions.
     if FD.load(Ordering::Relaxed) < 0 || unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
-        return;
+        return; // not recording, or a child of vfork
     }
-    let mut b = BUFFERS.load(Ordering::Acquire);
-    while !b.is_null() {
-        // SAFETY: buffers stay mapped; `end` left them TAKEN and empty.
-        unsafe {
-            let _ = (*b).state.compare_exchange(TAKEN, IDLE, Ordering::Release, Ordering::Relaxed);
-            b = (*b).next;
+    keep_errno(|| {
+        let mut b = BUFFERS.load(Ordering::Acquire);
+        while !b.is_null() {
+            // SAFETY: buffers stay mapped; each is written while we hold it, then handed back.
+            unsafe {
+                if take(b, false) {
+                    flush(b);
+                    (*b).state.store(IDLE, Ordering::Release);
+                }
+                b = (*b).next;
+            }
+            // (Its thread, waiting in `record_event`, goes on with the next event.)
         }
-    }
-    ENDED.store(false, Ordering::Release);
+        let now = clock_ns();
+        if now.saturating_sub(LAST_MAPS.swap(now, Ordering::Relaxed)) >= 50_000_000 {
+            write_maps();
+        }
+    });
 }
 
-/// Appends the process's memory map (`/proc/self/maps`, up to 4 MiB of it) as a maps chunk:
-/// tag `0xC2`, its length, the text.
+/// Takes buffer `b` for writing it out, waiting for its thread to finish the event it is
+/// recording: true once held (as TAKEN when `ending`, else as FLUSHING, which its thread waits
+/// out); false if it is TAKEN already, or if it is this thread's own and busy. When `ending` (the program ends: there is no later chance), true
+/// also for this thread's own buffer interrupted inside an event and for a thread that does
+/// not finish its event (stopped in a handler): then only their whole events, from `fill`, are
+/// written.
+///
+/// # Safety
+/// `b` is a buffer on `BUFFERS`.
+unsafe fn take(b: *mut Buffer, ending: bool) -> bool {
+    let me = BUF.with(|c| c.get());
+    let mut spins = 0u32;
+    let to = if ending { TAKEN } else { FLUSHING };
+    loop {
+        // SAFETY: buffers stay mapped.
+        match unsafe { &*b }.state.compare_exchange(IDLE, to, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(TAKEN) => return false,
+            Err(_) if ending && (b == me || spins > 100_000) => return true,
+            Err(_) if b == me => return false,
+            Err(_) => {
+                spins += 1;
+                if spins.is_multiple_of(64) {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Appends the process's memory map (`/proc/thread-self/maps`, up to 4 MiB of it) as a maps
+/// chunk: tag `0xC2`, its length, the text.
 fn write_maps() {
     const MAX: usize = 4 << 20;
-    let fd = FD.load(Ordering::Relaxed);
-    if fd < 0 {
+    if FD.load(Ordering::Relaxed) < 0 {
         return;
     }
     let Some(m) = OsPageSource.reserve(MAX, OS_PAGE_SIZE) else { return };
@@ -795,23 +1013,23 @@ fn write_maps() {
     // calls into it.
     unsafe {
         let text = core::slice::from_raw_parts_mut(m.as_ptr(), MAX);
-        let maps = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let maps = sys::open_maps();
         let mut len = 0;
         if maps >= 0 {
             while len < MAX {
-                let n = libc::read(maps, text[len..].as_mut_ptr().cast(), MAX - len);
+                let n = sys::read(maps, &mut text[len..]);
                 if n <= 0 {
                     break;
                 }
                 len += n as usize;
             }
-            libc::close(maps);
+            sys::close(maps);
         }
         if len > 0 {
             let mut h = [0u8; 11];
             h[0] = 0xC2;
             let n = 1 + varint(&mut h[1..], len as u64);
-            write_all(fd, &[&h[..n], &text[..len]]);
+            write_all(&[&h[..n], &text[..len]]);
         }
         OsPageSource.release(m, MAX);
     }
@@ -842,8 +1060,10 @@ fn switch_to_child_file() {
     ENDED.store(false, Ordering::Relaxed);
     let old = FD.swap(-1, Ordering::Relaxed);
     if old >= 0 {
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(old) };
+        // Only if it is still the trace: the program may have put a file of its own there.
+        if sys::fstat(old).is_some_and(|st| FILE_ID.is(&st)) {
+            sys::close(old);
+        }
         FD.store(open(Name::Pid).unwrap_or(-1), Ordering::Relaxed);
     }
 }

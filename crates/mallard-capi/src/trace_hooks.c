@@ -1,14 +1,16 @@
 /* The recorder's hooks into how a program ends (libmallard_trace.so only; see trace.rs).
  *
  * (`_exit` and `_Exit`, which run no atexit handler, are wrapped in exit.rs.)
- * - The `exec` family: the trace of the image being replaced is written before the call (and
- *   recording resumes if the call fails). The variadic forms are here because Rust cannot
+ * - The `exec` family and `daemon`: the events of the image being replaced (or of the parent
+ *   that `daemon` ends) are written before the call; recording goes on if it fails. The variadic forms are here because Rust cannot
  *   define them.
  * - Fatal signals: for every signal whose default action ends the process, and which the
  *   program leaves at the default, a handler writes the trace and raises the signal again
- *   with the default action. The program must not see the difference: `sigaction` and
- *   `signal` are wrapped so that such a signal still reads as SIG_DFL, and installing a
- *   handler of the program's own replaces ours (setting SIG_DFL again puts ours back).
+ *   with the default action. The program must not see the difference: `sigaction`, `signal`,
+ *   `bsd_signal`, `sysv_signal`, `sigset` and `siginterrupt` are wrapped so that such a signal
+ *   still reads as SIG_DFL, and installing a handler of the program's own replaces ours
+ *   (setting SIG_DFL again puts ours back). A raw `rt_sigaction` system call (Go, musl) sees
+ *   ours.
  *
  * libc's own functions are looked up once, at start-up (`mallard_trace_hooks_init`), so that
  * no wrapper calls the dynamic loader later (an exec may come from a child of vfork). */
@@ -25,7 +27,7 @@
 #include <unistd.h>
 
 void mallard_trace_end(void);
-void mallard_trace_resume(void);
+void mallard_trace_flush(void);
 
 extern char **environ;
 
@@ -33,12 +35,14 @@ typedef int (*execve_fn)(const char *, char *const[], char *const[]);
 typedef int (*fexecve_fn)(int, char *const[], char *const[]);
 typedef int (*execveat_fn)(int, const char *, char *const[], char *const[], int);
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
+typedef int (*daemon_fn)(int, int);
 
 static execve_fn real_execve;
 static execve_fn real_execvpe;
 static fexecve_fn real_fexecve;
 static execveat_fn real_execveat;
 static sigaction_fn real_sigaction;
+static daemon_fn real_daemon;
 
 /* The signals whose default action ends the process (SIGKILL and SIGSTOP cannot be caught). */
 static const int fatal_signals[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGILL,  SIGTRAP, SIGABRT, SIGBUS,
@@ -54,13 +58,25 @@ static int is_fatal(int sig) {
     return 0;
 }
 
+/* Set by the first fatal signal's handler: the trace is being written. */
+static atomic_int ending;
+
 static void on_fatal(int sig, siginfo_t *info, void *context) {
     (void)info;
     (void)context;
+    if (atomic_exchange(&ending, 1)) {
+        /* Another thread got a fatal signal first and is writing the trace; it ends the
+         * process when done (a second SIGTERM must not kill it half-way). */
+        for (;;) pause();
+    }
     int saved = errno;
-    /* SA_RESETHAND has put the default action back. */
-    atomic_store(&held[sig], 0);
     mallard_trace_end();
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    real_sigaction(sig, &dfl, NULL);
+    atomic_store(&held[sig], 0);
     errno = saved;
     /* Blocked while the handler runs: delivered, with the default action, when it returns (a
      * fault would also come again from the same instruction). */
@@ -72,8 +88,10 @@ static void hold(int sig) {
     struct sigaction act;
     memset(&act, 0, sizeof act);
     act.sa_sigaction = on_fatal;
-    act.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_ONSTACK | SA_RESTART;
-    sigemptyset(&act.sa_mask);
+    /* Every signal blocked while it writes (a second SIGTERM must not kill it half-way); not on
+     * the program's alternate stack, which may be too small for it (MINSIGSTKSZ). */
+    act.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&act.sa_mask);
     if (real_sigaction(sig, &act, NULL) == 0) atomic_store(&held[sig], 1);
 }
 
@@ -82,6 +100,7 @@ void mallard_trace_hooks_init(void) {
     real_execvpe = (execve_fn)dlsym(RTLD_NEXT, "execvpe");
     real_fexecve = (fexecve_fn)dlsym(RTLD_NEXT, "fexecve");
     real_execveat = (execveat_fn)dlsym(RTLD_NEXT, "execveat");
+    real_daemon = (daemon_fn)dlsym(RTLD_NEXT, "daemon");
     real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
     if (!real_sigaction) return;
     for (size_t i = 0; i < sizeof fatal_signals / sizeof fatal_signals[0]; i++) {
@@ -131,15 +150,68 @@ sighandler_t __mallard_trace_signal(int sig, sighandler_t handler) {
 
 sighandler_t __mallard_trace_bsd_signal(int sig, sighandler_t handler) { return __mallard_trace_signal(sig, handler); }
 
-/* Runs one exec: the trace written before, recording resumed if it fails. */
-#define EXEC(call)                         \
-    do {                                   \
-        mallard_trace_end();               \
-        int r_ = (call);                   \
-        int e_ = errno;                    \
-        mallard_trace_resume();            \
-        errno = e_;                        \
-        return r_;                         \
+/* System V semantics: the handler is reset on entry and the signal not blocked in it. */
+sighandler_t __mallard_trace_sysv_signal(int sig, sighandler_t handler) {
+    struct sigaction act, old;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    sigemptyset(&act.sa_mask);
+    act.sa_flags = SA_RESETHAND | SA_NODEFER;
+    if (__mallard_trace_sigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
+}
+
+/* The disposition, and SIG_HOLD: the signal blocked (or, for any other disposition,
+ * unblocked); the result is SIG_HOLD if it was blocked before. */
+sighandler_t __mallard_trace_sigset(int sig, sighandler_t disp) {
+    sigset_t set, was;
+    struct sigaction act, old;
+    if (sig <= 0 || sig >= NSIGNALS) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    if (disp == SIG_HOLD) {
+        if (__mallard_trace_sigaction(sig, NULL, &old) != 0 || sigprocmask(SIG_BLOCK, &set, &was) != 0)
+            return SIG_ERR;
+    } else {
+        memset(&act, 0, sizeof act);
+        act.sa_handler = disp;
+        sigemptyset(&act.sa_mask);
+        if (__mallard_trace_sigaction(sig, &act, &old) != 0 || sigprocmask(SIG_UNBLOCK, &set, &was) != 0)
+            return SIG_ERR;
+    }
+    return sigismember(&was, sig) ? SIG_HOLD : old.sa_handler;
+}
+
+/* Whether the signal interrupts system calls: SA_RESTART off (flag 1) or on (flag 0). */
+int __mallard_trace_siginterrupt(int sig, int flag) {
+    struct sigaction act;
+    if (__mallard_trace_sigaction(sig, NULL, &act) != 0) return -1;
+    if (flag)
+        act.sa_flags &= ~SA_RESTART;
+    else
+        act.sa_flags |= SA_RESTART;
+    return __mallard_trace_sigaction(sig, &act, NULL);
+}
+
+/* The parent leaves through glibc's own _exit, which no wrapper sees: its trace is written
+ * first (the child goes on in FILE.PID). */
+int __mallard_trace_daemon(int nochdir, int noclose) {
+    mallard_trace_flush();
+    if (!real_daemon) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real_daemon(nochdir, noclose);
+}
+
+/* Runs one exec, every thread's events written before it (recording goes on if it fails). */
+#define EXEC(call)              \
+    do {                        \
+        mallard_trace_flush();  \
+        return (call);          \
     } while (0)
 
 static int no_function(void) {

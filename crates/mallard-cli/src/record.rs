@@ -84,10 +84,18 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
     for sibling in siblings(&out) {
         let _ = std::fs::remove_file(sibling);
     }
-    let status = crate::run::preloaded(&args.command, &lib, args.keep_pymalloc)
+    let mut child = crate::run::preloaded(&args.command, &lib, args.keep_pymalloc)
         .env("MALLARD_TRACE", &out)
-        .status()
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", args.command[0].to_string_lossy()))?;
+    // Like `time`: ^C and ^\ are for the program (our process group), which may handle them;
+    // we stay to the end, to pass its exit status on and say what it wrote.
+    // SAFETY: setting signal dispositions to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child.wait().map_err(|e| format!("waiting for the program: {e}"))?;
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt as _;
         128 + status.signal().unwrap_or(0)
@@ -108,6 +116,12 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
         plural(t.events as usize, "event"),
         plural(t.threads as usize, "thread")
     );
+    if !t.has_maps {
+        eprintln!(
+            "mallard record: the trace ends early, without the memory map written at the end: the program was \
+             killed by SIGKILL, or the file size limit (ulimit -f) stopped the recording"
+        );
+    }
     if images.len() > 1 {
         let before: usize = images[..images.len() - 1].iter().map(|t| t.events as usize).sum();
         eprintln!(

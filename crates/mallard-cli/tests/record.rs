@@ -128,12 +128,68 @@ fn an_exec_keeps_the_events_of_the_program_before_it() {
 }
 
 #[test]
+fn quick_exit_and_daemon_lose_no_event() {
+    let (r, out) = record_ending("quick-exit");
+    assert_eq!(r.status.code(), Some(5), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(allocs(&trace::read(&out).unwrap(), 2323), 22);
+    // daemon() ends the parent inside glibc; its events are in FILE, the child's in FILE.PID.
+    let (r, out) = record_ending("daemon");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let t = trace::read(&out).unwrap();
+    assert_eq!(allocs(&t, 1717), 17);
+    assert!(!t.maps.is_empty());
+}
+
+#[test]
+fn the_trace_never_writes_into_a_program_s_own_descriptors() {
+    // The program closes every descriptor it did not open, then opens a file of its own, which
+    // gets the number the trace had.
+    let file = scratch("closefds.txt");
+    let out = scratch("closefds.trace");
+    let r = mallard(&[
+        "record",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        endings().to_str().unwrap(),
+        "closefds",
+        file.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n");
+    assert_eq!(allocs(&trace::read(&out).unwrap(), 2121), 40);
+}
+
+#[test]
+fn malloc_is_no_cancellation_point_and_a_failed_exec_loses_nothing() {
+    let (r, _) = record_ending("cancel");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "returned\n", "{}", String::from_utf8_lossy(&r.stderr));
+    // Every event of the threads that ran through 200 failed execs.
+    let (r, out) = record_ending("exec-fails");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let images = trace::read_images(&out).unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(allocs(&images[0], 5020), 40000);
+}
+
+#[test]
+fn a_file_size_limit_stops_the_recording_not_the_program() {
+    let (r, out) = record_ending("fsize");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "done\n");
+    assert!(std::fs::metadata(&out).unwrap().len() <= 64 << 10);
+    trace::read(&out).expect("the trace ends after a whole chunk");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("ends early"), "the summary says so: {err}");
+}
+
+#[test]
 fn the_program_still_sees_the_default_signal_dispositions() {
     let (r, _) = record_ending("signals");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(
         String::from_utf8_lossy(&r.stdout),
-        "SIGINT default\nSIGTERM default\nSIGUSR1 handled\nSIGUSR1 handler ours\n"
+        "SIGINT default\nSIGTERM default\nSIGUSR1 handled\nSIGUSR1 handler ours\nsigset SIGHUP default, then ignored\n"
     );
     // CPython installs its KeyboardInterrupt handler only where SIGINT is at the default.
     let out = scratch("py-signals.trace");

@@ -12,6 +12,15 @@
  *                 inside it, holding a lock), then 11 blocks of 1111 bytes
  *   signals       prints the dispositions the program sees: SIGINT and SIGTERM must read as
  *                 SIG_DFL, and a handler of its own must run
+ *   quick-exit    22 blocks of 2323 bytes, then quick_exit(5)
+ *   daemon        17 blocks of 1717 bytes, then daemon(): the parent ends inside it
+ *   closefds      closes descriptors 3 to 1023, writes "hello" to a file of its own (argv[2]),
+ *                 then 40 blocks of 2121 bytes: the file must hold "hello" alone
+ *   cancel        a thread with a cancel pending makes and frees 1000 blocks, then returns 42:
+ *                 malloc and free are no cancellation points
+ *   exec-fails    2 threads make and free 20000 blocks of 5020 bytes each while main calls
+ *                 execv on a missing file 200 times
+ *   fsize         a file size limit of 64 KiB, then 200000 blocks of 16 bytes made and freed
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -21,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void *volatile keep[4000];
@@ -36,6 +47,25 @@ static void *worker(void *arg) {
     sem_post(&made);
     for (;;) pause();
     return NULL;
+}
+
+static void *churn(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 20000; i++) {
+        void *volatile p = malloc(5020);
+        free(p);
+    }
+    return NULL;
+}
+
+static void *cancelled(void *arg) {
+    (void)arg;
+    pthread_cancel(pthread_self());
+    for (int i = 0; i < 1000; i++) {
+        void *volatile p = malloc(100);
+        free(p);
+    }
+    return (void *)42;
 }
 
 static volatile sig_atomic_t got;
@@ -91,6 +121,53 @@ int main(int argc, char **argv) {
         printf("SIGUSR1 %s\n", got == SIGUSR1 ? "handled" : "lost");
         sigaction(SIGUSR1, NULL, &old);
         printf("SIGUSR1 handler %s\n", old.sa_handler == on_usr1 ? "ours" : "other");
+        void (*before)(int) = sigset(SIGHUP, SIG_IGN);
+        sigaction(SIGHUP, NULL, &old);
+        printf("sigset SIGHUP %s, then %s\n", before == SIG_DFL ? "default" : "changed",
+               old.sa_handler == SIG_IGN ? "ignored" : "other");
+        return 0;
+    }
+    if (!strcmp(mode, "quick-exit")) {
+        make(22, 2323);
+        quick_exit(5);
+    }
+    if (!strcmp(mode, "daemon")) {
+        make(17, 1717);
+        if (daemon(1, 1) != 0) return 96;
+        _exit(0);
+    }
+    if (!strcmp(mode, "closefds") && argc > 2) {
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, "hello\n", 6) != 6) return 95;
+        make(40, 2121);
+        close(fd);
+        return 0;
+    }
+    if (!strcmp(mode, "cancel")) {
+        pthread_t t;
+        void *r = NULL;
+        pthread_create(&t, NULL, cancelled, NULL);
+        pthread_join(t, &r);
+        printf("%s\n", r == (void *)42 ? "returned" : "cancelled");
+        return 0;
+    }
+    if (!strcmp(mode, "exec-fails")) {
+        pthread_t t[2];
+        char *args[] = {"missing", NULL};
+        for (int k = 0; k < 2; k++) pthread_create(&t[k], NULL, churn, NULL);
+        for (int i = 0; i < 200; i++) execv("/nonexistent/program", args);
+        for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+        return 0;
+    }
+    if (!strcmp(mode, "fsize")) {
+        struct rlimit lim = {64 << 10, 64 << 10};
+        setrlimit(RLIMIT_FSIZE, &lim);
+        for (int i = 0; i < 200000; i++) {
+            void *volatile p = malloc(16);
+            free(p);
+        }
+        printf("done\n");
         return 0;
     }
     fprintf(stderr, "endings: unknown mode %s\n", mode);
