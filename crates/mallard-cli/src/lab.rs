@@ -14,8 +14,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "NAME")]
     strategies: Option<String>,
     /// Also write a report to FILE: one HTML file with the figures, the footprint of every
-    /// strategy and the live bytes over the trace, and a heap map per strategy at its moment of
-    /// peak fragmentation.
+    /// strategy and the live bytes over the trace, and a heap map per strategy at the moment of
+    /// peak live bytes (the same moment and scale for all).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
 }

@@ -1,7 +1,8 @@
 //! The replay report as one self-contained HTML file (`mallard replay --html`): the figures
 //! table, the footprint of every strategy and the live bytes over the trace on one chart, and
-//! a heap map per strategy at its moment of peak fragmentation. Pictures are inline SVG; the
-//! file loads nothing.
+//! a heap map per strategy at the moment of peak live bytes (one moment and one address scale
+//! for all, with a legend of the size colours). Pictures are inline SVG; the file loads
+//! nothing. Also the page of `mallard report --html` (`profile_page`).
 
 use crate::replay::{HeapMap, Replay};
 use crate::{Span, HEAP_BASE};
@@ -34,7 +35,7 @@ pub fn report(title: &str, events: usize, replays: &[Replay]) -> String {
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mallard replay: {t}</title>\n\
          <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#222;background:#fff}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}}\
          th:first-child,td:first-child{{text-align:left}}svg{{display:block;margin:8px 0 24px}}\
          .small{{color:#666}}</style></head><body>\n<h1>mallard replay: {t}</h1>\n\
          <p class=\"small\">{events} events, replayed through each strategy over a simulated address space.</p>\n",
@@ -60,102 +61,181 @@ pub fn report(title: &str, events: usize, replays: &[Replay]) -> String {
     }
     h += "</table>\n<h2>Footprint and live bytes over the trace</h2>\n";
     h += &chart(events, replays);
-    h += "<h2>Heap maps at the moment of peak fragmentation</h2>\n<p class=\"small\">Address runs left to right, \
-          top to bottom, from the heap's start to its top. Blocks in use are coloured by size (blue: small, \
-          red: large), free space is light grey. mallard's map shows its OS pages: committed ones \
-          coloured, the rest of its address space grey.</p>\n";
+    let extent = replays.iter().map(|r| r.map.extent).max().unwrap_or(0);
+    let moment = replays.first().map_or(0, |r| r.map.event);
+    let _ = writeln!(
+        h,
+        "<h2>Heap maps at the moment of peak live bytes (after event {moment})</h2>\n<p class=\"small\">The same \
+         moment for every strategy, drawn to the same scale: address runs left to right, top to bottom, {} a row, \
+         from the heap's start; each map ends at its heap's top. Blocks in use are coloured by the size of the \
+         biggest block in the pixel (scale below); free space is light grey. mallard's map shows its address \
+         space, committed pages coloured, the rest grey.</p>",
+        human(extent.div_ceil(MAP_ROWS as u64).max(1))
+    );
+    h += &size_scale();
     for (k, r) in replays.iter().enumerate() {
         let m = &r.map;
         let _ = writeln!(
             h,
-            "<h3 style=\"color:{}\">{}</h3><p class=\"small\">after event {}: {} live in a heap of {} ({:.2})</p>",
+            "<h3 style=\"color:{}\">{}</h3><p class=\"small\">{} live in a heap of {} ({:.2} times the live bytes)</p>",
             COLOURS[k % COLOURS.len()],
             r.figures.strategy,
-            m.event,
             human(m.live),
             human(m.footprint),
             if m.live > 0 { m.footprint as f64 / m.live as f64 } else { 0.0 }
         );
-        h += &heap_map(m);
+        h += &heap_map(m, extent);
     }
     h += "</body></html>\n";
     h
 }
 
-/// Footprint of every strategy (a line each) and live bytes (black) against the event index.
+/// Dash patterns, so that lines drawn over each other (two strategies with the same footprint)
+/// stay apart.
+const DASHES: [&str; 4] = ["", "8 4", "2 3", "12 3 2 3"];
+
+/// Footprint of every strategy (a line each) and live bytes (black) against the event index:
+/// titled axes, round ticks, a tooltip on each line.
 fn chart(events: usize, replays: &[Replay]) -> String {
-    let (w, ht, left, bottom) = (900.0, 320.0, 70.0, 30.0);
-    let ymax = replays.iter().flat_map(|r| r.series.iter().map(|s| s.footprint.max(s.live))).max().unwrap_or(1).max(1);
+    let (w, ht, left, right, top, bottom) = (1000.0, 340.0, 80.0, 20.0, 16.0, 44.0);
+    let ymax =
+        replays.iter().flat_map(|r| r.series.iter().map(|s| s.footprint.max(s.live))).max().unwrap_or(1).max(1) as f64;
+    let ystep = nice_step(ymax, 5.0, true);
+    let ytop = (ymax / ystep).ceil() * ystep;
     let xmax = events.max(1) as f64;
-    let x = |e: usize| left + e as f64 / xmax * (w - left - 10.0);
-    let y = |b: u64| 10.0 + (1.0 - b as f64 / ymax as f64) * (ht - bottom - 10.0);
+    let xstep = nice_step(xmax, 8.0, false);
+    let x = |e: f64| left + e / xmax * (w - left - right);
+    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
+    let rows = (replays.len() + 1).div_ceil(4);
+    let total_h = ht + 22.0 * rows as f64 + 8.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" role=\"img\">\n\
-         <rect width=\"{w}\" height=\"{ht}\" fill=\"#fff\"/>\n",
-        ht + 24.0 * replays.len().div_ceil(4) as f64,
-        ht + 24.0 * replays.len().div_ceil(4) as f64
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"footprint over the trace\">\n\
+         <rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
     );
-    for k in 0..=4u64 {
-        let b = ymax * k / 4;
+    let mut v = 0.0;
+    while v <= ytop + 0.5 {
         let _ = writeln!(
             s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            w - 10.0,
-            left - 4.0,
-            y(b) + 4.0,
-            human(b),
-            y = y(b)
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+            w - right,
+            left - 6.0,
+            y(v) + 4.0,
+            human(v as u64),
+            yy = y(v)
         );
+        v += ystep;
+    }
+    let mut e = 0.0;
+    while e <= xmax + 0.5 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+            ht - bottom,
+            ht - bottom + 4.0,
+            ht - bottom + 16.0,
+            e as u64,
+            xx = x(e)
+        );
+        e += xstep;
     }
     let _ = writeln!(
         s,
-        "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">events (0 to {events})</text>",
-        (left + w) / 2.0,
-        ht - 8.0
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">events of the trace (allocations, frees, reallocs), in order</text>\
+         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">bytes</text>",
+        w - right,
+        (left + w - right) / 2.0,
+        ht - 10.0,
+        (top + ht - bottom) / 2.0,
+        b = ht - bottom
     );
     let line = |pts: &mut dyn Iterator<Item = (usize, u64)>| {
-        pts.map(|(e, b)| format!("{:.1},{:.1}", x(e), y(b))).collect::<Vec<_>>().join(" ")
+        pts.map(|(e, b)| format!("{:.1},{:.1}", x(e as f64), y(b as f64))).collect::<Vec<_>>().join(" ")
     };
     for (k, r) in replays.iter().enumerate() {
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\" points=\"{}\"><title>{}: footprint, peak {}</title></polyline>",
             COLOURS[k % COLOURS.len()],
-            line(&mut r.series.iter().map(|p| (p.event, p.footprint)))
+            DASHES[k % DASHES.len()],
+            line(&mut r.series.iter().map(|p| (p.event, p.footprint))),
+            r.figures.strategy,
+            human(r.figures.peak_footprint)
         );
     }
     if let Some(r) = replays.first() {
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"#000\" stroke-width=\"2\" points=\"{}\"/>",
-            line(&mut r.series.iter().map(|p| (p.event, p.live)))
+            "<polyline fill=\"none\" stroke=\"#000\" stroke-width=\"2.5\" points=\"{}\"><title>live bytes, peak {}</title></polyline>",
+            line(&mut r.series.iter().map(|p| (p.event, p.live))),
+            human(r.figures.peak_live)
         );
     }
     let names = replays.iter().map(|r| r.figures.strategy).chain(["live bytes"]);
     for (k, name) in names.enumerate() {
-        let colour = if k < replays.len() { COLOURS[k % COLOURS.len()] } else { "#000" };
-        let (lx, ly) = (left + 200.0 * (k % 4) as f64, ht + 14.0 + 24.0 * (k / 4) as f64);
+        let (colour, dash) =
+            if k < replays.len() { (COLOURS[k % COLOURS.len()], DASHES[k % DASHES.len()]) } else { ("#000", "") };
+        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
         let _ = writeln!(
             s,
-            "<rect x=\"{lx}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{name}</text>",
-            ly - 4.0,
-            lx + 20.0,
-            ly + 2.0
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{name}</text>",
+            lx + 28.0,
+            lx + 34.0,
+            ly + 4.0
         );
     }
     s += "</svg>\n";
     s
 }
 
-/// The heap laid out in rows of pixels: each pixel shows the bytes it covers, grey where free,
-/// coloured by the size of the largest block in it where in use (lighter when partly free).
-fn heap_map(m: &HeapMap) -> String {
+/// Pixel rows of a heap map.
+const MAP_ROWS: usize = 48;
+
+/// The colour of a pixel whose biggest block has `size` bytes, `fill` of it in use: 16 B and
+/// less blue (hue 220°), 1 MiB and more red (0°), through teal, green, yellow and orange.
+fn size_colour(size: u64, fill: f64) -> String {
+    let log = (size.max(16) as f64).log2().clamp(4.0, 20.0);
+    let hue = 220.0 * (20.0 - log) / 16.0;
+    let light = 90.0 - 45.0 * fill.min(1.0);
+    format!("hsl({hue:.0},70%,{light:.0}%)")
+}
+
+/// The legend of the heap maps' colours: the scale of block sizes, and free space.
+fn size_scale() -> String {
+    let mut s = String::from(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"44\" viewBox=\"0 0 1000 44\" role=\"img\" aria-label=\"block size colours\">\n",
+    );
+    for k in 0..=16 {
+        let size = 16u64 << k;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{}\" y=\"4\" width=\"40\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"32\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+            80 + 40 * k,
+            size_colour(size, 1.0),
+            100 + 40 * k,
+            if k % 2 == 0 { human(size) } else { String::new() }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"74\" y=\"15\" font-size=\"11\" text-anchor=\"end\">block size</text><rect x=\"800\" y=\"4\" width=\"40\" height=\"14\" fill=\"#eeeeee\" stroke=\"#ccc\"/><text x=\"846\" y=\"15\" font-size=\"11\">free</text>"
+    );
+    s += "</svg>\n";
+    s
+}
+
+/// The heap laid out in rows of pixels, `scale` bytes of address space to the whole map (the
+/// largest heap of the maps shown, so that all are drawn to one scale): each pixel shows the
+/// bytes it covers, grey where free, coloured by the size of the largest block in it where in
+/// use (lighter when partly free). Row starts are labelled with their offset from the heap's
+/// start.
+fn heap_map(m: &HeapMap, scale: u64) -> String {
     const W: usize = 900;
-    const ROWS: usize = 48;
+    const LEFT: usize = 70;
     const ROW_H: usize = 6;
-    let cells = W * ROWS;
-    let size = m.extent.max(1);
-    let per = (size as f64 / cells as f64).max(1.0);
+    let cells = W * MAP_ROWS;
+    let per = (scale.max(m.extent).max(1) as f64 / cells as f64).max(1.0);
+    let drawn = ((m.extent as f64 / per).ceil() as usize).min(cells);
     // Per cell: bytes in use and the largest block touching it.
     let mut used = vec![0f64; cells];
     let mut biggest = vec![0u64; cells];
@@ -172,23 +252,33 @@ fn heap_map(m: &HeapMap) -> String {
         }
     }
     let colour = |c: usize| -> String {
-        let fill = used[c].min(1.0);
-        if fill < 0.02 {
+        if c >= drawn {
+            return "#ffffff".into(); // past the heap's top
+        }
+        if used[c] < 0.02 {
             return "#eeeeee".into();
         }
-        // 16 B (blue, 220°) to 1 MiB and up (red, 0°).
-        let log = (biggest[c].max(16) as f64).log2().clamp(4.0, 20.0);
-        let hue = 220.0 * (20.0 - log) / 16.0;
-        let light = 90.0 - 45.0 * fill;
-        format!("hsl({hue:.0},70%,{light:.0}%)")
+        size_colour(biggest[c], used[c])
     };
+    let rows = drawn.div_ceil(W).max(1);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" viewBox=\"0 0 {W} {}\" role=\"img\">\n",
-        ROWS * ROW_H,
-        ROWS * ROW_H
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"heap map\">\n",
+        W + LEFT,
+        rows * ROW_H + 2,
+        W + LEFT,
+        rows * ROW_H + 2
     );
-    // One rect per run of cells of the same colour in a row.
-    for row in 0..ROWS {
+    for row in 0..rows {
+        if row % 8 == 0 {
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"end\">+{}</text>",
+                LEFT - 4,
+                row * ROW_H + 7,
+                human((row as f64 * W as f64 * per) as u64)
+            );
+        }
+        // One rect per run of cells of the same colour in a row.
         let mut col = 0;
         while col < W {
             let c = colour(row * W + col);
@@ -198,7 +288,8 @@ fn heap_map(m: &HeapMap) -> String {
             }
             let _ = writeln!(
                 s,
-                "<rect x=\"{col}\" y=\"{}\" width=\"{}\" height=\"{ROW_H}\" fill=\"{c}\"/>",
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{ROW_H}\" fill=\"{c}\"/>",
+                LEFT + col,
                 row * ROW_H,
                 end - col
             );

@@ -130,8 +130,7 @@ pub struct HeapMap {
 }
 
 /// Everything one replay produced: the figures, the footprint and live bytes over time (about
-/// `SAMPLES` points), and the heap at its moment of peak fragmentation (the largest
-/// footprint ÷ live among the events with at least a tenth of the peak live bytes live).
+/// `SAMPLES` points), and the heap at the moment of peak live bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Replay {
     pub figures: Figures,
@@ -162,7 +161,6 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     let (mut frag_sum, mut frag_weight) = (0.0, 0.0);
     let timed = trace.events.first().zip(trace.events.last()).is_some_and(|(a, b)| b.time > a.time);
     let mut series = Vec::with_capacity(SAMPLES + 2);
-    let mut lives = Vec::with_capacity(total);
     for (i, e) in trace.events.iter().enumerate() {
         run.step(e.thread, e.op);
         let footprint = run.s.footprint();
@@ -177,7 +175,6 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
             frag_sum += w * footprint as f64 / run.live as f64;
             frag_weight += w;
         }
-        lives.push((run.live, footprint));
         if i % every == 0 || i + 1 == total {
             series.push(Sample { event: i, live: run.live, footprint });
         }
@@ -187,13 +184,6 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
     }
     progress(total, total);
     let elapsed = start.elapsed().as_secs_f64();
-    // The moment of peak fragmentation, among events with a tenth of the peak live.
-    let frag_at = lives
-        .iter()
-        .enumerate()
-        .filter(|(_, &(live, _))| live > 0 && live * 10 >= peak_live)
-        .max_by(|(_, a), (_, b)| (a.1 as f64 / a.0 as f64).total_cmp(&(b.1 as f64 / b.0 as f64)))
-        .map_or(0, |(i, _)| i);
     let mut figures = Figures {
         strategy,
         peak_footprint,
@@ -207,18 +197,21 @@ pub fn replay_full(trace: &Trace, name: &str, progress: &mut dyn FnMut(usize, us
         impossible: run.impossible,
         ops_per_sec: if elapsed > 0.0 { total as f64 / elapsed } else { 0.0 },
     };
-    // A second replay, stopped at the two moments, looks at the heap there (scanning the free
+    // A second replay, stopped at the peak, looks at the heap there (scanning the free
     // chunks at every new peak would make a growing heap quadratic).
-    let mut map = HeapMap { event: frag_at, live: 0, footprint: 0, extent: 0, spans: Vec::new() };
+    // The heap map: at the moment of peak live, the same for every strategy (live bytes do not
+    // depend on the strategy), so that maps side by side compare.
+    let map_at = at_peak.2;
+    let mut map = HeapMap { event: map_at, live: 0, footprint: 0, extent: 0, spans: Vec::new() };
     if total > 0 {
         let mut s = crate::strategy(name)?;
         let mut run = Run::new(s.as_mut());
-        for (i, e) in trace.events[..=at_peak.2.max(frag_at)].iter().enumerate() {
+        for (i, e) in trace.events[..=at_peak.2].iter().enumerate() {
             run.step(e.thread, e.op);
             if i == at_peak.2 && peak_live > 0 {
                 figures.largest_hole_at_peak = run.s.largest_free();
             }
-            if i == frag_at {
+            if i == map_at {
                 map = HeapMap {
                     event: i,
                     live: run.live,

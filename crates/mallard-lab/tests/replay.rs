@@ -133,3 +133,22 @@ fn allocations_no_strategy_can_simulate_are_skipped_not_a_crash() {
     let text = mallard_lab::report::markdown(&mallard_lab::profile::profile("huge", &t), 5);
     assert!(text.contains("3 allocations"), "{text}");
 }
+
+#[test]
+fn the_largest_hole_at_the_peak_fits_in_the_heap_of_that_moment() {
+    for shape in mallard_lab::gen::Shape::ALL {
+        let t = mallard_lab::gen::generate(shape, 20_000, 3);
+        for s in STRATEGIES {
+            let r = mallard_lab::replay::replay_full(&t, s, &mut |_, _| {}).unwrap();
+            let f = &r.figures;
+            assert!(
+                f.largest_hole_at_peak <= f.footprint_at_peak_live,
+                "{s} on {}: hole {} in a heap of {}",
+                shape.name(),
+                f.largest_hole_at_peak,
+                f.footprint_at_peak_live
+            );
+            assert_eq!(r.map.live, f.peak_live, "{s}: the map is of the peak");
+        }
+    }
+}
