@@ -521,18 +521,23 @@ fn open(how: Name) -> Option<c_int> {
     FILE_ID.store(st.st_dev, st.st_ino);
     // SAFETY: start-up or a child of fork: one thread; NAME is read only by `out_fd`, later.
     unsafe { (&mut *NAME.0.get())[..=end].copy_from_slice(&name[..=end]) };
+    // The clock chunk: when recording began on the monotonic clock, so that the traces of the
+    // processes of one run line up in time.
+    let mut clock = [0u8; 11];
+    clock[0] = 0xC4;
+    let c = 1 + varint(&mut clock[1..], T0.load(Ordering::Relaxed));
     if ours && how != Name::Fresh {
         // A new program image in this process: the marker, with our pid.
         let mut m = [0u8; 11];
         m[0] = 0xC3;
         let n = 1 + varint(&mut m[1..], pid as u64);
-        write_to(fd, &[&m[..n]]);
+        write_to(fd, &[&m[..n], &clock[..c]]);
     } else {
         h = [0u8; 24];
         h[..8].copy_from_slice(b"MLLRDTRC");
         h[8..12].copy_from_slice(&1u32.to_le_bytes());
         h[16..20].copy_from_slice(&pid.to_le_bytes());
-        write_to(fd, &[&h]);
+        write_to(fd, &[&h, &clock[..c]]);
     }
     Some(fd)
 }
@@ -839,9 +844,43 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
     b.prev_addr = addr;
     len += n;
     count += 1;
+    // Every `RSS_EVERY_NS`, one thread also notes the process's resident set (kind 4).
+    let last = LAST_RSS.load(Ordering::Relaxed);
+    if now >= last + RSS_EVERY_NS
+        && LAST_RSS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        && len + 21 <= b.data.len()
+    {
+        let rss = rss_bytes();
+        let d = &mut b.data[len..];
+        d[0] = 4;
+        let mut n = 1;
+        n += varint(&mut d[n..], 0);
+        n += varint(&mut d[n..], rss);
+        len += n;
+        count += 1;
+    }
     b.fill.store(count << 32 | len as u64, Ordering::Release);
     b.state.store(IDLE, Ordering::Release);
 }
+
+/// The process's resident set in bytes (`/proc/self/statm`, with plain system calls); 0 if it
+/// cannot be read.
+fn rss_bytes() -> u64 {
+    let mut buf = [0u8; 128];
+    let fd = sys::open(c"/proc/self/statm", libc::O_RDONLY | libc::O_CLOEXEC, 0);
+    if fd < 0 {
+        return 0;
+    }
+    let n = sys::read(fd, &mut buf).max(0) as usize;
+    sys::close(fd);
+    let pages = buf[..n].split(|&c| c == b' ').nth(1).unwrap_or(b"0");
+    let pages = pages.iter().take_while(|c| c.is_ascii_digit()).fold(0u64, |a, &d| a * 10 + (d - b'0') as u64);
+    pages * OS_PAGE_SIZE as u64
+}
+
+/// How often the resident set is noted (ns), and when it last was (ns since `T0`).
+const RSS_EVERY_NS: u64 = 10_000_000;
+static LAST_RSS: AtomicU64 = AtomicU64::new(0);
 
 /// An allocation of `size` bytes aligned to `align` returned `p` (nothing if null).
 #[inline]

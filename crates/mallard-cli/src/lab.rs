@@ -82,7 +82,30 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let p = load(&a.traces[0])?;
+    let path = &a.traces[0];
+    let images = trace::read_images(path).map_err(|e| e.to_string())?;
+    let t = images.last().expect("a trace has at least one image");
+    let mut p = mallard_lab::profile::profile(&path.display().to_string(), t);
+    // The run's other processes: this file's earlier images (before an exec) and FILE.PID.
+    let mut rows: Vec<_> = images
+        .iter()
+        .enumerate()
+        .map(|(k, t)| mallard_lab::profile::process_row(&path.display().to_string(), k, t))
+        .collect();
+    for other in crate::record::siblings(path) {
+        match trace::read_images(&other) {
+            Ok(imgs) => rows.extend(
+                imgs.iter()
+                    .enumerate()
+                    .map(|(k, t)| mallard_lab::profile::process_row(&other.display().to_string(), k, t)),
+            ),
+            Err(e) => eprintln!("mallard: skipping {e}"),
+        }
+    }
+    if rows.len() > 1 {
+        rows.sort_by_key(|r| (r.start_ns, r.pid, r.image));
+        p.processes = rows;
+    }
     let mut text_to_stdout = to_stdout == 0;
     if let Some(path) = &a.json {
         let json = serde_json::to_string_pretty(&p).expect("a profile serializes");

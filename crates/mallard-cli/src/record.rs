@@ -155,7 +155,7 @@ pub fn plural(n: usize, thing: &str) -> String {
 }
 
 /// The FILE.PID traces beside `out`.
-fn siblings(out: &Path) -> Vec<PathBuf> {
+pub fn siblings(out: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
     let prefix = format!("{name}.");
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

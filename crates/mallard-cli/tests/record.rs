@@ -265,6 +265,15 @@ fn threads_and_a_fork_are_recorded_each_where_they_belong() {
     assert_eq!(allocs(&c, 1000), 10);
     assert_eq!(allocs(&c, 808), 0, "the parent's events stay in the parent's trace");
     assert_eq!(allocs(&t, 1000), 0);
+    // The report reads the run's traces together: one row per process, on one clock.
+    let r = mallard(&["report", out.to_str().unwrap(), "--json", "-"]);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("JSON");
+    let procs = j["processes"].as_array().expect("processes");
+    assert_eq!(procs.len(), 2, "{procs:?}");
+    assert!(procs.iter().all(|p| p["program"] == "threads_fork" && p["start_ns"].as_u64() > Some(0)), "{procs:?}");
+    assert_ne!(procs[0]["pid"], procs[1]["pid"]);
+    let r = mallard(&["report", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&r.stdout).contains("## Processes of the run"));
 }
 
 #[test]
@@ -293,6 +302,9 @@ fn a_cpython_run_is_recorded_and_replays() {
     assert!(t.events.len() > 100_000, "{} events", t.events.len());
     let f = mallard_lab::replay::replay(&t, "segregated", &mut |_, _| {}).unwrap();
     assert!(f.peak_live > 2 << 20, "the dict and its strings: {} bytes live at the peak", f.peak_live);
+    // The resident set was noted while it allocated, and held the dict.
+    assert!(t.start_ns > 0);
+    assert!(t.rss.iter().any(|&(_, b)| b > 4 << 20), "{:?}", t.rss);
 }
 
 #[test]

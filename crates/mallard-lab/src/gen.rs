@@ -118,5 +118,5 @@ pub fn generate(shape: Shape, events: usize, seed: u64) -> Trace {
             push(&mut out, Op::Free { addr });
         }
     }
-    Trace { pid: 0, events: out, maps: String::new() }
+    Trace { pid: 0, events: out, ..Trace::default() }
 }

@@ -375,6 +375,26 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
     }
     h += "<h2>Live bytes over time</h2>\n";
     h += &timeline(p);
+    if p.processes.len() > 1 {
+        h += "<h2>Processes of the run</h2>\n<p class=\"small\">The trace's program images (before and after an \
+              exec) and the traces of the processes it started (FILE.PID), on one clock.</p>\n";
+        h += &processes_chart(&p.processes);
+        h += "<table><tr><th>pid</th><th>program</th><th>file (image)</th><th>events</th><th>peak live</th><th>never freed</th></tr>\n";
+        for r in &p.processes {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.pid,
+                escape(&r.program),
+                escape(r.file.rsplit('/').next().unwrap_or(&r.file)),
+                r.image,
+                r.events,
+                human(r.peak.bytes),
+                human(r.leaked.bytes)
+            );
+        }
+        h += "</table>\n";
+    }
     for (m, title) in [
         (Measure::LiveAtPeak, "Flame graph: bytes live at the peak"),
         (Measure::Allocated, "Flame graph: bytes allocated"),
@@ -448,6 +468,102 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
     h
 }
 
+/// Live bytes of each process of a run against one clock (the processes with the highest
+/// peaks; the rest are in the table).
+fn processes_chart(rows: &[crate::profile::ProcessRow]) -> String {
+    use crate::report::seconds;
+    let mut shown: Vec<&crate::profile::ProcessRow> = rows.iter().collect();
+    shown.sort_by_key(|r| std::cmp::Reverse(r.peak.bytes));
+    shown.truncate(COLOURS.len());
+    let t0 = rows.iter().filter(|r| r.start_ns > 0).map(|r| r.start_ns + r.first_ns).min().unwrap_or(0) as f64;
+    let at = |r: &crate::profile::ProcessRow, t: u64| {
+        if r.start_ns > 0 {
+            r.start_ns as f64 - t0 + t as f64
+        } else {
+            t as f64
+        }
+    };
+    let tmax = shown.iter().map(|r| at(r, r.duration_ns)).fold(1.0, f64::max);
+    let at = |r: &crate::profile::ProcessRow, t: u64| at(r, t).max(0.0);
+    let ymax = shown.iter().map(|r| r.peak.bytes).max().unwrap_or(1).max(1) as f64;
+    let (w, ht, left, right, top, bottom) = (1000.0, 300.0, 80.0, 20.0, 16.0, 44.0);
+    let (ystep, xstep) = (nice_step(ymax, 5.0, true), nice_step(tmax, 8.0, false));
+    let ytop = (ymax / ystep).ceil() * ystep;
+    let x = |t: f64| left + t / tmax * (w - left - right);
+    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
+    let total_h = ht + 22.0 * shown.len().div_ceil(4) as f64 + 8.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"live bytes per process\">\n<rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
+    );
+    let mut v = 0.0;
+    while v <= ytop + 0.5 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+            w - right,
+            left - 6.0,
+            y(v) + 4.0,
+            human(v as u64),
+            yy = y(v)
+        );
+        v += ystep;
+    }
+    let mut t = 0.0;
+    while t <= tmax + 0.5 {
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+            ht - bottom,
+            ht - bottom + 4.0,
+            ht - bottom + 16.0,
+            axis_time(t, xstep),
+            xx = x(t)
+        );
+        t += xstep;
+    }
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">time since the first process started recording</text>\
+         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">live bytes</text>",
+        w - right,
+        (left + w - right) / 2.0,
+        ht - 10.0,
+        (top + ht - bottom) / 2.0,
+        b = ht - bottom
+    );
+    for (k, r) in shown.iter().enumerate() {
+        let mut pts = vec![format!("{:.1},{:.1}", x(at(r, r.first_ns)), y(0.0))];
+        pts.extend(r.live.iter().map(|&(t, b)| format!("{:.1},{:.1}", x(at(r, t)), y(b as f64))));
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\" points=\"{}\"><title>{} (pid {}): peak {} at +{}</title></polyline>",
+            COLOURS[k % COLOURS.len()],
+            DASHES[k % DASHES.len()],
+            pts.join(" "),
+            escape(&r.program),
+            r.pid,
+            human(r.peak.bytes),
+            seconds(at(r, r.first_ns).max(0.0) as u64)
+        );
+        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{} {} ({})</text>",
+            lx + 28.0,
+            COLOURS[k % COLOURS.len()],
+            DASHES[k % DASHES.len()],
+            lx + 34.0,
+            ly + 4.0,
+            escape(&r.program),
+            r.pid,
+            human(r.peak.bytes)
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
 /// Live bytes against time: all threads (black) and the threads with the highest peaks
 /// (colours, dashed where they would hide each other), titled axes with round ticks, the peak
 /// marked, a tooltip on every stretch of time.
@@ -460,13 +576,13 @@ fn timeline(p: &crate::profile::Profile) -> String {
     let (w, ht, left, right, top, bottom) = (1000.0, 340.0, 80.0, 20.0, 16.0, 44.0);
     let t0 = 0.0;
     let tmax = (*tl.time_ns.last().unwrap_or(&1) as f64 - t0).max(1.0);
-    let ymax = tl.live.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let ymax = tl.live.iter().copied().chain(tl.rss.iter().map(|r| r.1)).max().unwrap_or(1).max(1) as f64;
     let ystep = nice_step(ymax, 5.0, true);
     let ytop = (ymax / ystep).ceil() * ystep;
     let xstep = nice_step(tmax, 8.0, false);
     let x = |t: f64| left + (t - t0) / tmax * (w - left - right);
     let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
-    let legend_rows = (tl.threads.len() + 1).div_ceil(4);
+    let legend_rows = (tl.threads.len() + 1 + usize::from(!tl.rss.is_empty())).div_ceil(4);
     let total_h = ht + 22.0 * legend_rows as f64 + 8.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"live bytes over time\">\n\
@@ -530,6 +646,15 @@ fn timeline(p: &crate::profile::Profile) -> String {
             points(&line.live),
             line.thread,
             human(line.peak)
+        );
+    }
+    if !tl.rss.is_empty() {
+        let pts: Vec<String> = tl.rss.iter().map(|&(t, b)| format!("{:.1},{:.1}", x(t as f64), y(b as f64))).collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"#888\" stroke-width=\"1.5\" stroke-dasharray=\"2 2\" points=\"{}\"><title>resident set (RSS): peak {}</title></polyline>",
+            pts.join(" "),
+            human(tl.rss.iter().map(|r| r.1).max().unwrap_or(0))
         );
     }
     let _ = writeln!(

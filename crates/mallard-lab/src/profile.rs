@@ -78,6 +78,84 @@ pub struct Timeline {
     pub live: Vec<u64>,
     /// The live bytes each of the threads with the highest peaks allocated.
     pub threads: Vec<ThreadLine>,
+    /// The process's resident set where the recorder noted it (every 10 ms of allocating):
+    /// (ns since the trace began, bytes), at most one point a stretch (its highest).
+    pub rss: Vec<(u64, u64)>,
+}
+
+/// One process (one program image) of a run, in brief: for the table and the chart of the
+/// processes a run started (FILE and its FILE.PID siblings read together).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessRow {
+    /// The trace file, and which image of it (0 for the first program the process ran).
+    pub file: String,
+    pub image: usize,
+    pub pid: u32,
+    /// The program: the file name of the first mapping of its memory map.
+    pub program: String,
+    /// When it began recording, on the monotonic clock (ns; 0 if the trace does not say). A
+    /// child made by fork counts from its parent's start: its first event is when it began.
+    pub start_ns: u64,
+    /// Its first event and its last (ns since `start_ns`).
+    pub first_ns: u64,
+    pub duration_ns: u64,
+    pub events: u64,
+    pub peak: Totals,
+    pub leaked: Totals,
+    /// Live bytes over its time: (ns since it began recording, bytes), at most
+    /// `TIMELINE_POINTS` points (each the highest of its stretch).
+    pub live: Vec<(u64, u64)>,
+}
+
+/// The brief of trace `t` (image `image` of `file`): live bytes only, no call sites.
+pub fn process_row(file: &str, image: usize, t: &Trace) -> ProcessRow {
+    let mut heap = Heap::default();
+    let mut row = ProcessRow {
+        file: file.to_owned(),
+        image,
+        pid: t.pid,
+        program: program_of(&t.maps),
+        start_ns: t.start_ns,
+        first_ns: t.events.first().map_or(0, |e| e.time),
+        duration_ns: t.events.last().map_or(0, |e| e.time),
+        events: t.events.len() as u64,
+        ..ProcessRow::default()
+    };
+    let span = row.duration_ns.max(1) as u128;
+    let mut points: Vec<Option<(u64, u64)>> = vec![None; TIMELINE_POINTS];
+    for e in &t.events {
+        match e.op {
+            Op::Alloc { addr, size, .. } => {
+                heap.insert(addr, Live { size, time: 0, thread: 0, site: 0 });
+            }
+            Op::Free { addr } => {
+                heap.remove(addr);
+            }
+            Op::Realloc { addr: 0, .. } => {}
+            Op::Realloc { old, addr, size } => {
+                heap.remove(old);
+                heap.insert(addr, Live { size, time: 0, thread: 0, site: 0 });
+            }
+        }
+        if heap.bytes > row.peak.bytes {
+            row.peak = Totals { blocks: heap.live.len() as u64, bytes: heap.bytes };
+        }
+        let k = ((e.time as u128 * TIMELINE_POINTS as u128 / (span + 1)) as usize).min(TIMELINE_POINTS - 1);
+        let p = &mut points[k];
+        *p =
+            Some(p.map_or((e.time, heap.bytes), |(t0, b)| if heap.bytes > b { (e.time, heap.bytes) } else { (t0, b) }));
+    }
+    row.leaked = Totals { blocks: heap.live.len() as u64, bytes: heap.bytes };
+    row.live = points.into_iter().flatten().collect();
+    row
+}
+
+/// The program of a memory map: the file name of its first mapping of a file.
+pub fn program_of(maps: &str) -> String {
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.starts_with('/'))
+        .map_or_else(|| "?".to_owned(), |p| p.rsplit('/').next().unwrap_or(p).to_owned())
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -126,6 +204,13 @@ pub struct Profile {
     pub leaked: Totals,
     /// Whether the trace had a memory map to name call sites with.
     pub symbolized: bool,
+    /// The program (the first file of its memory map).
+    pub program: String,
+    /// When recording began, on the monotonic clock (ns; 0 if the trace does not say).
+    pub start_ns: u64,
+    /// The processes of the run (this trace's images and its FILE.PID siblings), when they were
+    /// read together (`mallard report` does): empty otherwise.
+    pub processes: Vec<ProcessRow>,
     /// By bytes allocated, most first.
     pub sites: Vec<Site>,
     pub timeline: Timeline,
@@ -185,6 +270,8 @@ pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
         title: title.to_owned(),
         pid: t.pid,
         symbolized: sym.has_maps(),
+        program: program_of(&t.maps),
+        start_ns: t.start_ns,
         ..Profile::default()
     };
     p.events = t.events.len() as u64;
@@ -448,7 +535,7 @@ mod tests {
                 ev(50, 1, Op::Realloc { old: 0xc0, addr: 0xd0, size: 70 }, y),
                 ev(60, 0, Op::Free { addr: 0xeeee }, &[]),
             ],
-            maps: String::new(),
+            ..Trace::default()
         };
         let p = profile("t", &t);
         assert_eq!((p.allocations, p.frees, p.reallocs, p.unmatched_frees, p.threads), (3, 2, 1, 1, 2));

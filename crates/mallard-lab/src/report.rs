@@ -77,6 +77,55 @@ pub fn markdown(p: &Profile, top: usize) -> String {
     if !p.symbolized {
         out += "The trace has no memory map: call sites are shown as addresses.\n\n";
     }
+    if p.processes.len() > 1 {
+        let _ = write!(
+            out,
+            "## Processes of the run\n\nThe trace's program images (before and after an exec) and the traces of the \
+             processes it started (FILE.PID), by start; this report is of {} (pid {}).\n\n\
+             | pid | program | file (image) | started | events | peak live | never freed |\n|--:|---|---|--:|--:|--:|--:|\n",
+            p.program, p.pid
+        );
+        let first = p.processes.iter().filter(|r| r.start_ns > 0).map(|r| r.start_ns + r.first_ns).min().unwrap_or(0);
+        for r in &p.processes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ({}) | {} | {} | {} | {} |",
+                r.pid,
+                r.program,
+                r.file.rsplit('/').next().unwrap_or(&r.file),
+                r.image,
+                if r.start_ns > 0 {
+                    format!("+{}", seconds((r.start_ns + r.first_ns).saturating_sub(first)))
+                } else {
+                    "?".into()
+                },
+                r.events,
+                human(r.peak.bytes),
+                human(r.leaked.bytes)
+            );
+        }
+        if let Some(big) = p
+            .processes
+            .iter()
+            .max_by_key(|r| r.peak.bytes)
+            .filter(|r| r.pid != p.pid || r.image + 1 != p.processes.iter().filter(|q| q.pid == p.pid).count())
+        {
+            let _ = writeln!(
+                out,
+                "The highest peak is {}'s (pid {}, {}): `mallard report {}` shows it{}.",
+                big.program,
+                big.pid,
+                human(big.peak.bytes),
+                big.file,
+                if big.image > 0 || big.file == p.title {
+                    " (its last image; earlier ones are not reported apart)"
+                } else {
+                    ""
+                }
+            );
+        }
+        out.push('\n');
+    }
     let mut named = BTreeSet::new();
     let mut table =
         |out: &mut String, title: &str, rows: Vec<(usize, &Site)>, cells: &dyn Fn(&Site) -> String, head: &str| {

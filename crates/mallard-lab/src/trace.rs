@@ -15,6 +15,7 @@ pub const HEADER_LEN: usize = 24;
 const CHUNK_TAG: u8 = 0xC1;
 const MAPS_TAG: u8 = 0xC2;
 const IMAGE_TAG: u8 = 0xC3;
+const CLOCK_TAG: u8 = 0xC4;
 /// The most return addresses an event keeps.
 pub const MAX_FRAMES: usize = 32;
 
@@ -43,13 +44,18 @@ pub struct Event {
 }
 
 /// A whole trace, its events merged from all threads' chunks in time order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
     pub pid: u32,
     pub events: Vec<Event>,
     /// The recorded process's memory map at exit (the text of `/proc/PID/maps`), for
     /// symbolizing call sites; empty if the trace has none.
     pub maps: String,
+    /// When recording began, on the machine's monotonic clock (ns; 0: not known): event times
+    /// count from here, and traces of one run line up by it.
+    pub start_ns: u64,
+    /// The process's resident set over time: (ns since the trace began, bytes), in time order.
+    pub rss: Vec<(u64, u64)>,
 }
 
 /// A trace file that cannot be read: which file, where, and what is wrong.
@@ -143,6 +149,27 @@ pub fn encode_chunk(thread: u32, events: &[Event]) -> Vec<u8> {
 /// A whole trace file's bytes, one chunk per thread (events in time order per thread).
 pub fn encode(trace: &Trace) -> Vec<u8> {
     let mut out = encode_header(trace.pid);
+    if trace.start_ns != 0 {
+        out.push(CLOCK_TAG);
+        put_varint(&mut out, trace.start_ns);
+    }
+    if !trace.rss.is_empty() {
+        // The samples as a chunk of their own (of a thread number no event uses).
+        let mut body = Vec::new();
+        let mut prev = trace.rss[0].0;
+        for &(t, bytes) in &trace.rss {
+            body.push(4);
+            put_varint(&mut body, t - prev);
+            put_varint(&mut body, bytes);
+            prev = t;
+        }
+        out.push(CHUNK_TAG);
+        put_varint(&mut out, u32::MAX as u64);
+        put_varint(&mut out, trace.rss[0].0);
+        put_varint(&mut out, trace.rss.len() as u64);
+        put_varint(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
+    }
     let mut threads: Vec<u32> = trace.events.iter().map(|e| e.thread).collect();
     threads.sort_unstable();
     threads.dedup();
@@ -226,6 +253,9 @@ pub fn summarize(path: &Path) -> Result<Vec<Summary>, TraceError> {
                     skip(&mut r, len, "a maps chunk")?;
                     cur.has_maps = true;
                 }
+                CLOCK_TAG => {
+                    r.varint("a clock chunk")?;
+                }
                 IMAGE_TAG => {
                     let pid = r.varint("an image marker")?;
                     cur.threads = seen.len() as u32;
@@ -233,7 +263,7 @@ pub fn summarize(path: &Path) -> Result<Vec<Summary>, TraceError> {
                     let next = Summary { pid: pid as u32, ..Summary::default() };
                     images.push(std::mem::replace(&mut cur, next));
                 }
-                tag => return Err((at, format!("expected a chunk (tag 0xc1, 0xc2 or 0xc3), found byte {tag:#04x}"))),
+                tag => return Err((at, format!("expected a chunk (tag 0xc1 to 0xc4), found byte {tag:#04x}"))),
             }
         }
         Ok(())
@@ -301,14 +331,19 @@ pub fn decode_images(b: &[u8]) -> Result<Vec<Trace>, Fail> {
     let mut r = Reader { b, at: HEADER_LEN };
     let mut images = Vec::new();
     let mut chunks: Vec<Vec<Event>> = Vec::new();
-    let mut maps = String::new();
+    let mut cur = Trace { pid, ..Trace::default() };
     while r.at < b.len() {
         let chunk_at = r.at;
         let tag = r.byte("a chunk header")?;
         if tag == IMAGE_TAG {
             let next = r.varint("an image marker")?;
-            images.push(merge(pid, std::mem::take(&mut chunks), std::mem::take(&mut maps)));
             pid = u32::try_from(next).map_err(|_| (chunk_at, format!("process id {next} too large")))?;
+            let done = std::mem::replace(&mut cur, Trace { pid, ..Trace::default() });
+            images.push(merge(done, std::mem::take(&mut chunks)));
+            continue;
+        }
+        if tag == CLOCK_TAG {
+            cur.start_ns = r.varint("a clock chunk")?;
             continue;
         }
         if tag == MAPS_TAG {
@@ -316,12 +351,12 @@ pub fn decode_images(b: &[u8]) -> Result<Vec<Trace>, Fail> {
             let end = r.at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
                 (r.at, format!("the file ends inside a maps chunk of {len} bytes ({} are left)", b.len() - r.at))
             })?;
-            maps = String::from_utf8_lossy(&b[r.at..end]).into_owned();
+            cur.maps = String::from_utf8_lossy(&b[r.at..end]).into_owned();
             r.at = end;
             continue;
         }
         if tag != CHUNK_TAG {
-            return Err((chunk_at, format!("expected a chunk (tag 0xc1, 0xc2 or 0xc3), found byte {tag:#04x}")));
+            return Err((chunk_at, format!("expected a chunk (tag 0xc1 to 0xc4), found byte {tag:#04x}")));
         }
         let thread = r.varint("a chunk header")?;
         let thread = u32::try_from(thread).map_err(|_| (chunk_at, format!("thread number {thread} too large")))?;
@@ -342,6 +377,10 @@ pub fn decode_images(b: &[u8]) -> Result<Vec<Trace>, Fail> {
             time = time
                 .checked_add(body.varint("an event's time")?)
                 .ok_or_else(|| (at, "an event's time overflows".to_owned()))?;
+            if kind == 4 {
+                cur.rss.push((time, body.varint("a resident set size")?));
+                continue;
+            }
             let mut addr = |body: &mut Reader, what: &str| -> Result<u64, Fail> {
                 let a = prev_addr.wrapping_add(unzigzag(body.varint(what)?) as u64);
                 prev_addr = a;
@@ -379,13 +418,15 @@ pub fn decode_images(b: &[u8]) -> Result<Vec<Trace>, Fail> {
         r.at = end;
         chunks.push(events);
     }
-    images.push(merge(pid, chunks, maps));
+    images.push(merge(cur, chunks));
     Ok(images)
 }
 
-/// One image's trace: its threads' chunks merged by time (stable: chunk order breaks ties).
-fn merge(pid: u32, chunks: Vec<Vec<Event>>, maps: String) -> Trace {
-    let mut events: Vec<Event> = chunks.into_iter().flatten().collect();
-    events.sort_by_key(|e| e.time);
-    Trace { pid, events, maps }
+/// One image's trace: its threads' chunks merged by time (stable: chunk order breaks ties),
+/// its resident-set samples in time order.
+fn merge(mut t: Trace, chunks: Vec<Vec<Event>>) -> Trace {
+    t.events = chunks.into_iter().flatten().collect();
+    t.events.sort_by_key(|e| e.time);
+    t.rss.sort_by_key(|s| s.0);
+    t
 }

@@ -9,7 +9,7 @@ use mallard_lab::STRATEGIES;
 fn trace(ops: &[Op]) -> Trace {
     let events =
         ops.iter().enumerate().map(|(i, &op)| Event { time: i as u64, thread: 0, op, stack: Vec::new() }).collect();
-    Trace { pid: 1, events, maps: String::new() }
+    Trace { pid: 1, events, ..Trace::default() }
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn the_report_has_a_chart_and_a_heap_map_per_strategy() {
         assert!(m.extent >= m.footprint || r.figures.strategy == "mallard");
     }
     let page = mallard_lab::html::report("plateau <test>", t.events.len(), &replays);
-    assert_eq!(page.matches("<svg").count(), 1 + STRATEGIES.len());
+    assert_eq!(page.matches("<svg").count(), 2 + STRATEGIES.len(), "a chart, the size scale, a map each");
     assert!(page.contains("plateau &lt;test&gt;"), "the title is escaped");
     assert!(STRATEGIES.iter().all(|s| page.contains(&format!("<td>{s}</td>"))));
 }
@@ -103,7 +103,7 @@ fn a_report_of_a_trace_without_a_memory_map_names_sites_by_address() {
         events.push(ev(2000 + 100 * i, 1, Op::Alloc { addr: 0x7000 + i, size: 24, align: 16 }, vec![0xcccc]));
         events.push(ev(2050 + 100 * i, 2, Op::Free { addr: 0x7000 + i }, vec![]));
     }
-    let t = Trace { pid: 7, events, maps: String::new() };
+    let t = Trace { pid: 7, events, ..Trace::default() };
     let text = mallard_lab::report::markdown(&mallard_lab::profile::profile("hand-made", &t), 10);
     let section = |name: &str| text.split("## ").find(|s| s.starts_with(name)).unwrap();
     assert!(text.contains("23 allocations, 21 frees") && text.contains("1 free of blocks allocated before"), "{text}");

@@ -29,7 +29,13 @@ fn trace_of(raw: Vec<(u32, Op, Vec<u64>)>, gaps: Vec<u64>) -> Trace {
             Event { time, thread, op, stack }
         })
         .collect();
-    Trace { pid: 4242, events, maps: "55d0c0de0000-55d0c0df0000 r-xp 00001000 08:01 123 /usr/bin/prog\n".into() }
+    Trace {
+        pid: 4242,
+        events,
+        maps: "55d0c0de0000-55d0c0df0000 r-xp 00001000 08:01 123 /usr/bin/prog\n".into(),
+        start_ns: 123_456_789,
+        rss: vec![(5, 4096), (900, 1 << 20)],
+    }
 }
 
 proptest! {
@@ -42,9 +48,12 @@ proptest! {
 
     #[test]
     fn images_after_an_exec_read_back_and_summarize(a in prop::collection::vec(event(), 0..100), b in prop::collection::vec(event(), 0..100)) {
-        let (first, mut second) = (trace_of(a, vec![7]), trace_of(b, vec![3]));
+        // (Resident-set samples count as events in a summary: none here.)
+        let (first, mut second) = (Trace { rss: Vec::new(), ..trace_of(a, vec![7]) }, trace_of(b, vec![3]));
         second.pid = 77;
         second.maps.clear();
+        second.rss.clear();
+        second.start_ns = 0;
         // The second image: a marker with its pid, then its chunks (no header, no maps).
         let mut bytes = trace::encode(&first);
         bytes.extend_from_slice(&[0xC3, 77]);
@@ -77,7 +86,8 @@ fn every_truncation_inside_a_chunk_is_an_error_with_its_offset() {
             (0, Op::Alloc { addr: 0x5555_0000_1000 + 64 * i, size: 48, align: 16 }, vec![0x5555_1234, 0x5555_5678])
         })
         .collect();
-    let t = trace_of(raw, vec![10]);
+    // (No clock or resident-set chunks: every cut below is then inside a chunk.)
+    let t = Trace { start_ns: 0, rss: Vec::new(), ..trace_of(raw, vec![10]) };
     let bytes = trace::encode(&t);
     // Whole chunks: the header alone, and the events without the maps chunk after them.
     let events_end = bytes.len() - (2 + t.maps.len());
