@@ -71,12 +71,7 @@ fn format(w: &mut Line) -> fmt::Result {
     let live_blocks: i64 = s.class_blocks.iter().sum::<i64>() + s.large_blocks + s.huge_blocks;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    // SAFETY: usage is a valid out-pointer.
-    let peak_rss = unsafe {
-        let mut usage: libc::rusage = core::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage.ru_maxrss as i64 * 1024
-    };
+    let peak_rss = peak_rss_bytes();
     write!(
         w,
         "pid={pid} live_bytes={} live_blocks={live_blocks} in_use_bytes={} peak_in_use_bytes={} resident_bytes={} \
@@ -129,6 +124,31 @@ fn format(w: &mut Line) -> fmt::Result {
         }
     }
     w.write_str("\n")
+}
+
+/// This program's peak resident set: `VmHWM` of /proc/self/status, the high-water mark of its
+/// own memory (getrusage's `ru_maxrss` would carry the parent's over fork and exec: a `true`
+/// started by a 300 MB Python would show 300 MB). 0 if it cannot be read.
+fn peak_rss_bytes() -> i64 {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path; buf is writable for its length.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n.max(0) as usize
+    };
+    let text = &buf[..n];
+    let Some(at) = text.windows(6).position(|w| w == b"VmHWM:") else { return 0 };
+    let kib = text[at + 6..]
+        .iter()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
+    kib * 1024
 }
 
 /// A line formatted on the stack.

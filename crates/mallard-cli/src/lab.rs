@@ -51,20 +51,31 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
     use mallard_lab::report::{self, Measure};
     let by = Measure::from_name(&a.by)
         .ok_or_else(|| format!("--by {:?}: want one of {}", a.by, Measure::ALL.map(Measure::name).join(", ")))?;
+    if a.html.as_deref() == Some(std::path::Path::new("-")) {
+        return Err("--html needs a file name, not `-`".into());
+    }
     let outputs = [&a.json, &a.folded, &a.html];
     let to_stdout = outputs.iter().filter(|o| o.as_deref() == Some(std::path::Path::new("-"))).count();
     if to_stdout > 1 {
         return Err("only one of --json and --folded can be `-` (standard output)".into());
     }
-    if a.html.as_deref() == Some(std::path::Path::new("-")) {
-        return Err("--html needs a file name".into());
-    }
-    for path in outputs.into_iter().flatten().filter(|p| p.as_os_str() != "-") {
+    let files: Vec<&PathBuf> = outputs.into_iter().flatten().filter(|p| p.as_os_str() != "-").collect();
+    let same = |x: &PathBuf, y: &PathBuf| {
+        x == y || matches!((std::fs::canonicalize(x), std::fs::canonicalize(y)), (Ok(a), Ok(b)) if a == b)
+    };
+    for (k, path) in files.iter().enumerate() {
         crate::writable(path)?;
+        if let Some(input) = a.traces.iter().find(|t| same(t, path)) {
+            return Err(format!("{} is the trace read: an output would overwrite it", input.display()));
+        }
+        if files[..k].iter().any(|other| same(other, path)) {
+            return Err(format!("{} is named by two outputs", path.display()));
+        }
     }
     let load = |path: &PathBuf| -> Result<mallard_lab::profile::Profile, String> {
         let t = trace::read(path).map_err(|e| e.to_string())?;
-        Ok(mallard_lab::profile::profile(&path.display().to_string(), &t))
+        let recorded = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(mallard_lab::profile::profile_recorded(&path.display().to_string(), &t, recorded))
     };
     if let [before, after] = &a.traces[..] {
         if a.folded.is_some() || a.html.is_some() {
@@ -73,19 +84,20 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
         let d = report::diff(&load(before)?, &load(after)?);
         let json = || serde_json::to_string_pretty(&d).expect("a diff serializes");
         match a.json.as_deref() {
-            Some(p) if p.as_os_str() == "-" => println!("{}", json()),
+            Some(p) if p.as_os_str() == "-" => crate::emit(&(json() + "\n"))?,
             Some(p) => {
-                print!("{}", report::diff_markdown(&d, a.top));
+                crate::emit(&report::diff_markdown(&d, a.top))?;
                 write_file(p, &json())?;
             }
-            None => print!("{}", report::diff_markdown(&d, a.top)),
+            None => crate::emit(&report::diff_markdown(&d, a.top))?,
         }
         return Ok(());
     }
     let path = &a.traces[0];
     let images = trace::read_images(path).map_err(|e| e.to_string())?;
     let t = images.last().expect("a trace has at least one image");
-    let mut p = mallard_lab::profile::profile(&path.display().to_string(), t);
+    let recorded = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut p = mallard_lab::profile::profile_recorded(&path.display().to_string(), t, recorded);
     // The run's other processes: this file's earlier images (before an exec) and FILE.PID.
     let mut rows: Vec<_> = images
         .iter()
@@ -103,14 +115,14 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
         }
     }
     if rows.len() > 1 {
-        rows.sort_by_key(|r| (r.start_ns, r.pid, r.image));
+        rows.sort_by_key(|r| (r.start_ns + r.first_ns, r.pid, r.image));
         p.processes = rows;
     }
     let mut text_to_stdout = to_stdout == 0;
     if let Some(path) = &a.json {
         let json = serde_json::to_string_pretty(&p).expect("a profile serializes");
         if path.as_os_str() == "-" {
-            println!("{json}");
+            crate::emit(&(json + "\n"))?;
             text_to_stdout = false;
         } else {
             write_file(path, &json)?;
@@ -119,7 +131,7 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
     if let Some(path) = &a.folded {
         let f = report::folded(&p, by);
         if path.as_os_str() == "-" {
-            print!("{f}");
+            crate::emit(&f)?;
             text_to_stdout = false;
         } else {
             write_file(path, &f)?;
@@ -129,7 +141,7 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
         write_file(path, &mallard_lab::html::profile_page(&p))?;
     }
     if text_to_stdout {
-        print!("{}", report::markdown(&p, a.top));
+        crate::emit(&report::markdown(&p, a.top))?;
     }
     Ok(())
 }
@@ -151,9 +163,9 @@ pub struct GenArgs {
     /// The shape of the live heap over time: ramp, peaks, plateau or random.
     #[arg(long, default_value = "peaks")]
     shape: String,
-    /// How many allocations and frees.
-    #[arg(long, default_value_t = 100_000)]
-    events: usize,
+    /// How many allocations and frees (at most 100 million).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    events: u64,
     /// The same seed gives the same trace.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -169,7 +181,7 @@ pub fn lab(cmd: LabCommand) -> Result<(), String> {
             let shape =
                 Shape::from_name(&a.shape).ok_or_else(|| format!("unknown shape {:?}; known: {names}", a.shape))?;
             crate::writable(&a.output)?;
-            let t = generate(shape, a.events, a.seed);
+            let t = generate(shape, a.events as usize, a.seed);
             std::fs::write(&a.output, trace::encode(&t)).map_err(|e| format!("writing {}: {e}", a.output.display()))?;
             eprintln!("wrote {} ({} events, shape {})", a.output.display(), t.events.len(), shape.name());
             Ok(())
@@ -204,7 +216,9 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
                 eprint!("\r\x1b[2K{name:<10} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(30 - filled));
             }
         };
-        let r = replay::replay_full(&t, name, &mut progress).expect("a known strategy");
+        let r = replay::replay_full(&t, name, &mut progress).ok_or_else(|| {
+            format!("the {name} strategy cannot start: the lab cannot reserve its 64 GiB of address space (ulimit -v?)")
+        })?;
         if tty {
             eprintln!();
         } else {
@@ -213,14 +227,17 @@ pub fn replay(a: ReplayArgs) -> Result<(), String> {
         figures.push(r);
     }
     let table = replay::table(&figures.iter().map(|r| r.figures.clone()).collect::<Vec<_>>());
-    println!("{}: {} events, pid {}\n\n{table}", a.trace.display(), t.events.len(), t.pid);
+    let mut text = format!("{}: {} events, pid {}\n\n{table}\n", a.trace.display(), t.events.len(), t.pid);
     if let Some(n) = figures.first().map(|r| r.figures.impossible).filter(|&n| n > 0) {
-        println!(
-            "{n} allocations larger than {} or aligned beyond {} were skipped: no strategy simulates them",
+        text += &format!(
+            "{n} allocations larger than {}, aligned beyond {} or beyond {} live were skipped: no strategy simulates \
+             them\n",
             mallard_lab::html::human(replay::MAX_SIZE),
-            mallard_lab::html::human(replay::MAX_ALIGN)
+            mallard_lab::html::human(replay::MAX_ALIGN),
+            mallard_lab::html::human(replay::MAX_LIVE)
         );
     }
+    crate::emit(&text)?;
     if let Some(path) = &a.html {
         let html = mallard_lab::html::report(&a.trace.display().to_string(), t.events.len(), &figures);
         std::fs::write(path, html).map_err(|e| format!("writing {}: {e}", path.display()))?;

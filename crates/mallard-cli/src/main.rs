@@ -108,6 +108,14 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     write_out(args.json.as_deref(), || report.to_json())
 }
 
+/// Writes `text` to standard output; an error (a closed pipe, a full disk) is a one-line error
+/// instead of a panic.
+pub fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing to standard output: {e}"))
+}
+
 /// Checks, before any work, that `path` can be written: an error with the system's reason
 /// (a missing directory, a directory, no permission) rather than a lost run. An existing file
 /// is left as it is; a new one is created and removed again.
@@ -115,6 +123,10 @@ pub fn writable(path: &Path) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     if path.is_dir() {
         return Err(format!("cannot write {}: it is a directory", path.display()));
+    }
+    // A device, FIFO or /proc file is not where a report goes (and `record` replaces the file).
+    if path.exists() && !path.metadata().map_err(fail)?.is_file() {
+        return Err(format!("cannot write {}: not a regular file", path.display()));
     }
     let existed = path.exists();
     std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
@@ -233,6 +245,9 @@ impl ProgressBar {
 }
 
 fn main() -> ExitCode {
+    // As other Unix tools: a reader that goes away (`mallard report T | head`) ends us quietly.
+    // SAFETY: setting a signal's disposition to the default has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let result = match Cli::parse().command {
         Command::Bench(args) => bench(args),
         Command::Replay(args) => lab::replay(args),

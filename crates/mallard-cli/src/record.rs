@@ -78,8 +78,9 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
     let out = std::path::absolute(&args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
     crate::writable(&out)?;
     let lib = find_library(args.lib.as_deref())?;
-    // The first process creates the file; an old one (and its FILE.PID siblings) would be
-    // mistaken for this run's.
+    // The first process creates the file; an old trace (and its FILE.PID siblings) would be
+    // mistaken for this run's. Only traces are removed: `data.1234` beside `-o data` may be
+    // anything.
     let _ = std::fs::remove_file(&out);
     for sibling in siblings(&out) {
         let _ = std::fs::remove_file(sibling);
@@ -145,6 +146,15 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
     Ok(code)
 }
 
+/// Whether `path` is a regular file that starts as a trace does.
+fn is_trace(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; 8];
+    path.metadata().is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && &magic == mallard_lab::trace::MAGIC
+}
+
 /// `n thing` or `n things`.
 pub fn plural(n: usize, thing: &str) -> String {
     match (n, thing.ends_with('s')) {
@@ -154,7 +164,7 @@ pub fn plural(n: usize, thing: &str) -> String {
     }
 }
 
-/// The FILE.PID traces beside `out`.
+/// The FILE.PID traces beside `out` (files of that name that are not traces are left out).
 pub fn siblings(out: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
     let prefix = format!("{name}.");
@@ -169,6 +179,7 @@ pub fn siblings(out: &Path) -> Vec<PathBuf> {
                 .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|c| c.is_ascii_digit()))
         })
         .collect();
+    v.retain(|p| is_trace(p));
     v.sort();
     v
 }

@@ -530,3 +530,67 @@ fn the_report_page_renders_in_headless_chromium_and_stays_small() {
     let size = std::fs::metadata(&big_html).unwrap().len();
     assert!(size < 2_000_000, "{size} bytes");
 }
+
+#[test]
+fn record_replaces_only_traces_and_report_refuses_what_is_no_trace() {
+    // A device node as -o: refused, and left alone.
+    let dev = scratch("a-device");
+    if !dev.exists() {
+        let _ = Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status();
+    }
+    if dev.exists() {
+        let r = mallard(&["record", "-o", dev.to_str().unwrap(), "--", "true"]);
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("not a regular file"),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        use std::os::unix::fs::FileTypeExt as _;
+        assert!(std::fs::metadata(&dev).unwrap().file_type().is_char_device(), "the device is still there");
+    }
+    // `-o data` replaces data and data.PID traces of an earlier run, never other data.NNNN files.
+    let data = scratch("data");
+    let other = scratch("data.1234");
+    std::fs::write(&other, "a user's file").unwrap();
+    let r = mallard(&["record", "-o", data.to_str().unwrap(), "--", "true"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "a user's file");
+    // Reading: a device or a FIFO is refused at once (it would be read forever, or block).
+    for bad in ["/dev/zero"] {
+        let r = mallard(&["report", bad]);
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("not a regular file"),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    // An output may not be the trace read, nor named twice.
+    let t = leaks_trace();
+    let r = mallard(&["report", t.to_str().unwrap(), "--json", t.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("an output would overwrite it"));
+    let o = scratch("twice.json");
+    let r = mallard(&["report", t.to_str().unwrap(), "--json", o.to_str().unwrap(), "--folded", o.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("named by two outputs"));
+    // A reader that goes away is no crash.
+    let sh = format!("{} report {} --json - | head -c 1 >/dev/null", env!("CARGO_BIN_EXE_mallard"), t.display());
+    let r = Command::new("sh").args(["-c", &sh]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
+fn a_binary_changed_after_the_recording_is_named_not_misread() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
+    let exe = scratch("leaks_rebuilt");
+    let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
+    assert!(cc.expect("cc").success());
+    let out = scratch("leaks_rebuilt.trace");
+    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    assert!(r.status.success());
+    // Rebuilt after the trace was written (a later modification time).
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&exe).unwrap().set_modified(later).unwrap();
+    let r = mallard(&["report", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains("Changed since the recording") && text.contains("leaks_rebuilt"), "{text}");
+    assert!(text.contains("leaks_rebuilt+0x"), "frames as module+offset: {text}");
+}

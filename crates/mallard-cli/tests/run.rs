@@ -170,3 +170,28 @@ fn an_unknown_option_is_named() {
     let out = mallard_run(&["--quiet", "--", "sh", "-c", "exit 0", "--unknown-flag"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn each_process_row_has_its_own_peak_rss() {
+    // A Python that holds 200 MiB, then forks and execs `true`: the row of `true`
+    // must not carry its parent's peak across fork and exec.
+    let out = mallard_run(&[
+        "--",
+        "python3",
+        "-c",
+        "import os; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); pid = os.fork()\nif pid == 0: os.execv('/bin/true', ['true'])\nos.waitpid(pid, 0)",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let row = stderr
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("true"))
+        .unwrap_or_else(|| panic!("no row for true: {stderr}"));
+    // | pid | program | peak in use | peak RSS | RSS at exit |: the peak RSS cell in MiB, if MiB.
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let peak_rss = cells[4..6].join(" ");
+    assert!(!peak_rss.ends_with("MiB") || peak_rss.trim_end_matches(" MiB").parse::<f64>().unwrap() < 50.0, "{row}");
+    let python =
+        stderr.lines().find(|l| l.split_whitespace().nth(1).is_some_and(|p| p.starts_with("python"))).expect(&stderr);
+    assert!(python.contains("MiB"), "{python}");
+}

@@ -35,7 +35,7 @@ pub fn report(title: &str, events: usize, replays: &[Replay]) -> String {
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mallard replay: {t}</title>\n\
          <style>body{{font:14px system-ui,sans-serif;margin:24px;color:#222;background:#fff}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}}th{{white-space:normal}}\
          th:first-child,td:first-child{{text-align:left}}svg{{display:block;margin:8px 0 24px}}\
          .small{{color:#666}}</style></head><body>\n<h1>mallard replay: {t}</h1>\n\
          <p class=\"small\">{events} events, replayed through each strategy over a simulated address space.</p>\n",
@@ -194,10 +194,25 @@ const MAP_ROWS: usize = 48;
 /// The colour of a pixel whose biggest block has `size` bytes, `fill` of it in use: 16 B and
 /// less blue (hue 220°), 1 MiB and more red (0°), through teal, green, yellow and orange.
 fn size_colour(size: u64, fill: f64) -> String {
+    let [r, g, b] = size_rgb(size, fill);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// `size_colour` as red, green, blue (HSL with 70 % saturation, converted).
+fn size_rgb(size: u64, fill: f64) -> [u8; 3] {
     let log = (size.max(16) as f64).log2().clamp(4.0, 20.0);
     let hue = 220.0 * (20.0 - log) / 16.0;
-    let light = 90.0 - 45.0 * fill.min(1.0);
-    format!("hsl({hue:.0},70%,{light:.0}%)")
+    let light = (90.0 - 45.0 * fill.clamp(0.0, 1.0)) / 100.0;
+    let c = (1.0 - (2.0 * light - 1.0f64).abs()) * 0.7;
+    let x = c * (1.0 - ((hue / 60.0) % 2.0 - 1.0).abs());
+    let (r, g, b) = match hue {
+        h if h < 60.0 => (c, x, 0.0),
+        h if h < 120.0 => (x, c, 0.0),
+        h if h < 180.0 => (0.0, c, x),
+        _ => (0.0, x, c),
+    };
+    let m = light - c / 2.0;
+    [r, g, b].map(|v| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8)
 }
 
 /// The legend of the heap maps' colours: the scale of block sizes, and free space.
@@ -227,11 +242,11 @@ fn size_scale() -> String {
 /// The heap laid out in rows of pixels, `scale` bytes of address space to the whole map (the
 /// largest heap of the maps shown, so that all are drawn to one scale): each pixel shows the
 /// bytes it covers, grey where free, coloured by the size of the largest block in it where in
-/// use (lighter when partly free). Row starts are labelled with their offset from the heap's
-/// start.
+/// use (lighter when partly free). A PNG inside the page (its size does not grow with the
+/// heap's), row starts labelled with their offset from the heap's start.
 fn heap_map(m: &HeapMap, scale: u64) -> String {
+    use base64::Engine as _;
     const W: usize = 900;
-    const LEFT: usize = 70;
     const ROW_H: usize = 6;
     let cells = W * MAP_ROWS;
     let per = (scale.max(m.extent).max(1) as f64 / cells as f64).max(1.0);
@@ -251,59 +266,65 @@ fn heap_map(m: &HeapMap, scale: u64) -> String {
             biggest[c] = biggest[c].max(len);
         }
     }
-    let colour = |c: usize| -> String {
-        if c >= drawn {
-            return "#ffffff".into(); // past the heap's top
-        }
-        if used[c] < 0.02 {
-            return "#eeeeee".into();
-        }
-        size_colour(biggest[c], used[c])
-    };
     let rows = drawn.div_ceil(W).max(1);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"heap map\">\n",
-        W + LEFT,
-        rows * ROW_H + 2,
-        W + LEFT,
-        rows * ROW_H + 2
-    );
+    let mut pixels = Vec::with_capacity(W * rows * ROW_H * 3);
     for row in 0..rows {
-        if row % 8 == 0 {
-            let _ = writeln!(
-                s,
-                "<text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"end\">+{}</text>",
-                LEFT - 4,
-                row * ROW_H + 7,
-                human((row as f64 * W as f64 * per) as u64)
-            );
-        }
-        // One rect per run of cells of the same colour in a row.
-        let mut col = 0;
-        while col < W {
-            let c = colour(row * W + col);
-            let mut end = col + 1;
-            while end < W && colour(row * W + end) == c {
-                end += 1;
-            }
-            let _ = writeln!(
-                s,
-                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{ROW_H}\" fill=\"{c}\"/>",
-                LEFT + col,
-                row * ROW_H,
-                end - col
-            );
-            col = end;
+        let line: Vec<u8> = (0..W)
+            .flat_map(|col| {
+                let c = row * W + col;
+                if c >= drawn {
+                    [255, 255, 255] // past the heap's top
+                } else if used[c] < 0.02 {
+                    [0xee, 0xee, 0xee]
+                } else {
+                    size_rgb(biggest[c], used[c])
+                }
+            })
+            .collect();
+        for _ in 0..ROW_H {
+            pixels.extend_from_slice(&line);
         }
     }
-    s += "</svg>\n";
-    s
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, W as u32, (rows * ROW_H) as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        if let Ok(mut w) = enc.write_header() {
+            let _ = w.write_image_data(&pixels);
+        }
+    }
+    let mut labels = String::new();
+    for row in (0..rows).step_by(8) {
+        let _ = write!(
+            labels,
+            "<span style=\"position:absolute;right:4px;top:{}px\">+{}</span>",
+            row * ROW_H,
+            human((row as f64 * W as f64 * per) as u64)
+        );
+    }
+    format!(
+        "<div style=\"display:flex;align-items:flex-start\"><div style=\"position:relative;width:70px;height:{h}px;font-size:9px\">{labels}</div>\
+         <img alt=\"heap map\" width=\"{W}\" height=\"{h}\" style=\"image-rendering:pixelated\" src=\"data:image/png;base64,{}\"></div>\n",
+        base64::engine::general_purpose::STANDARD.encode(&png_bytes),
+        h = rows * ROW_H
+    )
+}
+
+/// At most `max` characters of `name` (C++ and Rust names of templates run to kilobytes): a
+/// page stays small, and the whole name is in the JSON.
+fn shorten(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_owned();
+    }
+    let head: String = name.chars().take(max - 1).collect();
+    head + "…"
 }
 
 /// A round step for an axis from 0 to `max` with about `n` ticks: 1, 2 or 5 times a power of
 /// ten (or, for bytes, of 1024 times those).
 pub fn nice_step(max: f64, n: f64, bytes: bool) -> f64 {
-    let raw = (max / n).max(f64::MIN_POSITIVE);
+    let raw = (max / n).max(if bytes { 1.0 } else { f64::MIN_POSITIVE });
     let unit = if bytes { 1024f64.powi((raw.log(1024.0).floor() as i32).max(0)) } else { 1.0 };
     let r = raw / unit;
     let pow = 10f64.powf(r.log10().floor());
@@ -356,7 +377,7 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
     let _ = writeln!(
         h,
         "<p>{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}.<br>\
-         <b>Peak live: {}</b> in {} blocks, at {}. <b>Never freed: {}</b> in {} blocks.</p>",
+         <b>Peak live: {}</b> in {}, at {}. <b>Never freed: {}</b> in {}.</p>",
         p.events,
         p.allocations,
         p.frees,
@@ -365,13 +386,21 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
         p.pid,
         seconds(p.duration_ns),
         human(p.peak.bytes),
-        p.peak.blocks,
+        plural(p.peak.blocks, "block"),
         seconds(p.peak_time_ns),
         human(p.leaked.bytes),
-        p.leaked.blocks
+        plural(p.leaked.blocks, "block")
     );
     if !p.symbolized {
         h += "<p class=\"small\">The trace has no memory map: call sites are shown as addresses.</p>\n";
+    }
+    if !p.changed_files.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"small\">Changed since the recording (rebuilt or replaced), so their frames are shown as \
+             module+0xADDR: {}.</p>",
+            escape(&p.changed_files.join(", "))
+        );
     }
     h += "<h2>Live bytes over time</h2>\n";
     h += &timeline(p);
@@ -380,7 +409,11 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
               exec) and the traces of the processes it started (FILE.PID), on one clock.</p>\n";
         h += &processes_chart(&p.processes);
         h += "<table><tr><th>pid</th><th>program</th><th>file (image)</th><th>events</th><th>peak live</th><th>never freed</th></tr>\n";
-        for r in &p.processes {
+        // The 50 with the highest peaks (a shim starts dozens of small ones).
+        let mut by_peak: Vec<&crate::profile::ProcessRow> = p.processes.iter().collect();
+        by_peak.sort_by_key(|r| std::cmp::Reverse(r.peak.bytes));
+        by_peak.truncate(50);
+        for r in p.processes.iter().filter(|r| by_peak.iter().any(|s| std::ptr::eq(*s, *r))) {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -399,7 +432,14 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
         (Measure::LiveAtPeak, "Flame graph: bytes live at the peak"),
         (Measure::Allocated, "Flame graph: bytes allocated"),
     ] {
-        let lines = folded(p, m);
+        // Names shortened for the page (the --folded export keeps them whole).
+        let lines: String = folded(p, m)
+            .lines()
+            .map(|l| {
+                let (stack, n) = l.rsplit_once(' ').unwrap_or((l, "0"));
+                stack.split(';').map(|f| shorten(f, 120)).collect::<Vec<_>>().join(";") + " " + n + "\n"
+            })
+            .collect();
         let _ = writeln!(h, "<h2>{title}</h2>");
         if lines.is_empty() {
             h += "<p class=\"small\">(nothing)</p>\n";
@@ -448,8 +488,8 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
                 let _ = writeln!(
                     h,
                     "<tr><td>{id}</td><td><details><summary>{}</summary><pre>{}</pre></details></td>{}</tr>",
-                    escape(&short_label(&s.stack, 3)),
-                    escape(&s.stack.join("\n")),
+                    escape(&shorten(&short_label(&s.stack, 3), 300)),
+                    escape(&s.stack.iter().map(|f| shorten(f, 300)).collect::<Vec<_>>().join("\n")),
                     cells(s)
                 );
             }

@@ -125,6 +125,7 @@ pub fn process_row(file: &str, image: usize, t: &Trace) -> ProcessRow {
     let mut points: Vec<Option<(u64, u64)>> = vec![None; TIMELINE_POINTS];
     for e in &t.events {
         match e.op {
+            Op::Alloc { addr: 0, .. } => {}
             Op::Alloc { addr, size, .. } => {
                 heap.insert(addr, Live { size, time: 0, thread: 0, site: 0 });
             }
@@ -137,7 +138,7 @@ pub fn process_row(file: &str, image: usize, t: &Trace) -> ProcessRow {
                 heap.insert(addr, Live { size, time: 0, thread: 0, site: 0 });
             }
         }
-        if heap.bytes > row.peak.bytes {
+        if (heap.bytes, heap.live.len() as u64) > (row.peak.bytes, row.peak.blocks) {
             row.peak = Totals { blocks: heap.live.len() as u64, bytes: heap.bytes };
         }
         let k = ((e.time as u128 * TIMELINE_POINTS as u128 / (span + 1)) as usize).min(TIMELINE_POINTS - 1);
@@ -204,6 +205,9 @@ pub struct Profile {
     pub leaked: Totals,
     /// Whether the trace had a memory map to name call sites with.
     pub symbolized: bool,
+    /// Files of the memory map modified after the trace was written: their frames are shown as
+    /// `module+0xADDR`.
+    pub changed_files: Vec<String>,
     /// The program (the first file of its memory map).
     pub program: String,
     /// When recording began, on the monotonic clock (ns; 0 if the trace does not say).
@@ -264,7 +268,13 @@ impl Heap {
 
 /// The profile of trace `t`, called `title`.
 pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
-    let mut sym = Symbolizer::new(&t.maps);
+    profile_recorded(title, t, None)
+}
+
+/// The profile of trace `t`, written at `recorded` (the file's time): files of its memory map
+/// changed since are not used to name call sites (`Profile::changed_files`).
+pub fn profile_recorded<'t>(title: &str, t: &'t Trace, recorded: Option<std::time::SystemTime>) -> Profile {
+    let mut sym = Symbolizer::new(&t.maps).recorded_at(recorded);
     let mut p = Profile {
         schema: SCHEMA,
         title: title.to_owned(),
@@ -344,7 +354,8 @@ pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
                 Some((addr, size))
             }
         };
-        let Some((addr, size)) = made else { continue };
+        // (A null result is no block: the recorder writes none, a hand-made trace might.)
+        let Some((addr, size)) = made.filter(|&(addr, _)| addr != 0) else { continue };
         if heap.live.contains_key(&addr) {
             // The trace lost this block's free.
             p.unmatched_frees += 1;
@@ -369,7 +380,8 @@ pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
         let tp = thread_peaks.entry(e.thread).or_default();
         tp.0 = tp.0.saturating_add(size);
         tp.1 = tp.1.max(tp.0);
-        if heap.bytes > p.peak.bytes {
+        // (Blocks count too: a peak of zero-size blocks is still a peak.)
+        if (heap.bytes, heap.live.len() as u64) > (p.peak.bytes, p.peak.blocks) {
             p.peak = Totals { blocks: heap.live.len() as u64, bytes: heap.bytes };
             p.peak_time_ns = e.time;
             peak_index = Some(i);
@@ -437,6 +449,15 @@ pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
         v.into_iter().map(|x| *last_set(&mut last, x)).collect::<Vec<u64>>()
     };
     p.timeline.live = fill(live);
+    // The resident set: the highest sample of each stretch.
+    let mut rss: Vec<Option<(u64, u64)>> = vec![None; n];
+    for &(time, bytes) in &t.rss {
+        if n > 0 {
+            let at = &mut rss[point(time.min(span))];
+            *at = Some(at.map_or((time, bytes), |(t0, b)| if bytes > b { (time, bytes) } else { (t0, b) }));
+        }
+    }
+    p.timeline.rss = rss.into_iter().flatten().collect();
     p.timeline.threads =
         top.iter().zip(lines).map(|(&(thread, peak), line)| ThreadLine { thread, peak, live: fill(line) }).collect();
 
@@ -447,6 +468,7 @@ pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
             && s.allocated.blocks > 0
             && s.freed_soon * 10 >= s.allocated.blocks * 9;
     }
+    p.changed_files = std::mem::take(&mut sym.stale);
     sites.sort_by(|a, b| b.allocated.bytes.cmp(&a.allocated.bytes).then_with(|| a.stack.cmp(&b.stack)));
     p.sites = sites;
     p.sizes = sizes
@@ -487,7 +509,7 @@ fn labels(sym: &mut Symbolizer, ret: u64) -> Vec<String> {
 /// Frames of the allocator's own plumbing (Rust's global allocator and `RawVec`, C++'s
 /// `operator new`), which a short label skips to reach the program's code.
 pub fn is_plumbing(frame: &str) -> bool {
-    const PREFIXES: [&str; 12] = [
+    const PREFIXES: [&str; 22] = [
         "<std::alloc::System as ",
         "__rustc::",
         "__rdl_",
@@ -500,6 +522,16 @@ pub fn is_plumbing(frame: &str) -> bool {
         "operator new",
         "std::alloc::",
         "<mallard::Mallard as ",
+        "alloc::vec::",
+        "<alloc::vec::",
+        "alloc::string::",
+        "<alloc::string::",
+        "<alloc::boxed::",
+        "std::__new_allocator",
+        "__gnu_cxx::new_allocator",
+        "std::allocator",
+        "std::_Vector_base",
+        "std::__allocated_ptr",
     ];
     PREFIXES.iter().any(|p| frame.starts_with(p))
 }
@@ -559,5 +591,9 @@ mod tests {
         let t1 = p.timeline.threads.iter().find(|l| l.thread == 1).unwrap();
         assert_eq!((t1.peak, t1.live.last()), (270, Some(&270)));
         assert_eq!(short_label(&["__rdl_alloc".into(), "a".into(), "b".into()], 1), "a");
+        // Resident-set samples (a stretch here is shorter than a nanosecond: all kept).
+        let t = Trace { rss: vec![(15, 100), (16, 900), (55, 400)], ..t };
+        let p = profile("t", &t);
+        assert_eq!(p.timeline.rss, vec![(15, 100), (16, 900), (55, 400)]);
     }
 }

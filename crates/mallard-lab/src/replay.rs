@@ -32,8 +32,9 @@ pub struct Figures {
     pub largest_hole_at_peak: u64,
     /// Frees of blocks the trace never allocated (skipped).
     pub unmatched_frees: u64,
-    /// Allocations no strategy could simulate (over `MAX_SIZE` bytes or aligned beyond
-    /// `MAX_ALIGN`: a damaged or hand-made trace), skipped with their frees.
+    /// Allocations no strategy could simulate (over `MAX_SIZE` bytes, aligned beyond
+    /// `MAX_ALIGN`, or more than `MAX_LIVE` live: a damaged or hand-made trace), skipped with
+    /// their frees.
     pub impossible: u64,
     /// Events replayed per second.
     pub ops_per_sec: f64,
@@ -50,9 +51,11 @@ struct Run<'a> {
     impossible: u64,
 }
 
-/// The largest block and alignment a replay simulates (1 TiB, 1 GiB).
+/// The largest block and alignment a replay simulates (1 TiB, 1 GiB)...
 pub const MAX_SIZE: u64 = 1 << 40;
 pub const MAX_ALIGN: u64 = 1 << 30;
+/// ... and the most bytes live at once (16 GiB: the lab's mallard has 64 GiB of address space).
+pub const MAX_LIVE: u64 = 16 << 30;
 
 impl Run<'_> {
     fn new(s: &mut dyn Strategy) -> Run<'_> {
@@ -60,7 +63,7 @@ impl Run<'_> {
     }
 
     fn alloc(&mut self, addr: u64, size: u64, align: u64) {
-        if size > MAX_SIZE || !align.is_power_of_two() || align > MAX_ALIGN {
+        if size > MAX_SIZE || !align.is_power_of_two() || align > MAX_ALIGN || self.live + size > MAX_LIVE {
             // (Its free, later, counts as unmatched.)
             self.impossible += 1;
             return;

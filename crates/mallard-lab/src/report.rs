@@ -54,7 +54,7 @@ pub fn markdown(p: &Profile, top: usize) -> String {
     let _ = writeln!(
         out,
         "# mallard report: {}\n\n{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}. \
-         Peak live: {} in {} blocks, at {}; never freed: {} blocks, {}.{}\n",
+         Peak live: {} in {}, at {}; never freed: {}, {}.{}\n",
         p.title,
         p.events,
         p.allocations,
@@ -64,18 +64,30 @@ pub fn markdown(p: &Profile, top: usize) -> String {
         p.pid,
         seconds(p.duration_ns),
         human(p.peak.bytes),
-        p.peak.blocks,
+        plural(p.peak.blocks, "block"),
         seconds(p.peak_time_ns),
-        p.leaked.blocks,
+        plural(p.leaked.blocks, "block"),
         human(p.leaked.bytes),
-        if p.unmatched_frees > 0 {
-            format!(" ({} of blocks allocated before recording began were skipped.)", plural(p.unmatched_frees, "free"))
-        } else {
-            String::new()
+        match p.unmatched_frees {
+            0 => String::new(),
+            1 => " (1 free of a block the trace did not see allocated, made before recording began or with its \
+                  event lost, was skipped.)"
+                .into(),
+            n => format!(
+                " ({n} frees of blocks the trace did not see allocated, made before recording began or with their \
+                 events lost, were skipped.)"
+            ),
         }
     );
     if !p.symbolized {
         out += "The trace has no memory map: call sites are shown as addresses.\n\n";
+    }
+    if !p.changed_files.is_empty() {
+        let _ = writeln!(
+            out,
+            "Changed since the recording (rebuilt or replaced), so their frames are shown as `module+0xADDR`: {}.\n",
+            p.changed_files.join(", ")
+        );
     }
     if p.processes.len() > 1 {
         let _ = write!(
@@ -86,7 +98,11 @@ pub fn markdown(p: &Profile, top: usize) -> String {
             p.program, p.pid
         );
         let first = p.processes.iter().filter(|r| r.start_ns > 0).map(|r| r.start_ns + r.first_ns).min().unwrap_or(0);
-        for r in &p.processes {
+        // The `top` with the highest peaks, in the order they started; the rest in one row.
+        let mut by_peak: Vec<&crate::profile::ProcessRow> = p.processes.iter().collect();
+        by_peak.sort_by_key(|r| std::cmp::Reverse(r.peak.bytes));
+        let shown: Vec<&crate::profile::ProcessRow> = by_peak.iter().take(top).copied().collect();
+        for r in p.processes.iter().filter(|r| shown.iter().any(|s| std::ptr::eq(*s, *r))) {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} ({}) | {} | {} | {} | {} |",
@@ -102,6 +118,16 @@ pub fn markdown(p: &Profile, top: usize) -> String {
                 r.events,
                 human(r.peak.bytes),
                 human(r.leaked.bytes)
+            );
+        }
+        let rest = &by_peak[shown.len()..];
+        if !rest.is_empty() {
+            let _ = writeln!(
+                out,
+                "| | {} more | | | {} | {} at most | |",
+                rest.len(),
+                rest.iter().map(|r| r.events).sum::<u64>(),
+                human(rest.iter().map(|r| r.peak.bytes).max().unwrap_or(0))
             );
         }
         if let Some(big) = p

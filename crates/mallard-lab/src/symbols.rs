@@ -70,6 +70,11 @@ impl Frame {
 
 pub struct Symbolizer {
     maps: Vec<Mapping>,
+    /// When the trace was written: a mapped file changed after it no longer has the code the
+    /// addresses point into.
+    recorded: Option<std::time::SystemTime>,
+    /// The mapped files that changed after the recording (their frames: `module+0xADDR`).
+    pub stale: Vec<String>,
     /// Per file path; `None` if it cannot be read.
     modules: HashMap<String, Option<Module>>,
     /// Per return address: its frames, innermost (inlined) first; empty if it is not a return
@@ -99,7 +104,14 @@ impl Symbolizer {
                 })
             })
             .collect();
-        Symbolizer { maps, modules: HashMap::new(), cache: HashMap::new() }
+        Symbolizer { maps, recorded: None, stale: Vec::new(), modules: HashMap::new(), cache: HashMap::new() }
+    }
+
+    /// Names no frame from a file modified after `time` (when the trace was written): it was
+    /// rebuilt or replaced, and its symbols would be wrong.
+    pub fn recorded_at(mut self, time: Option<std::time::SystemTime>) -> Symbolizer {
+        self.recorded = time;
+        self
     }
 
     /// Whether the trace had a memory map to name addresses with.
@@ -148,6 +160,19 @@ impl Symbolizer {
         let file_off = pc - m.start + m.offset;
         let module = m.path.rsplit('/').next().unwrap_or(&m.path).to_owned();
         let path = m.path.clone();
+        let changed = |p: &str| {
+            let modified = std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            matches!((modified, self.recorded), (Some(m), Some(r)) if m > r)
+        };
+        if !self.modules.contains_key(&path) && changed(&path) {
+            self.stale.push(path.clone());
+            self.modules.insert(path.clone(), None);
+        }
+        if self.stale.contains(&path) {
+            // Not the code that ran: an address, not a wrong name (and no check that it
+            // follows a call, which would cut the stack there).
+            return vec![Frame { function: None, file: None, line: None, module, address: file_off + 1 }];
+        }
         let entry = self.modules.entry(path.clone()).or_insert_with(|| load(Path::new(&path)));
         let unknown = |address| vec![Frame { function: None, file: None, line: None, module: module.clone(), address }];
         let Some(md) = entry else { return unknown(file_off + 1) };
@@ -198,11 +223,16 @@ fn after_call(data: &[u8], ret: u64) -> bool {
 
 /// A mapped file's symbols, segments, bytes and DWARF.
 fn load(path: &Path) -> Option<Module> {
+    // Only regular files: a map may name a device (/dev/zero) or a FIFO, which would be read
+    // forever or block.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let data = std::fs::read(path).ok()?;
     let file = object::File::parse(&*data).ok()?;
     let debug = debug_file(path, &file);
     let mut functions: Functions = symbols(&file);
-    if let Some(dbg) = debug.as_ref().and_then(|d| std::fs::read(d).ok()) {
+    if let Some(dbg) = debug.as_ref().filter(|d| d.is_file()).and_then(|d| std::fs::read(d).ok()) {
         // A stripped file's full symbol table is in its debug file.
         if let Ok(f) = object::File::parse(&*dbg) {
             functions.extend(symbols(&f));

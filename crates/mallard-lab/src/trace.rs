@@ -195,6 +195,7 @@ pub fn read(path: &Path) -> Result<Trace, TraceError> {
 /// a process that `exec`s (a shim, a shell's last command) goes on in the same file with a new
 /// heap.
 pub fn read_images(path: &Path) -> Result<Vec<Trace>, TraceError> {
+    regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| TraceError {
         file: path.to_owned(),
         offset: 0,
@@ -217,6 +218,7 @@ pub struct Summary {
 /// events (it reads chunk headers and skips their bodies): what `mallard record` says at the
 /// end of a run, at the speed of reading the file. A broken file is an error as in [`read`].
 pub fn summarize(path: &Path) -> Result<Vec<Summary>, TraceError> {
+    regular(path)?;
     let fail = |offset: usize, what: String| TraceError { file: path.to_owned(), offset: offset as u64, what };
     let b = std::fs::read(path).map_err(|e| fail(0, format!("cannot read it: {e}")))?;
     if b.len() < HEADER_LEN || &b[..8] != MAGIC {
@@ -272,6 +274,18 @@ pub fn summarize(path: &Path) -> Result<Vec<Summary>, TraceError> {
     cur.threads = seen.len() as u32;
     images.push(cur);
     Ok(images)
+}
+
+/// A trace is a regular file: a device (`/dev/zero`), a FIFO or a directory would be read
+/// forever, block, or fail later with a vaguer error.
+fn regular(path: &Path) -> Result<(), TraceError> {
+    let fail = |what: String| TraceError { file: path.to_owned(), offset: 0, what };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => Err(fail("it is a directory, not a trace".into())),
+        Ok(_) => Err(fail("not a regular file (a device, FIFO or socket), not a trace".into())),
+        Err(e) => Err(fail(format!("cannot read it: {e}"))),
+    }
 }
 
 /// A cursor over the file's bytes; errors carry the offset where they were found.
