@@ -267,7 +267,7 @@ impl Heap {
 }
 
 /// The profile of trace `t`, called `title`.
-pub fn profile<'t>(title: &str, t: &'t Trace) -> Profile {
+pub fn profile(title: &str, t: &Trace) -> Profile {
     profile_recorded(title, t, None)
 }
 
