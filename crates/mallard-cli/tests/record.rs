@@ -556,14 +556,9 @@ fn record_replaces_only_traces_and_report_refuses_what_is_no_trace() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "a user's file");
     // Reading: a device or a FIFO is refused at once (it would be read forever, or block).
-    for bad in ["/dev/zero"] {
-        let r = mallard(&["report", bad]);
-        assert!(
-            String::from_utf8_lossy(&r.stderr).contains("not a regular file"),
-            "{}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-    }
+    let r = mallard(&["report", "/dev/zero"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
     // An output may not be the trace read, nor named twice.
     let t = leaks_trace();
     let r = mallard(&["report", t.to_str().unwrap(), "--json", t.to_str().unwrap()]);
