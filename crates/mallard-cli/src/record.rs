@@ -167,6 +167,8 @@ pub fn plural(n: usize, thing: &str) -> String {
 /// The FILE.PID traces beside `out` (files of that name that are not traces are left out).
 pub fn siblings(out: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    // (A bare file name's parent is "": the current directory.)
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let prefix = format!("{name}.");
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut v: Vec<PathBuf> = entries
