@@ -39,3 +39,27 @@ fn the_header_compiles_links_and_works() {
         assert!(stderr.contains("mallard statistics"), "mallard_stats_print wrote nothing: {stderr}");
     }
 }
+
+#[test]
+fn the_header_readme_and_library_agree_on_the_defaults() {
+    // The purge delay: the header's comment, README's option table and the library's
+    // constant say the same number of milliseconds.
+    let root = support::workspace();
+    let header = std::fs::read_to_string(root.join("include/mallard.h")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let config = std::fs::read_to_string(root.join("crates/mallard/src/config.rs")).unwrap();
+    let constant = config
+        .lines()
+        .find_map(|l| l.strip_prefix("pub const PURGE_DELAY_MS: u64 = "))
+        .and_then(|v| v.strip_suffix(';'))
+        .expect("PURGE_DELAY_MS in config.rs");
+    let in_header = header
+        .lines()
+        .find(|l| l.contains("MALLARD_PURGE_DELAY_MS="))
+        .and_then(|l| l.split("(default ").nth(1))
+        .and_then(|v| v.split(')').next())
+        .expect("the header documents MALLARD_PURGE_DELAY_MS");
+    assert_eq!(in_header, constant, "include/mallard.h");
+    let row = readme.lines().find(|l| l.starts_with("| `MALLARD_PURGE_DELAY_MS` |")).expect("README's option table");
+    assert!(row.contains(&format!("| `{constant}` |")), "README: {row}");
+}
