@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! pid=4242 live_bytes=… live_blocks=… in_use_bytes=… peak_in_use_bytes=… resident_bytes=…
-//! peak_rss_bytes=… mapped_bytes=… segments=… segments_cached=… segments_mapped=…
+//! peak_rss_bytes=… heap_resident_bytes=… mapped_bytes=… segments=… segments_cached=… segments_mapped=…
 //! huge_fresh=… segments_released=… bytes_purged=… remote_frees=… heaps=… huge_allocs=…
 //! large_blocks=… large_bytes=… huge_blocks=… huge_bytes=… classes=SIZE:PAGES_STARTED:LIVE_BLOCKS,…
 //! exe=NAME
@@ -75,7 +75,7 @@ fn format(w: &mut Line) -> fmt::Result {
     write!(
         w,
         "pid={pid} live_bytes={} live_blocks={live_blocks} in_use_bytes={} peak_in_use_bytes={} resident_bytes={} \
-         peak_rss_bytes={} mapped_bytes={} segments={} segments_cached={} segments_mapped={} huge_fresh={} \
+         peak_rss_bytes={} heap_resident_bytes={} mapped_bytes={} segments={} segments_cached={} segments_mapped={} huge_fresh={} \
          segments_released={} bytes_purged={} remote_frees={} heaps={} huge_allocs={} large_blocks={} large_bytes={} \
          huge_blocks={} huge_bytes={} classes=",
         s.live_bytes(),
@@ -84,6 +84,7 @@ fn format(w: &mut Line) -> fmt::Result {
         s.resident_bytes,
         // (The kernel updates its high-water mark lazily: never below what is resident now.)
         peak_rss.max(s.resident_bytes),
+        s.heap_resident_bytes,
         s.mapped_bytes,
         s.segments_current,
         s.segments_cached,

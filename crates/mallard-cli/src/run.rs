@@ -289,9 +289,10 @@ pub fn format_report(
     let rss = num(r, "resident_bytes");
     let _ = writeln!(
         o,
-        "  memory    peak RSS {}, RSS at exit {}",
+        "  memory    peak RSS {}, RSS at exit {} (the heap's own mappings: {})",
         bytes(num(r, "peak_rss_bytes").max(rss).max(if records.len() == 1 { peak_rss } else { 0 })),
-        bytes(rss)
+        bytes(rss),
+        bytes(num(r, "heap_resident_bytes"))
     );
     let _ = writeln!(
         o,

@@ -484,6 +484,7 @@ impl Backend {
             let sg = unsafe { &*seg };
             s.segments_current += 1;
             s.mapped_bytes += sg.map_size.get() as i64;
+            s.heap_resident_bytes += crate::stats::resident_in(sg.base.get(), sg.map_size.get());
             match sg.kind() {
                 SegmentKind::Cached => s.segments_cached += 1,
                 SegmentKind::Chunk => {

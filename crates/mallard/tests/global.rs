@@ -389,12 +389,20 @@ fn stats_show_fragmentation_figures() {
         unsafe {
             let (a, b, c) = (GLOBAL.alloc(l), GLOBAL.alloc(l), GLOBAL.alloc(l));
             GLOBAL.dealloc(b, l);
+            // Written, so resident.
+            a.write_bytes(1, MIB);
+            c.write_bytes(2, MIB);
             let s = mallard::stats();
             assert_eq!(s.free_chunks, 2, "the hole left by b and the rest of the region");
             assert!(s.largest_free_chunk as usize >= MIB && s.free_chunk_bytes > s.largest_free_chunk);
             assert!(s.large_blocks >= 2 && s.large_bytes >= 2 * MIB as i64);
             if !cfg!(miri) {
-                assert!(s.resident_bytes > 0 && s.fragmentation() > 0.0);
+                // The heap's resident bytes: at least the two written blocks, at most the
+                // process's; fragmentation is heap resident over live, not the process's RSS.
+                assert!(s.heap_resident_bytes >= 2 * MIB as i64, "{}", s.heap_resident_bytes);
+                assert!(s.heap_resident_bytes <= s.resident_bytes, "{} > {}", s.heap_resident_bytes, s.resident_bytes);
+                let f = s.fragmentation();
+                assert!((f - s.heap_resident_bytes as f64 / s.live_bytes() as f64).abs() < 1e-9 && f >= 0.5, "{f}");
             }
             GLOBAL.dealloc(a, l);
             GLOBAL.dealloc(c, l);
