@@ -213,7 +213,7 @@ pub fn resident_bytes() -> i64 {
 
 /// Bytes of `[base, base + len)` resident in memory (`mincore`, in steps of 16 MiB through a
 /// vector on the stack: nothing allocates); 0 under Miri or if the kernel says no.
-pub fn resident_in(base: *mut u8, len: usize) -> i64 {
+pub(crate) fn resident_in(base: *mut u8, len: usize) -> i64 {
     #[cfg(miri)]
     {
         let _ = (base, len);
