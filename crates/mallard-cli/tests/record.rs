@@ -589,3 +589,19 @@ fn a_binary_changed_after_the_recording_is_named_not_misread() {
     assert!(text.contains("Changed since the recording") && text.contains("leaks_rebuilt"), "{text}");
     assert!(text.contains("leaks_rebuilt+0x"), "frames as module+offset: {text}");
 }
+
+#[test]
+fn cxx_template_frames_are_demangled() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/templates.cpp");
+    let exe = scratch("templates");
+    let cxx = Command::new("c++").args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
+    assert!(cxx.expect("c++").success());
+    let out = scratch("templates.trace");
+    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = mallard(&["report", out.to_str().unwrap(), "--folded", "-"]);
+    let folded = String::from_utf8_lossy(&r.stdout);
+    assert!(folded.contains("std::make_shared<"), "{folded}");
+    let mangled: Vec<&str> = folded.lines().flat_map(|l| l.split(';')).filter(|f| f.starts_with("_Z")).collect();
+    assert!(mangled.is_empty(), "still mangled: {mangled:?}");
+}

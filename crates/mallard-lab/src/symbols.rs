@@ -80,6 +80,9 @@ pub struct Symbolizer {
     /// Per return address: its frames, innermost (inlined) first; empty if it is not a return
     /// address.
     cache: HashMap<u64, Vec<Frame>>,
+    /// C++ names the `cpp_demangle` crate leaves mangled (some templates with `enable_if`),
+    /// demangled by binutils' `c++filt` where it is installed.
+    cxxfilt: HashMap<String, String>,
 }
 
 impl Symbolizer {
@@ -104,7 +107,14 @@ impl Symbolizer {
                 })
             })
             .collect();
-        Symbolizer { maps, recorded: None, stale: Vec::new(), modules: HashMap::new(), cache: HashMap::new() }
+        Symbolizer {
+            maps,
+            recorded: None,
+            stale: Vec::new(),
+            modules: HashMap::new(),
+            cache: HashMap::new(),
+            cxxfilt: HashMap::new(),
+        }
     }
 
     /// Names no frame from a file modified after `time` (when the trace was written): it was
@@ -123,7 +133,12 @@ impl Symbolizer {
     /// than one where calls were inlined. Empty if `ret` is not a return address.
     pub fn frames(&mut self, ret: u64) -> &[Frame] {
         if !self.cache.contains_key(&ret) {
-            let f = self.lookup(ret);
+            let mut f = self.lookup(ret);
+            for frame in &mut f {
+                if let Some(name) = frame.function.as_mut().filter(|n| n.starts_with("_Z")) {
+                    *name = self.cxxfilt(name);
+                }
+            }
             self.cache.insert(ret, f);
         }
         &self.cache[&ret]
@@ -146,6 +161,24 @@ impl Symbolizer {
             return format!("{ret:#x}");
         }
         frames.iter().map(Frame::label).collect::<Vec<_>>().join(" ← ")
+    }
+
+    /// `name` demangled by `c++filt`, once per name; as it is if `c++filt` cannot.
+    fn cxxfilt(&mut self, name: &str) -> String {
+        if let Some(d) = self.cxxfilt.get(name) {
+            return d.clone();
+        }
+        let d = std::process::Command::new("c++filt")
+            .arg(name)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim_end().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| name.to_owned());
+        self.cxxfilt.insert(name.to_owned(), d.clone());
+        d
     }
 
     fn lookup(&mut self, ret: u64) -> Vec<Frame> {
