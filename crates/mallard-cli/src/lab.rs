@@ -45,6 +45,10 @@ pub struct ReportArgs {
     /// tables with full stacks.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Which program image of the trace to report (0 for the first program the process ran;
+    /// default: the last, the program it became after its `exec`s).
+    #[arg(long, value_name = "N")]
+    image: Option<usize>,
 }
 
 pub fn report(a: ReportArgs) -> Result<(), String> {
@@ -95,9 +99,13 @@ pub fn report(a: ReportArgs) -> Result<(), String> {
     }
     let path = &a.traces[0];
     let images = trace::read_images(path).map_err(|e| e.to_string())?;
-    let t = images.last().expect("a trace has at least one image");
+    let chosen = a.image.unwrap_or(images.len() - 1);
+    let t = images.get(chosen).ok_or_else(|| {
+        format!("--image {chosen}: {} holds {} images (0 to {})", path.display(), images.len(), images.len() - 1)
+    })?;
     let recorded = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut p = mallard_lab::profile::profile_recorded(&path.display().to_string(), t, recorded);
+    p.image = chosen;
     // The run's other processes: this file's earlier images (before an exec) and FILE.PID.
     let mut rows: Vec<_> = images
         .iter()

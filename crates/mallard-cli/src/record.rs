@@ -101,26 +101,37 @@ pub fn record(args: RecordArgs) -> Result<i32, String> {
         use std::os::unix::process::ExitStatusExt as _;
         128 + status.signal().unwrap_or(0)
     });
+    // From here on, what went wrong with the trace is said, and the program's exit status is
+    // still passed on: the run itself happened.
     if !out.is_file() {
-        return Err(format!(
-            "{} was not written: the program did not load {} (a static binary, or one that clears LD_PRELOAD)",
+        eprintln!(
+            "mallard record: {} is not there: the program did not load {} (a static binary, or one that clears \
+             LD_PRELOAD), or it removed or renamed the file",
             out.display(),
             lib.display()
-        ));
+        );
+        return Ok(code);
     }
     // (The chunk headers only: decoding a big trace would take longer than the run.)
-    let images = mallard_lab::trace::summarize(&out).map_err(|e| e.to_string())?;
+    let images = match mallard_lab::trace::summarize(&out) {
+        Ok(images) => images,
+        Err(e) => {
+            eprintln!("mallard record: {e} (the program may have written over the file)");
+            return Ok(code);
+        }
+    };
     let t = images.last().expect("at least one image");
     eprintln!(
-        "mallard record: wrote {} ({}, {})",
+        "mallard record: wrote {} ({} and resident-set samples, {})",
         out.display(),
         plural(t.events as usize, "event"),
         plural(t.threads as usize, "thread")
     );
     if !t.has_maps {
         eprintln!(
-            "mallard record: the trace ends early, without the memory map written at the end: the program was \
-             killed by SIGKILL, or the file size limit (ulimit -f) stopped the recording"
+            "mallard record: the trace has no memory map (written at the end), so call sites will be addresses: the \
+             program was killed by SIGKILL, the file size limit (ulimit -f) stopped the recording, or at its end \
+             it could not read /proc (no descriptor left, a chroot)"
         );
     }
     if images.len() > 1 {

@@ -260,7 +260,11 @@ pub fn format_report(
         return o;
     };
     if records.len() > 1 {
-        let _ = writeln!(o, "  processes, in the order they exited:");
+        let _ = writeln!(
+            o,
+            "  processes, in the order they exited (one killed by a signal, as a pipe's writer by SIGPIPE, leaves no \
+             record):"
+        );
         let _ = writeln!(
             o,
             "    {:>8}  {:<16} {:>12} {:>10} {:>12}",

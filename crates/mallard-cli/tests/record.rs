@@ -125,6 +125,12 @@ fn an_exec_keeps_the_events_of_the_program_before_it() {
     assert_eq!(allocs(&images[0], 1919), 33);
     assert!(images[0].maps.contains("endings") && images[1].maps.contains("sh"));
     assert_eq!(allocs(&images[1], 1919), 0);
+    // The report shows the last program by default, any other with --image.
+    let r = mallard(&["report", out.to_str().unwrap(), "--image", "0", "--json", "-"]);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).expect("JSON");
+    assert_eq!((j["image"].as_u64(), j["program"].as_str()), (Some(0), Some("endings")));
+    let r = mallard(&["report", out.to_str().unwrap(), "--image", "2"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("holds 2 images (0 to 1)"));
 }
 
 #[test]
@@ -173,6 +179,14 @@ fn malloc_is_no_cancellation_point_and_a_failed_exec_loses_nothing() {
 }
 
 #[test]
+fn a_program_that_removes_its_trace_still_gets_its_exit_status_passed_on() {
+    let (r, _) = record_ending("unlink-trace");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(3), "{err}");
+    assert!(err.contains("removed or renamed"), "{err}");
+}
+
+#[test]
 fn a_file_size_limit_stops_the_recording_not_the_program() {
     let (r, out) = record_ending("fsize");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -180,7 +194,7 @@ fn a_file_size_limit_stops_the_recording_not_the_program() {
     assert!(std::fs::metadata(&out).unwrap().len() <= 64 << 10);
     trace::read(&out).expect("the trace ends after a whole chunk");
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("ends early"), "the summary says so: {err}");
+    assert!(err.contains("has no memory map"), "the summary says so: {err}");
 }
 
 #[test]

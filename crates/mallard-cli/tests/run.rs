@@ -149,7 +149,7 @@ fn a_run_of_several_processes_reports_one_row_each_and_warns_once() {
     let typed = r#"mallard run: sh -c 'ls / > /dev/null; cat /dev/null; echo '\''done it'\'''"#;
     assert!(stderr.contains(typed), "quoted as typed: {stderr}");
     assert!(stderr.contains("3 processes on mallard"), "{stderr}");
-    let table = stderr.split("processes, in the order they exited:").nth(1).expect(&stderr);
+    let table = stderr.split("processes, in the order they exited").nth(1).expect(&stderr);
     // (The rest of the title line, then the column heads.)
     let rows: Vec<&str> = table.lines().skip(2).take_while(|l| l.starts_with("    ")).collect();
     assert_eq!(rows.len(), 3, "{stderr}");

@@ -187,8 +187,10 @@ pub struct LifetimeRow {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Profile {
     pub schema: u32,
-    /// The trace file's name.
+    /// The trace file's name, and which of its program images this is (0 for the first; a
+    /// process that `exec`s writes one image per program).
     pub title: String,
+    pub image: usize,
     pub pid: u32,
     pub events: u64,
     pub allocations: u64,

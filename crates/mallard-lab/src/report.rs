@@ -110,10 +110,11 @@ pub fn markdown(p: &Profile, top: usize) -> String {
                 r.program,
                 r.file.rsplit('/').next().unwrap_or(&r.file),
                 r.image,
-                if r.start_ns > 0 {
+                // (An image without events has no time of its own.)
+                if r.start_ns > 0 && r.events > 0 {
                     format!("+{}", seconds((r.start_ns + r.first_ns).saturating_sub(first)))
                 } else {
-                    "?".into()
+                    "–".into()
                 },
                 r.events,
                 human(r.peak.bytes),
@@ -130,24 +131,17 @@ pub fn markdown(p: &Profile, top: usize) -> String {
                 human(rest.iter().map(|r| r.peak.bytes).max().unwrap_or(0))
             );
         }
-        if let Some(big) = p
-            .processes
-            .iter()
-            .max_by_key(|r| r.peak.bytes)
-            .filter(|r| r.pid != p.pid || r.image + 1 != p.processes.iter().filter(|q| q.pid == p.pid).count())
+        if let Some(big) =
+            p.processes.iter().max_by_key(|r| r.peak.bytes).filter(|r| !(r.file == p.title && r.image == p.image))
         {
             let _ = writeln!(
                 out,
-                "The highest peak is {}'s (pid {}, {}): `mallard report {}` shows it{}.",
+                "The highest peak is {}'s (pid {}, {}): `mallard report {} --image {}` shows it.",
                 big.program,
                 big.pid,
                 human(big.peak.bytes),
                 big.file,
-                if big.image > 0 || big.file == p.title {
-                    " (its last image; earlier ones are not reported apart)"
-                } else {
-                    ""
-                }
+                big.image
             );
         }
         out.push('\n');

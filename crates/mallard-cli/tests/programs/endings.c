@@ -21,6 +21,7 @@
  *   exec-fails    2 threads make and free 20000 blocks of 5020 bytes each while main calls
  *                 execv on a missing file 200 times
  *   fsize         a file size limit of 64 KiB, then 200000 blocks of 16 bytes made and freed
+ *   unlink-trace  removes its own trace file (MALLARD_TRACE) and exits with 3
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -169,6 +170,11 @@ int main(int argc, char **argv) {
         }
         printf("done\n");
         return 0;
+    }
+    if (!strcmp(mode, "unlink-trace")) {
+        const char *t = getenv("MALLARD_TRACE");
+        if (t) unlink(t);
+        return 3;
     }
     fprintf(stderr, "endings: unknown mode %s\n", mode);
     return 2;
