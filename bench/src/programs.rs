@@ -18,19 +18,9 @@ pub struct Program {
     pub env: Vec<(String, String)>,
 }
 
-/// dicts, lists, strings and json: the kind of code CPython spends its allocations on.
-const PYTHON_SCRIPT: &str = r#"
-import json, random, sys
-n = int(sys.argv[1])
-random.seed(1)
-d = {f"k{i}": [str(random.random()) for _ in range(5)] for i in range(n)}
-s = json.dumps(d)
-assert json.loads(s) == d
-words = sorted(s.split(","))
-objs = [{"a": i, "b": (i, str(i)), "c": [i] * 3} for i in range(n)]
-del d
-print(sum(map(len, words)) + len(objs))
-"#;
+/// dicts, lists, strings and json: the kind of code CPython spends its allocations on (the file
+/// that bench/record-overhead.sh also runs, to measure what recording costs).
+const PYTHON_SCRIPT: &str = include_str!("../record/suite.py");
 
 /// An in-memory database: bulk insert, two indexes, a grouping, updates that grow rows,
 /// deletes, a self-join and a sort.

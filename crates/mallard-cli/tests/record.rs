@@ -15,6 +15,22 @@ fn mallard(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mallard")).args(args).output().expect("runs mallard")
 }
 
+/// `tests/programs/SRC` built with `compiler` and `flags` into the scratch directory as `name`.
+fn build(compiler: &str, flags: &[&str], src: &str, name: &str) -> PathBuf {
+    let exe = scratch(name);
+    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs")).join(src);
+    let ok = Command::new(compiler).args(flags).arg("-o").arg(&exe).arg(&src).status();
+    assert!(ok.unwrap_or_else(|e| panic!("cannot run {compiler}: {e}")).success(), "{compiler} {}", src.display());
+    exe
+}
+
+/// `mallard record -o OUT -- CMD...` (failing the test on a hang).
+fn record_into(out: &std::path::Path, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["record", "-o", out.to_str().unwrap(), "--"];
+    args.extend_from_slice(cmd);
+    mallard_or_hang(&args)
+}
+
 /// `mallard ARGS`, failing the test if it has not finished after two minutes (a hang: the
 /// figure is far above any run's time, so it never decides a passing run).
 fn mallard_or_hang(args: &[&str]) -> std::process::Output {
@@ -39,21 +55,13 @@ fn mallard_or_hang(args: &[&str]) -> std::process::Output {
 /// `tests/programs/endings.c`, built once.
 fn endings() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = scratch("endings");
-            let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/endings.c");
-            let cc = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&exe).arg(src).status().expect("cc");
-            assert!(cc.success());
-            exe
-        })
-        .clone()
+    BUILT.get_or_init(|| build("cc", &["-O1", "-pthread"], "endings.c", "endings")).clone()
 }
 
 /// Records `endings MODE` into its own trace; the run's output and the trace's path.
 fn record_ending(mode: &str) -> (std::process::Output, PathBuf) {
     let out = scratch(&format!("ending-{mode}.trace"));
-    let r = mallard_or_hang(&["record", "-o", out.to_str().unwrap(), "--", endings().to_str().unwrap(), mode]);
+    let r = record_into(&out, &[endings().to_str().unwrap(), mode]);
     (r, out)
 }
 
@@ -66,7 +74,7 @@ fn a_rust_program_is_recorded_and_does_not_hang() {
     // mallard itself is a Rust program: std's start-up asks glibc for the main thread's stack
     // (pthread_getattr_np, which allocates while it holds a lock).
     let out = scratch("rust.trace");
-    let r = mallard_or_hang(&["record", "-o", out.to_str().unwrap(), "--", env!("CARGO_BIN_EXE_mallard"), "--version"]);
+    let r = record_into(&out, &[env!("CARGO_BIN_EXE_mallard"), "--version"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stdout).starts_with("mallard "));
     let t = trace::read(&out).unwrap();
@@ -152,15 +160,7 @@ fn the_trace_never_writes_into_a_program_s_own_descriptors() {
     // gets the number the trace had.
     let file = scratch("closefds.txt");
     let out = scratch("closefds.trace");
-    let r = mallard(&[
-        "record",
-        "-o",
-        out.to_str().unwrap(),
-        "--",
-        endings().to_str().unwrap(),
-        "closefds",
-        file.to_str().unwrap(),
-    ]);
+    let r = record_into(&out, &[endings().to_str().unwrap(), "closefds", file.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n");
     assert_eq!(allocs(&trace::read(&out).unwrap(), 2121), 40);
@@ -207,15 +207,14 @@ fn the_program_still_sees_the_default_signal_dispositions() {
     );
     // CPython installs its KeyboardInterrupt handler only where SIGINT is at the default.
     let out = scratch("py-signals.trace");
-    let r = mallard_or_hang(&[
-        "record",
-        "-o",
-        out.to_str().unwrap(),
-        "--",
-        "python3",
-        "-c",
-        "import signal as s; print(s.getsignal(s.SIGINT).__name__, s.getsignal(s.SIGTERM) == s.SIG_DFL)",
-    ]);
+    let r = record_into(
+        &out,
+        &[
+            "python3",
+            "-c",
+            "import signal as s; print(s.getsignal(s.SIGINT).__name__, s.getsignal(s.SIGTERM) == s.SIG_DFL)",
+        ],
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "default_int_handler True");
 }
@@ -244,12 +243,9 @@ fn a_bad_output_path_is_reported_before_the_program_runs() {
 
 #[test]
 fn threads_and_a_fork_are_recorded_each_where_they_belong() {
-    let exe = scratch("threads_fork");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/threads_fork.c");
-    let cc = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&exe).arg(src).status().expect("cc");
-    assert!(cc.success());
+    let exe = build("cc", &["-O1", "-pthread"], "threads_fork.c", "threads_fork");
     let out = scratch("threads.trace");
-    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    let r = record_into(&out, &[exe.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(3), "the program's exit code is passed on: {err}");
     assert!(err.contains("wrote") && err.contains("1 other process wrote"), "{err}");
@@ -293,15 +289,7 @@ fn threads_and_a_fork_are_recorded_each_where_they_belong() {
 #[test]
 fn a_cpython_run_is_recorded_and_replays() {
     let out = scratch("py.trace");
-    let r = mallard(&[
-        "record",
-        "-o",
-        out.to_str().unwrap(),
-        "--",
-        "python3",
-        "-c",
-        "d = {i: str(i) * 3 for i in range(50000)}; print(len(d))",
-    ]);
+    let r = record_into(&out, &["python3", "-c", "d = {i: str(i) * 3 for i in range(50000)}; print(len(d))"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "50000");
     // `python3` may be a shim (pyenv's) that runs the interpreter in a child process, which
@@ -331,12 +319,9 @@ fn a_missing_program_is_a_clear_error() {
 
 #[test]
 fn the_report_names_the_leaking_function_and_the_stack_candidate() {
-    let exe = scratch("leaks");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
-    let cc = Command::new("cc").args(["-O0", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status().expect("cc");
-    assert!(cc.success());
+    let exe = build("cc", &["-O0", "-fno-omit-frame-pointer"], "leaks.c", "leaks");
     let out = scratch("leaks.trace");
-    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    let r = record_into(&out, &[exe.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let r = mallard(&["report", out.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -359,7 +344,7 @@ fn a_sqlite3_run_is_recorded_and_replays_with_first_fit_ahead_of_buddy() {
                WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) \
                INSERT INTO t SELECT x, printf('%.*c', x % 500, 'z') FROM c; \
                CREATE INDEX t_b ON t(b); DELETE FROM t WHERE a % 3 = 0; SELECT count(*) FROM t;";
-    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", "sqlite3", ":memory:", sql]);
+    let r = record_into(&out, &["sqlite3", ":memory:", sql]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "13334");
     let t = trace::read(&out).unwrap();
@@ -371,16 +356,13 @@ fn a_sqlite3_run_is_recorded_and_replays_with_first_fit_ahead_of_buddy() {
 
 #[test]
 fn call_sites_name_file_and_line_with_debug_info_and_module_offsets_when_stripped() {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
-    let debug = scratch("leaks_g");
-    let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&debug).arg(src).status();
-    assert!(cc.expect("cc").success());
+    let debug = build("cc", &["-O0", "-g", "-fno-omit-frame-pointer"], "leaks.c", "leaks_g");
     let stripped = scratch("leaks_stripped");
     std::fs::copy(&debug, &stripped).unwrap();
     assert!(Command::new("strip").arg(&stripped).status().expect("strip").success());
     let leak_row = |exe: &PathBuf| {
         let out = exe.with_extension("trace");
-        let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+        let r = record_into(&out, &[exe.to_str().unwrap()]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let r = mallard(&["report", out.to_str().unwrap()]);
         let text = String::from_utf8_lossy(&r.stdout).into_owned();
@@ -406,12 +388,9 @@ fn call_sites_name_file_and_line_with_debug_info_and_module_offsets_when_strippe
 fn leaks_trace() -> PathBuf {
     static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
-        let exe = scratch("leaks_views");
-        let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
-        assert!(cc.expect("cc").success());
+        let exe = build("cc", &["-O0", "-g", "-fno-omit-frame-pointer"], "leaks.c", "leaks_views");
         let out = scratch("leaks_views.trace");
-        let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+        let r = record_into(&out, &[exe.to_str().unwrap()]);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         out
     })
@@ -553,7 +532,7 @@ fn record_replaces_only_traces_and_report_refuses_what_is_no_trace() {
         let _ = Command::new("mknod").arg(&dev).args(["c", "1", "3"]).status();
     }
     if dev.exists() {
-        let r = mallard(&["record", "-o", dev.to_str().unwrap(), "--", "true"]);
+        let r = record_into(&dev, &["true"]);
         assert!(
             String::from_utf8_lossy(&r.stderr).contains("not a regular file"),
             "{}",
@@ -566,7 +545,7 @@ fn record_replaces_only_traces_and_report_refuses_what_is_no_trace() {
     let data = scratch("data");
     let other = scratch("data.1234");
     std::fs::write(&other, "a user's file").unwrap();
-    let r = mallard(&["record", "-o", data.to_str().unwrap(), "--", "true"]);
+    let r = record_into(&data, &["true"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "a user's file");
     // Reading: a device or a FIFO is refused at once (it would be read forever, or block).
@@ -588,12 +567,9 @@ fn record_replaces_only_traces_and_report_refuses_what_is_no_trace() {
 
 #[test]
 fn a_binary_changed_after_the_recording_is_named_not_misread() {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/leaks.c");
-    let exe = scratch("leaks_rebuilt");
-    let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
-    assert!(cc.expect("cc").success());
+    let exe = build("cc", &["-O0", "-g", "-fno-omit-frame-pointer"], "leaks.c", "leaks_rebuilt");
     let out = scratch("leaks_rebuilt.trace");
-    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    let r = record_into(&out, &[exe.to_str().unwrap()]);
     assert!(r.status.success());
     // Rebuilt after the trace was written (a later modification time).
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
@@ -606,12 +582,9 @@ fn a_binary_changed_after_the_recording_is_named_not_misread() {
 
 #[test]
 fn cxx_template_frames_are_demangled() {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/templates.cpp");
-    let exe = scratch("templates");
-    let cxx = Command::new("c++").args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(src).status();
-    assert!(cxx.expect("c++").success());
+    let exe = build("c++", &["-O1", "-g", "-fno-omit-frame-pointer"], "templates.cpp", "templates");
     let out = scratch("templates.trace");
-    let r = mallard(&["record", "-o", out.to_str().unwrap(), "--", exe.to_str().unwrap()]);
+    let r = record_into(&out, &[exe.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let r = mallard(&["report", out.to_str().unwrap(), "--folded", "-"]);
     let folded = String::from_utf8_lossy(&r.stdout);

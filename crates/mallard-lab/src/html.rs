@@ -94,63 +94,121 @@ pub fn report(title: &str, events: usize, replays: &[Replay]) -> String {
 /// stay apart.
 const DASHES: [&str; 4] = ["", "8 4", "2 3", "12 3 2 3"];
 
+/// The frame of a chart: bytes up the side and something (events, time) along the bottom,
+/// both from 0 with round ticks and a title, and a legend of `items` entries under it.
+struct Plot {
+    ht: f64,
+    xmax: f64,
+    xstep: f64,
+    ytop: f64,
+    ystep: f64,
+}
+
+impl Plot {
+    const W: f64 = 1000.0;
+    const LEFT: f64 = 80.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 16.0;
+    const BOTTOM: f64 = 44.0;
+
+    fn new(ht: f64, xmax: f64, ymax: f64) -> Plot {
+        let (xmax, ymax) = (xmax.max(1.0), ymax.max(1.0));
+        let ystep = nice_step(ymax, 5.0, true);
+        Plot { ht, xmax, xstep: nice_step(xmax, 8.0, false), ytop: (ymax / ystep).ceil() * ystep, ystep }
+    }
+
+    fn x(&self, v: f64) -> f64 {
+        Self::LEFT + v / self.xmax * (Self::W - Self::LEFT - Self::RIGHT)
+    }
+
+    fn y(&self, b: f64) -> f64 {
+        Self::TOP + (1.0 - b / self.ytop) * (self.ht - Self::TOP - Self::BOTTOM)
+    }
+
+    /// The SVG's start: its size (with room for the legend), the grid, the ticks labelled by
+    /// `tick(value, step)`, the axes and their titles.
+    fn start(
+        &self,
+        items: usize,
+        label: &str,
+        x_title: &str,
+        y_title: &str,
+        tick: &dyn Fn(f64, f64) -> String,
+    ) -> String {
+        let (w, left, right, top, bottom, ht) = (Self::W, Self::LEFT, Self::RIGHT, Self::TOP, Self::BOTTOM, self.ht);
+        let total_h = ht + 22.0 * items.div_ceil(4) as f64 + 8.0;
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"{label}\">\n\
+             <rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
+        );
+        let mut v = 0.0;
+        while v <= self.ytop + 0.5 {
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+                w - right,
+                left - 6.0,
+                self.y(v) + 4.0,
+                human(v as u64),
+                yy = self.y(v)
+            );
+            v += self.ystep;
+        }
+        let mut t = 0.0;
+        while t <= self.xmax + 0.5 {
+            let _ = writeln!(
+                s,
+                "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+                ht - bottom,
+                ht - bottom + 4.0,
+                ht - bottom + 16.0,
+                tick(t, self.xstep),
+                xx = self.x(t)
+            );
+            t += self.xstep;
+        }
+        let _ = writeln!(
+            s,
+            "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">{x_title}</text>\
+             <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">{y_title}</text>",
+            w - right,
+            (left + w - right) / 2.0,
+            ht - 10.0,
+            (top + ht - bottom) / 2.0,
+            b = ht - bottom
+        );
+        s
+    }
+
+    /// Legend entry `k`: a short line drawn as the chart's, and its name.
+    fn legend(&self, s: &mut String, k: usize, name: &str, colour: &str, dash: &str) {
+        let (lx, ly) = (Self::LEFT + 230.0 * (k % 4) as f64, self.ht + 14.0 + 22.0 * (k / 4) as f64);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
+            lx + 28.0,
+            lx + 34.0,
+            ly + 4.0,
+            escape(name)
+        );
+    }
+}
+
 /// Footprint of every strategy (a line each) and live bytes (black) against the event index:
 /// titled axes, round ticks, a tooltip on each line.
 fn chart(events: usize, replays: &[Replay]) -> String {
-    let (w, ht, left, right, top, bottom) = (1000.0, 340.0, 80.0, 20.0, 16.0, 44.0);
-    let ymax =
-        replays.iter().flat_map(|r| r.series.iter().map(|s| s.footprint.max(s.live))).max().unwrap_or(1).max(1) as f64;
-    let ystep = nice_step(ymax, 5.0, true);
-    let ytop = (ymax / ystep).ceil() * ystep;
-    let xmax = events.max(1) as f64;
-    let xstep = nice_step(xmax, 8.0, false);
-    let x = |e: f64| left + e / xmax * (w - left - right);
-    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
-    let rows = (replays.len() + 1).div_ceil(4);
-    let total_h = ht + 22.0 * rows as f64 + 8.0;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"footprint over the trace\">\n\
-         <rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
-    );
-    let mut v = 0.0;
-    while v <= ytop + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            w - right,
-            left - 6.0,
-            y(v) + 4.0,
-            human(v as u64),
-            yy = y(v)
-        );
-        v += ystep;
-    }
-    let mut e = 0.0;
-    while e <= xmax + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
-            ht - bottom,
-            ht - bottom + 4.0,
-            ht - bottom + 16.0,
-            e as u64,
-            xx = x(e)
-        );
-        e += xstep;
-    }
-    let _ = writeln!(
-        s,
-        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">events of the trace (allocations, frees, reallocs), in order</text>\
-         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">bytes</text>",
-        w - right,
-        (left + w - right) / 2.0,
-        ht - 10.0,
-        (top + ht - bottom) / 2.0,
-        b = ht - bottom
+    let ymax = replays.iter().flat_map(|r| r.series.iter().map(|s| s.footprint.max(s.live))).max().unwrap_or(1);
+    let plot = Plot::new(340.0, events as f64, ymax as f64);
+    let mut s = plot.start(
+        replays.len() + 1,
+        "footprint over the trace",
+        "events of the trace (allocations, frees, reallocs), in order",
+        "bytes",
+        &|e, _| (e as u64).to_string(),
     );
     let line = |pts: &mut dyn Iterator<Item = (usize, u64)>| {
-        pts.map(|(e, b)| format!("{:.1},{:.1}", x(e as f64), y(b as f64))).collect::<Vec<_>>().join(" ")
+        pts.map(|(e, b)| format!("{:.1},{:.1}", plot.x(e as f64), plot.y(b as f64))).collect::<Vec<_>>().join(" ")
     };
     for (k, r) in replays.iter().enumerate() {
         let _ = writeln!(
@@ -162,6 +220,7 @@ fn chart(events: usize, replays: &[Replay]) -> String {
             r.figures.strategy,
             human(r.figures.peak_footprint)
         );
+        plot.legend(&mut s, k, r.figures.strategy, COLOURS[k % COLOURS.len()], DASHES[k % DASHES.len()]);
     }
     if let Some(r) = replays.first() {
         let _ = writeln!(
@@ -171,19 +230,7 @@ fn chart(events: usize, replays: &[Replay]) -> String {
             human(r.figures.peak_live)
         );
     }
-    let names = replays.iter().map(|r| r.figures.strategy).chain(["live bytes"]);
-    for (k, name) in names.enumerate() {
-        let (colour, dash) =
-            if k < replays.len() { (COLOURS[k % COLOURS.len()], DASHES[k % DASHES.len()]) } else { ("#000", "") };
-        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{name}</text>",
-            lx + 28.0,
-            lx + 34.0,
-            ly + 4.0
-        );
-    }
+    plot.legend(&mut s, replays.len(), "live bytes", "#000", "");
     s += "</svg>\n";
     s
 }
@@ -516,89 +563,38 @@ fn processes_chart(rows: &[crate::profile::ProcessRow]) -> String {
     shown.sort_by_key(|r| std::cmp::Reverse(r.peak.bytes));
     shown.truncate(COLOURS.len());
     let t0 = rows.iter().filter(|r| r.start_ns > 0).map(|r| r.start_ns + r.first_ns).min().unwrap_or(0) as f64;
+    // On the run's clock (a trace without one: its own).
     let at = |r: &crate::profile::ProcessRow, t: u64| {
         if r.start_ns > 0 {
-            r.start_ns as f64 - t0 + t as f64
+            (r.start_ns as f64 - t0 + t as f64).max(0.0)
         } else {
             t as f64
         }
     };
     let tmax = shown.iter().map(|r| at(r, r.duration_ns)).fold(1.0, f64::max);
-    let at = |r: &crate::profile::ProcessRow, t: u64| at(r, t).max(0.0);
-    let ymax = shown.iter().map(|r| r.peak.bytes).max().unwrap_or(1).max(1) as f64;
-    let (w, ht, left, right, top, bottom) = (1000.0, 300.0, 80.0, 20.0, 16.0, 44.0);
-    let (ystep, xstep) = (nice_step(ymax, 5.0, true), nice_step(tmax, 8.0, false));
-    let ytop = (ymax / ystep).ceil() * ystep;
-    let x = |t: f64| left + t / tmax * (w - left - right);
-    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
-    let total_h = ht + 22.0 * shown.len().div_ceil(4) as f64 + 8.0;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"live bytes per process\">\n<rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
-    );
-    let mut v = 0.0;
-    while v <= ytop + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            w - right,
-            left - 6.0,
-            y(v) + 4.0,
-            human(v as u64),
-            yy = y(v)
-        );
-        v += ystep;
-    }
-    let mut t = 0.0;
-    while t <= tmax + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
-            ht - bottom,
-            ht - bottom + 4.0,
-            ht - bottom + 16.0,
-            axis_time(t, xstep),
-            xx = x(t)
-        );
-        t += xstep;
-    }
-    let _ = writeln!(
-        s,
-        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{b}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">time since the first process started recording</text>\
-         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">live bytes</text>",
-        w - right,
-        (left + w - right) / 2.0,
-        ht - 10.0,
-        (top + ht - bottom) / 2.0,
-        b = ht - bottom
+    let ymax = shown.iter().map(|r| r.peak.bytes).max().unwrap_or(1);
+    let plot = Plot::new(300.0, tmax, ymax as f64);
+    let mut s = plot.start(
+        shown.len(),
+        "live bytes per process",
+        "time since the first process started recording",
+        "live bytes",
+        &axis_time,
     );
     for (k, r) in shown.iter().enumerate() {
-        let mut pts = vec![format!("{:.1},{:.1}", x(at(r, r.first_ns)), y(0.0))];
-        pts.extend(r.live.iter().map(|&(t, b)| format!("{:.1},{:.1}", x(at(r, t)), y(b as f64))));
+        let mut pts = vec![format!("{:.1},{:.1}", plot.x(at(r, r.first_ns)), plot.y(0.0))];
+        pts.extend(r.live.iter().map(|&(t, b)| format!("{:.1},{:.1}", plot.x(at(r, t)), plot.y(b as f64))));
+        let (colour, dash) = (COLOURS[k % COLOURS.len()], DASHES[k % DASHES.len()]);
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\" points=\"{}\"><title>{} (pid {}): peak {} at +{}</title></polyline>",
-            COLOURS[k % COLOURS.len()],
-            DASHES[k % DASHES.len()],
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"><title>{} (pid {}): peak {} at +{}</title></polyline>",
             pts.join(" "),
             escape(&r.program),
             r.pid,
             human(r.peak.bytes),
-            seconds(at(r, r.first_ns).max(0.0) as u64)
+            seconds(at(r, r.first_ns) as u64)
         );
-        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
-        let _ = writeln!(
-            s,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{} {} ({})</text>",
-            lx + 28.0,
-            COLOURS[k % COLOURS.len()],
-            DASHES[k % DASHES.len()],
-            lx + 34.0,
-            ly + 4.0,
-            escape(&r.program),
-            r.pid,
-            human(r.peak.bytes)
-        );
+        plot.legend(&mut s, k, &format!("{} {} ({})", r.program, r.pid, human(r.peak.bytes)), colour, dash);
     }
     s += "</svg>\n";
     s
@@ -613,136 +609,76 @@ fn timeline(p: &crate::profile::Profile) -> String {
     if tl.live.is_empty() {
         return "<p class=\"small\">(no events)</p>\n".into();
     }
-    let (w, ht, left, right, top, bottom) = (1000.0, 340.0, 80.0, 20.0, 16.0, 44.0);
-    let t0 = 0.0;
-    let tmax = (*tl.time_ns.last().unwrap_or(&1) as f64 - t0).max(1.0);
-    let ymax = tl.live.iter().copied().chain(tl.rss.iter().map(|r| r.1)).max().unwrap_or(1).max(1) as f64;
-    let ystep = nice_step(ymax, 5.0, true);
-    let ytop = (ymax / ystep).ceil() * ystep;
-    let xstep = nice_step(tmax, 8.0, false);
-    let x = |t: f64| left + (t - t0) / tmax * (w - left - right);
-    let y = |b: f64| top + (1.0 - b / ytop) * (ht - top - bottom);
-    let legend_rows = (tl.threads.len() + 1 + usize::from(!tl.rss.is_empty())).div_ceil(4);
-    let total_h = ht + 22.0 * legend_rows as f64 + 8.0;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{total_h}\" viewBox=\"0 0 {w} {total_h}\" role=\"img\" aria-label=\"live bytes over time\">\n\
-         <rect width=\"{w}\" height=\"{total_h}\" fill=\"#fff\"/>\n"
-    );
-    let mut v = 0.0;
-    while v <= ytop + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#e4e4e4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            w - right,
-            left - 6.0,
-            y(v) + 4.0,
-            human(v as u64),
-            yy = y(v)
-        );
-        v += ystep;
-    }
-    let mut t = 0.0;
-    while t <= tmax + 0.5 {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"{xx:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
-            ht - bottom,
-            ht - bottom + 4.0,
-            ht - bottom + 16.0,
-            axis_time(t, xstep),
-            xx = x(t0 + t)
-        );
-        t += xstep;
-    }
-    let _ = writeln!(
-        s,
-        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{}\" stroke=\"#999\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"#999\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">time since the program started recording</text>\
-         <text transform=\"translate(14 {}) rotate(-90)\" font-size=\"12\" text-anchor=\"middle\">live bytes</text>",
-        ht - bottom,
-        w - right,
-        (left + w - right) / 2.0,
-        ht - 10.0,
-        (top + ht - bottom) / 2.0,
-        b = ht - bottom
-    );
+    let tmax = *tl.time_ns.last().unwrap_or(&1) as f64;
+    let ymax = tl.live.iter().copied().chain(tl.rss.iter().map(|r| r.1)).max().unwrap_or(1);
+    let plot = Plot::new(340.0, tmax, ymax as f64);
+    let items = 1 + tl.threads.len() + usize::from(!tl.rss.is_empty());
+    let mut s =
+        plot.start(items, "live bytes over time", "time since the program started recording", "live bytes", &axis_time);
+    // Steps: each value holds over its stretch.
     let points = |vals: &[u64]| {
-        let mut prev_x = x(t0);
+        let mut prev_x = plot.x(0.0);
         let mut out = Vec::with_capacity(vals.len() * 2);
         for (k, &b) in vals.iter().enumerate() {
-            let nx = x(tl.time_ns[k] as f64);
-            // Steps: the value holds over its stretch.
-            out.push(format!("{prev_x:.1},{:.1} {nx:.1},{:.1}", y(b as f64), y(b as f64)));
+            let nx = plot.x(tl.time_ns[k] as f64);
+            out.push(format!("{prev_x:.1},{:.1} {nx:.1},{:.1}", plot.y(b as f64), plot.y(b as f64)));
             prev_x = nx;
         }
         out.join(" ")
     };
     for (k, line) in tl.threads.iter().enumerate() {
-        let dash = if k % 2 == 1 { " stroke-dasharray=\"6 3\"" } else { "" };
+        let (colour, dash) = (COLOURS[k % COLOURS.len()], if k % 2 == 1 { "6 3" } else { "" });
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"{dash} points=\"{}\"><title>thread {}: peak {}</title></polyline>",
-            COLOURS[k % COLOURS.len()],
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" stroke-dasharray=\"{dash}\" points=\"{}\"><title>thread {}: peak {}</title></polyline>",
             points(&line.live),
             line.thread,
             human(line.peak)
         );
+        plot.legend(&mut s, k + 1, &format!("thread {} (peak {})", line.thread, human(line.peak)), colour, dash);
     }
     if !tl.rss.is_empty() {
-        let pts: Vec<String> = tl.rss.iter().map(|&(t, b)| format!("{:.1},{:.1}", x(t as f64), y(b as f64))).collect();
+        let pts: Vec<String> =
+            tl.rss.iter().map(|&(t, b)| format!("{:.1},{:.1}", plot.x(t as f64), plot.y(b as f64))).collect();
         let _ = writeln!(
             s,
             "<polyline fill=\"none\" stroke=\"#888\" stroke-width=\"1.5\" stroke-dasharray=\"2 2\" points=\"{}\"><title>resident set (RSS): peak {}</title></polyline>",
             pts.join(" "),
             human(tl.rss.iter().map(|r| r.1).max().unwrap_or(0))
         );
+        plot.legend(&mut s, tl.threads.len() + 1, "resident set (RSS)", "#888", "2 2");
     }
     let _ = writeln!(
         s,
         "<polyline fill=\"none\" stroke=\"#000\" stroke-width=\"2\" points=\"{}\"><title>all threads</title></polyline>",
         points(&tl.live)
     );
+    plot.legend(&mut s, 0, "all threads", "#000", "");
     // Tooltips: one invisible column per stretch.
-    let mut prev_x = x(t0);
+    let mut prev_x = plot.x(0.0);
     for (k, &b) in tl.live.iter().enumerate() {
-        let nx = x(tl.time_ns[k] as f64);
+        let nx = plot.x(tl.time_ns[k] as f64);
         let _ = writeln!(
             s,
-            "<rect x=\"{prev_x:.1}\" y=\"{top}\" width=\"{:.2}\" height=\"{}\" fill=\"transparent\"><title>{}: {} live</title></rect>",
+            "<rect x=\"{prev_x:.1}\" y=\"{}\" width=\"{:.2}\" height=\"{}\" fill=\"transparent\"><title>{}: {} live</title></rect>",
+            Plot::TOP,
             (nx - prev_x).max(0.5),
-            ht - bottom - top,
+            plot.ht - Plot::BOTTOM - Plot::TOP,
             seconds(tl.time_ns[k]),
             human(b)
         );
         prev_x = nx;
     }
-    let (px, py) = (x(p.peak_time_ns as f64), y(p.peak.bytes as f64));
-    let anchor = if px > w * 0.75 { "end" } else { "start" };
+    let (px, py) = (plot.x(p.peak_time_ns as f64), plot.y(p.peak.bytes as f64));
+    let anchor = if px > Plot::W * 0.75 { "end" } else { "start" };
     let _ = writeln!(
         s,
         "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"#d62728\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"#d62728\" text-anchor=\"{anchor}\">peak: {} at {}</text>",
         if anchor == "end" { px - 8.0 } else { px + 8.0 },
-        (py + 4.0).max(top + 12.0),
+        (py + 4.0).max(Plot::TOP + 12.0),
         human(p.peak.bytes),
         seconds(p.peak_time_ns)
     );
-    let names: Vec<(String, &str, bool)> = std::iter::once(("all threads".to_owned(), "#000", false))
-        .chain(tl.threads.iter().enumerate().map(|(k, l)| {
-            (format!("thread {} (peak {})", l.thread, human(l.peak)), COLOURS[k % COLOURS.len()], k % 2 == 1)
-        }))
-        .collect();
-    for (k, (name, colour, dashed)) in names.iter().enumerate() {
-        let (lx, ly) = (left + 230.0 * (k % 4) as f64, ht + 14.0 + 22.0 * (k / 4) as f64);
-        let dash = if *dashed { " stroke-dasharray=\"6 3\"" } else { "" };
-        let _ = writeln!(
-            s,
-            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
-            lx + 22.0,
-            lx + 28.0,
-            ly + 4.0,
-            escape(name)
-        );
-    }
     s += "</svg>\n";
     s
 }
