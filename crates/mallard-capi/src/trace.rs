@@ -700,31 +700,48 @@ fn buffer() -> Option<*mut Buffer> {
     Some(b)
 }
 
+/// Every buffer ever mapped (`BUFFERS`), newest first. They stay mapped: the pointers stay
+/// valid; who may touch a buffer's fields is its `state`'s business.
+fn buffers() -> impl Iterator<Item = *mut Buffer> {
+    core::iter::successors(Some(BUFFERS.load(Ordering::Acquire)).filter(|b| !b.is_null()), |&b| {
+        // SAFETY: a buffer's `next` is set before it is pushed and never changed.
+        Some(unsafe { (*b).next }).filter(|n| !n.is_null())
+    })
+}
+
+/// Whether this process is the one recording: a child of vfork shares our memory (and our
+/// statics) but must not write the trace.
+fn ours() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    pid == OWNER.load(Ordering::Relaxed)
+}
+
 /// A buffer for a new thread: one that an exited thread left, or a fresh mapping. It finds
 /// the thread's stack while its data is still empty.
 fn new_buffer() -> Option<*mut Buffer> {
-    let mut b = BUFFERS.load(Ordering::Acquire);
     // SAFETY: every buffer on the list stays mapped; `in_use` is taken with a CAS.
+    let free = buffers()
+        .find(|&b| unsafe { (*b).in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed) }.is_ok());
+    // SAFETY: `b` is ours: taken above, or fresh.
     unsafe {
-        while !b.is_null() {
-            if (*b).in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                break;
-            }
-            b = (*b).next;
-        }
-        if b.is_null() {
-            b = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?.as_ptr().cast();
-            // Fresh zeroed memory: an IDLE, empty buffer.
-            (*b).in_use.store(true, Ordering::Relaxed);
-            let mut head = BUFFERS.load(Ordering::Relaxed);
-            loop {
-                (*b).next = head;
-                match BUFFERS.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(h) => head = h,
+        let b = match free {
+            Some(b) => b,
+            None => {
+                let b: *mut Buffer = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?.as_ptr().cast();
+                // Fresh zeroed memory: an IDLE, empty buffer.
+                (*b).in_use.store(true, Ordering::Relaxed);
+                let mut head = BUFFERS.load(Ordering::Relaxed);
+                loop {
+                    (*b).next = head;
+                    match BUFFERS.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+                        Ok(_) => break,
+                        Err(h) => head = h,
+                    }
                 }
+                b
             }
-        }
+        };
         // This thread owns it now.
         (*b).fill.store(0, Ordering::Relaxed);
         (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
@@ -733,8 +750,8 @@ fn new_buffer() -> Option<*mut Buffer> {
         let (low, high) = stack_of(sp, &mut (&mut (*b).data)[..64 << 10]);
         (*b).stack_low = low;
         (*b).stack_high = high;
+        Some(b)
     }
-    Some(b)
 }
 
 /// Appends the buffer's events to the file as a chunk. The caller holds the buffer (`BUSY` or
@@ -850,7 +867,7 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
         && LAST_RSS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         && len + 21 <= b.data.len()
     {
-        let rss = rss_bytes();
+        let rss = core_alloc::stats::resident_bytes().max(0) as u64;
         let d = &mut b.data[len..];
         d[0] = 4;
         let mut n = 1;
@@ -861,21 +878,6 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
     }
     b.fill.store(count << 32 | len as u64, Ordering::Release);
     b.state.store(IDLE, Ordering::Release);
-}
-
-/// The process's resident set in bytes (`/proc/self/statm`, with plain system calls); 0 if it
-/// cannot be read.
-fn rss_bytes() -> u64 {
-    let mut buf = [0u8; 128];
-    let fd = sys::open(c"/proc/self/statm", libc::O_RDONLY | libc::O_CLOEXEC, 0);
-    if fd < 0 {
-        return 0;
-    }
-    let n = sys::read(fd, &mut buf).max(0) as usize;
-    sys::close(fd);
-    let pages = buf[..n].split(|&c| c == b' ').nth(1).unwrap_or(b"0");
-    let pages = pages.iter().take_while(|c| c.is_ascii_digit()).fold(0u64, |a, &d| a * 10 + (d - b'0') as u64);
-    pages * OS_PAGE_SIZE as u64
 }
 
 /// How often the resident set is noted (ns), and when it last was (ns since `T0`).
@@ -953,24 +955,21 @@ pub extern "C" fn mallard_trace_end() {
     if FD.load(Ordering::Relaxed) < 0 {
         return;
     }
-    // SAFETY: getpid has no preconditions.
-    if unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
+    if !ours() {
         return; // a child of vfork, in our memory: the process that shares it goes on
     }
     if ENDED.swap(true, Ordering::AcqRel) {
         return;
     }
     keep_errno(|| {
-        let mut b = BUFFERS.load(Ordering::Acquire);
-        while !b.is_null() {
-            // SAFETY: buffers stay mapped; each is written once it is held as TAKEN (or, for
-            // this thread's own in a handler that interrupted its event, from `fill`, which
-            // covers only whole events). It stays TAKEN: nothing more is recorded into it.
+        for b in buffers() {
+            // SAFETY: each is written once it is held as TAKEN (or, for this thread's own in a
+            // handler that interrupted its event, from `fill`, which covers only whole
+            // events). It stays TAKEN: nothing more is recorded into it.
             unsafe {
                 if take(b, true) {
                     flush(b);
                 }
-                b = (*b).next;
             }
         }
         write_maps();
@@ -984,22 +983,19 @@ pub extern "C" fn mallard_trace_end() {
 #[no_mangle]
 pub extern "C" fn mallard_trace_flush() {
     static LAST_MAPS: AtomicU64 = AtomicU64::new(0);
-    // SAFETY: getpid has no preconditions.
-    if FD.load(Ordering::Relaxed) < 0 || unsafe { libc::getpid() } != OWNER.load(Ordering::Relaxed) {
+    if FD.load(Ordering::Relaxed) < 0 || !ours() {
         return; // not recording, or a child of vfork
     }
     keep_errno(|| {
-        let mut b = BUFFERS.load(Ordering::Acquire);
-        while !b.is_null() {
-            // SAFETY: buffers stay mapped; each is written while we hold it, then handed back.
+        for b in buffers() {
+            // SAFETY: each is written while we hold it, then handed back (its thread, waiting
+            // in `record_event`, goes on with the next event).
             unsafe {
                 if take(b, false) {
                     flush(b);
                     (*b).state.store(IDLE, Ordering::Release);
                 }
-                b = (*b).next;
             }
-            // (Its thread, waiting in `record_event`, goes on with the next event.)
         }
         let now = clock_ns();
         if now.saturating_sub(LAST_MAPS.swap(now, Ordering::Relaxed)) >= 50_000_000 {
@@ -1082,16 +1078,14 @@ extern "C" fn fork_child() {
 /// own file, and the buffers of the parent's other threads are free for its new threads.
 fn switch_to_child_file() {
     let me = BUF.with(|c| c.get());
-    let mut b = BUFFERS.load(Ordering::Acquire);
-    while !b.is_null() {
-        // SAFETY: buffers stay mapped; the child's only thread owns them all now.
+    for b in buffers() {
+        // SAFETY: the child's only thread owns them all now.
         unsafe {
             (*b).fill.store(0, Ordering::Relaxed);
             (*b).state.store(IDLE, Ordering::Relaxed);
             if b != me {
                 (*b).in_use.store(false, Ordering::Relaxed);
             }
-            b = (*b).next;
         }
     }
     // SAFETY: getpid has no preconditions.

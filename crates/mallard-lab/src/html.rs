@@ -423,15 +423,8 @@ pub fn profile_page(p: &crate::profile::Profile) -> String {
     );
     let _ = writeln!(
         h,
-        "<p>{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}.<br>\
-         <b>Peak live: {}</b> in {}, at {}. <b>Never freed: {}</b> in {}.</p>",
-        p.events,
-        p.allocations,
-        p.frees,
-        p.reallocs,
-        plural(p.threads as u64, "thread"),
-        p.pid,
-        seconds(p.duration_ns),
+        "<p>{}<br><b>Peak live: {}</b> in {}, at {}. <b>Never freed: {}</b> in {}.</p>",
+        escape(&crate::report::what_happened(p)),
         human(p.peak.bytes),
         plural(p.peak.blocks, "block"),
         seconds(p.peak_time_ns),

@@ -297,7 +297,7 @@ pub fn profile_recorded<'t>(title: &str, t: &'t Trace, recorded: Option<std::tim
         if let Some(&id) = by_stack.get(stack) {
             return id;
         }
-        let names: Vec<String> = sym.clean(stack).into_iter().flat_map(|r| labels(&mut sym, r)).collect();
+        let names: Vec<String> = sym.clean(stack).into_iter().flat_map(|r| sym.labels(r)).collect();
         let id = *by_names.entry(names.clone()).or_insert_with(|| {
             sites.push(Site { stack: names, ..Site::default() });
             (sites.len() - 1) as u32
@@ -497,15 +497,6 @@ fn last_set(last: &mut u64, x: Option<u64>) -> &u64 {
         *last = v;
     }
     last
-}
-
-/// The frame labels of one return address (several where calls were inlined).
-fn labels(sym: &mut Symbolizer, ret: u64) -> Vec<String> {
-    let frames = sym.frames(ret);
-    if frames.is_empty() {
-        return vec![format!("{ret:#x}")];
-    }
-    frames.iter().map(|f| f.label()).collect()
 }
 
 /// Frames of the allocator's own plumbing (Rust's global allocator and `RawVec`, C++'s

@@ -48,21 +48,29 @@ impl Measure {
     }
 }
 
-/// The report as Markdown, its tables `top` rows long at most.
-pub fn markdown(p: &Profile, top: usize) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# mallard report: {}\n\n{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}. \
-         Peak live: {} in {}, at {}; never freed: {}, {}.{}\n",
-        p.title,
+/// The first sentence of every report: how many calls of each kind, in how many threads,
+/// over how long.
+pub fn what_happened(p: &Profile) -> String {
+    format!(
+        "{} events: {} allocations, {} frees, {} reallocs, in {} of process {}, over {}.",
         p.events,
         p.allocations,
         p.frees,
         p.reallocs,
         plural(p.threads as u64, "thread"),
         p.pid,
-        seconds(p.duration_ns),
+        seconds(p.duration_ns)
+    )
+}
+
+/// The report as Markdown, its tables `top` rows long at most.
+pub fn markdown(p: &Profile, top: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# mallard report: {}\n\n{} Peak live: {} in {}, at {}; never freed: {}, {}.{}\n",
+        p.title,
+        what_happened(p),
         human(p.peak.bytes),
         plural(p.peak.blocks, "block"),
         seconds(p.peak_time_ns),

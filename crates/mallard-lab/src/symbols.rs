@@ -153,14 +153,14 @@ impl Symbolizer {
         stack.iter().copied().take_while(|&r| !self.frames(r).is_empty()).collect()
     }
 
-    /// The label of one return address: its frames' labels, innermost first (code inlined
-    /// into the caller shows as callers of their own), joined by ` ← `.
-    pub fn name(&mut self, ret: u64) -> String {
+    /// The labels of one return address's frames, innermost first (code inlined into the
+    /// caller shows as callers of their own); the bare address if it names none.
+    pub fn labels(&mut self, ret: u64) -> Vec<String> {
         let frames = self.frames(ret);
         if frames.is_empty() {
-            return format!("{ret:#x}");
+            return vec![format!("{ret:#x}")];
         }
-        frames.iter().map(Frame::label).collect::<Vec<_>>().join(" ← ")
+        frames.iter().map(Frame::label).collect()
     }
 
     /// `name` demangled by `c++filt`, once per name; as it is if `c++filt` cannot.

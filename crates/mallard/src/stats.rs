@@ -193,14 +193,17 @@ pub fn resident_bytes() -> i64 {
     #[cfg(not(miri))]
     {
         let mut buf = [0u8; 128];
+        // Plain system calls, not libc's `open` and `read`: those are cancellation points, and
+        // the recorder reads this from inside `malloc`.
         // SAFETY: a NUL-terminated path; buf is a valid, writable buffer.
         let n = unsafe {
-            let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            let path = c"/proc/self/statm".as_ptr();
+            let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_CLOEXEC);
             if fd < 0 {
                 return 0;
             }
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-            libc::close(fd);
+            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+            libc::syscall(libc::SYS_close, fd);
             n
         };
         let text = &buf[..n.max(0) as usize];
