@@ -7,10 +7,8 @@
 use crate::options;
 use core::ffi::{c_int, c_void};
 use core::ptr;
-use core_alloc::alloc;
-use core_alloc::config::{MIN_ALIGN, OS_PAGE_SIZE};
-use core_alloc::global::thread_heap;
-use core_alloc::misuse;
+use core_alloc::raw as alloc;
+use core_alloc::raw::{thread_heap, MIN_ALIGN, OS_PAGE_SIZE};
 
 #[inline(always)]
 fn set_errno(e: c_int) {
@@ -72,7 +70,6 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// `p` is NULL or a live block of this allocator.
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    let heap = thread_heap();
     if p.is_null() {
         // SAFETY: forwarded.
         return unsafe { malloc(size) };
@@ -84,8 +81,8 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     #[cfg(feature = "trace")]
     let time = crate::trace::realloc_time();
-    // SAFETY: p is a live block (realloc_unsized checks it).
-    let q = unsafe { alloc::realloc_unsized(heap, p.cast(), size).cast() };
+    // SAFETY: the calling thread's heap; p is a live block (realloc_unsized checks it).
+    let q = unsafe { alloc::realloc_unsized(thread_heap(), p.cast(), size).cast() };
     #[cfg(feature = "trace")]
     crate::trace::realloc(p, q, size, time);
     q
@@ -256,7 +253,7 @@ pub(crate) unsafe fn free_checked(p: *mut c_void, size: usize, align: usize, exa
         return;
     }
     if !align.is_power_of_two() {
-        misuse::report_op(op, "an alignment that is not a power of two", p.cast());
+        alloc::report_op(op, "an alignment that is not a power of two", p.cast());
     }
     // (The recorder records the free once the size passed.)
     #[cfg(feature = "trace")]

@@ -50,7 +50,7 @@ macro_rules! deletes {
 /// As for `free`.
 unsafe fn free_aligned(p: *mut c_void, align: usize) {
     if !p.is_null() && (!align.is_power_of_two() || !p.addr().is_multiple_of(align)) {
-        core_alloc::misuse::report_op("aligned delete", "a block allocated with another alignment", p.cast());
+        core_alloc::raw::report_op("aligned delete", "a block allocated with another alignment", p.cast());
     }
     // SAFETY: forwarded.
     unsafe { crate::cabi::free(p) }

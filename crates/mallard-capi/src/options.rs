@@ -15,9 +15,7 @@
 use core::ffi::{c_char, c_int, CStr};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI32, Ordering};
-use core_alloc::config::PURGE_DELAY_MS;
-use core_alloc::global::GLOBAL_BACKEND;
-use core_alloc::stats::FdWriter;
+use core_alloc::raw::{FdWriter, PURGE_DELAY_MS};
 
 /// `mallopt` parameter: the purge delay in milliseconds (mallard's own).
 pub const M_PURGE_DELAY: c_int = -200;
@@ -67,7 +65,7 @@ extern "C" fn init() {
             w,
             "mallard {}{}: loaded; MALLARD_STATS={} MALLARD_PURGE_DELAY_MS={} MALLARD_PURGE_THREAD={}",
             env!("CARGO_PKG_VERSION"),
-            if core_alloc::mitigations::SECURE { " (secure build)" } else { "" },
+            if core_alloc::raw::SECURE { " (secure build)" } else { "" },
             stats as u8,
             delay,
             purge_thread as u8
@@ -91,17 +89,17 @@ extern "C" fn print_at_exit() {
 // `fork` copies the backend's lock in whatever state it is; holding it across the fork makes
 // sure no other thread is half-way through a change the child would inherit.
 extern "C" fn fork_prepare() {
-    GLOBAL_BACKEND.lock_for_fork();
+    core_alloc::raw::lock_for_fork();
 }
 
 extern "C" fn fork_parent() {
     // SAFETY: fork_prepare took the lock in this thread.
-    unsafe { GLOBAL_BACKEND.unlock_after_fork(false) };
+    unsafe { core_alloc::raw::unlock_after_fork(false) };
 }
 
 extern "C" fn fork_child() {
     // SAFETY: the child's only thread is the copy of the one that took the lock.
-    unsafe { GLOBAL_BACKEND.unlock_after_fork(true) };
+    unsafe { core_alloc::raw::unlock_after_fork(true) };
     crate::report::forked();
 }
 

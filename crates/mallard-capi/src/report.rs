@@ -18,7 +18,7 @@
 use core::ffi::c_char;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
-use core_alloc::size_class::CLASS_SIZE;
+use core_alloc::raw::CLASS_SIZE;
 
 static PATH: AtomicPtr<c_char> = AtomicPtr::new(core::ptr::null_mut());
 /// The process whose record this is: a child of `vfork` shares our memory, and must not write

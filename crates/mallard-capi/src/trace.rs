@@ -33,8 +33,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use core_alloc::config::OS_PAGE_SIZE;
-use core_alloc::os::{keep_errno, OsPageSource, PageSource};
+use core_alloc::raw::{keep_errno, OsPageSource, PageSource, OS_PAGE_SIZE};
 
 /// The recorder's system calls, made directly: libc's `open`, `read` and `writev` are
 /// cancellation points, and a `malloc` must not become one (a thread with a cancel pending
@@ -867,7 +866,7 @@ fn record_event(kind: u8, addr: u64, plain: &[u64], align_log: Option<u8>, with_
         && LAST_RSS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         && len + 21 <= b.data.len()
     {
-        let rss = core_alloc::stats::resident_bytes().max(0) as u64;
+        let rss = core_alloc::raw::resident_bytes().max(0) as u64;
         let d = &mut b.data[len..];
         d[0] = 4;
         let mut n = 1;

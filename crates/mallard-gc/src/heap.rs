@@ -35,7 +35,7 @@
 use crate::stats::{Pauses, Stats};
 use crate::trace::{Trace, Visitor, Walk};
 use crate::Config;
-use mallard::size_class::{class_of, CLASS_SIZE};
+use mallard::raw::{class_of, CLASS_SIZE};
 use std::alloc::Layout;
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};

@@ -10,10 +10,7 @@
 //! replay does not depend on how fast it runs.
 
 use crate::{Span, Strategy, HEAP_BASE, PAGE};
-use mallard::backend::Backend;
-use mallard::config::HEADER_KEEP;
-use mallard::heap::Heap;
-use mallard::os::PageSource;
+use mallard::raw::{Backend, Heap, PageSource, HEADER_KEEP};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Mutex;
@@ -187,18 +184,18 @@ impl Strategy for Mallard {
     fn alloc(&mut self, size: u64, align: u64) -> u64 {
         let heap = self.heap();
         // SAFETY: the heap plays the trace thread's; a non-zero alignment power of two.
-        let p = unsafe { mallard::alloc::malloc_aligned(heap, size as usize, align.max(1) as usize) };
+        let p = unsafe { mallard::raw::malloc_aligned(heap, size as usize, align.max(1) as usize) };
         assert!(!p.is_null(), "mallard ran out of the lab's address space");
         // The program writes its block: its pages are committed.
         // SAFETY: p is a live block.
-        self.pages.mark(p, unsafe { mallard::alloc::usable_size(p) }.max(1), true);
+        self.pages.mark(p, unsafe { mallard::raw::usable_size(p) }.max(1), true);
         self.to_lab(p)
     }
 
     fn free(&mut self, addr: u64) {
         let heap = self.heap();
         // SAFETY: `addr` is a live block this strategy handed out.
-        unsafe { mallard::alloc::free(heap, self.to_real(addr)) };
+        unsafe { mallard::raw::free(heap, self.to_real(addr)) };
     }
 
     fn footprint(&self) -> u64 {
@@ -211,7 +208,7 @@ impl Strategy for Mallard {
 
     fn block_size(&self, addr: u64) -> u64 {
         // SAFETY: a live block of this strategy.
-        unsafe { mallard::alloc::usable_size(self.to_real(addr)) as u64 }
+        unsafe { mallard::raw::usable_size(self.to_real(addr)) as u64 }
     }
 
     fn largest_free(&self) -> u64 {

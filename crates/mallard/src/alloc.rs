@@ -435,7 +435,7 @@ unsafe fn fill_zero(p: *mut u8, size: usize) {
 /// # Safety
 /// `b` was put in the quarantine by `fill_and_keep` on `heap`'s thread, which is the caller.
 #[inline(never)]
-pub unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
+pub(crate) unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
     // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
     // and marked freed.
     unsafe {
@@ -885,7 +885,7 @@ pub unsafe fn usable_size_checked(p: *const u8) -> usize {
 ///
 /// # Safety
 /// None: any pointer may be passed (one inside a live segment is only read from its page).
-pub unsafe fn check_live(p: *const u8, op: &str) {
+pub(crate) unsafe fn check_live(p: *const u8, op: &str) {
     if !segment_map::contains(p) {
         misuse::report_op(op, "a pointer mallard did not allocate", p);
     }

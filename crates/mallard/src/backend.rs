@@ -17,14 +17,14 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 pub struct Backend {
-    pub source: &'static dyn PageSource,
+    pub(crate) source: &'static dyn PageSource,
     state: SpinLock<State>,
     /// Number of segments on the abandoned list (read without the lock).
     abandoned_count: AtomicUsize,
     /// Counters for events outside any heap (any thread, `fetch_add`).
-    pub counters: Counters,
+    pub(crate) counters: Counters,
     /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
-    pub remote_pending: [AtomicI64; CLASS_COUNT],
+    pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
     /// Bytes in use now and at most: blocks carved from pages, live chunks and huge blocks
     /// (changed only on slow paths; see `note_in_use`).
     in_use: AtomicI64,
@@ -35,11 +35,11 @@ pub struct Backend {
     next_purge: AtomicU64,
     /// Creates and installs the calling thread's heap (for the global backend); `None` for
     /// backends whose heaps are made explicitly.
-    pub thread_init: Option<fn() -> *const Heap>,
+    pub(crate) thread_init: Option<fn() -> *const Heap>,
     /// Zero-size blocks (secure build, `zero`).
     pub(crate) zero: crate::zero::ZeroSlots,
     /// The background purger (`purger`).
-    pub purger: crate::purger::Purger,
+    pub(crate) purger: crate::purger::Purger,
 }
 
 struct State {
@@ -67,7 +67,7 @@ impl Backend {
         std::boxed::Box::leak(std::boxed::Box::new(Backend::new(source, None)))
     }
 
-    pub const fn new(source: &'static dyn PageSource, thread_init: Option<fn() -> *const Heap>) -> Self {
+    pub(crate) const fn new(source: &'static dyn PageSource, thread_init: Option<fn() -> *const Heap>) -> Self {
         Backend {
             source,
             state: SpinLock::new(State {
@@ -103,7 +103,7 @@ impl Backend {
 
     /// A segment of `kind` (not huge), from the cache or the OS, and whether it is a new
     /// mapping (the process's footprint grows).
-    pub fn segment_alloc(&self, kind: SegmentKind) -> Option<(&Segment, bool)> {
+    pub(crate) fn segment_alloc(&self, kind: SegmentKind) -> Option<(&Segment, bool)> {
         let cached = {
             let mut st = self.state.lock();
             let s = st.cache;
@@ -147,7 +147,7 @@ impl Backend {
 
     /// Gives back an empty segment (or a huge one): to the cache if it is a plain 4 MiB
     /// mapping and the cache has room, else to the OS.
-    pub fn segment_free(&self, seg: &Segment) {
+    pub(crate) fn segment_free(&self, seg: &Segment) {
         seg.owner.store(ptr::null_mut(), Ordering::Relaxed);
         if seg.map_size.get() == SEGMENT_SIZE && seg.base.get() == seg.addr() {
             let mut st = self.state.lock();
@@ -211,7 +211,7 @@ impl Backend {
     }
 
     /// Puts a segment whose owner exited on the abandoned list.
-    pub fn abandon(&self, seg: &Segment) {
+    pub(crate) fn abandon(&self, seg: &Segment) {
         seg.owner.store(ptr::null_mut(), Ordering::Release);
         let mut st = self.state.lock();
         seg.next.set(st.abandoned);
@@ -223,17 +223,17 @@ impl Backend {
     }
 
     /// How many segments are abandoned (read without the lock).
-    pub fn abandoned_len(&self) -> usize {
+    pub(crate) fn abandoned_len(&self) -> usize {
         self.abandoned_count.load(Ordering::Relaxed)
     }
 
     /// When the next cached segment or mapping is due to be purged (ms; `u64::MAX`: none).
-    pub fn next_purge(&self) -> u64 {
+    pub(crate) fn next_purge(&self) -> u64 {
         self.next_purge.load(Ordering::Relaxed)
     }
 
     /// Takes an abandoned segment, if any.
-    pub fn pop_abandoned(&self) -> Option<&Segment> {
+    pub(crate) fn pop_abandoned(&self) -> Option<&Segment> {
         if self.abandoned_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -284,7 +284,7 @@ impl Backend {
     }
 
     /// Returns a heap (already emptied by `Heap::abandon`) to the pool.
-    pub fn heap_free(&self, heap: &Heap) {
+    pub(crate) fn heap_free(&self, heap: &Heap) {
         let mut st = self.state.lock();
         heap.pool_next.set(st.free_heaps);
         st.free_heaps = heap as *const Heap as *mut Heap;
@@ -317,7 +317,7 @@ impl Backend {
     }
 
     /// When memory freed now is due to be purged.
-    pub fn purge_deadline(&self) -> u64 {
+    pub(crate) fn purge_deadline(&self) -> u64 {
         crate::os::now_ms() + self.purge_delay_ms()
     }
 
@@ -518,7 +518,7 @@ impl Backend {
     /// a chunk or huge block allocated or freed) and keeps the peak. A page counts every block
     /// it has carved, live or free, so the peak bounds the peak of live bytes from above; it
     /// is exact for chunks and huge blocks.
-    pub fn note_in_use(&self, delta: i64) {
+    pub(crate) fn note_in_use(&self, delta: i64) {
         let now = self.in_use.fetch_add(delta, Ordering::Relaxed) + delta;
         if delta > 0 {
             self.peak_in_use.fetch_max(now, Ordering::Relaxed);
@@ -526,7 +526,7 @@ impl Backend {
     }
 
     /// Takes the backend lock (before `fork`), after waiting for a purger round in progress.
-    pub fn lock_for_fork(&self) {
+    pub(crate) fn lock_for_fork(&self) {
         self.purger.lock_for_fork();
         self.state.raw_lock();
     }
@@ -536,7 +536,7 @@ impl Backend {
     ///
     /// # Safety
     /// `lock_for_fork` was called by this thread (or the forked child's copy of it).
-    pub unsafe fn unlock_after_fork(&self, child: bool) {
+    pub(crate) unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
         unsafe {
             self.state.raw_unlock();

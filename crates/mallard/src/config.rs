@@ -7,24 +7,24 @@ pub const OS_PAGE_SIZE: usize = 4096;
 /// Segments are 4 MiB and aligned to 4 MiB, so a block's segment header is found by masking
 /// its address. Big enough that mmap is rare, small enough that a thread's first segment does
 /// not reserve much address space.
-pub const SEGMENT_SHIFT: u32 = 22;
+pub(crate) const SEGMENT_SHIFT: u32 = 22;
 pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
-pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+pub(crate) const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 
 /// A segment is cut into 64 KiB slices: the page map has one entry per slice, and slice 0
 /// holds the segment header, so every page starts 64 KiB-aligned.
-pub const SLICE_SHIFT: u32 = 16;
-pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
-pub const SLICES_PER_SEGMENT: usize = SEGMENT_SIZE / SLICE_SIZE;
+pub(crate) const SLICE_SHIFT: u32 = 16;
+pub(crate) const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+pub(crate) const SLICES_PER_SEGMENT: usize = SEGMENT_SIZE / SLICE_SIZE;
 
 /// Small pages are one slice; medium pages are eight. A large page is the whole segment
 /// (minus its header). Each kind serves blocks up to an eighth of its page, so a page holds at
 /// least 7 blocks and the tail waste of a page stays under one block.
-pub const SMALL_PAGE_SIZE: usize = SLICE_SIZE;
-pub const MEDIUM_PAGE_SIZE: usize = 8 * SLICE_SIZE;
-pub const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
-pub const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
-pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page class
+pub(crate) const SMALL_PAGE_SIZE: usize = SLICE_SIZE;
+pub(crate) const MEDIUM_PAGE_SIZE: usize = 8 * SLICE_SIZE;
+pub(crate) const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
+pub(crate) const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
+pub(crate) const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page class
 
 /// Plain `malloc` sizes up to this are served by page classes; above, by the chunk heap (or
 /// huge blocks). The large classes (up to `LARGE_MAX`) serve only aligned requests: a large
@@ -33,7 +33,7 @@ pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page clas
 /// all in one region and coalesces what they free. Measured (peak RSS, large pages → chunk
 /// heap): mstress 22.5 → 15.1 MiB, malloc-large 131 → 111, python 108 → 99.5; time the same
 /// or better.
-pub const CLASS_MAX: usize = MEDIUM_MAX;
+pub(crate) const CLASS_MAX: usize = MEDIUM_MAX;
 
 /// A block that `realloc` must move to grow beyond this gets a huge mapping of its own, which
 /// grows in place (and then by `mremap`) without copying again; it keeps the mapping while it
@@ -46,24 +46,24 @@ pub const CLASS_MAX: usize = MEDIUM_MAX;
 /// peak RSS +2 % and +3.5 %). The price is address space: each such buffer reserves a
 /// segment-aligned mapping (4 MiB and up) where at least 64 KiB is used, so at most 64 × its
 /// size; when mappings run out (`vm.max_map_count`) the chunk heap serves it instead.
-pub const GROW_HUGE_MIN: usize = CLASS_MAX;
+pub(crate) const GROW_HUGE_MIN: usize = CLASS_MAX;
 
 /// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
 /// segments (all of a segment but its header slice, minus a chunk header and the region's end
 /// sentinel). Bigger blocks are huge.
-pub const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * crate::large::HEADER;
+pub(crate) const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * crate::large::HEADER;
 
 /// Sizes up to this are looked up in the heap's direct table (one entry per 8 bytes), so the
 /// common small malloc needs no size-class computation.
-pub const DIRECT_MAX: usize = 1024;
-pub const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
+pub(crate) const DIRECT_MAX: usize = 1024;
+pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 
 /// Every block of 16 bytes or more is aligned to 16, like glibc's malloc.
 pub const MIN_ALIGN: usize = 16;
 
 /// A fresh page's free list is built at most this many bytes at a time, so memory the program
 /// never uses is never touched (and never counted in RSS).
-pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
+pub(crate) const EXTEND_BYTES: usize = OS_PAGE_SIZE;
 
 /// Empty segments kept for reuse (process-wide) instead of being unmapped at once: the cost
 /// of a program that frees many blocks and allocates again right after is then a list pop,
@@ -73,7 +73,7 @@ pub const EXTEND_BYTES: usize = OS_PAGE_SIZE;
 /// workload (rounds that build and drop a 56 MiB tree) unmapped and faulted in 13 segments
 /// a round, 60 % more page faults than mimalloc; with 64 for everyone, vec-grow kept 64
 /// freed segments (256 MiB) committed.
-pub const SEGMENT_CACHE_MAX: usize = 64;
+pub(crate) const SEGMENT_CACHE_MAX: usize = 64;
 
 /// When a cached segment's purge is due, at most this many cached segments stay mapped
 /// (decommitted, so costing address space only); the others are unmapped.
@@ -88,8 +88,8 @@ pub const SEGMENT_CACHE_KEEP: usize = 8;
 /// huge mappings swung past the cap, 190 of them were unmapped and mapped again, 417 k page
 /// faults, 0.99 s (mimalloc 2.0 0.16 s, glibc 3.6 s); with 128 MiB 31 k faults and 0.15 s,
 /// peak RSS 115 -> 117 MiB. malloc-large (20 blocks of 5-25 MiB) 1.83 -> 1.9 s.
-pub const HUGE_CACHE_SLOTS: usize = 16;
-pub const HUGE_CACHE_BYTES: usize = 128 << 20;
+pub(crate) const HUGE_CACHE_SLOTS: usize = 16;
+pub(crate) const HUGE_CACHE_BYTES: usize = 128 << 20;
 
 /// Free memory stays committed this long before it is decommitted (purged): long enough
 /// that a program that frees and allocates in turn reuses it without page faults, short
@@ -104,7 +104,7 @@ pub const PURGE_DELAY_MS: u64 = 100;
 
 /// A free chunk run at least this big makes its chunk segment due for purging (smaller runs
 /// are left alone: their few pages are likely reused soon).
-pub const CHUNK_PURGE_MIN: usize = 256 << 10;
+pub(crate) const CHUNK_PURGE_MIN: usize = 256 << 10;
 
 /// The first bytes of a segment are its header, which stays committed when the segment is
 /// purged (the registry links in it stay in use).
@@ -112,14 +112,14 @@ pub const HEADER_KEEP: usize = core::mem::size_of::<crate::segment::Segment>().n
 
 /// A heap scans its full pages for remote frees at least once per this many fresh pages it
 /// takes, as a backstop to the remote-free hints.
-pub const FULL_SCAN_PERIOD: u32 = 32;
+pub(crate) const FULL_SCAN_PERIOD: u32 = 32;
 
 /// A thread pushes its remote frees to one page in batches of up to this many blocks (see
 /// `Heap::batch_remote`); at most this many less one wait per thread between its slow paths.
-pub const REMOTE_BATCH_MAX: u32 = 64;
+pub(crate) const REMOTE_BATCH_MAX: u32 = 64;
 
 /// Heap metadata is carved from chunks of this size taken from the page source.
-pub const META_CHUNK_SIZE: usize = SLICE_SIZE;
+pub(crate) const META_CHUNK_SIZE: usize = SLICE_SIZE;
 
 const _: () = assert!(SEGMENT_SIZE % SLICE_SIZE == 0 && SLICES_PER_SEGMENT == 64);
 const _: () = assert!(SLICE_SIZE % OS_PAGE_SIZE == 0);

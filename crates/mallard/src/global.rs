@@ -14,7 +14,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The process-wide backend behind `Mallard`.
-pub static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_init));
+pub(crate) static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_init));
 
 static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, false));
 static EXITED: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, true));
@@ -46,7 +46,7 @@ mod heap_slot {
     );
 
     #[inline(always)]
-    pub fn get() -> *const Heap {
+    pub(super) fn get() -> *const Heap {
         let h: *const Heap;
         // SAFETY: reads this thread's 8-byte slot declared above.
         unsafe {
@@ -61,7 +61,7 @@ mod heap_slot {
     }
 
     #[inline(always)]
-    pub fn set(heap: *const Heap) {
+    pub(super) fn set(heap: *const Heap) {
         // SAFETY: writes this thread's 8-byte slot declared above.
         unsafe {
             core::arch::asm!(
@@ -98,7 +98,7 @@ mod heap_slot {
 
 /// The calling thread's heap (the placeholder until it first allocates).
 #[inline(always)]
-pub fn thread_heap() -> &'static Heap {
+pub(crate) fn thread_heap() -> &'static Heap {
     // SAFETY: the slot always holds the placeholder or a live heap of this thread.
     unsafe { &*heap_slot::get() }
 }
@@ -117,7 +117,7 @@ static KEY: AtomicU32 = AtomicU32::new(KEY_UNSET);
 fn thread_init() -> *const Heap {
     let current = heap_slot::get();
     // SAFETY: the slot holds the placeholder, the exited placeholder or this thread's heap.
-    if !unsafe { &*current }.is_empty() {
+    if !unsafe { &*current }.is_placeholder() {
         return current;
     }
     let Some(heap) = GLOBAL_BACKEND.heap_alloc() else { return core::ptr::null() };
@@ -163,7 +163,8 @@ extern "C" fn thread_done(heap: *mut libc::c_void) {
     heap_slot::set(&EXITED.0);
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };
-    heap.abandon();
+    // SAFETY: the slot no longer points at it, so this thread does not use it again.
+    unsafe { heap.abandon() };
 }
 
 /// The mallard allocator. Use it with

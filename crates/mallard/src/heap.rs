@@ -36,7 +36,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// A queue of pages (through `Page::prev/next`).
-pub type PageQueue = List<Page>;
+pub(crate) type PageQueue = List<Page>;
 /// A list of segments (through `Segment::prev/next`).
 type SegQueue = List<Segment>;
 
@@ -56,7 +56,7 @@ enum InPage {
 struct RemoteHint([AtomicU64; 2]);
 
 /// The `remote_hint` bit that says a chunk of this heap was freed by another thread.
-pub const CHUNK_HINT: usize = 127;
+pub(crate) const CHUNK_HINT: usize = 127;
 const _: () = assert!(CLASS_COUNT <= CHUNK_HINT && CLASS_COUNT <= 128);
 
 /// Blocks this thread freed into one page of another heap, linked through their `next` word,
@@ -81,8 +81,8 @@ impl RemoteBatch {
 #[repr(C)]
 pub struct Heap {
     /// Current page for every size up to `DIRECT_MAX`, indexed by `(size + 7) / 8`.
-    pub pages_direct: [Cell<*mut Page>; DIRECT_SLOTS],
-    pub queues: [PageQueue; CLASS_COUNT],
+    pub(crate) pages_direct: [Cell<*mut Page>; DIRECT_SLOTS],
+    pub(crate) queues: [PageQueue; CLASS_COUNT],
     full: [PageQueue; CLASS_COUNT],
     /// Segments with free pages, per page kind; and segments with none.
     avail: [SegQueue; 3],
@@ -92,7 +92,7 @@ pub struct Heap {
     chunk_segs: SegQueue,
     backend: Cell<*const Backend>,
     /// The placeholder heap of threads that have not allocated yet.
-    is_empty: bool,
+    is_placeholder: bool,
     /// The placeholder of a thread whose heap was already abandoned (it is exiting): a free
     /// there does not create a new heap.
     exited: bool,
@@ -107,15 +107,15 @@ pub struct Heap {
     /// `quarantine_at` (`mitigations::QUARANTINE`; no slots in the default build).
     quarantine: [Cell<*mut u8>; QUARANTINE_SLOTS],
     quarantine_at: Cell<usize>,
-    pub counters: Counters,
+    pub(crate) counters: Counters,
     /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
     /// all heaps it is the number of blocks freed but still counted in their page's `used`.
-    pub remote_pending: [AtomicI64; CLASS_COUNT],
+    pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
     /// Pages started per class (statistics; owner-written).
-    pub class_pages_started: [AtomicI64; CLASS_COUNT],
+    pub(crate) class_pages_started: [AtomicI64; CLASS_COUNT],
     /// Links: every heap of the backend / the pool of free heaps.
-    pub all_next: Cell<*mut Heap>,
-    pub pool_next: Cell<*mut Heap>,
+    pub(crate) all_next: Cell<*mut Heap>,
+    pub(crate) pool_next: Cell<*mut Heap>,
     /// One bit per class: a remote free cleared the `FULL` tag of one of its full pages.
     /// The only field other threads write, on its own cache line.
     remote_hint: RemoteHint,
@@ -123,20 +123,20 @@ pub struct Heap {
 
 /// The page every empty slot points at: it never has a free block, so the fast path falls
 /// through to the slow path without a null check.
-pub struct StaticPage(pub Page);
+pub(crate) struct StaticPage(pub Page);
 // SAFETY: EMPTY_PAGE is never written (its free list stays empty, so nothing pops from it).
 unsafe impl Sync for StaticPage {}
-pub static EMPTY_PAGE: StaticPage = StaticPage(Page::EMPTY);
+pub(crate) static EMPTY_PAGE: StaticPage = StaticPage(Page::EMPTY);
 
 fn empty_page() -> *mut Page {
     &EMPTY_PAGE.0 as *const Page as *mut Page
 }
 
-/// The placeholder heap (see `Heap::is_empty`), usable in a `static`.
+/// The placeholder heap (see `Heap::is_placeholder`), usable in a `static`.
 #[repr(transparent)]
-pub struct StaticHeap(pub Heap);
+pub(crate) struct StaticHeap(pub Heap);
 // SAFETY: the placeholder heap is never written: every path that would write it first sees
-// `is_empty` and switches to a real heap.
+// `is_placeholder` and switches to a real heap.
 unsafe impl Sync for StaticHeap {}
 
 /// Direct-table slots of each class with sizes up to DIRECT_MAX: (first, last).
@@ -176,7 +176,7 @@ impl Linked for Segment {
 impl Heap {
     /// The placeholder heap of a thread that has not allocated yet (or, with `exited`, of a
     /// thread whose heap was abandoned at exit).
-    pub const fn placeholder(backend: &'static Backend, exited: bool) -> Heap {
+    pub(crate) const fn placeholder(backend: &'static Backend, exited: bool) -> Heap {
         Heap {
             pages_direct: [const { Cell::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
             queues: [PageQueue::EMPTY; CLASS_COUNT],
@@ -186,7 +186,7 @@ impl Heap {
             chunks: ChunkHeap::new(),
             chunk_segs: SegQueue::EMPTY,
             backend: Cell::new(backend),
-            is_empty: true,
+            is_placeholder: true,
             exited,
             fresh_pages: Cell::new(0),
             remote_batches: [RemoteBatch::EMPTY; CLASS_COUNT],
@@ -204,7 +204,7 @@ impl Heap {
     }
 
     /// Sets up a heap in zeroed memory (all-zero is a valid heap apart from these pointers).
-    pub fn init(&self, backend: &Backend) {
+    pub(crate) fn init(&self, backend: &Backend) {
         for slot in &self.pages_direct {
             slot.set(empty_page());
         }
@@ -212,14 +212,14 @@ impl Heap {
     }
 
     #[inline(always)]
-    pub fn is_empty(&self) -> bool {
-        self.is_empty
+    pub(crate) fn is_placeholder(&self) -> bool {
+        self.is_placeholder
     }
 
     /// The heap that should account for a remote free by this thread: a thread that frees
     /// before it ever allocated gets its heap now, so that its frees are counted without
     /// atomics. `None` on an exiting thread's placeholder (or when out of memory).
-    pub fn for_remote_free(&self) -> Option<&Heap> {
+    pub(crate) fn for_remote_free(&self) -> Option<&Heap> {
         if self.exited {
             return None;
         }
@@ -229,7 +229,7 @@ impl Heap {
     /// This heap, or on the placeholder the calling thread's real heap, created now. `None`
     /// when out of memory (or for a backend whose heaps are made explicitly).
     fn real(&self) -> Option<&Heap> {
-        if !self.is_empty {
+        if !self.is_placeholder {
             return Some(self);
         }
         // SAFETY: thread_init returns a valid heap or null.
@@ -237,14 +237,14 @@ impl Heap {
     }
 
     #[inline(always)]
-    pub fn backend(&self) -> &Backend {
+    pub(crate) fn backend(&self) -> &Backend {
         // SAFETY: backends outlive their heaps (they are statics or leaked).
         unsafe { &*self.backend.get() }
     }
 
     /// The heap's identity as a segment owner.
     #[inline(always)]
-    pub fn id(&self) -> *mut Heap {
+    pub(crate) fn id(&self) -> *mut Heap {
         self as *const Heap as *mut Heap
     }
 
@@ -268,7 +268,7 @@ impl Heap {
 
     /// The current page of `class` if it has a free block ready.
     #[inline(always)]
-    pub fn current_page(&self, class: usize) -> Option<&Page> {
+    pub(crate) fn current_page(&self, class: usize) -> Option<&Page> {
         // SAFETY: queue members are valid pages.
         let p = unsafe { self.queues[class].first.get().as_ref()? };
         if p.free.get().is_null() && !p.take_local() {
@@ -282,8 +282,8 @@ impl Heap {
     /// memory. On the placeholder heap this first creates the thread's heap; the page then
     /// belongs to that heap.
     #[cold]
-    pub fn find_page(&self, class: usize) -> Option<&Page> {
-        if self.is_empty {
+    pub(crate) fn find_page(&self, class: usize) -> Option<&Page> {
+        if self.is_placeholder {
             return self.real()?.find_page(class);
         }
         Counters::bump(&self.counters.malloc_slow, 1);
@@ -428,7 +428,7 @@ impl Heap {
     ///
     /// # Safety
     /// `b` is a live block of `page`, freed by the program; the caller checked it.
-    pub unsafe fn batch_remote(&self, page: &Page, class: usize, b: *mut Block) {
+    pub(crate) unsafe fn batch_remote(&self, page: &Page, class: usize, b: *mut Block) {
         let rb = &self.remote_batches[class];
         if ptr::eq(rb.page.get(), page) {
             // SAFETY: the block is ours until the batch is pushed.
@@ -452,7 +452,7 @@ impl Heap {
 
     /// Pushes every batch of remote frees.
     #[inline]
-    pub fn flush_remote(&self) {
+    pub(crate) fn flush_remote(&self) {
         let mut m = self.batched.get();
         while m != 0 {
             let class = m.trailing_zeros() as usize;
@@ -482,7 +482,7 @@ impl Heap {
     ///
     /// # Safety
     /// As for `Page::free_remote_list`.
-    pub unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
+    pub(crate) unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
         // Read before the push: afterwards the owner may recycle the page (and the segment).
         let owner = page.owner_heap();
         // (Only an abandoned page's segment is read: news for the purger, see `purger`.)
@@ -499,7 +499,7 @@ impl Heap {
     }
 
     /// Called by a remote free that cleared the `FULL` tag of one of this heap's pages.
-    pub fn remote_hint(&self, class: usize) {
+    pub(crate) fn remote_hint(&self, class: usize) {
         self.remote_hint.0[class / 64].fetch_or(1 << (class % 64), Ordering::Release);
     }
 
@@ -585,7 +585,7 @@ impl Heap {
     /// A local free brought a page's `used` to zero: keep it if it is the only page of its
     /// class (so alloc/free of one block does not churn pages), else retire it.
     #[inline(always)]
-    pub fn page_empty(&self, page: &Page) {
+    pub(crate) fn page_empty(&self, page: &Page) {
         // Alone in its queue iff it has no neighbours.
         if !page.prev.get().is_null() || !page.next.get().is_null() {
             self.retire_page(page);
@@ -594,7 +594,7 @@ impl Heap {
 
     /// Slow part of a free by the owner: the page is in the full list.
     #[cold]
-    pub fn free_local_full(&self, page: &Page, b: *mut u8) {
+    pub(crate) fn free_local_full(&self, page: &Page, b: *mut u8) {
         self.page_unfull(page);
         // SAFETY: b is a live block of this page (the caller checked ownership).
         unsafe { page.push_local(b.cast()) };
@@ -640,7 +640,7 @@ impl Heap {
 
     /// Secure build: puts freed block `p` in the quarantine and returns the oldest block there,
     /// which leaves it (null while the quarantine fills).
-    pub fn quarantine_swap(&self, p: *mut u8) -> *mut u8 {
+    pub(crate) fn quarantine_swap(&self, p: *mut u8) -> *mut u8 {
         let i = self.quarantine_at.get();
         self.quarantine_at.set(if i + 1 == QUARANTINE_SLOTS { 0 } else { i + 1 });
         self.quarantine[i].replace(p)
@@ -660,8 +660,11 @@ impl Heap {
 
     /// The owner is exiting: give every segment to the backend (empty ones are freed, the rest
     /// abandoned for other threads to reclaim) and return the heap to the pool.
-    pub fn abandon(&self) {
-        if self.is_empty {
+    ///
+    /// # Safety
+    /// The heap is not used afterwards: it may be handed to another thread at once.
+    pub unsafe fn abandon(&self) {
+        if self.is_placeholder {
             return;
         }
         self.flush_quarantine();
@@ -717,7 +720,7 @@ impl Heap {
     /// With `force`, first takes over every abandoned segment, so that frees into them are
     /// collected too.
     pub fn collect(&self, force: bool) {
-        if self.is_empty {
+        if self.is_placeholder {
             return;
         }
         self.flush_quarantine();
@@ -875,7 +878,7 @@ impl Heap {
     }
 
     /// (free chunks, their bytes, the largest) of this heap's chunk heap.
-    pub fn chunk_figures(&self) -> (usize, usize, usize) {
+    pub(crate) fn chunk_figures(&self) -> (usize, usize, usize) {
         self.chunks.free_figures()
     }
 
@@ -883,8 +886,8 @@ impl Heap {
 
     /// Allocates `size` bytes (CLASS_MAX < size <= CHUNK_MAX) from the chunk heap.
     #[inline(never)]
-    pub fn chunk_alloc(&self, size: usize) -> Option<*mut u8> {
-        if self.is_empty {
+    pub(crate) fn chunk_alloc(&self, size: usize) -> Option<*mut u8> {
+        if self.is_placeholder {
             return self.real()?.chunk_alloc(size);
         }
         // Chunks other threads freed go back into the bins first, so they are reused before
@@ -944,7 +947,7 @@ impl Heap {
     ///
     /// # Safety
     /// `p` is a live chunk of `seg`, which this heap owns.
-    pub unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
+    pub(crate) unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
         // SAFETY: forwarded.
         if unsafe { self.chunk_release(seg, p) } {
             self.maybe_purge();
@@ -991,7 +994,7 @@ impl Heap {
     ///
     /// # Safety
     /// As for `chunk_free`.
-    pub unsafe fn chunk_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> bool {
+    pub(crate) unsafe fn chunk_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> bool {
         // SAFETY: per the contract.
         unsafe {
             let before = ChunkHeap::usable_size(p);

@@ -24,7 +24,7 @@ use core::sync::atomic::Ordering;
 impl Backend {
     /// Maps a huge block of `size` bytes aligned to `align`. Returns the block and whether its
     /// memory is known to be zero.
-    pub fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
+    pub(crate) fn huge_alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
         // (An aligned allocation of 0 bytes too has a byte inside its mapping; its live bytes
         // stay what was asked for, which a sized free compares.)
         let asked = size;
@@ -146,7 +146,7 @@ impl Backend {
         grown
     }
 
-    pub fn huge_free(&self, seg: &Segment) {
+    pub(crate) fn huge_free(&self, seg: &Segment) {
         self.count(|c| &c.huge_frees, 1);
         self.note_in_use(-(seg.live_bytes.load(Ordering::Relaxed) as i64));
         self.unguard_huge(seg, false);
@@ -162,7 +162,7 @@ impl Backend {
     ///
     /// # Safety
     /// `p` is the live huge block of `seg`; after a move only the returned pointer is valid.
-    pub unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
+    pub(crate) unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
         let seg_off = seg.addr() as usize - seg.base.get() as usize;
         let block_off = p as usize - seg.addr() as usize;
         let map_size = (seg_off + block_off)

@@ -50,9 +50,9 @@ use core::sync::atomic::AtomicUsize;
 use core::sync::atomic::Ordering::{AcqRel, Relaxed};
 
 /// Header bytes before each block.
-pub const HEADER: usize = 16;
+pub(crate) const HEADER: usize = 16;
 /// Free chunks smaller than this are never split off (they could serve no large request).
-pub const MIN_SPLIT: usize = 4096;
+pub(crate) const MIN_SPLIT: usize = 4096;
 const FREE: usize = 1;
 const PREV_FREE: usize = 2;
 const FLAGS: usize = FREE | PREV_FREE;
@@ -65,11 +65,11 @@ const SL_COUNT: usize = 1 << SL_LOG;
 const FL_MIN: u32 = 12;
 const FL_COUNT: usize = 22 - FL_MIN as usize + 1;
 /// The largest chunk the bins can hold.
-pub const MAX_CHUNK: usize = (1 << 22) - 1;
+pub(crate) const MAX_CHUNK: usize = (1 << 22) - 1;
 const _: () = assert!(SEGMENT_SIZE - SLICE_SIZE - HEADER <= MAX_CHUNK, "a region's one chunk fits the bins");
 
 /// Two-level segregated free lists of chunks (one per heap; it spans all its regions).
-pub struct ChunkHeap {
+pub(crate) struct ChunkHeap {
     fl_bitmap: Cell<u32>,
     sl_bitmap: [Cell<u32>; FL_COUNT],
     heads: [[Cell<*mut u8>; SL_COUNT]; FL_COUNT],
@@ -268,7 +268,7 @@ fn mapping_search(size: usize) -> Option<(usize, usize)> {
 
 impl ChunkHeap {
     /// An empty chunk heap (all zero, so a heap in zeroed memory has one).
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         ChunkHeap {
             fl_bitmap: Cell::new(0),
             sl_bitmap: [const { Cell::new(0) }; FL_COUNT],
@@ -346,7 +346,7 @@ impl ChunkHeap {
     }
 
     /// Forgets every free chunk (the regions are being handed to another heap).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.fl_bitmap.set(0);
         self.sl_bitmap.iter().for_each(|c| c.set(0));
         self.heads.iter().flatten().for_each(|c| c.set(ptr::null_mut()));
@@ -472,7 +472,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// The range is writable memory owned by this heap and used for nothing else.
-    pub unsafe fn add_region(&self, start: *mut u8, end: *mut u8) {
+    pub(crate) unsafe fn add_region(&self, start: *mut u8, end: *mut u8) {
         let len = end as usize - start as usize;
         debug_assert!(start as usize % 16 == 0 && len % 16 == 0 && len - HEADER <= MAX_CHUNK);
         // SAFETY: the sentinel header occupies the last 16 bytes of the range.
@@ -489,7 +489,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// A valid region that no other heap lists.
-    pub unsafe fn adopt_region(&self, start: *mut u8, end: *mut u8) -> usize {
+    pub(crate) unsafe fn adopt_region(&self, start: *mut u8, end: *mut u8) -> usize {
         let mut used = 0;
         let mut c = start;
         // SAFETY: walking a region chunk by chunk up to its sentinel; every size is checked,
@@ -515,7 +515,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `start` begins a region of this heap whose only chunk is free.
-    pub unsafe fn remove_region(&self, start: *mut u8) {
+    pub(crate) unsafe fn remove_region(&self, start: *mut u8) {
         // SAFETY: per the contract.
         unsafe {
             let size = self.checked_free_size(start);
@@ -541,7 +541,7 @@ impl ChunkHeap {
 
     /// Allocates a block of `size` bytes (16-aligned). `None` if no free chunk fits: the
     /// caller adds a region and retries.
-    pub fn alloc(&self, size: usize) -> Option<*mut u8> {
+    pub(crate) fn alloc(&self, size: usize) -> Option<*mut u8> {
         let need = size.checked_add(HEADER + 15)? & !15;
         let (c, have) = self.take_fit(need).or_else(|| self.take_scan(need))?;
         if have < need {
@@ -571,7 +571,7 @@ impl ChunkHeap {
     /// # Safety
     /// `p` passed `check_live`: a block of one of this heap's regions whose header says it is
     /// in use (what its neighbours' headers say is checked here).
-    pub unsafe fn free(&self, p: *mut u8) -> (*mut u8, usize) {
+    pub(crate) unsafe fn free(&self, p: *mut u8) -> (*mut u8, usize) {
         // SAFETY: p follows its chunk header; neighbours are found through the boundary tags,
         // each checked before it is used.
         unsafe {
@@ -616,7 +616,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `[start, end)` is a mapped chunk region.
-    pub unsafe fn check_live(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
+    pub(crate) unsafe fn check_live(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
         // SAFETY: forwarded.
         let (c, size) = match unsafe { Self::check_header(p, start, end) } {
             Ok(cs) => cs,
@@ -683,7 +683,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `[start, end)` is a mapped chunk region.
-    pub unsafe fn mark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
+    pub(crate) unsafe fn mark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> Option<&'static str> {
         // SAFETY: forwarded.
         let (c, size) = match unsafe { Self::check_header(p, start, end) } {
             Ok(cs) => cs,
@@ -704,7 +704,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `p` came off a chunk segment's remote list and passed `check_header`'s range checks.
-    pub unsafe fn unmark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> bool {
+    pub(crate) unsafe fn unmark_remote_free(p: *mut u8, start: *mut u8, end: *mut u8) -> bool {
         // SAFETY: forwarded.
         let Ok((c, size)) = (unsafe { Self::check_header(p, start, end) }) else { return false };
         let canary = crate::mitigations::chunk_canary(c);
@@ -723,7 +723,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `p` is a live block.
-    pub unsafe fn usable_size(p: *mut u8) -> usize {
+    pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
         // SAFETY: p follows its header.
         unsafe { size_of(p.sub(HEADER)).saturating_sub(HEADER) }
     }
@@ -733,7 +733,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `p` is a live block of this heap's regions.
-    pub unsafe fn resize_in_place(&self, p: *mut u8, new_size: usize) -> bool {
+    pub(crate) unsafe fn resize_in_place(&self, p: *mut u8, new_size: usize) -> bool {
         let Some(need) = new_size.checked_add(HEADER + 15).map(|n| n & !15) else { return false };
         // SAFETY: p is live; its neighbours are found through the boundary tags, each checked.
         unsafe {
@@ -789,7 +789,12 @@ impl ChunkHeap {
     /// # Safety
     /// `[start, end)` is a region of this heap; `decommit` may drop the contents of the ranges
     /// it is given.
-    pub unsafe fn purge_free(&self, start: *mut u8, end: *mut u8, mut decommit: impl FnMut(*mut u8, usize)) -> usize {
+    pub(crate) unsafe fn purge_free(
+        &self,
+        start: *mut u8,
+        end: *mut u8,
+        mut decommit: impl FnMut(*mut u8, usize),
+    ) -> usize {
         const PAGE: usize = crate::config::OS_PAGE_SIZE;
         let mut bytes = 0;
         let mut c = start;
@@ -812,7 +817,7 @@ impl ChunkHeap {
     }
 
     /// (free chunks, their bytes, the largest) over the lists, for fragmentation figures.
-    pub fn free_figures(&self) -> (usize, usize, usize) {
+    pub(crate) fn free_figures(&self) -> (usize, usize, usize) {
         let (mut n, mut bytes, mut largest) = (0, 0, 0);
         for fl in 0..FL_COUNT {
             for sl in 0..SL_COUNT {
@@ -832,7 +837,7 @@ impl ChunkHeap {
     ///
     /// # Safety
     /// `[start, end)` is a region of this heap.
-    pub unsafe fn validate_region(&self, start: *mut u8, end: *mut u8) -> (usize, usize, usize) {
+    pub(crate) unsafe fn validate_region(&self, start: *mut u8, end: *mut u8) -> (usize, usize, usize) {
         let (mut free, mut free_bytes, mut used) = (0, 0, 0);
         let mut c = start;
         let mut prev_was_free = false;
@@ -869,7 +874,7 @@ impl ChunkHeap {
     }
 
     /// Checks the lists and bitmaps; returns the number of free chunks listed.
-    pub fn validate_lists(&self) -> usize {
+    pub(crate) fn validate_lists(&self) -> usize {
         let mut n = 0;
         for fl in 0..FL_COUNT {
             assert_eq!(self.fl_bitmap.get() & (1 << fl) != 0, self.sl_bitmap[fl].get() != 0, "first-level bit {fl}");

@@ -14,30 +14,33 @@
 //! is not a live block. The allocator never allocates for itself: metadata lives in segment
 //! headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Templates of statics (`Page::EMPTY`, empty queues) are consts with cells on purpose.
 #![allow(clippy::declare_interior_mutable_const, clippy::needless_range_loop, clippy::new_without_default)]
 #![allow(clippy::manual_is_multiple_of)] // `a % b == 0` reads as the arithmetic it is
 
-pub mod alloc;
-pub mod backend;
-pub mod config;
-pub mod global;
-pub mod heap;
-pub mod huge;
-pub mod large;
-pub mod list;
-pub mod lock;
-pub mod misuse;
-pub mod mitigations;
-pub mod os;
-pub mod page;
-pub mod purger;
-pub mod segment;
-pub mod segment_map;
-pub mod size_class;
-pub mod stats;
-pub mod zero;
+mod alloc;
+mod backend;
+mod config;
+mod global;
+mod heap;
+mod huge;
+mod large;
+mod list;
+mod lock;
+mod misuse;
+mod mitigations;
+mod os;
+mod page;
+mod purger;
+#[doc(hidden)]
+pub mod raw;
+mod segment;
+mod segment_map;
+mod size_class;
+mod stats;
+mod zero;
 
 pub use global::Mallard;
 pub use stats::Stats;
@@ -61,7 +64,7 @@ pub fn stats() -> Stats {
 pub fn collect(force: bool) {
     let heap = global::thread_heap();
     let now = os::now_ms();
-    if heap.is_empty() {
+    if heap.is_placeholder() {
         global::GLOBAL_BACKEND.purge(now, force);
     } else {
         heap.collect(force);

@@ -5,20 +5,20 @@ use core::cell::Cell;
 use core::ptr;
 
 /// A node of a `List`: gives access to its link cells.
-pub trait Linked: Sized {
+pub(crate) trait Linked: Sized {
     fn prev(&self) -> &Cell<*mut Self>;
     fn next(&self) -> &Cell<*mut Self>;
 }
 
-pub struct List<T> {
-    pub first: Cell<*mut T>,
-    pub last: Cell<*mut T>,
+pub(crate) struct List<T> {
+    pub(crate) first: Cell<*mut T>,
+    pub(crate) last: Cell<*mut T>,
 }
 
 impl<T: Linked> List<T> {
-    pub const EMPTY: List<T> = List { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
+    pub(crate) const EMPTY: List<T> = List { first: Cell::new(ptr::null_mut()), last: Cell::new(ptr::null_mut()) };
 
-    pub fn push_front(&self, x: &T) {
+    pub(crate) fn push_front(&self, x: &T) {
         let xp = x as *const T as *mut T;
         x.prev().set(ptr::null_mut());
         x.next().set(self.first.get());
@@ -30,7 +30,7 @@ impl<T: Linked> List<T> {
         self.first.set(xp);
     }
 
-    pub fn push_back(&self, x: &T) {
+    pub(crate) fn push_back(&self, x: &T) {
         let xp = x as *const T as *mut T;
         x.next().set(ptr::null_mut());
         x.prev().set(self.last.get());
@@ -43,7 +43,7 @@ impl<T: Linked> List<T> {
     }
 
     /// Unlinks `x`, which must be on this list.
-    pub fn remove(&self, x: &T) {
+    pub(crate) fn remove(&self, x: &T) {
         let (prev, next) = (x.prev().get(), x.next().get());
         // SAFETY: list members are valid nodes.
         unsafe {
@@ -62,7 +62,7 @@ impl<T: Linked> List<T> {
         x.next().set(ptr::null_mut());
     }
 
-    pub fn first(&self) -> Option<&T> {
+    pub(crate) fn first(&self) -> Option<&T> {
         // SAFETY: list members are valid nodes.
         unsafe { self.first.get().as_ref() }
     }

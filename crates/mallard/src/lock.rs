@@ -6,7 +6,7 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-pub struct SpinLock<T> {
+pub(crate) struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
 }
@@ -15,11 +15,11 @@ pub struct SpinLock<T> {
 unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
-    pub const fn new(value: T) -> Self {
+    pub(crate) const fn new(value: T) -> Self {
         SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
-    pub fn lock(&self) -> SpinGuard<'_, T> {
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         let mut spins = 0u32;
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             while self.locked.load(Ordering::Relaxed) {
@@ -36,7 +36,7 @@ impl<T> SpinLock<T> {
     }
 
     /// Takes the lock without a guard (for `pthread_atfork`'s prepare handler).
-    pub fn raw_lock(&self) {
+    pub(crate) fn raw_lock(&self) {
         core::mem::forget(self.lock());
     }
 
@@ -44,12 +44,12 @@ impl<T> SpinLock<T> {
     ///
     /// # Safety
     /// The calling thread (or, after fork, its only copy) holds the lock through `raw_lock`.
-    pub unsafe fn raw_unlock(&self) {
+    pub(crate) unsafe fn raw_unlock(&self) {
         self.locked.store(false, Ordering::Release);
     }
 }
 
-pub struct SpinGuard<'a, T> {
+pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn random_word() -> usize {
 
 /// Writes one line `mallard: <what>` to stderr, without allocating (a warning: no abort).
 #[cold]
-pub fn warn(what: &str) {
+pub(crate) fn warn(what: &str) {
     let mut w = FdWriter::new(2);
     let _ = writeln!(w, "mallard: {what}");
     w.flush();
@@ -56,7 +56,7 @@ pub fn warn(what: &str) {
 /// Reports misuse of the allocator at `p` and aborts: `mallard: <what> at <p>`.
 #[cold]
 #[inline(never)]
-pub fn report(what: &str, p: *const u8) -> ! {
+pub(crate) fn report(what: &str, p: *const u8) -> ! {
     report_op("", what, p)
 }
 

@@ -37,7 +37,7 @@ pub const SECURE: bool = cfg!(feature = "secure");
 /// holds, the page's address and a count of page starts, `page_salt`), so a link read from
 /// one page says nothing of another's, nor of the same page's next use; `Page::pop` clears
 /// the link word of a block it hands out.
-pub const ENCODED_LINKS: bool = SECURE;
+pub(crate) const ENCODED_LINKS: bool = SECURE;
 
 /// **Random allocation order within a page.** A fresh stretch of a page (`Page::extend`
 /// carves up to 4 KiB at a time) is cut into `RANDOM_RUNS` runs, and its blocks are linked by
@@ -48,7 +48,7 @@ pub const ENCODED_LINKS: bool = SECURE;
 /// 1.36 × in BENCHMARKS.md; a full shuffle of each stretch cost the same). The generator is
 /// seeded from the page's secret and how far the page is carved, so it needs no shared state.
 pub const RANDOM_ORDER: bool = SECURE;
-pub const RANDOM_RUNS: usize = 8;
+pub(crate) const RANDOM_RUNS: usize = 8;
 
 /// **The full level** (`MALLARD_HARDEN=full` in the environment; the secure build only). The
 /// default secure level keeps every mitigation whose cost is small; this one adds those that
@@ -57,7 +57,7 @@ pub const RANDOM_RUNS: usize = 8;
 /// (`alloc`'s slow paths call it), since a block must be freed at the level it was allocated
 /// at; until then `full` says no.
 #[inline(always)]
-pub fn full() -> bool {
+pub(crate) fn full() -> bool {
     SECURE && LEVEL.load(Ordering::Relaxed) == LEVEL_FULL
 }
 
@@ -70,7 +70,7 @@ static LEVEL: AtomicU8 = AtomicU8::new(LEVEL_UNSET);
 /// yet, and says whether it is the full one. A value it does not know, or `full` outside the
 /// secure build, is reported on one line and the default kept.
 #[inline]
-pub fn init_level() -> bool {
+pub(crate) fn init_level() -> bool {
     if !SECURE {
         return false;
     }
@@ -119,8 +119,8 @@ pub fn fill_freed() -> bool {
 pub fn quarantine() -> bool {
     full()
 }
-pub const QUARANTINE_SLOTS: usize = if SECURE { 64 } else { 0 };
-pub const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
+pub(crate) const QUARANTINE_SLOTS: usize = if SECURE { 64 } else { 0 };
+pub(crate) const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
 
 /// **Canaries after small blocks** (full level). A block of a page class is taken 8 bytes
 /// larger than asked for, and its last word holds a secret per block (`small_canary`, its
@@ -128,14 +128,14 @@ pub const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
 /// the block's usable size is reported (`a block written past its end`). Chunks have a
 /// canary in every build (`large::set_canary`); huge blocks a guard page (`HUGE_GUARD`).
 #[inline(always)]
-pub fn canaries() -> bool {
+pub(crate) fn canaries() -> bool {
     full()
 }
-pub const CANARY: usize = 8;
+pub(crate) const CANARY: usize = 8;
 
 /// The canary of page-class block `p` (see `canaries`).
 #[inline]
-pub fn small_canary(p: *const u8) -> usize {
+pub(crate) fn small_canary(p: *const u8) -> usize {
     (mix(secret(SMALL_CANARY_SECRET) ^ p.addr()) & !0xff) | 0x100
 }
 
@@ -144,17 +144,17 @@ pub fn small_canary(p: *const u8) -> usize {
 /// write through it faults (SIGSEGV) instead of reaching a neighbour. It costs nothing on
 /// other sizes: the direct table's entry for size 0 never has a page, so `malloc(0)` takes
 /// the slow path, which looks for 0.
-pub const ZERO_BLOCKS: bool = SECURE;
+pub(crate) const ZERO_BLOCKS: bool = SECURE;
 
 /// splitmix64: a small, fast generator for the secure build's random choices.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: usize) -> Rng {
+    pub(crate) fn new(seed: usize) -> Rng {
         Rng(seed as u64)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix(self.0 as usize) as u64
     }
@@ -165,7 +165,7 @@ impl Rng {
 /// header's address and a per-process secret in its high 32 bits. Every read checks it, so a
 /// size or flag written by an overflow is detected (`corrupted chunk header`) instead of
 /// steering a split or a coalesce; forging one needs the secret.
-pub const SEALED_HEADERS: bool = SECURE;
+pub(crate) const SEALED_HEADERS: bool = SECURE;
 
 /// The checksum of size word `v` (low 32 bits) of the header at `c`.
 #[inline]
@@ -176,7 +176,7 @@ fn header_check(c: *mut u8, v: usize) -> usize {
 
 /// The word to store as the size word `v` of the header at `c`.
 #[inline]
-pub fn seal_header(c: *mut u8, v: usize) -> usize {
+pub(crate) fn seal_header(c: *mut u8, v: usize) -> usize {
     if !SEALED_HEADERS {
         return v;
     }
@@ -187,7 +187,7 @@ pub fn seal_header(c: *mut u8, v: usize) -> usize {
 /// The size word of the header at `c` from its stored `word`; reports a word that does not
 /// carry its checksum.
 #[inline]
-pub fn open_header(c: *mut u8, word: usize) -> usize {
+pub(crate) fn open_header(c: *mut u8, word: usize) -> usize {
     match try_open_header(c, word) {
         Some(v) => v,
         None => crate::misuse::report("corrupted chunk header", c.wrapping_add(crate::large::HEADER)),
@@ -197,7 +197,7 @@ pub fn open_header(c: *mut u8, word: usize) -> usize {
 /// `open_header` without the report: `None` for a word that does not carry its checksum (for
 /// a pointer that may not be a block at all, whose "header" is any 16 bytes).
 #[inline]
-pub fn try_open_header(c: *mut u8, word: usize) -> Option<usize> {
+pub(crate) fn try_open_header(c: *mut u8, word: usize) -> Option<usize> {
     if !SEALED_HEADERS {
         return Some(word);
     }
@@ -270,13 +270,13 @@ fn mix(mut z: usize) -> usize {
 /// again each time it serves a class): its key and mark come from it, so the encoded links and
 /// marks a former use left in the memory (which a new block of another size may show) are
 /// worth nothing now.
-pub fn page_salt(page_addr: usize) -> usize {
+pub(crate) fn page_salt(page_addr: usize) -> usize {
     static STARTS: AtomicUsize = AtomicUsize::new(0);
     page_addr ^ mix(STARTS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The secret of a page started with `salt` (`page_salt`; 0 unless `ENCODED_LINKS`).
-pub fn page_key(salt: usize) -> usize {
+pub(crate) fn page_key(salt: usize) -> usize {
     if !ENCODED_LINKS {
         return 0;
     }
@@ -285,7 +285,7 @@ pub fn page_key(salt: usize) -> usize {
 
 /// The key of the chunk heap's free-list links (0 unless `ENCODED_LINKS`).
 #[inline]
-pub fn chunk_key() -> usize {
+pub(crate) fn chunk_key() -> usize {
     if !ENCODED_LINKS {
         return 0;
     }
@@ -297,7 +297,7 @@ pub fn chunk_key() -> usize {
 /// from a freed block through a dangling pointer cannot be copied into a live block of the
 /// page to make a forged free-list link to it pass `Page::pop`'s check (a block that does
 /// not carry its mark is not free). It costs a few multiplies on each `malloc` and `free`.
-pub const BLOCK_MARKS: bool = SECURE;
+pub(crate) const BLOCK_MARKS: bool = SECURE;
 
 /// The free mark of block `b` of a page whose mark is `page_mark`: in the secure build a
 /// folded multiply (the high and low halves of a 128-bit product, xored) of the address
@@ -305,7 +305,7 @@ pub const BLOCK_MARKS: bool = SECURE;
 /// `malloc` and `free`; recovering the secrets from marks read through dangling pointers is
 /// not a matter of undoing a few linear steps.
 #[inline(always)]
-pub fn block_mark(page_mark: usize, b: usize) -> usize {
+pub(crate) fn block_mark(page_mark: usize, b: usize) -> usize {
     if !BLOCK_MARKS {
         return page_mark;
     }
@@ -318,13 +318,13 @@ pub fn block_mark(page_mark: usize, b: usize) -> usize {
 /// no zero byte, so a write of a zero byte (a string's terminator) always changes it, and of any
 /// other byte unless it matches the secret one there.
 #[inline]
-pub fn chunk_canary(c: *mut u8) -> usize {
+pub(crate) fn chunk_canary(c: *mut u8) -> usize {
     mix(secret(CANARY_SECRET) ^ c.addr()) | 0x0101_0101_0101_0101
 }
 
 /// The free mark of a page started with `salt` (`page_salt`), in every build: odd (so never a
 /// pointer) and per page, from a secret of its own.
-pub fn page_mark(salt: usize) -> usize {
+pub(crate) fn page_mark(salt: usize) -> usize {
     if BLOCK_MARKS {
         secret(BLOCK_MARK_SECRET);
     }
@@ -333,7 +333,7 @@ pub fn page_mark(salt: usize) -> usize {
 
 /// The word stored in free block `slot` to link it to `next`.
 #[inline(always)]
-pub fn encode_link(key: usize, slot: *mut Block, next: *mut Block) -> *mut Block {
+pub(crate) fn encode_link(key: usize, slot: *mut Block, next: *mut Block) -> *mut Block {
     if !ENCODED_LINKS {
         return next;
     }
@@ -342,7 +342,7 @@ pub fn encode_link(key: usize, slot: *mut Block, next: *mut Block) -> *mut Block
 
 /// The next block's address from the word stored in free block `slot`.
 #[inline(always)]
-pub fn decode_link(key: usize, slot: *mut Block, word: *mut Block) -> *mut Block {
+pub(crate) fn decode_link(key: usize, slot: *mut Block, word: *mut Block) -> *mut Block {
     if !ENCODED_LINKS {
         return word;
     }

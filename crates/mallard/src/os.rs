@@ -74,7 +74,7 @@ pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 /// The value of environment variable `name`, if it is set (without allocating; under Miri,
 /// never). For start-up only: the slice lives as long as nothing changes the environment.
-pub fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
         // SAFETY: getenv takes a C string and returns NULL or a C string of the environment.
@@ -92,7 +92,7 @@ pub fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     }
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     #[cfg(not(miri))]
     let clock = libc::CLOCK_MONOTONIC_COARSE;
@@ -109,7 +109,10 @@ pub fn now_ms() -> u64 {
 ///
 /// # Safety
 /// `f(arg)` runs on the new thread: `arg` must be valid there for as long as `f` uses it.
-pub unsafe fn spawn_detached(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void, arg: *mut libc::c_void) -> bool {
+pub(crate) unsafe fn spawn_detached(
+    f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+) -> bool {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
         keep_errno(|| {
@@ -148,7 +151,7 @@ pub unsafe fn spawn_detached(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c
 }
 
 /// Names the calling thread (as `top -H` and `/proc/PID/task/*/comm` show it).
-pub fn name_thread(name: &core::ffi::CStr) {
+pub(crate) fn name_thread(name: &core::ffi::CStr) {
     #[cfg(all(target_os = "linux", not(miri)))]
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
     keep_errno(|| unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) });
@@ -157,7 +160,7 @@ pub fn name_thread(name: &core::ffi::CStr) {
 }
 
 /// Sleeps until `now_ms()` reaches `at`.
-pub fn sleep_until_ms(at: u64) {
+pub(crate) fn sleep_until_ms(at: u64) {
     loop {
         let now = now_ms();
         if now >= at {

@@ -32,9 +32,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 /// (`Page::mark_of`) from the moment it is carved or freed until it is handed out again.
 /// Every size class has room for both (16 bytes at least).
 #[repr(C)]
-pub struct Block {
-    pub next: *mut Block,
-    pub mark: usize,
+pub(crate) struct Block {
+    pub(crate) next: *mut Block,
+    pub(crate) mark: usize,
 }
 
 /// The second word of block `b`, for the free-mark test (`crate::misuse`).
@@ -49,7 +49,7 @@ pub struct Block {
 /// # Safety
 /// `b` points at a block of at least 16 bytes.
 #[inline(always)]
-pub unsafe fn read_mark(b: *const Block) -> usize {
+pub(crate) unsafe fn read_mark(b: *const Block) -> usize {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         let v: usize;
@@ -93,7 +93,7 @@ pub unsafe fn read_mark(b: *const Block) -> usize {
 /// # Safety
 /// `b` is a block of at least 16 bytes that the program is freeing.
 #[inline(always)]
-pub unsafe fn write_mark(b: *mut Block, mark: usize) {
+pub(crate) unsafe fn write_mark(b: *mut Block, mark: usize) {
     #[cfg(not(miri))]
     // SAFETY: per the contract.
     unsafe {
@@ -120,18 +120,18 @@ const fn block_magic(size: usize) -> u64 {
 }
 
 /// `thread_free` tag bit: the page is in its owner's full list.
-pub const FULL: usize = 1;
+pub(crate) const FULL: usize = 1;
 
 /// An empty `thread_free` list tagged `FULL`.
-pub const EMPTY_FULL: *mut Block = ptr::without_provenance_mut(FULL);
+pub(crate) const EMPTY_FULL: *mut Block = ptr::without_provenance_mut(FULL);
 
 /// Tag bit of `Page::owner`: the page is in its heap's full list, so a local free must take
 /// the slow path and move it back.
-pub const IN_FULL: usize = 1;
+pub(crate) const IN_FULL: usize = 1;
 
 /// Tag bit of `Page::owner`: some OS pages of the page are purged (`Page::purged`), so a
 /// local free must take the slow path, which checks that the block is not in one of them.
-pub const PURGED: usize = 2;
+pub(crate) const PURGED: usize = 2;
 
 const OWNER_TAGS: usize = IN_FULL | PURGED;
 
@@ -145,63 +145,63 @@ const OWNER_TAGS: usize = IN_FULL | PURGED;
 /// When remote freers read `block_size` from the owner's line, each of their frees stole that
 /// line from the allocating core (35 % of the consumer's time in prod-cons).
 #[repr(C, align(64))]
-pub struct Page {
+pub(crate) struct Page {
     // ---- owner's line ----
-    pub free: Cell<*mut Block>,
-    pub local_free: Cell<*mut Block>,
+    pub(crate) free: Cell<*mut Block>,
+    pub(crate) local_free: Cell<*mut Block>,
     /// Blocks handed out and not yet freed-and-collected. Written only by the owner; an atomic
     /// so that `stats()` may read it from another thread.
-    pub used: AtomicU32,
+    pub(crate) used: AtomicU32,
     /// Blocks carved so far.
-    pub capacity: Cell<u32>,
+    pub(crate) capacity: Cell<u32>,
     /// Every block on `free` is zero apart from its link and mark words.
-    pub free_is_zero: Cell<bool>,
+    pub(crate) free_is_zero: Cell<bool>,
     /// The memory past `capacity` has not been touched since the OS zeroed it.
-    pub fresh: Cell<bool>,
+    pub(crate) fresh: Cell<bool>,
     /// In-page purge bookkeeping (owner only): `used` when its free OS pages were last
     /// purged, and since when (ms) the page has been sparse enough to purge (0: it is not).
-    pub purge_used: Cell<u32>,
-    pub sparse_since: Cell<u64>,
+    pub(crate) purge_used: Cell<u32>,
+    pub(crate) sparse_since: Cell<u64>,
     /// Links in the owning heap's page queue (or full list). Owner only.
-    pub prev: Cell<*mut Page>,
-    pub next: Cell<*mut Page>,
+    pub(crate) prev: Cell<*mut Page>,
+    pub(crate) next: Cell<*mut Page>,
     /// A copy of `mark` for `pop`, which touches only the owner's line.
     pop_mark: Cell<usize>,
     // ---- description line ----
     /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
     /// path's one test: equal to the caller's heap means a local free into a non-full page.
     /// Written by the owner (and by whoever reclaims the page), read by remote freers.
-    pub owner: AtomicPtr<Heap>,
-    pub block_size: Cell<usize>,
+    pub(crate) owner: AtomicPtr<Heap>,
+    pub(crate) block_size: Cell<usize>,
     /// `ceil(2^64 / block_size)`: `p` starts a block exactly when
     /// `(p - start) * block_magic mod 2^64 < block_magic` (Lemire's divisibility test, exact
     /// for offsets below 2^32), a multiply where `%` would divide.
-    pub block_magic: Cell<u64>,
+    pub(crate) block_magic: Cell<u64>,
     /// First block of the page.
-    pub start: Cell<*mut u8>,
+    pub(crate) start: Cell<*mut u8>,
     /// Blocks that fit (0 once the page is given back to its segment).
-    pub reserved: Cell<u32>,
+    pub(crate) reserved: Cell<u32>,
     /// OS pages given back while the page stays in use (bit k: the k-th 4 KiB of a small
     /// page); the blocks that start in them are free and on no list (`purge_free_os_pages`).
     /// Atomic because a remote free reads it to catch a double free.
-    pub purged: AtomicU16,
+    pub(crate) purged: AtomicU16,
     /// The size class; read by remote freers and `stats()`.
-    pub class: AtomicU8,
+    pub(crate) class: AtomicU8,
     /// Bytes from `start` that are carved into blocks (`capacity * block_size`); a pointer
     /// past them was never handed out. Written by the owner when it carves (rarely), read by
     /// every free.
-    pub carved_end: AtomicU32,
+    pub(crate) carved_end: AtomicU32,
     /// The secret that encodes the links of this page's free blocks in the secure build
     /// (`mitigations::ENCODED_LINKS`; 0 otherwise). Set when the page starts a class.
-    pub key: Cell<usize>,
+    pub(crate) key: Cell<usize>,
     /// The free mark of this page's blocks (`mitigations::page_mark`; see `mark_of`).
     mark: Cell<usize>,
     // ---- remote line ----
-    pub thread_free: AtomicPtr<Block>,
+    pub(crate) thread_free: AtomicPtr<Block>,
     /// Remote frees of blocks not yet subtracted from `used`. A remote freer adds one after
     /// its push, so the owner learns the count without walking the list (whose blocks the
     /// freeing core wrote: a cache miss each). See `collect_remote`.
-    pub remote_freed: AtomicU32,
+    pub(crate) remote_freed: AtomicU32,
 }
 
 const _: () = assert!(
@@ -213,7 +213,7 @@ const _: () = assert!(
 );
 
 impl Page {
-    pub const EMPTY: Page = Page {
+    pub(crate) const EMPTY: Page = Page {
         free: Cell::new(ptr::null_mut()),
         used: AtomicU32::new(0),
         owner: AtomicPtr::new(ptr::null_mut()),
@@ -240,7 +240,15 @@ impl Page {
     };
 
     /// Prepares the page to serve `class` from `[start, start + len)`.
-    pub fn init(&self, owner: *mut Heap, class: usize, block_size: usize, start: *mut u8, len: usize, fresh: bool) {
+    pub(crate) fn init(
+        &self,
+        owner: *mut Heap,
+        class: usize,
+        block_size: usize,
+        start: *mut u8,
+        len: usize,
+        fresh: bool,
+    ) {
         self.free.set(ptr::null_mut());
         self.used.store(0, Ordering::Relaxed);
         self.owner.store(owner, Ordering::Relaxed);
@@ -275,7 +283,7 @@ impl Page {
     /// # Safety
     /// `b` is a free block of this page, on one of its lists.
     #[inline(always)]
-    pub unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
+    pub(crate) unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
         // SAFETY: per the contract, b's first word is its link.
         let next = mitigations::decode_link(self.key.get(), b, unsafe { (*b).next });
         if !next.is_null() {
@@ -332,19 +340,19 @@ impl Page {
     /// # Safety
     /// `b` is a block of this page that the caller owns as free (being freed or listed).
     #[inline(always)]
-    pub unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
+    pub(crate) unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
         // SAFETY: per the contract.
         unsafe { (*b).next = mitigations::encode_link(self.key.get(), b, next) };
     }
 
     #[inline(always)]
-    pub fn used(&self) -> u32 {
+    pub(crate) fn used(&self) -> u32 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Owner only: `used += delta` without a locked instruction.
     #[inline(always)]
-    pub fn add_used(&self, delta: i32) {
+    pub(crate) fn add_used(&self, delta: i32) {
         self.used.store(self.used().wrapping_add(delta as u32), Ordering::Relaxed);
     }
 
@@ -358,7 +366,7 @@ impl Page {
     /// # Safety
     /// Owner only; `free` is non-empty.
     #[inline(always)]
-    pub unsafe fn pop(&self) -> *mut Block {
+    pub(crate) unsafe fn pop(&self) -> *mut Block {
         let b = self.free.get();
         // SAFETY: b is on the free list: a free block of this page unless a corrupted link
         // put it there, which its missing mark tells before anything is written.
@@ -381,7 +389,7 @@ impl Page {
     /// Whether `p` is the start of a block, by the multiply test of `block_magic` (fast path;
     /// `is_block_start` also checks the range).
     #[inline(always)]
-    pub fn starts_block(&self, p: *const u8) -> bool {
+    pub(crate) fn starts_block(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start.get() as usize) as u64;
         let m = self.block_magic.get();
         off.wrapping_mul(m) < m
@@ -393,14 +401,14 @@ impl Page {
     /// (`mitigations::block_mark`), so that a mark read from a freed block is no use
     /// elsewhere.
     #[inline(always)]
-    pub fn mark_of(&self, b: *const u8) -> usize {
+    pub(crate) fn mark_of(&self, b: *const u8) -> usize {
         mitigations::block_mark(self.mark.get(), b.addr())
     }
 
     /// Whether `p` is the start of a block carved so far: one that has been handed out, or
     /// is free (then it carries the mark). Any other pointer into the page was never a block.
     #[inline(always)]
-    pub fn is_carved_block(&self, p: *const u8) -> bool {
+    pub(crate) fn is_carved_block(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start.get() as usize) as u64;
         let m = self.block_magic.get();
         off < self.carved_end.load(Ordering::Relaxed) as u64 && off.wrapping_mul(m) < m
@@ -411,7 +419,7 @@ impl Page {
     /// # Safety
     /// `b` is a block of this page that is in use.
     #[inline(always)]
-    pub unsafe fn push_local(&self, b: *mut Block) {
+    pub(crate) unsafe fn push_local(&self, b: *mut Block) {
         // SAFETY: forwarded.
         unsafe { self.link_local(b) };
         self.add_used(-1);
@@ -423,7 +431,7 @@ impl Page {
     /// owner frees back: the slow path that collected one block each time was 40 % of all
     /// `malloc` calls there.
     #[inline(always)]
-    pub fn take_local(&self) -> bool {
+    pub(crate) fn take_local(&self) -> bool {
         let local = self.local_free.get();
         if local.is_null() {
             return false;
@@ -439,7 +447,7 @@ impl Page {
     /// # Safety
     /// As for `push_local`; the caller accounts for the block in `used`.
     #[inline(always)]
-    pub unsafe fn link_local(&self, b: *mut Block) {
+    pub(crate) unsafe fn link_local(&self, b: *mut Block) {
         // SAFETY: the block is ours and no longer used by the program.
         unsafe { self.set_next(b, self.local_free.get()) };
         self.local_free.set(b);
@@ -452,7 +460,7 @@ impl Page {
     /// # Safety
     /// `b` is a block of this page that is in use. The page's memory may be reused by its
     /// owner as soon as this returns, so the caller must not touch the page afterwards.
-    pub unsafe fn push_remote(&self, b: *mut Block) -> usize {
+    pub(crate) unsafe fn push_remote(&self, b: *mut Block) -> usize {
         // SAFETY: forwarded; a single block is a list of one.
         unsafe { self.push_remote_list(b, b) }
     }
@@ -485,7 +493,7 @@ impl Page {
     /// # Safety
     /// Every block of the list is a block of this page that is in use. The caller must not
     /// touch the page afterwards.
-    pub unsafe fn free_remote_list(&self, head: *mut Block, tail: *mut Block, n: u32) -> usize {
+    pub(crate) unsafe fn free_remote_list(&self, head: *mut Block, tail: *mut Block, n: u32) -> usize {
         // SAFETY: forwarded.
         let tag = unsafe { self.push_remote_list(head, tail) };
         self.remote_freed.fetch_add(n, Ordering::Release);
@@ -494,7 +502,7 @@ impl Page {
 
     /// Owner only: moves remote and local frees to `free` if `free` is empty. Returns the
     /// number of remote frees collected.
-    pub fn collect(&self) -> u32 {
+    pub(crate) fn collect(&self) -> u32 {
         if !self.free.get().is_null() {
             return self.collect_remote();
         }
@@ -515,7 +523,7 @@ impl Page {
     /// Owner only: moves the `thread_free` list onto `local_free` and subtracts the remote
     /// frees counted so far from `used`. The page must not be in the full list (its `FULL`
     /// tag is clear). Returns the number of remote frees collected.
-    pub fn collect_remote(&self) -> u32 {
+    pub(crate) fn collect_remote(&self) -> u32 {
         let n = self.take_remote_count();
         let head = self.take_remote_list();
         if !head.is_null() {
@@ -558,7 +566,7 @@ impl Page {
     /// Owner only: carves more blocks from the untouched end of the page onto `free`
     /// (`free` must be empty and `capacity < reserved`). Builds at most `EXTEND_BYTES` worth,
     /// and at least one block, each linked and marked free. Returns the bytes carved.
-    pub fn extend(&self) -> usize {
+    pub(crate) fn extend(&self) -> usize {
         let size = self.block_size.get();
         let cap = self.capacity.get() as usize;
         let n = (EXTEND_BYTES / size).clamp(1, self.reserved.get() as usize - cap);
@@ -634,24 +642,24 @@ impl Page {
 
     /// The owning heap without the tags.
     #[inline]
-    pub fn owner_heap(&self) -> *mut Heap {
+    pub(crate) fn owner_heap(&self) -> *mut Heap {
         self.owner.load(Ordering::Relaxed).map_addr(|a| a & !OWNER_TAGS)
     }
 
     /// Owner only: sets the owner with the `IN_FULL` tag as given and the `PURGED` tag as
     /// `purged` says.
-    pub fn set_in_full(&self, heap: *mut Heap, in_full: bool) {
+    pub(crate) fn set_in_full(&self, heap: *mut Heap, in_full: bool) {
         let purged = if self.purged.load(Ordering::Relaxed) != 0 { PURGED } else { 0 };
         self.owner.store(heap.map_addr(|a| a | in_full as usize | purged), Ordering::Relaxed);
     }
 
-    pub fn in_full(&self) -> bool {
+    pub(crate) fn in_full(&self) -> bool {
         self.owner.load(Ordering::Relaxed).addr() & IN_FULL != 0
     }
 
     /// Owner only: whether the page can hand out a block without growing.
     #[inline]
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         !self.free.get().is_null()
             || self.capacity.get() < self.reserved.get()
             || self.purged.load(Ordering::Relaxed) != 0
@@ -671,7 +679,7 @@ impl Page {
     // a block in a purged OS page as the double free it is.
 
     /// OS pages per small page: the `purged` bitmap has one bit for each.
-    pub const OS_PAGES: usize = SLICE_SIZE / OS_PAGE_SIZE;
+    pub(crate) const OS_PAGES: usize = SLICE_SIZE / OS_PAGE_SIZE;
 
     /// Blocks of the page whose first byte lies in OS page `k`, as an index range.
     fn blocks_starting_in(&self, k: usize) -> core::ops::Range<usize> {
@@ -683,14 +691,14 @@ impl Page {
     }
 
     /// Whether block `p` of this page starts in a purged OS page (it is then free).
-    pub fn in_purged_os_page(&self, p: *const u8) -> bool {
+    pub(crate) fn in_purged_os_page(&self, p: *const u8) -> bool {
         let bits = self.purged.load(Ordering::Relaxed);
         let off = (p as usize).wrapping_sub(self.start.get() as usize);
         bits != 0 && off < SLICE_SIZE && bits & (1 << (off / OS_PAGE_SIZE)) != 0
     }
 
     /// Blocks that start in purged OS pages (free, on no list).
-    pub fn purged_blocks(&self) -> u32 {
+    pub(crate) fn purged_blocks(&self) -> u32 {
         let bits = self.purged.load(Ordering::Relaxed);
         (0..Self::OS_PAGES).filter(|k| bits & (1 << k) != 0).map(|k| self.blocks_starting_in(k).len() as u32).sum()
     }
@@ -698,7 +706,7 @@ impl Page {
     /// Owner only, small pages only: decommits (through `decommit`) every OS page of the
     /// carved part that holds only free blocks (remote frees not yet collected count as in
     /// use). Returns the bytes given back.
-    pub fn purge_free_os_pages(&self, decommit: &mut dyn FnMut(*mut u8, usize)) -> usize {
+    pub(crate) fn purge_free_os_pages(&self, decommit: &mut dyn FnMut(*mut u8, usize)) -> usize {
         let size = self.block_size.get();
         debug_assert!(size <= crate::config::SMALL_MAX);
         // All free blocks onto `free`.
@@ -784,7 +792,7 @@ impl Page {
     /// faulting it in. An OS page that no block starts in (inside a block bigger than 4 KiB)
     /// just loses its bit, and the next one is tried. False if no purged block is left. A
     /// block found freed there (the free mark) was freed twice while its OS page was purged.
-    pub fn unpurge_one(&self) -> bool {
+    pub(crate) fn unpurge_one(&self) -> bool {
         let blocks = loop {
             let bits = self.purged.load(Ordering::Relaxed);
             if bits == 0 {
@@ -819,14 +827,14 @@ impl Page {
 
     /// Whether `p` is the start of a block of this page (as opposed to an interior pointer),
     /// in its reserved range (carved or not). A multiply, not a division: remote frees run this.
-    pub fn is_block_start(&self, p: *const u8) -> bool {
+    pub(crate) fn is_block_start(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start.get() as usize);
         let size = self.block_size.get();
         size != 0 && off < size * self.reserved.get() as usize && self.starts_block(p)
     }
 
     /// Checks the page invariants (owner only, no remote free in flight). Panics on violation.
-    pub fn validate(&self) {
+    pub(crate) fn validate(&self) {
         let count = |mut b: *mut Block| {
             let mut n = 0u32;
             while !b.is_null() {

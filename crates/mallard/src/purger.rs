@@ -47,7 +47,7 @@ const RUNNING: u8 = 2;
 const ABANDONED_ROUNDS: u32 = 3;
 
 /// The purger's state, one per backend.
-pub struct Purger {
+pub(crate) struct Purger {
     state: AtomicU8,
     /// Held for a whole round, and by `fork` (so that no round is half done in the child).
     round: SpinLock<u32>,
@@ -62,7 +62,7 @@ pub struct Purger {
 }
 
 impl Purger {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Purger {
             state: AtomicU8::new(OFF),
             round: SpinLock::new(0),
@@ -74,16 +74,12 @@ impl Purger {
     }
 
     /// Turns the purger on or off (a running thread finishes its round and exits).
-    pub fn set_enabled(&self, on: bool) {
+    pub(crate) fn set_enabled(&self, on: bool) {
         if on {
             let _ = self.state.compare_exchange(OFF, IDLE, Ordering::AcqRel, Ordering::Relaxed);
         } else {
             self.state.store(OFF, Ordering::Release);
         }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != OFF
     }
 
     /// A heap's segment has free pages due for purging at `at` (ms).
@@ -169,7 +165,8 @@ impl Backend {
                 heap.collect(true);
                 heap.purge(now, false);
                 heap_bytes = heap.counters.bytes_purged.load(Ordering::Relaxed) - before;
-                heap.abandon();
+                // SAFETY: the purger's borrowed heap is not used again.
+                unsafe { heap.abandon() };
                 // (Its own abandon is no news.)
                 let seen = self.purger.abandoned_activity.load(Ordering::Relaxed);
                 self.purger.seen_activity.store(seen, Ordering::Relaxed);

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
-pub enum SegmentKind {
+pub(crate) enum SegmentKind {
     Small = 0,
     Medium = 1,
     Large = 2,
@@ -40,7 +40,7 @@ pub enum SegmentKind {
 }
 
 impl SegmentKind {
-    pub fn from_page_kind(k: PageKind) -> Self {
+    pub(crate) fn from_page_kind(k: PageKind) -> Self {
         match k {
             PageKind::Small => SegmentKind::Small,
             PageKind::Medium => SegmentKind::Medium,
@@ -61,7 +61,7 @@ impl SegmentKind {
     }
 
     /// Bit mask of the page indices a segment of this kind has.
-    pub fn valid_pages(self) -> u64 {
+    pub(crate) fn valid_pages(self) -> u64 {
         match self {
             SegmentKind::Small => !1u64,
             SegmentKind::Medium => 0xff,
@@ -72,44 +72,44 @@ impl SegmentKind {
 }
 
 #[repr(C)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// The owning heap; null if none. Read by every `free`.
-    pub owner: AtomicPtr<Heap>,
+    pub(crate) owner: AtomicPtr<Heap>,
     kind: AtomicU8,
     /// Page of each slice.
-    pub page_map: [Cell<*mut Page>; SLICES_PER_SEGMENT],
-    pub pages: [Page; SLICES_PER_SEGMENT],
-    pub free_mask: Cell<u64>,
-    pub used_pages: Cell<u32>,
+    pub(crate) page_map: [Cell<*mut Page>; SLICES_PER_SEGMENT],
+    pub(crate) pages: [Page; SLICES_PER_SEGMENT],
+    pub(crate) free_mask: Cell<u64>,
+    pub(crate) used_pages: Cell<u32>,
     /// Guards `dirty_mask`, `purge_mask`, `purge_at` and the free pages' memory of a page
     /// segment between its owner and the background purger (`purge_overdue`); the owner takes
     /// it only on slow paths (a page taken or given back, a purge).
     lock: SpinLock<()>,
     /// Pages whose memory may be non-zero (used since the segment was mapped or purged).
-    pub dirty_mask: Cell<u64>,
+    pub(crate) dirty_mask: Cell<u64>,
     /// Free pages still committed, and when they are due to be purged (ms; 0 = none). For a
     /// cached segment, `purge_at` is when the whole segment is due.
-    pub purge_mask: Cell<u64>,
-    pub purge_at: Cell<u64>,
+    pub(crate) purge_mask: Cell<u64>,
+    pub(crate) purge_at: Cell<u64>,
     /// Links in a heap's segment list, the cache or the abandoned list.
-    pub next: Cell<*mut Segment>,
-    pub prev: Cell<*mut Segment>,
+    pub(crate) next: Cell<*mut Segment>,
+    pub(crate) prev: Cell<*mut Segment>,
     /// Links in the backend's registry of every mapped segment (changed under its lock).
-    pub reg_next: Cell<*mut Segment>,
-    pub reg_prev: Cell<*mut Segment>,
-    pub backend: Cell<*const Backend>,
+    pub(crate) reg_next: Cell<*mut Segment>,
+    pub(crate) reg_prev: Cell<*mut Segment>,
+    pub(crate) backend: Cell<*const Backend>,
     /// The mapping that holds the segment (a huge one may start before the header).
-    pub base: Cell<*mut u8>,
-    pub map_size: Cell<usize>,
+    pub(crate) base: Cell<*mut u8>,
+    pub(crate) map_size: Cell<usize>,
     /// Bytes the program asked for in this segment's live blocks, for huge and chunk
     /// segments (statistics).
-    pub live_bytes: AtomicUsize,
+    pub(crate) live_bytes: AtomicUsize,
     /// The header slice ends with a guard page (secure build, `mitigations::HEADER_GUARD`).
     /// A property of the mapping: `init` keeps it.
-    pub guarded: Cell<bool>,
+    pub(crate) guarded: Cell<bool>,
     /// A huge block's guard page right after the block (secure build,
     /// `mitigations::HUGE_GUARD`), or 0. Set while the block is live; `init` keeps it.
-    pub tail_guard: Cell<usize>,
+    pub(crate) tail_guard: Cell<usize>,
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
@@ -121,7 +121,7 @@ const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
 /// tag that Stacked Borrows narrowed to the block (a `Box` does), which must not reach the
 /// header, while the allocator itself may.
 #[inline(always)]
-pub fn segment_of(p: *const u8) -> *const Segment {
+pub(crate) fn segment_of(p: *const u8) -> *const Segment {
     let addr = p.addr().wrapping_sub(1) & !SEGMENT_MASK;
     #[cfg(miri)]
     return core::ptr::with_exposed_provenance(addr);
@@ -131,38 +131,38 @@ pub fn segment_of(p: *const u8) -> *const Segment {
 
 /// Slice index of `p` inside its segment.
 #[inline(always)]
-pub fn slice_of(p: *const u8) -> usize {
+pub(crate) fn slice_of(p: *const u8) -> usize {
     (p as usize >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1)
 }
 
 impl Segment {
     #[inline(always)]
-    pub fn kind(&self) -> SegmentKind {
+    pub(crate) fn kind(&self) -> SegmentKind {
         SegmentKind::from_u8(self.kind.load(Ordering::Relaxed))
     }
 
     #[inline]
-    pub fn backend(&self) -> &Backend {
+    pub(crate) fn backend(&self) -> &Backend {
         // SAFETY: set at init; backends outlive their segments.
         unsafe { &*self.backend.get() }
     }
 
     /// The page holding block `p` of this segment.
     #[inline(always)]
-    pub fn page_of(&self, p: *const u8) -> &Page {
+    pub(crate) fn page_of(&self, p: *const u8) -> &Page {
         // SAFETY: page_map entries always point into `self.pages`.
         unsafe { &*self.page_map[slice_of(p)].get() }
     }
 
     /// Sets the requested bytes of a huge segment's block, keeping the in-use figure.
-    pub fn set_live_bytes(&self, n: usize) {
+    pub(crate) fn set_live_bytes(&self, n: usize) {
         let old = self.live_bytes.swap(n, Ordering::Relaxed);
         self.backend().note_in_use(n as i64 - old as i64);
     }
 
     /// The segment's start, as a pointer that may reach the whole mapping (a pointer made
     /// from `&self` could only reach the header).
-    pub fn addr(&self) -> *mut u8 {
+    pub(crate) fn addr(&self) -> *mut u8 {
         self.base.get().with_addr(self as *const Segment as usize)
     }
 
@@ -170,7 +170,7 @@ impl Segment {
     ///
     /// # Safety
     /// `page` is a page of a live segment whose `start` has been set.
-    pub unsafe fn of_page(page: &Page) -> &Segment {
+    pub(crate) unsafe fn of_page(page: &Page) -> &Segment {
         // SAFETY: `start` points into the segment's mapping, so masking it finds the header.
         unsafe { &*segment_of(page.start.get()) }
     }
@@ -178,7 +178,7 @@ impl Segment {
     /// Sets up the header for `kind`. The memory is either fresh (all zero, which is a valid
     /// empty header) or a former segment's header; the registry links are kept.
     /// `zero` says whether the memory after the header is known to be zero.
-    pub fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, zero: bool) {
+    pub(crate) fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, zero: bool) {
         // Lets `segment_of` rebuild a pointer to the header from a bare address under Miri.
         let _ = base.expose_provenance();
         self.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -209,18 +209,18 @@ impl Segment {
     }
 
     /// Marks the segment cached (empty, dirty) or re-kinds it.
-    pub fn set_kind(&self, kind: SegmentKind) {
+    pub(crate) fn set_kind(&self, kind: SegmentKind) {
         self.kind.store(kind as u8, Ordering::Relaxed);
     }
 
     /// The chunk heap's region in a chunk segment: everything after the header slice.
-    pub fn chunk_region(&self) -> (*mut u8, *mut u8) {
+    pub(crate) fn chunk_region(&self) -> (*mut u8, *mut u8) {
         // SAFETY: both ends lie inside (or one past) the segment.
         unsafe { (self.addr().add(SLICE_SIZE), self.addr().add(SEGMENT_SIZE)) }
     }
 
     /// The memory range page `index` serves.
-    pub fn page_area(&self, index: usize) -> (*mut u8, usize) {
+    pub(crate) fn page_area(&self, index: usize) -> (*mut u8, usize) {
         let (start, end) = match self.kind() {
             SegmentKind::Small => (index * SLICE_SIZE, (index + 1) * SLICE_SIZE),
             SegmentKind::Medium => ((index * MEDIUM_PAGE_SIZE).max(SLICE_SIZE), (index + 1) * MEDIUM_PAGE_SIZE),
@@ -231,7 +231,7 @@ impl Segment {
     }
 
     /// Owner only: takes a free page, or `None` if every page is in use.
-    pub fn take_page(&self) -> Option<(usize, &Page)> {
+    pub(crate) fn take_page(&self) -> Option<(usize, &Page)> {
         let mask = self.free_mask.get();
         if mask == 0 {
             return None;
@@ -246,7 +246,7 @@ impl Segment {
 
     /// Owner only: whether page `i` has been used since the segment was mapped, and marks it
     /// used from now on.
-    pub fn page_was_fresh(&self, i: usize) -> bool {
+    pub(crate) fn page_was_fresh(&self, i: usize) -> bool {
         let _g = self.lock.lock();
         let dirty = self.dirty_mask.get();
         self.dirty_mask.set(dirty | 1 << i);
@@ -255,7 +255,7 @@ impl Segment {
 
     /// Owner only: gives page `page` back to the segment; its memory is purged at `purge_at`
     /// (ms) unless the page is taken again before.
-    pub fn free_page(&self, page: &Page, purge_at: u64) {
+    pub(crate) fn free_page(&self, page: &Page, purge_at: u64) {
         let i = self.page_index(page);
         self.backend().note_in_use(-((page.capacity.get() as usize * page.block_size.get()) as i64));
         debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
@@ -275,13 +275,13 @@ impl Segment {
         self.used_pages.set(self.used_pages.get() - 1);
     }
 
-    pub fn page_index(&self, page: &Page) -> usize {
+    pub(crate) fn page_index(&self, page: &Page) -> usize {
         (page as *const Page as usize - self.pages.as_ptr() as usize) / core::mem::size_of::<Page>()
     }
 
     /// Owner only: decommits the free pages that are due (all of them with `force`).
     /// Returns the number of bytes decommitted.
-    pub fn purge_pages(&self, now: u64, force: bool) -> usize {
+    pub(crate) fn purge_pages(&self, now: u64, force: bool) -> usize {
         let _g = self.lock.lock();
         if !(force || now >= self.purge_at.get()) {
             return 0;
@@ -294,7 +294,7 @@ impl Segment {
     /// pages if they were due a whole purge delay ago, so the owner, which checks at least
     /// every quarter delay while it allocates, is idle. Returns (bytes decommitted, when the
     /// free pages left are overdue: ms, or `u64::MAX`).
-    pub fn purge_overdue(&self, now: u64, delay: u64) -> (usize, u64) {
+    pub(crate) fn purge_overdue(&self, now: u64, delay: u64) -> (usize, u64) {
         let _g = self.lock.lock();
         if self.purge_mask.get() == 0 {
             return (0, u64::MAX);
@@ -326,7 +326,7 @@ impl Segment {
 
     /// Decommits everything after the header of an empty segment (or huge mapping) and marks
     /// it zero. Returns the bytes decommitted.
-    pub fn purge_all(&self) -> usize {
+    pub(crate) fn purge_all(&self) -> usize {
         let len = self.map_size.get() - (self.addr() as usize - self.base.get() as usize) - HEADER_KEEP;
         // SAFETY: the segment is empty; the range lies inside its mapping, after the header.
         unsafe { self.backend().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
@@ -336,11 +336,11 @@ impl Segment {
     }
 
     /// Page indices in use.
-    pub fn used_mask(&self) -> u64 {
+    pub(crate) fn used_mask(&self) -> u64 {
         self.kind().valid_pages() & !self.free_mask.get()
     }
 
-    pub fn validate(&self) {
+    pub(crate) fn validate(&self) {
         assert_eq!(self.used_mask().count_ones(), self.used_pages.get(), "used_pages == popcount(used)");
         assert_eq!(self.free_mask.get() & !self.kind().valid_pages(), 0);
     }

@@ -40,7 +40,7 @@ fn index(p: *const u8) -> usize {
 /// has, aliases a region near the top, where the stack is and no segment is ever mapped;
 /// null wraps to the very last region, likewise.
 #[inline(always)]
-pub fn contains(p: *const u8) -> bool {
+pub(crate) fn contains(p: *const u8) -> bool {
     #[cfg(not(miri))]
     {
         // An address past the map (beyond user space, or null, which wraps to the top) is
@@ -55,7 +55,7 @@ pub fn contains(p: *const u8) -> bool {
 
 /// Records the segment whose header is at `seg` (segment aligned). Done before any block of it
 /// is handed out.
-pub fn insert(seg: *const u8) {
+pub(crate) fn insert(seg: *const u8) {
     #[cfg(not(miri))]
     if let Some(e) = MAP.get(index(seg.wrapping_add(1))) {
         debug_assert!(index(seg.wrapping_add(1)) < ENTRIES - 1, "a segment in the last region, which null aliases");
@@ -66,7 +66,7 @@ pub fn insert(seg: *const u8) {
 }
 
 /// Forgets the segment whose header is at `seg`, before its memory is unmapped or moved.
-pub fn remove(seg: *const u8) {
+pub(crate) fn remove(seg: *const u8) {
     #[cfg(not(miri))]
     if let Some(e) = MAP.get(index(seg.wrapping_add(1))) {
         e.store(0, Ordering::Relaxed);

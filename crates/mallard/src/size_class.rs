@@ -12,7 +12,7 @@ use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SMALL_MAX};
 /// Which kind of page (and segment) serves a class.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
-pub enum PageKind {
+pub(crate) enum PageKind {
     Small = 0,
     Medium = 1,
     Large = 2,
@@ -25,7 +25,7 @@ const fn count_classes() -> usize {
 }
 
 /// Number of size classes.
-pub const CLASS_COUNT: usize = count_classes();
+pub(crate) const CLASS_COUNT: usize = count_classes();
 
 const fn build_table() -> [usize; CLASS_COUNT] {
     let mut t = [0usize; CLASS_COUNT];
@@ -70,14 +70,14 @@ pub const fn class_of(size: usize) -> usize {
 /// Whether `class_of(size) == class`, by the class table's bounds: cheaper than computing
 /// the class of `size` (a sized free checks this).
 #[inline(always)]
-pub fn in_class(size: usize, class: usize) -> bool {
+pub(crate) fn in_class(size: usize, class: usize) -> bool {
     let upper = CLASS_SIZE.get(class).is_some_and(|&top| size <= top);
     upper && (class == 0 || CLASS_SIZE.get(class - 1).is_some_and(|&below| size > below))
 }
 
 /// The page kind serving class `class`.
 #[inline]
-pub const fn kind_of(class: usize) -> PageKind {
+pub(crate) const fn kind_of(class: usize) -> PageKind {
     let size = TABLE[class];
     if size <= SMALL_MAX {
         PageKind::Small
@@ -91,7 +91,7 @@ pub const fn kind_of(class: usize) -> PageKind {
 /// The smallest class that holds `size` bytes and whose blocks are all `align`-aligned, for
 /// `align` up to a slice (pages start slice-aligned, so a block size that is a multiple of
 /// `align` gives aligned blocks). `None` if no page class fits: the block is huge.
-pub const fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
+pub(crate) const fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
     // A size near usize::MAX must not wrap to a small one.
     let rounded = match size.checked_add(align - 1) {
         Some(s) => s & !(align - 1),

@@ -11,10 +11,10 @@ macro_rules! counters {
     ($( $name:ident : $desc:literal, )*) => {
         /// Event counters. In a heap they are written only by its owner (plain load and
         /// store, no locked instruction); in the backend by any thread (`fetch_add`).
-        pub struct Counters { $( pub $name: AtomicI64, )* }
+        pub(crate) struct Counters { $( pub(crate) $name: AtomicI64, )* }
 
         impl Counters {
-            pub const fn new() -> Self { Counters { $( $name: AtomicI64::new(0), )* } }
+            pub(crate) const fn new() -> Self { Counters { $( $name: AtomicI64::new(0), )* } }
             fn sum_into(&self, s: &mut Stats) { $( s.$name += self.$name.load(Relaxed); )* }
         }
 
@@ -102,7 +102,7 @@ counters! {
 impl Counters {
     /// Owner-only increment (no locked instruction).
     #[inline(always)]
-    pub fn bump(c: &AtomicI64, n: i64) {
+    pub(crate) fn bump(c: &AtomicI64, n: i64) {
         c.store(c.load(Relaxed) + n, Relaxed);
     }
 }

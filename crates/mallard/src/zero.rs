@@ -16,11 +16,11 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// How many zero-size blocks can be live at once (one per 16 bytes after the header slice).
-pub const ZERO_SLOTS: usize = 1 << 16;
+pub(crate) const ZERO_SLOTS: usize = 1 << 16;
 const WORDS: usize = ZERO_SLOTS / 64;
 
 /// The zero-size segment of a backend and which of its slots are handed out.
-pub struct ZeroSlots {
+pub(crate) struct ZeroSlots {
     segment: AtomicPtr<Segment>,
     live: [AtomicU64; WORDS],
     /// The word the next search starts at.
@@ -28,7 +28,7 @@ pub struct ZeroSlots {
 }
 
 impl ZeroSlots {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         ZeroSlots {
             segment: AtomicPtr::new(ptr::null_mut()),
             live: [const { AtomicU64::new(0) }; WORDS],
@@ -52,7 +52,7 @@ fn slot_of(seg: &Segment, p: *const u8) -> Option<usize> {
 impl Backend {
     /// A fresh zero-size block, or `None` if none can be had (the caller falls back to a
     /// plain block).
-    pub fn zero_alloc(&self) -> Option<NonNull<u8>> {
+    pub(crate) fn zero_alloc(&self) -> Option<NonNull<u8>> {
         let seg = self.zero_segment()?;
         let z = &self.zero;
         let start = z.cursor.load(Ordering::Relaxed);
@@ -73,7 +73,7 @@ impl Backend {
     }
 
     /// Frees zero-size block `p` of zero segment `seg`; reports one that is not handed out.
-    pub fn zero_free(&self, seg: &Segment, p: *mut u8) {
+    pub(crate) fn zero_free(&self, seg: &Segment, p: *mut u8) {
         let Some(i) = slot_of(seg, p) else {
             crate::misuse::report("free of a pointer that is not a block", p);
         };
@@ -85,7 +85,7 @@ impl Backend {
     }
 
     /// Whether `p` is a zero-size block of zero segment `seg` that is handed out.
-    pub fn zero_live(&self, seg: &Segment, p: *const u8) -> bool {
+    pub(crate) fn zero_live(&self, seg: &Segment, p: *const u8) -> bool {
         slot_of(seg, p).is_some_and(|i| self.zero.live[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0)
     }
 

@@ -335,7 +335,7 @@ fn stats_count_live_blocks_per_class() {
     let before = mallard::stats();
     let blocks: Vec<Box<[u8; 200]>> = (0..1000).map(|_| Box::new([1u8; 200])).collect();
     let during = mallard::stats();
-    let class = mallard::size_class::class_of(200);
+    let class = mallard::raw::class_of(200);
     assert!(during.class_blocks[class] - before.class_blocks[class] >= 1000);
     drop(blocks);
     mallard::collect(false);
@@ -467,7 +467,7 @@ fn the_secure_build_hands_out_a_fresh_page_in_random_order() {
     .join()
     .unwrap();
     let neighbours = addrs.windows(2).filter(|w| w[1].abs_diff(w[0]) == 48).count();
-    if mallard::mitigations::RANDOM_ORDER {
+    if mallard::raw::RANDOM_ORDER {
         // Two picks in a row from one of the 8 runs: about one pair in 8.
         assert!(neighbours < 24, "{neighbours} of 63 consecutive mallocs returned neighbours");
     } else {
@@ -484,8 +484,8 @@ fn the_full_level_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quaranti
     }
     let _g = serial();
     // The secure build at its full level (else nothing of this happens).
-    let secure = mallard::mitigations::quarantine();
-    assert_eq!(secure, mallard::mitigations::SECURE && !cfg!(miri));
+    let secure = mallard::raw::quarantine();
+    assert_eq!(secure, mallard::raw::SECURE && !cfg!(miri));
     let l = Layout::from_size_align(100, 8).unwrap();
     // A fresh thread: its quarantine starts empty.
     std::thread::spawn(move || {
@@ -497,11 +497,7 @@ fn the_full_level_fills_a_freed_block_and_keeps_it_from_reuse_until_the_quaranti
             p.write_bytes(0xab, 100);
             GLOBAL.dealloc(p, l);
             let tail = core::slice::from_raw_parts(p.add(16), 96);
-            assert_eq!(
-                tail.iter().all(|&b| b == 0),
-                mallard::mitigations::fill_freed(),
-                "filled in the secure build only"
-            );
+            assert_eq!(tail.iter().all(|&b| b == 0), mallard::raw::fill_freed(), "filled in the secure build only");
             let next: Vec<*mut u8> = (0..200).map(|_| GLOBAL.alloc(l)).collect();
             assert_eq!(!next.contains(&p), secure, "reused at once in the default build only");
             next.into_iter().for_each(|q| GLOBAL.dealloc(q, l));
@@ -551,12 +547,11 @@ fn the_header_guard_page_faults_in_the_secure_build() {
     assert!(!p.is_null());
     // The block's segment, and the last OS page of its header slice (where no block goes; in
     // the default build unused memory of the header slice).
-    let guard =
-        mallard::mitigations::header_guard(p.wrapping_sub(1).map_addr(|a| a & !(mallard::config::SEGMENT_SIZE - 1)));
+    let guard = mallard::raw::header_guard(p.wrapping_sub(1).map_addr(|a| a & !(mallard::raw::SEGMENT_SIZE - 1)));
     let faults = a_write_faults(guard);
     // SAFETY: p is live, allocated with l.
     unsafe { GLOBAL.dealloc(p, l) };
-    assert_eq!(faults, mallard::mitigations::HEADER_GUARD, "the guard page faults in the secure build only");
+    assert_eq!(faults, mallard::raw::HEADER_GUARD, "the guard page faults in the secure build only");
 }
 
 #[test]
@@ -565,7 +560,7 @@ fn a_write_past_a_huge_block_faults_in_the_secure_build_as_it_grows_and_moves() 
     let _g = serial();
     const MIB: usize = 1 << 20;
     let l = |n| Layout::from_size_align(n, 16).unwrap();
-    let secure = mallard::mitigations::HUGE_GUARD;
+    let secure = mallard::raw::HUGE_GUARD;
     // SAFETY: non-zero sizes; the block is resized and freed with its current layout; the
     // writes past its end are made by children.
     unsafe {

@@ -4,10 +4,7 @@
 //! after every step. Several heaps play several threads (a free by another heap is a remote
 //! free), and `Exit` plays a thread exit (abandon, then a new heap from the pool).
 
-use mallard::alloc::{free, malloc_aligned, malloc_zeroed, realloc, usable_size};
-use mallard::backend::Backend;
-use mallard::heap::Heap;
-use mallard::os::SimPageSource;
+use mallard::raw::{free, malloc_aligned, malloc_zeroed, realloc, usable_size, Backend, Heap, SimPageSource};
 use proptest::prelude::*;
 
 const HEAPS: usize = 3;
@@ -147,7 +144,8 @@ fn run(ops: &[Op]) {
                 fill(q, size, seed);
             }
             Op::Exit { heap } => {
-                heaps[heap].abandon();
+                // SAFETY: the heap is replaced at once and not used again.
+                unsafe { heaps[heap].abandon() };
                 heaps[heap] = backend.heap_alloc().unwrap();
             }
             Op::Purge { heap } => heaps[heap].purge(u64::MAX, true),

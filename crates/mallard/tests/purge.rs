@@ -30,7 +30,7 @@ impl PurgeDelay {
 
 impl Drop for PurgeDelay {
     fn drop(&mut self) {
-        mallard::set_purge_delay_ms(mallard::config::PURGE_DELAY_MS);
+        mallard::set_purge_delay_ms(mallard::raw::PURGE_DELAY_MS);
     }
 }
 
@@ -196,7 +196,7 @@ fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     drop(blocks);
     let freed = mallard::stats();
     assert!(
-        freed.segments_cached > mallard::config::SEGMENT_CACHE_KEEP as i64,
+        freed.segments_cached > mallard::raw::SEGMENT_CACHE_KEEP as i64,
         "freed segments are cached for reuse until the purge delay: {} cached",
         freed.segments_cached
     );
@@ -214,6 +214,6 @@ fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     let purged = mallard::stats();
     // (`segments_cached` also counts cached huge mappings, which `before` already holds.)
     let kept = purged.segments_cached - before.segments_cached;
-    assert!(kept <= mallard::config::SEGMENT_CACHE_KEEP as i64, "{kept} more segments cached after the purge");
+    assert!(kept <= mallard::raw::SEGMENT_CACHE_KEEP as i64, "{kept} more segments cached after the purge");
     assert!(purged.segments_released - before.segments_released >= 30, "{:?}", purged.segments_released);
 }

@@ -34,6 +34,6 @@ fn stats_and_print_stats_do_not_allocate() {
     mallard::print_stats();
     let after = CALLS.load(Ordering::SeqCst);
     assert_eq!(before, after, "stats() and print_stats() allocated");
-    assert!(s.class_blocks[mallard::size_class::class_of(100)] >= 100);
+    assert!(s.class_blocks[mallard::raw::class_of(100)] >= 100);
     drop(keep);
 }
