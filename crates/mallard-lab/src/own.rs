@@ -232,7 +232,7 @@ impl Strategy for Mallard {
 
     fn trim(&mut self) {
         for heap in self.heaps.values() {
-            heap.collect(true);
+            mallard::raw::collect(heap, true);
             heap.purge(u64::MAX, true);
         }
         self.backend.purge(u64::MAX, true);

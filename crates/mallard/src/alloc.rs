@@ -4,12 +4,14 @@
 //!
 //! `heap` is always the calling thread's heap (or, in tests, the heap playing that thread).
 
+use crate::backend::Backend;
+use crate::block::{read_mark, write_mark, Block};
+use crate::chunk::{self, ChunkHeap, CHUNK_MAX};
 use crate::config::*;
 use crate::heap::{Heap, CHUNK_HINT};
-use crate::large::{self, ChunkHeap};
 use crate::misuse;
 use crate::mitigations::{self, CANARY};
-use crate::page::{read_mark, write_mark, Block, Page};
+use crate::page::Page;
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::segment_map;
 use crate::size_class::{class_for_aligned, class_of, in_class};
@@ -63,11 +65,7 @@ fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
 /// callers ignore errno). Setting it here keeps the test off the fast paths.
 #[cold]
 fn out_of_memory() -> *mut u8 {
-    #[cfg(all(target_os = "linux", not(miri)))]
-    // SAFETY: __errno_location returns the calling thread's errno.
-    unsafe {
-        *libc::__errno_location() = libc::ENOMEM
-    };
+    crate::os::set_errno(libc::ENOMEM);
     ptr::null_mut()
 }
 
@@ -342,31 +340,7 @@ unsafe fn free_own_full(heap: &Heap, page: &Page, p: *mut u8, mark: usize) {
 unsafe fn release_own(heap: &Heap, page: &Page, b: *mut Block) {
     // SAFETY: forwarded.
     unsafe { page.link_local(b) };
-    {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // `dec` sets ZF itself, where a relaxed load and store would need a reload and a
-        // compare. Only the owner writes `used`, so this unlocked read-modify-write is what
-        // `store(load() - 1)` means; `stats()` readers see the old or the new value.
-        // SAFETY: `used` is a live u32 that this thread owns for writing; the asm touches only
-        // it and the flags.
-        unsafe {
-            core::arch::asm!(
-                "dec dword ptr [{page} + {used}]",
-                "jz {empty}",
-                page = in(reg) page as *const Page,
-                used = const core::mem::offset_of!(Page, used),
-                empty = label { heap.page_empty(page) },
-                options(nostack),
-            );
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        if page.used() == 1 {
-            page.used.store(0, Ordering::Relaxed);
-            heap.page_empty(page);
-        } else {
-            page.add_used(-1);
-        }
-    }
+    page.release_one(|| heap.page_empty(page));
 }
 
 /// The full level's part of `free` for a block of a page class that passed `free`'s checks
@@ -435,7 +409,7 @@ unsafe fn fill_zero(p: *mut u8, size: usize) {
 /// # Safety
 /// `b` was put in the quarantine by `fill_and_keep` on `heap`'s thread, which is the caller.
 #[inline(never)]
-pub(crate) unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
+unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
     // SAFETY: b is a block of a page-class segment, kept alive (counted in its page's `used`)
     // and marked freed.
     unsafe {
@@ -449,6 +423,13 @@ pub(crate) unsafe fn release_quarantined(heap: &Heap, b: *mut u8) {
             free_slow(heap, seg, page, b, false);
         }
     }
+}
+
+/// Secure build: releases every block of the calling thread's quarantine (before its heap
+/// collects, and before it is abandoned).
+pub(crate) fn flush_quarantine(heap: &Heap) {
+    // SAFETY: the heap's quarantine holds blocks its thread freed into it.
+    heap.take_quarantined(|b| unsafe { release_quarantined(heap, b) });
 }
 
 /// Reports a write to quarantined block `b` of `size` bytes since its free: all of it must
@@ -586,11 +567,11 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
             if p != seg.pages[0].start.get() {
                 misuse::report("free of a pointer inside a huge block", p);
             }
-            seg.backend().huge_free(seg);
+            Backend::of(seg).huge_free(seg);
             return;
         }
         SegmentKind::Cached => misuse::report("double free (or free of a pointer mallard did not allocate)", p),
-        SegmentKind::Zero => return seg.backend().zero_free(seg, p),
+        SegmentKind::Zero => return Backend::of(seg).zero_free(seg, p),
         SegmentKind::Chunk if page.owner_heap() != heap.id() => {
             // Another thread's chunk: checked and marked freed now, freed when its owner
             // collects it. (The owner may be changing other chunks' headers meanwhile, never
@@ -636,7 +617,7 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
         unsafe { page.push_remote(p.cast()) };
         if !owner.is_null() {
             // SAFETY: heaps are never unmapped.
-            unsafe { (*owner).remote_hint(CHUNK_HINT) };
+            unsafe { (*owner.cast::<Heap>()).remote_hint(CHUNK_HINT) };
         }
         count_remote_free(heap, heap.for_remote_free(), None);
         return;
@@ -676,9 +657,9 @@ unsafe fn free_slow(heap: &Heap, seg: &Segment, page: &Page, p: *mut u8, keep: b
 fn count_remote_free(heap: &Heap, freer: Option<&Heap>, class: Option<usize>) {
     match freer {
         Some(h) => {
-            Counters::bump(&h.counters.remote_frees, 1);
+            Counters::bump(&h.stats.counters.remote_frees, 1);
             if let Some(c) = class {
-                Counters::bump(&h.remote_pending[c], 1);
+                Counters::bump(&h.stats.remote_pending[c], 1);
             }
         }
         None => {
@@ -729,7 +710,7 @@ pub unsafe fn realloc(heap: &Heap, p: *mut u8, old_size: usize, new_size: usize,
                 return p;
             }
             // SAFETY: p is the segment's live huge block.
-            if let Some(q) = unsafe { seg.backend().huge_resize(seg, p, new_size) } {
+            if let Some(q) = unsafe { Backend::of(seg).huge_resize(seg, p, new_size) } {
                 return q.as_ptr();
             }
         }
@@ -842,7 +823,7 @@ unsafe fn check_size_slow(seg: &Segment, page: &Page, p: *const u8, size: usize,
             unsafe { check_live(p, op) };
             // SAFETY: a live chunk (checked).
             let usable = unsafe { ChunkHeap::usable_size(p.cast_mut()) };
-            size <= usable && usable - size < large::MIN_SPLIT + 2 * large::HEADER && p.addr() % align == 0
+            size <= usable && usable - size < chunk::MIN_SPLIT + 2 * chunk::HEADER && p.addr() % align == 0
         }
         _ => {
             let block = page.block_size.get();
@@ -900,7 +881,7 @@ pub(crate) unsafe fn check_live(p: *const u8, op: &str) {
         }
         SegmentKind::Cached => misuse::report_op(op, "a freed block", p),
         SegmentKind::Zero => {
-            if !seg.backend().zero_live(seg, p) {
+            if !Backend::of(seg).zero_live(seg, p) {
                 misuse::report_op(op, "a freed block (or a pointer that is not a block)", p);
             }
         }

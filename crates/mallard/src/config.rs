@@ -48,11 +48,6 @@ pub(crate) const CLASS_MAX: usize = MEDIUM_MAX;
 /// size; when mappings run out (`vm.max_map_count`) the chunk heap serves it instead.
 pub(crate) const GROW_HUGE_MIN: usize = CLASS_MAX;
 
-/// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
-/// segments (all of a segment but its header slice, minus a chunk header and the region's end
-/// sentinel). Bigger blocks are huge.
-pub(crate) const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * crate::large::HEADER;
-
 /// Sizes up to this are looked up in the heap's direct table (one entry per 8 bytes), so the
 /// common small malloc needs no size-class computation.
 pub(crate) const DIRECT_MAX: usize = 1024;
@@ -106,10 +101,6 @@ pub const PURGE_DELAY_MS: u64 = 100;
 /// are left alone: their few pages are likely reused soon).
 pub(crate) const CHUNK_PURGE_MIN: usize = 256 << 10;
 
-/// The first bytes of a segment are its header, which stays committed when the segment is
-/// purged (the registry links in it stay in use).
-pub const HEADER_KEEP: usize = core::mem::size_of::<crate::segment::Segment>().next_multiple_of(OS_PAGE_SIZE);
-
 /// A heap scans its full pages for remote frees at least once per this many fresh pages it
 /// takes, as a backstop to the remote-free hints.
 pub(crate) const FULL_SCAN_PERIOD: u32 = 32;
@@ -126,4 +117,3 @@ const _: () = assert!(SLICE_SIZE % OS_PAGE_SIZE == 0);
 const _: () = assert!(MEDIUM_PAGE_SIZE <= SEGMENT_SIZE && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);
 const _: () = assert!(DIRECT_MAX <= SMALL_MAX && DIRECT_MAX % 8 == 0);
 const _: () = assert!(LARGE_MAX * 7 <= SEGMENT_SIZE - SLICE_SIZE);
-const _: () = assert!(HEADER_KEEP <= SLICE_SIZE);

@@ -14,10 +14,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// The process-wide backend behind `Mallard`.
-pub(crate) static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(thread_init));
+pub(crate) static GLOBAL_BACKEND: Backend = Backend::new(&OsPageSource, Some(crate::heap::reclaim_abandoned));
 
-static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, false));
-static EXITED: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, true));
+static PLACEHOLDER: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, false, thread_init));
+static EXITED: StaticHeap = StaticHeap(Heap::placeholder(&GLOBAL_BACKEND, true, thread_init));
 
 /// The thread's heap pointer, in the initial-exec TLS model.
 ///
@@ -163,7 +163,9 @@ extern "C" fn thread_done(heap: *mut libc::c_void) {
     heap_slot::set(&EXITED.0);
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };
-    // SAFETY: the slot no longer points at it, so this thread does not use it again.
+    crate::alloc::flush_quarantine(heap);
+    // SAFETY: the slot no longer points at it, so this thread does not use it again; its
+    // quarantine is flushed.
     unsafe { heap.abandon() };
 }
 

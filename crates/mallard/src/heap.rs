@@ -23,17 +23,18 @@
 //! reclaims them, and the heap struct itself is pooled for the next thread.
 
 use crate::backend::Backend;
+use crate::block::Block;
+use crate::chunk::ChunkHeap;
 use crate::config::*;
-use crate::large::ChunkHeap;
 use crate::list::{Linked, List};
 use crate::mitigations::QUARANTINE_SLOTS;
-use crate::page::{Block, Page, EMPTY_FULL, FULL};
+use crate::page::{Owner, Page, EMPTY_FULL, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
-use crate::stats::Counters;
+use crate::stats::{Counters, HeapStats};
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A queue of pages (through `Page::prev/next`).
 pub(crate) type PageQueue = List<Page>;
@@ -80,6 +81,8 @@ impl RemoteBatch {
 
 #[repr(C)]
 pub struct Heap {
+    /// First, so that the backend, which knows heaps by their statistics, holds heaps.
+    pub(crate) stats: HeapStats,
     /// Current page for every size up to `DIRECT_MAX`, indexed by `(size + 7) / 8`.
     pub(crate) pages_direct: [Cell<*mut Page>; DIRECT_SLOTS],
     pub(crate) queues: [PageQueue; CLASS_COUNT],
@@ -93,6 +96,8 @@ pub struct Heap {
     backend: Cell<*const Backend>,
     /// The placeholder heap of threads that have not allocated yet.
     is_placeholder: bool,
+    /// On a placeholder: creates and installs the calling thread's real heap.
+    thread_init: Option<fn() -> *const Heap>,
     /// The placeholder of a thread whose heap was already abandoned (it is exiting): a free
     /// there does not create a new heap.
     exited: bool,
@@ -107,15 +112,6 @@ pub struct Heap {
     /// `quarantine_at` (`mitigations::QUARANTINE`; no slots in the default build).
     quarantine: [Cell<*mut u8>; QUARANTINE_SLOTS],
     quarantine_at: Cell<usize>,
-    pub(crate) counters: Counters,
-    /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
-    /// all heaps it is the number of blocks freed but still counted in their page's `used`.
-    pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
-    /// Pages started per class (statistics; owner-written).
-    pub(crate) class_pages_started: [AtomicI64; CLASS_COUNT],
-    /// Links: every heap of the backend / the pool of free heaps.
-    pub(crate) all_next: Cell<*mut Heap>,
-    pub(crate) pool_next: Cell<*mut Heap>,
     /// One bit per class: a remote free cleared the `FULL` tag of one of its full pages.
     /// The only field other threads write, on its own cache line.
     remote_hint: RemoteHint,
@@ -176,8 +172,9 @@ impl Linked for Segment {
 impl Heap {
     /// The placeholder heap of a thread that has not allocated yet (or, with `exited`, of a
     /// thread whose heap was abandoned at exit).
-    pub(crate) const fn placeholder(backend: &'static Backend, exited: bool) -> Heap {
+    pub(crate) const fn placeholder(backend: &'static Backend, exited: bool, thread_init: fn() -> *const Heap) -> Heap {
         Heap {
+            stats: HeapStats::new(),
             pages_direct: [const { Cell::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
             queues: [PageQueue::EMPTY; CLASS_COUNT],
             full: [PageQueue::EMPTY; CLASS_COUNT],
@@ -187,6 +184,7 @@ impl Heap {
             chunk_segs: SegQueue::EMPTY,
             backend: Cell::new(backend),
             is_placeholder: true,
+            thread_init: Some(thread_init),
             exited,
             fresh_pages: Cell::new(0),
             remote_batches: [RemoteBatch::EMPTY; CLASS_COUNT],
@@ -194,11 +192,6 @@ impl Heap {
             next_purge_check: Cell::new(0),
             quarantine: [const { Cell::new(ptr::null_mut()) }; QUARANTINE_SLOTS],
             quarantine_at: Cell::new(0),
-            counters: Counters::new(),
-            remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
-            class_pages_started: [const { AtomicI64::new(0) }; CLASS_COUNT],
-            all_next: Cell::new(ptr::null_mut()),
-            pool_next: Cell::new(ptr::null_mut()),
             remote_hint: RemoteHint([AtomicU64::new(0), AtomicU64::new(0)]),
         }
     }
@@ -233,7 +226,7 @@ impl Heap {
             return Some(self);
         }
         // SAFETY: thread_init returns a valid heap or null.
-        unsafe { (self.backend().thread_init?)().as_ref() }
+        unsafe { (self.thread_init?)().as_ref() }
     }
 
     #[inline(always)]
@@ -242,10 +235,10 @@ impl Heap {
         unsafe { &*self.backend.get() }
     }
 
-    /// The heap's identity as a segment owner.
+    /// The heap's identity as the owner of pages and segments.
     #[inline(always)]
-    pub(crate) fn id(&self) -> *mut Heap {
-        self as *const Heap as *mut Heap
+    pub(crate) fn id(&self) -> *mut Owner {
+        (self as *const Heap).cast_mut().cast()
     }
 
     /// Points the direct slots of `class` at its queue's first page.
@@ -286,12 +279,12 @@ impl Heap {
         if self.is_placeholder {
             return self.real()?.find_page(class);
         }
-        Counters::bump(&self.counters.malloc_slow, 1);
+        Counters::bump(&self.stats.counters.malloc_slow, 1);
         self.flush_remote();
         // Every 32nd slow path is a purge point, so that a program that keeps allocating gives
         // back what it stopped using; the clock is read there only (a slow path that just
         // recycles the page's own frees runs every few hundred blocks).
-        if self.counters.malloc_slow.load(Ordering::Relaxed) % 32 == 0 {
+        if self.stats.counters.malloc_slow.load(Ordering::Relaxed) % 32 == 0 {
             self.maybe_purge();
         }
         let q = &self.queues[class];
@@ -346,7 +339,7 @@ impl Heap {
     #[inline]
     fn collected(&self, page: &Page, n: u32) {
         if n != 0 {
-            Counters::bump(&self.remote_pending[page.class.load(Ordering::Relaxed) as usize], -(n as i64));
+            Counters::bump(&self.stats.remote_pending[page.class.load(Ordering::Relaxed) as usize], -(n as i64));
         }
     }
 
@@ -487,14 +480,14 @@ impl Heap {
         let owner = page.owner_heap();
         // (Only an abandoned page's segment is read: news for the purger, see `purger`.)
         // SAFETY: the page's segment is mapped while the batch's blocks are in use.
-        let abandoned = owner.is_null().then(|| unsafe { Segment::of_page(page) }.backend());
+        let abandoned = owner.is_null().then(|| Backend::of(unsafe { Segment::of_page(page) }));
         // SAFETY: forwarded.
         let tag = unsafe { page.free_remote_list(head, tail, n) };
         if let Some(backend) = abandoned {
             backend.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
         } else if tag == FULL {
             // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
-            unsafe { (*owner).remote_hint(class) };
+            unsafe { (*owner.cast::<Heap>()).remote_hint(class) };
         }
     }
 
@@ -535,8 +528,8 @@ impl Heap {
         self.carve(page);
         self.queues[class].push_front(page);
         self.update_direct(class);
-        Counters::bump(&self.counters.pages_fresh, 1);
-        Counters::bump(&self.class_pages_started[class], 1);
+        Counters::bump(&self.stats.counters.pages_fresh, 1);
+        Counters::bump(&self.stats.class_pages_started[class], 1);
         Some(page)
     }
 
@@ -559,7 +552,7 @@ impl Heap {
         // SAFETY: a queued page belongs to a live segment of this heap.
         let seg = unsafe { Segment::of_page(page) };
         self.release_page(seg, page);
-        Counters::bump(&self.counters.pages_retired, 1);
+        Counters::bump(&self.stats.counters.pages_retired, 1);
         self.maybe_purge();
     }
 
@@ -627,8 +620,8 @@ impl Heap {
                 reclaimed += 1;
             }
         }
-        Counters::bump(&self.counters.segments_reclaimed, 1);
-        Counters::bump(&self.counters.pages_reclaimed, reclaimed);
+        Counters::bump(&self.stats.counters.segments_reclaimed, 1);
+        Counters::bump(&self.stats.counters.pages_reclaimed, reclaimed);
         if seg.used_pages.get() == 0 {
             self.backend().segment_free(seg);
         } else if seg.free_mask.get() != 0 {
@@ -646,14 +639,14 @@ impl Heap {
         self.quarantine[i].replace(p)
     }
 
-    /// Releases every block in the quarantine, oldest first.
-    fn flush_quarantine(&self) {
+    /// Takes every block out of the quarantine, oldest first (`alloc::flush_quarantine`
+    /// releases them).
+    pub(crate) fn take_quarantined(&self, mut each: impl FnMut(*mut u8)) {
         let (newer, older) = self.quarantine.split_at(self.quarantine_at.get());
         for slot in older.iter().chain(newer) {
             let b = slot.replace(ptr::null_mut());
             if !b.is_null() {
-                // SAFETY: this thread's quarantine holds blocks it freed into it.
-                unsafe { crate::alloc::release_quarantined(self, b) };
+                each(b);
             }
         }
     }
@@ -662,12 +655,13 @@ impl Heap {
     /// abandoned for other threads to reclaim) and return the heap to the pool.
     ///
     /// # Safety
-    /// The heap is not used afterwards: it may be handed to another thread at once.
-    pub unsafe fn abandon(&self) {
+    /// The heap is not used afterwards: it may be handed to another thread at once. Its
+    /// quarantine was flushed (`alloc::flush_quarantine`).
+    pub(crate) unsafe fn abandon(&self) {
         if self.is_placeholder {
             return;
         }
-        self.flush_quarantine();
+        debug_assert!(self.quarantine.iter().all(|b| b.get().is_null()), "the quarantine was flushed");
         self.flush_remote();
         let mut pages = 0;
         for class in 0..CLASS_COUNT {
@@ -710,20 +704,19 @@ impl Heap {
                 self.backend().abandon(seg);
             }
         }
-        Counters::bump(&self.counters.pages_abandoned, pages);
+        Counters::bump(&self.stats.counters.pages_abandoned, pages);
         self.remote_hint.0.iter().for_each(|h| h.store(0, Ordering::Relaxed));
-        self.backend().heap_free(self);
+        self.backend().pool_heap(&self.stats);
     }
 
-    /// Collects every pending free: the quarantine (secure build), remote frees into pages and chunks, and full pages that
+    /// Collects every pending free: remote frees into pages and chunks, and full pages that
     /// got room; gives empty pages back to their segments and empty segments to the backend.
     /// With `force`, first takes over every abandoned segment, so that frees into them are
-    /// collected too.
-    pub fn collect(&self, force: bool) {
+    /// collected too. (The quarantine is `alloc::flush_quarantine`'s.)
+    pub(crate) fn collect(&self, force: bool) {
         if self.is_placeholder {
             return;
         }
-        self.flush_quarantine();
         self.flush_remote();
         if force {
             while let Some(seg) = self.backend().pop_abandoned() {
@@ -804,7 +797,7 @@ impl Heap {
                 self.chunks.purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
             };
         }
-        Counters::bump(&self.counters.bytes_purged, bytes as i64);
+        Counters::bump(&self.stats.counters.bytes_purged, bytes as i64);
         self.backend().purge(now, force);
     }
 
@@ -818,7 +811,7 @@ impl Heap {
         let (seg, mapped) = self.backend().segment_alloc(kind)?;
         if mapped {
             let bytes = self.purge_inside_pages(crate::os::now_ms(), InPage::Pressure);
-            Counters::bump(&self.counters.bytes_purged, bytes as i64);
+            Counters::bump(&self.stats.counters.bytes_purged, bytes as i64);
         }
         Some(seg)
     }
@@ -920,7 +913,7 @@ impl Heap {
     fn add_live(seg: &Segment, delta: isize) {
         let v = seg.live_bytes.load(Ordering::Relaxed);
         seg.live_bytes.store(v.wrapping_add_signed(delta), Ordering::Relaxed);
-        seg.backend().note_in_use(delta as i64);
+        Backend::of(seg).note_in_use(delta as i64);
     }
 
     /// Takes a fresh chunk segment: its region becomes one free chunk.
@@ -1058,7 +1051,7 @@ impl Heap {
         // SAFETY: an abandoned region no heap lists any more.
         unsafe { self.chunks.adopt_region(start, end) };
         self.chunk_segs.push_front(seg);
-        Counters::bump(&self.counters.segments_reclaimed, 1);
+        Counters::bump(&self.stats.counters.segments_reclaimed, 1);
         // Frees that arrived while it was abandoned (an emptied segment goes back at the next
         // due purge).
         self.collect_chunks_of(seg);
@@ -1131,4 +1124,42 @@ impl Heap {
             }
         }
     }
+}
+
+/// The heap pool: heaps are carved from the backend's metadata memory and never freed; a
+/// heap whose thread exited waits in the pool for the next thread. (The backend keeps the
+/// lists; it knows a heap by its statistics, which lead it.)
+impl Backend {
+    /// A heap for a new owner: a pooled one or a fresh one.
+    pub fn heap_alloc(&'static self) -> Option<&'static Heap> {
+        if let Some(stats) = self.pooled_heap() {
+            // SAFETY: the pool holds heaps by their first field; a pooled heap is unowned.
+            let heap = unsafe { &*stats.cast::<Heap>() };
+            Counters::bump(&heap.stats.counters.heaps_reused, 1);
+            return Some(heap);
+        }
+        let mem = self.new_heap_memory(core::mem::size_of::<Heap>().next_multiple_of(64))?;
+        // SAFETY: zeroed memory of the heap's size is a valid heap once `init` sets its
+        // pointers.
+        let heap: &'static Heap = unsafe { &*mem.as_ptr().cast::<Heap>() };
+        heap.init(self);
+        self.register_heap(&heap.stats);
+        Counters::bump(&heap.stats.counters.heaps_created, 1);
+        Some(heap)
+    }
+}
+
+/// The background purger's round over abandoned segments (`Backend::new`'s `reclaim`): a
+/// pooled heap takes them over, which collects their remote frees and gives back what is
+/// empty, then purges and abandons them again. Returns the bytes it purged.
+pub(crate) fn reclaim_abandoned(backend: &'static Backend, now: u64) -> i64 {
+    let Some(heap) = backend.heap_alloc() else { return 0 };
+    let before = heap.stats.counters.bytes_purged.load(Ordering::Relaxed);
+    heap.collect(true);
+    heap.purge(now, false);
+    let bytes = heap.stats.counters.bytes_purged.load(Ordering::Relaxed) - before;
+    // SAFETY: the borrowed heap is not used again; it freed nothing, so its quarantine is
+    // empty.
+    unsafe { heap.abandon() };
+    bytes
 }

@@ -5,14 +5,18 @@
 //! static GLOBAL: mallard::Mallard = mallard::Mallard;
 //! ```
 //!
-//! Layers, bottom up (see DESIGN.md): `os` (page sources) → `size_class` → `page` (sharded
-//! free lists) → `segment` (4 MiB regions cut into pages) → `large` (the chunk heap: boundary
-//! tags, TLSF) → `heap` (per-thread heaps, slow path, purge) → `backend` (what heaps share:
-//! segment cache, abandoned segments, huge-mapping cache) and `huge` → `alloc` (fast paths) →
-//! `global` (`Mallard`). Beside them, `segment_map` (which 4 MiB regions hold a segment) and
-//! `misuse` (the free mark, and the one-line report before an abort) let `free` refuse what
-//! is not a live block. The allocator never allocates for itself: metadata lives in segment
-//! headers and in memory taken straight from the page source.
+//! Besides [`Mallard`], the crate offers the allocator's statistics ([`stats`],
+//! [`print_stats`]), giving free memory back now ([`collect`]) or after a delay of your choice
+//! ([`set_purge_delay_ms`], [`set_background_purge`]), and [`usable_size`]. Misuse that would
+//! corrupt the heap (a double free, a free of a pointer it did not hand out) stops the
+//! program with one line on stderr.
+
+// The modules, bottom up, as DESIGN.md's "Layers" draws them (tests/layers.rs holds the code
+// to it: a module names only modules of lower layers): config; lock, list, segment_map; os
+// (every system call and line of assembly); block; size_class; stats, misuse; mitigations;
+// page; chunk, segment; backend (with huge, zero, purger); heap; alloc; global; raw (the
+// unsafe interface of mallard's own crates). The allocator never allocates for itself:
+// metadata lives in segment headers and in memory taken straight from the page source.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -22,25 +26,23 @@
 
 mod alloc;
 mod backend;
+mod block;
+mod chunk;
 mod config;
 mod global;
 mod heap;
-mod huge;
-mod large;
 mod list;
 mod lock;
 mod misuse;
 mod mitigations;
 mod os;
 mod page;
-mod purger;
 #[doc(hidden)]
 pub mod raw;
 mod segment;
 mod segment_map;
 mod size_class;
 mod stats;
-mod zero;
 
 pub use global::Mallard;
 pub use stats::Stats;
@@ -49,7 +51,7 @@ pub use stats::Stats;
 /// figures are the calling thread's). Does not allocate.
 pub fn stats() -> Stats {
     let mut s = global::GLOBAL_BACKEND.stats();
-    s.resident_bytes = stats::resident_bytes();
+    s.resident_bytes = os::resident_bytes();
     let (n, bytes, largest) = global::thread_heap().chunk_figures();
     (s.free_chunks, s.free_chunk_bytes, s.largest_free_chunk) = (n as i64, bytes as i64, largest as i64);
     s
@@ -67,6 +69,7 @@ pub fn collect(force: bool) {
     if heap.is_placeholder() {
         global::GLOBAL_BACKEND.purge(now, force);
     } else {
+        alloc::flush_quarantine(heap);
         heap.collect(force);
         heap.purge(now, force);
     }
@@ -93,7 +96,7 @@ pub fn print_stats() {
 
 /// Writes the global allocator's statistics to file descriptor `fd`, without allocating.
 pub fn print_stats_to(fd: i32) {
-    let mut w = stats::FdWriter::new(fd);
+    let mut w = os::FdWriter::new(fd);
     let _ = stats().write_table(&mut w);
 }
 

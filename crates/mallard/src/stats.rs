@@ -4,6 +4,7 @@
 //! `print_stats` formats into a stack buffer: it never allocates.
 
 use crate::size_class::{CLASS_COUNT, CLASS_SIZE};
+use core::cell::Cell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
@@ -73,6 +74,34 @@ macro_rules! counters {
             }
         }
     };
+}
+
+/// A heap's statistics. The backend sums them over every heap it made (`Backend::stats`)
+/// and keeps its pool of heaps by them, so it knows heaps by these alone: they lead the heap
+/// (`Heap` is `repr(C)` with them first), so a pointer to them is one to the heap.
+#[repr(C)]
+pub(crate) struct HeapStats {
+    pub(crate) counters: Counters,
+    /// Per class: blocks this heap freed remotely minus remote frees it collected. Summed over
+    /// all heaps it is the number of blocks freed but still counted in their page's `used`.
+    pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
+    /// Pages started per class (owner-written).
+    pub(crate) class_pages_started: [AtomicI64; CLASS_COUNT],
+    /// Links (under the backend's lock): every heap of the backend; the pool of free heaps.
+    pub(crate) all_next: Cell<*mut HeapStats>,
+    pub(crate) pool_next: Cell<*mut HeapStats>,
+}
+
+impl HeapStats {
+    pub(crate) const fn new() -> Self {
+        HeapStats {
+            counters: Counters::new(),
+            remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            class_pages_started: [const { AtomicI64::new(0) }; CLASS_COUNT],
+            all_next: Cell::new(core::ptr::null_mut()),
+            pool_next: Cell::new(core::ptr::null_mut()),
+        }
+    }
 }
 
 counters! {
@@ -183,106 +212,5 @@ impl Stats {
             }
         }
         Ok(())
-    }
-}
-
-/// The process's resident set in bytes, read from /proc/self/statm without allocating.
-pub fn resident_bytes() -> i64 {
-    #[cfg(miri)]
-    return 0;
-    #[cfg(not(miri))]
-    {
-        let mut buf = [0u8; 128];
-        // Plain system calls, not libc's `open` and `read`: those are cancellation points, and
-        // the recorder reads this from inside `malloc`.
-        // SAFETY: a NUL-terminated path; buf is a valid, writable buffer.
-        let n = unsafe {
-            let path = c"/proc/self/statm".as_ptr();
-            let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path, libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return 0;
-            }
-            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-            libc::syscall(libc::SYS_close, fd);
-            n
-        };
-        let text = &buf[..n.max(0) as usize];
-        let pages = text.split(|&b| b == b' ').nth(1).unwrap_or(b"0");
-        let pages = pages.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
-        // SAFETY: sysconf has no preconditions.
-        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
-    }
-}
-
-/// Bytes of `[base, base + len)` resident in memory (`mincore`, in steps of 16 MiB through a
-/// vector on the stack: nothing allocates); 0 under Miri or if the kernel says no.
-pub(crate) fn resident_in(base: *mut u8, len: usize) -> i64 {
-    #[cfg(miri)]
-    {
-        let _ = (base, len);
-        0
-    }
-    #[cfg(not(miri))]
-    {
-        const STEP: usize = 4096 * crate::config::OS_PAGE_SIZE;
-        let mut vec = [0u8; 4096];
-        let mut pages = 0i64;
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(STEP);
-            // SAFETY: `vec` has a byte for each OS page of the `n` bytes asked about; the range
-            // is one the caller has mapped (mincore only reads the page tables).
-            let ok = unsafe { libc::mincore(base.add(at).cast(), n, vec.as_mut_ptr()) } == 0;
-            if ok {
-                pages += vec[..n.div_ceil(crate::config::OS_PAGE_SIZE)].iter().filter(|&&b| b & 1 != 0).count() as i64;
-            }
-            at += n;
-        }
-        pages * crate::config::OS_PAGE_SIZE as i64
-    }
-}
-
-/// A `fmt::Write` into a fixed buffer that flushes to a file descriptor when full.
-pub struct FdWriter {
-    fd: i32,
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl FdWriter {
-    pub const fn new(fd: i32) -> Self {
-        FdWriter { fd, buf: [0; 512], len: 0 }
-    }
-
-    pub fn flush(&mut self) {
-        let mut off = 0;
-        while off < self.len {
-            // SAFETY: buf[off..len] is initialized memory we own.
-            let n = unsafe { libc::write(self.fd, self.buf.as_ptr().add(off).cast(), self.len - off) };
-            if n <= 0 {
-                break;
-            }
-            off += n as usize;
-        }
-        self.len = 0;
-    }
-}
-
-impl Write for FdWriter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for FdWriter {
-    fn drop(&mut self) {
-        self.flush();
     }
 }

@@ -145,7 +145,7 @@ fn run(ops: &[Op]) {
             }
             Op::Exit { heap } => {
                 // SAFETY: the heap is replaced at once and not used again.
-                unsafe { heaps[heap].abandon() };
+                unsafe { mallard::raw::abandon(heaps[heap]) };
                 heaps[heap] = backend.heap_alloc().unwrap();
             }
             Op::Purge { heap } => heaps[heap].purge(u64::MAX, true),
@@ -167,7 +167,7 @@ fn run(ops: &[Op]) {
     // owners collect in the second round.
     for _ in 0..2 {
         for h in &heaps {
-            h.collect(true);
+            mallard::raw::collect(h, true);
             h.validate();
         }
     }
@@ -235,7 +235,7 @@ fn scattered_frees_give_back_os_pages_inside_pages() {
         // SAFETY: live blocks of this heap.
         unsafe { free(heap, b.p) };
     }
-    heap.collect(true);
+    mallard::raw::collect(heap, true);
     heap.validate();
     assert_eq!(backend.stats().class_blocks.iter().sum::<i64>(), 0);
 }
@@ -266,7 +266,7 @@ fn purged_pages_of_blocks_bigger_than_an_os_page_refill() {
             unsafe { free(heap, b.p) };
         }
     }
-    heap.collect(false); // (releases the blocks the secure build's quarantine holds)
+    mallard::raw::collect(heap, false); // (releases the blocks the secure build's quarantine holds)
     heap.purge(u64::MAX, true);
     heap.validate();
     assert!(backend.stats().bytes_purged > 0);
@@ -278,7 +278,7 @@ fn purged_pages_of_blocks_bigger_than_an_os_page_refill() {
             // SAFETY: live blocks of this heap.
             unsafe { free(heap, b.p) };
         }
-        heap.collect(false);
+        mallard::raw::collect(heap, false);
         heap.purge(u64::MAX, true);
         heap.validate();
     }

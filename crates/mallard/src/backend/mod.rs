@@ -6,13 +6,16 @@
 //! the lists. The process has one backend behind `Mallard`; tests make their own over a
 //! simulated page source.
 
+mod huge;
+mod purger;
+mod zero;
+
 use crate::config::*;
-use crate::heap::Heap;
 use crate::lock::SpinLock;
 use crate::os::PageSource;
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::{Segment, SegmentKind, Shared};
 use crate::size_class::CLASS_COUNT;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, HeapStats, Stats};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
@@ -25,21 +28,19 @@ pub struct Backend {
     pub(crate) counters: Counters,
     /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
     pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
-    /// Bytes in use now and at most: blocks carved from pages, live chunks and huge blocks
-    /// (changed only on slow paths; see `note_in_use`).
-    in_use: AtomicI64,
-    peak_in_use: AtomicI64,
+    /// What its segments share (`segment::Shared`): the page source again, bytes in use.
+    pub(crate) shared: Shared,
     /// Purge delay in ms (see `config::PURGE_DELAY_MS`).
     purge_delay_ms: AtomicU64,
     /// Earliest time a cached segment or mapping is due to be purged (ms; MAX = none).
     next_purge: AtomicU64,
-    /// Creates and installs the calling thread's heap (for the global backend); `None` for
-    /// backends whose heaps are made explicitly.
-    pub(crate) thread_init: Option<fn() -> *const Heap>,
+    /// The purger's round over abandoned segments, which runs a heap (`heap::reclaim_abandoned`,
+    /// given by `global`; `None`: the purger leaves abandoned segments to the threads).
+    pub(crate) reclaim: Option<fn(&'static Backend, u64) -> i64>,
     /// Zero-size blocks (secure build, `zero`).
-    pub(crate) zero: crate::zero::ZeroSlots,
+    pub(crate) zero: zero::ZeroSlots,
     /// The background purger (`purger`).
-    pub(crate) purger: crate::purger::Purger,
+    pub(crate) purger: purger::Purger,
 }
 
 struct State {
@@ -47,9 +48,10 @@ struct State {
     cache_len: usize,
     abandoned: *mut Segment,
     registry: *mut Segment,
-    /// Every heap ever made (they are never freed), and the ones free for reuse.
-    heaps: *mut Heap,
-    free_heaps: *mut Heap,
+    /// Every heap ever made (they are never freed), and the ones free for reuse, by their
+    /// statistics (`HeapStats`).
+    heaps: *mut HeapStats,
+    free_heaps: *mut HeapStats,
     meta_cur: *mut u8,
     meta_end: *mut u8,
     /// Freed huge mappings: (header, mapping size); size 0 = empty slot.
@@ -67,7 +69,10 @@ impl Backend {
         std::boxed::Box::leak(std::boxed::Box::new(Backend::new(source, None)))
     }
 
-    pub(crate) const fn new(source: &'static dyn PageSource, thread_init: Option<fn() -> *const Heap>) -> Self {
+    pub(crate) const fn new(
+        source: &'static dyn PageSource,
+        reclaim: Option<fn(&'static Backend, u64) -> i64>,
+    ) -> Self {
         Backend {
             source,
             state: SpinLock::new(State {
@@ -85,13 +90,12 @@ impl Backend {
             abandoned_count: AtomicUsize::new(0),
             counters: Counters::new(),
             remote_pending: [const { AtomicI64::new(0) }; CLASS_COUNT],
-            in_use: AtomicI64::new(0),
-            peak_in_use: AtomicI64::new(0),
+            shared: Shared::new(source),
             purge_delay_ms: AtomicU64::new(PURGE_DELAY_MS),
             next_purge: AtomicU64::new(u64::MAX),
-            thread_init,
-            purger: crate::purger::Purger::new(),
-            zero: crate::zero::ZeroSlots::new(),
+            reclaim,
+            purger: purger::Purger::new(),
+            zero: zero::ZeroSlots::new(),
         }
     }
 
@@ -118,7 +122,7 @@ impl Backend {
             // SAFETY: we took it off the cache; nobody else refers to it.
             let seg = unsafe { &*cached };
             let zero = seg.dirty_mask.get() == 0; // purged while cached
-            seg.init(kind, self, seg.addr(), SEGMENT_SIZE, zero);
+            seg.init(kind, self.id(), &self.shared, seg.addr(), SEGMENT_SIZE, zero);
             self.guard_header(seg);
             self.count(|c| &c.segments_reused, 1);
             return Some((seg, false));
@@ -126,7 +130,7 @@ impl Backend {
         let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
-        seg.init(kind, self, base.as_ptr(), SEGMENT_SIZE, true);
+        seg.init(kind, self.id(), &self.shared, base.as_ptr(), SEGMENT_SIZE, true);
         self.guard_header(seg);
         self.register(seg);
         self.count(|c| &c.segments_mapped, 1);
@@ -168,7 +172,7 @@ impl Backend {
     /// drops and rebuilds a big structure reuses its segments, while the cache never adds
     /// more than half the program's own peak to its RSS.
     fn segment_cache_limit(&self) -> usize {
-        let half_peak = self.peak_in_use.load(Ordering::Relaxed).max(0) as usize / 2 / SEGMENT_SIZE;
+        let half_peak = self.shared.in_use().1.max(0) as usize / 2 / SEGMENT_SIZE;
         half_peak.clamp(SEGMENT_CACHE_KEEP, SEGMENT_CACHE_MAX)
     }
 
@@ -251,19 +255,20 @@ impl Backend {
 
     // ---- heaps ----
 
-    /// A heap for a new owner: a pooled one or a fresh one from metadata memory.
-    pub fn heap_alloc(&'static self) -> Option<&'static Heap> {
+    // (The heap pool's `heap_alloc` is in `heap`, which knows what a heap is.)
+
+    /// A heap from the pool, by its statistics (which lead it), if the pool has one.
+    pub(crate) fn pooled_heap(&self) -> Option<*mut HeapStats> {
         let mut st = self.state.lock();
         let h = st.free_heaps;
-        if !h.is_null() {
-            // SAFETY: pooled heaps are valid and unowned.
-            let heap = unsafe { &*h };
-            st.free_heaps = heap.pool_next.get();
-            drop(st);
-            heap.counters.heaps_reused.store(heap.counters.heaps_reused.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return Some(heap);
-        }
-        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        // SAFETY: pooled heaps are valid and unowned.
+        st.free_heaps = unsafe { h.as_ref() }?.pool_next.get();
+        Some(h)
+    }
+
+    /// `size` bytes of zeroed metadata memory for a new heap.
+    pub(crate) fn new_heap_memory(&self, size: usize) -> Option<NonNull<u8>> {
+        let mut st = self.state.lock();
         if (st.meta_end as usize) - (st.meta_cur as usize) < size {
             let chunk = self.source.reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?;
             st.meta_cur = chunk.as_ptr();
@@ -273,21 +278,21 @@ impl Backend {
         let mem = st.meta_cur;
         // SAFETY: `size` bytes at meta_cur are unused, zeroed metadata memory.
         st.meta_cur = unsafe { mem.add(size) };
-        // SAFETY: zeroed memory is a valid heap once `init` sets its pointers.
-        let heap: &'static Heap = unsafe { &*(mem as *const Heap) };
-        heap.init(self);
+        NonNull::new(mem)
+    }
+
+    /// Counts a new heap's statistics in `stats` from now on.
+    pub(crate) fn register_heap(&self, heap: &HeapStats) {
+        let mut st = self.state.lock();
         heap.all_next.set(st.heaps);
-        st.heaps = mem.cast();
-        drop(st);
-        Counters::bump(&heap.counters.heaps_created, 1);
-        Some(heap)
+        st.heaps = heap as *const HeapStats as *mut HeapStats;
     }
 
     /// Returns a heap (already emptied by `Heap::abandon`) to the pool.
-    pub(crate) fn heap_free(&self, heap: &Heap) {
+    pub(crate) fn pool_heap(&self, heap: &HeapStats) {
         let mut st = self.state.lock();
         heap.pool_next.set(st.free_heaps);
-        st.free_heaps = heap as *const Heap as *mut Heap;
+        st.free_heaps = heap as *const HeapStats as *mut HeapStats;
     }
 
     /// Keeps a freed huge mapping (header at its base, bigger than a segment) for reuse.
@@ -457,8 +462,7 @@ impl Backend {
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
         s.add_counters(&self.counters);
-        s.in_use_bytes = self.in_use.load(Ordering::Relaxed);
-        s.peak_in_use_bytes = self.peak_in_use.load(Ordering::Relaxed);
+        (s.in_use_bytes, s.peak_in_use_bytes) = self.shared.in_use();
         let mut pending = [0i64; CLASS_COUNT];
         let mut add_pending = |a: &[AtomicI64; CLASS_COUNT]| {
             pending.iter_mut().zip(a).for_each(|(p, c)| *p += c.load(Ordering::Relaxed));
@@ -467,7 +471,7 @@ impl Backend {
         let st = self.state.lock();
         let mut h = st.heaps;
         while !h.is_null() {
-            // SAFETY: heaps are never freed; counters are atomics.
+            // SAFETY: heaps (and so their statistics) are never freed; counters are atomics.
             let heap = unsafe { &*h };
             s.add_counters(&heap.counters);
             s.class_pages_started
@@ -484,7 +488,7 @@ impl Backend {
             let sg = unsafe { &*seg };
             s.segments_current += 1;
             s.mapped_bytes += sg.map_size.get() as i64;
-            s.heap_resident_bytes += crate::stats::resident_in(sg.base.get(), sg.map_size.get());
+            s.heap_resident_bytes += crate::os::resident_in(sg.base.get(), sg.map_size.get());
             match sg.kind() {
                 SegmentKind::Cached => s.segments_cached += 1,
                 SegmentKind::Chunk => {
@@ -519,10 +523,19 @@ impl Backend {
     /// it has carved, live or free, so the peak bounds the peak of live bytes from above; it
     /// is exact for chunks and huge blocks.
     pub(crate) fn note_in_use(&self, delta: i64) {
-        let now = self.in_use.fetch_add(delta, Ordering::Relaxed) + delta;
-        if delta > 0 {
-            self.peak_in_use.fetch_max(now, Ordering::Relaxed);
-        }
+        self.shared.note_in_use(delta);
+    }
+
+    /// The backend's identity as the one that mapped a segment (`Segment::backend`).
+    pub(crate) fn id(&self) -> *const () {
+        (self as *const Backend).cast()
+    }
+
+    /// The backend that mapped `seg`.
+    pub(crate) fn of(seg: &Segment) -> &Backend {
+        // SAFETY: only backends initialize segments, with their `id`; backends outlive the
+        // segments they map.
+        unsafe { &*seg.backend.get().cast::<Backend>() }
     }
 
     /// Takes the backend lock (before `fork`), after waiting for a purger round in progress.

@@ -9,7 +9,7 @@
 //! (`ZeroSlots`), set and cleared atomically, so a double free or a free of an address never
 //! handed out is caught. When every slot is taken, `malloc(0)` falls back to a 16-byte block.
 
-use crate::backend::Backend;
+use super::Backend;
 use crate::config::*;
 use crate::segment::{Segment, SegmentKind};
 use core::ptr::{self, NonNull};
@@ -100,7 +100,7 @@ impl Backend {
         let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
-        seg.init(SegmentKind::Zero, self, base.as_ptr(), SEGMENT_SIZE, true);
+        seg.init(SegmentKind::Zero, self.id(), &self.shared, base.as_ptr(), SEGMENT_SIZE, true);
         // SAFETY: everything after the header slice is ours and holds nothing.
         unsafe { self.source.guard(NonNull::new_unchecked(seg.addr().add(SLICE_SIZE)), SEGMENT_SIZE - SLICE_SIZE) };
         match z.segment.compare_exchange(ptr::null_mut(), base.as_ptr().cast(), Ordering::AcqRel, Ordering::Acquire) {

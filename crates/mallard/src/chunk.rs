@@ -51,6 +51,10 @@ use core::sync::atomic::Ordering::{AcqRel, Relaxed};
 
 /// Header bytes before each block.
 pub(crate) const HEADER: usize = 16;
+/// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
+/// segments (all of a segment but its header slice, minus a chunk header and the region's end
+/// sentinel). Bigger blocks are huge.
+pub(crate) const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * HEADER;
 /// Free chunks smaller than this are never split off (they could serve no large request).
 pub(crate) const MIN_SPLIT: usize = 4096;
 const FREE: usize = 1;
@@ -118,10 +122,14 @@ unsafe fn word<'a>(p: *mut u8) -> &'a AtomicUsize {
     unsafe { AtomicUsize::from_ptr(p as *mut usize) }
 }
 
+/// The size word of the header at `c`; reports a word that does not carry its checksum.
 #[inline]
 unsafe fn size_flags(c: *mut u8) -> usize {
     // SAFETY: c is a chunk header inside a region.
-    crate::mitigations::open_header(c, unsafe { word(c.add(8)) }.load(Relaxed))
+    match unsafe { try_size_flags(c) } {
+        Some(v) => v,
+        None => crate::misuse::report("corrupted chunk header", c.wrapping_add(HEADER)),
+    }
 }
 #[inline]
 unsafe fn set_size_flags(c: *mut u8, v: usize) {

@@ -14,7 +14,7 @@
 //! are lifted around it. (Should the kernel not merge the lifted pages back into one mapping,
 //! `mremap` fails and the block moves by a new mapping and a copy: slower, still correct.)
 
-use crate::backend::Backend;
+use super::Backend;
 use crate::config::*;
 use crate::mitigations::{self, HUGE_GUARD};
 use crate::segment::{Segment, SegmentKind};
@@ -72,7 +72,7 @@ impl Backend {
         let seg = unsafe { &*(base.as_ptr().add(seg_off) as *const Segment) };
         // Fresh from the OS, or purged while cached: the block reads as zero.
         let zero = mapping == Mapping::Fresh || seg.dirty_mask.get() == 0;
-        seg.init(SegmentKind::Huge, self, base.as_ptr(), map_size, zero);
+        seg.init(SegmentKind::Huge, self.id(), &self.shared, base.as_ptr(), map_size, zero);
         seg.dirty_mask.set(!0); // the block is in use: dirty once it is freed
         seg.live_bytes.store(0, Ordering::Relaxed);
         seg.set_live_bytes(asked);

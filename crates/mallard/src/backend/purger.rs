@@ -30,7 +30,7 @@
 //! live but idle thread's own heap holds waits for that thread's next allocation, as before:
 //! only its owner may touch it.
 
-use crate::backend::Backend;
+use super::Backend;
 use crate::lock::SpinLock;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -57,8 +57,6 @@ pub(crate) struct Purger {
     /// pages: something may have become free there.
     pub(crate) abandoned_activity: AtomicU64,
     seen_activity: AtomicU64,
-    /// The earliest time free pages of a live heap's segments are due (ms; `u64::MAX`: none).
-    owned_due: AtomicU64,
 }
 
 impl Purger {
@@ -69,7 +67,6 @@ impl Purger {
             last_active: AtomicU64::new(0),
             abandoned_activity: AtomicU64::new(0),
             seen_activity: AtomicU64::new(0),
-            owned_due: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -80,11 +77,6 @@ impl Purger {
         } else {
             self.state.store(OFF, Ordering::Release);
         }
-    }
-
-    /// A heap's segment has free pages due for purging at `at` (ms).
-    pub(crate) fn owned_due(&self, at: u64) {
-        self.owned_due.fetch_min(at, Ordering::Relaxed);
     }
 
     /// Before `fork`: waits for a round in progress and keeps the next from starting.
@@ -123,7 +115,7 @@ impl Backend {
     /// activity in abandoned segments.
     fn purge_pending(&self) -> bool {
         self.next_purge() != u64::MAX
-            || self.purger.owned_due.load(Ordering::Relaxed) != u64::MAX
+            || self.shared.next_owned_due() != u64::MAX
             || (self.abandoned_len() != 0
                 && self.purger.abandoned_activity.load(Ordering::Relaxed)
                     != self.purger.seen_activity.load(Ordering::Relaxed))
@@ -160,13 +152,8 @@ impl Backend {
         let mut heap_bytes = 0;
         if *abandoned_rounds > 0 && idle && self.abandoned_len() != 0 {
             *abandoned_rounds -= 1;
-            if let Some(heap) = self.heap_alloc() {
-                let before = heap.counters.bytes_purged.load(Ordering::Relaxed);
-                heap.collect(true);
-                heap.purge(now, false);
-                heap_bytes = heap.counters.bytes_purged.load(Ordering::Relaxed) - before;
-                // SAFETY: the purger's borrowed heap is not used again.
-                unsafe { heap.abandon() };
+            if let Some(reclaim) = self.reclaim {
+                heap_bytes = reclaim(self, now);
                 // (Its own abandon is no news.)
                 let seen = self.purger.abandoned_activity.load(Ordering::Relaxed);
                 self.purger.seen_activity.store(seen, Ordering::Relaxed);
@@ -175,17 +162,17 @@ impl Backend {
             self.purge(now, false);
         }
         // Free pages in live heaps' segments, once they are overdue (their owners are idle).
-        if self.purger.owned_due.load(Ordering::Relaxed).saturating_add(delay) <= now {
-            self.purger.owned_due.store(u64::MAX, Ordering::Relaxed);
+        if self.shared.next_owned_due().saturating_add(delay) <= now {
+            self.shared.clear_owned_due();
             let (_, overdue) = self.purge_owned(now, delay);
             // (`owned_due` holds due times: a delay before they are overdue.)
             if overdue != u64::MAX {
-                self.purger.owned_due(overdue.saturating_sub(delay));
+                self.shared.owned_due(overdue.saturating_sub(delay));
             }
         }
         let bytes = self.counters.bytes_purged.load(Ordering::Relaxed) - purged_before + heap_bytes;
         self.counters.purger_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let mut next = self.next_purge().min(self.purger.owned_due.load(Ordering::Relaxed).saturating_add(delay));
+        let mut next = self.next_purge().min(self.shared.next_owned_due().saturating_add(delay));
         if *abandoned_rounds > 0 && self.abandoned_len() != 0 {
             next = next.min(now + delay);
         }
