@@ -115,17 +115,25 @@ impl<T: Trace + ?Sized> GcCell<T> {
         }
         self.flags.set(self.flags.get() | WRITING);
         if !self.rooted() {
-            // SAFETY: no other borrow is live; the walk only flips handles.
-            walk(unsafe { &*self.value.get() }, Walk::Root);
+            // SAFETY: no other borrow is live (the walk only flips handles); the cell is in the
+            // heap, and its mutable borrow starts.
+            unsafe { walk(&*self.value.get(), Walk::Root) };
         }
         Ok(GcRefMut { cell: self })
     }
 }
 
 /// Root or unroot every handle in `value`, shading them if the collector is marking.
-fn walk<T: Trace + ?Sized>(value: &T, walk: Walk) {
+///
+/// # Safety
+/// `value` is the contents of a cell in the heap, and `walk` is `Walk::Root` as a mutable
+/// borrow of the cell starts or `Walk::Unroot` as it ends (a handle outside the heap left
+/// unrooted would not keep its object alive).
+unsafe fn walk<T: Trace + ?Sized>(value: &T, walk: Walk) {
     let heap = if heap::marking() { heap::with(|h| h as *const heap::Heap) } else { std::ptr::null() };
-    value.trace(&mut Visitor { walk, heap });
+    // SAFETY: this thread's heap, or null; the walk roots or unroots, it does not mark.
+    let mut visitor = unsafe { Visitor::new(walk, heap) };
+    value.trace(&mut visitor);
 }
 
 // SAFETY: visits the contents unless a mutable borrow has them rooted already; flips the cell's
@@ -135,7 +143,7 @@ unsafe impl<T: Trace + ?Sized> Trace for GcCell<T> {
 
     fn trace(&self, visitor: &mut Visitor) {
         let writing = self.borrow_state() == WRITING;
-        match visitor.walk {
+        match visitor.walk() {
             Walk::Mark | Walk::Fixup => {}
             Walk::Root => {
                 if self.rooted() {
@@ -200,8 +208,9 @@ impl<T: Trace + ?Sized> DerefMut for GcRefMut<'_, T> {
 impl<T: Trace + ?Sized> Drop for GcRefMut<'_, T> {
     fn drop(&mut self) {
         if !self.cell.rooted() {
-            // SAFETY: the guard is being dropped, so no reference from it is live.
-            walk(unsafe { &*self.cell.value.get() }, Walk::Unroot);
+            // SAFETY: the guard is being dropped, so no reference from it is live; the cell is
+            // in the heap, and its mutable borrow ends.
+            unsafe { walk(&*self.cell.value.get(), Walk::Unroot) };
         }
         self.cell.flags.set(self.cell.flags.get() & ROOTED);
     }

@@ -71,8 +71,11 @@ impl<T: Trace + 'static> Gc<T> {
         let boxed = heap::with(|h| {
             // Allocate first: allocating can collect, and until `value` is in the heap the
             // handles inside it must still be roots.
-            let slot = h.alloc::<T>();
-            let mut visitor = Visitor { walk: Walk::Unroot, heap: h.barrier() };
+            // SAFETY: `init` below fills the slot; in between only a `Trace` walk runs, and
+            // that does not allocate or collect.
+            let slot = unsafe { h.alloc::<T>() };
+            // SAFETY: `barrier` is this thread's heap while it marks, null otherwise.
+            let mut visitor = unsafe { Visitor::new(Walk::Unroot, h.barrier()) };
             value.trace(&mut visitor);
             // SAFETY: `slot` is a fresh allocation sized and aligned for `GcBox<T>`.
             unsafe { GcBox::init(slot, value, h.epoch()) }
@@ -122,8 +125,9 @@ impl<T: Trace + 'static> Clone for Gc<T> {
         // SAFETY: the object is alive while this handle is.
         unsafe { Header::add_root(object) };
         if heap::marking() {
-            // A new root while the collector marks: shade it (the write barrier, `heap.rs`).
-            heap::with(|h| heap::shade(h, object));
+            // A new root while the collector marks: shade it (the write barrier, `heap/mark.rs`).
+            // SAFETY: the object is alive while this handle is, and in this thread's heap.
+            heap::with(|h| unsafe { heap::shade(h, object) });
         }
         Gc { ptr: Cell::new(object.map_addr(|a| a | ROOTED)), _marker: PhantomData }
     }
@@ -156,7 +160,8 @@ unsafe impl<T: Trace + 'static> Trace for Gc<T> {
 
     #[inline]
     fn trace(&self, visitor: &mut Visitor) {
-        visitor.visit_handle(&self.ptr);
+        // SAFETY: this handle's pointer; its object is alive while the handle is.
+        unsafe { visitor.visit_handle(&self.ptr) };
     }
 }
 

@@ -51,22 +51,39 @@ pub(crate) enum Walk {
 
 /// What a `Trace` impl is handed: it passes it on to the fields it visits.
 pub struct Visitor {
-    pub(crate) walk: Walk,
+    walk: Walk,
     /// The thread's heap while it marks (so rooting and unrooting shade: the write barrier),
     /// null otherwise.
-    pub(crate) heap: *const heap::Heap,
+    heap: *const heap::Heap,
 }
 
 impl Visitor {
-    /// Visit one handle: its object's address, tagged with `ROOTED` (see `gc.rs`).
+    /// A visitor for one walk.
+    ///
+    /// # Safety
+    /// `heap` is this thread's heap, or null; not null for `Walk::Mark`.
     #[inline]
-    pub(crate) fn visit_handle(&mut self, handle: &Cell<NonNull<Header>>) {
+    pub(crate) unsafe fn new(walk: Walk, heap: *const heap::Heap) -> Visitor {
+        Visitor { walk, heap }
+    }
+
+    #[inline]
+    pub(crate) fn walk(&self) -> Walk {
+        self.walk
+    }
+
+    /// Visit one handle: its object's address, tagged with `ROOTED` (see `gc.rs`).
+    ///
+    /// # Safety
+    /// `handle` is a `Gc`'s pointer, to a live object.
+    #[inline]
+    pub(crate) unsafe fn visit_handle(&mut self, handle: &Cell<NonNull<Header>>) {
         let tagged = handle.get();
         let rooted = tagged.addr().get() & ROOTED != 0;
         // SAFETY: a handle's pointer.
         let object = unsafe { untag(tagged) };
-        // SAFETY: a handle points to a live object (the collector frees nothing a handle can
-        // reach), and `heap` is this thread's heap or null.
+        // SAFETY: the object is live (the contract), and `heap` is this thread's heap, or null
+        // outside marking (`Visitor::new`).
         unsafe {
             match self.walk {
                 Walk::Mark => heap::shade(&*self.heap, object),

@@ -41,8 +41,10 @@ pub use crate::config::{MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_K
 pub use crate::heap::Heap;
 pub use crate::misuse::report_op;
 pub use crate::mitigations::{fill_freed, header_guard, quarantine, HEADER_GUARD, HUGE_GUARD, RANDOM_ORDER, SECURE};
-pub use crate::os::{keep_errno, OsPageSource, PageSource, SimPageSource};
+#[cfg(not(miri))]
+pub use crate::os::keep_errno;
 pub use crate::os::{resident_bytes, FdWriter};
+pub use crate::os::{OsPageSource, PageSource, SimPageSource};
 pub use crate::segment::HEADER_KEEP;
 pub use crate::size_class::{class_of, CLASS_SIZE};
 
