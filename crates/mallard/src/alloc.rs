@@ -65,7 +65,7 @@ fn malloc_slow(heap: &Heap, size: usize) -> *mut u8 {
 /// callers ignore errno). Setting it here keeps the test off the fast paths.
 #[cold]
 fn out_of_memory() -> *mut u8 {
-    crate::os::set_errno(libc::ENOMEM);
+    crate::os::set_errno(crate::os::ENOMEM);
     ptr::null_mut()
 }
 

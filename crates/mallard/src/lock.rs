@@ -27,8 +27,7 @@ impl<T> SpinLock<T> {
                 if spins < 64 {
                     core::hint::spin_loop();
                 } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    std::thread::yield_now();
                 }
             }
         }

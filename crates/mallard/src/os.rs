@@ -107,6 +107,40 @@ pub(crate) unsafe fn load_any_bits<const OFFSET: usize>(p: *const u8) -> usize {
     }
 }
 
+/// Decrements the `u32` `OFFSET` bytes after `base` and runs `then` if it became zero. On
+/// x86-64 one `dec` and a jump on the zero flag it sets (a load and a store would need a
+/// reload and a compare; the offset is part of the instruction). Not atomic: for a counter
+/// only this thread writes, which other threads may read (they see the old or the new value).
+///
+/// # Safety
+/// `base + OFFSET` is an aligned, live `AtomicU32` that only the calling thread writes.
+#[inline(always)]
+pub(crate) unsafe fn decrement_then<const OFFSET: usize>(base: *const u8, then: impl FnOnce()) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: per the contract; the asm touches only the counter and the flags.
+    unsafe {
+        core::arch::asm!(
+            "dec dword ptr [{base} + {off}]",
+            "jz {then}",
+            base = in(reg) base,
+            off = const OFFSET,
+            then = label { then() },
+            options(nostack),
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        // SAFETY: per the contract.
+        let counter = unsafe { &*base.add(OFFSET).cast::<AtomicU32>() };
+        let left = counter.load(Relaxed).wrapping_sub(1);
+        counter.store(left, Relaxed);
+        if left == 0 {
+            then();
+        }
+    }
+}
+
 /// Runs `f` (a system call on a `free` path) without letting it change errno: C's `free` must
 /// keep errno, and a failed `madvise` or `munmap` would set it.
 #[cfg(not(miri))]
@@ -118,6 +152,8 @@ pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
     unsafe { *libc::__errno_location() = saved };
     r
 }
+
+pub(crate) use libc::ENOMEM;
 
 /// Sets the calling thread's errno (C callers read it after a failed `malloc`).
 pub(crate) fn set_errno(value: i32) {
@@ -169,8 +205,8 @@ pub(crate) fn now_ms() -> u64 {
 /// # Safety
 /// `f(arg)` runs on the new thread: `arg` must be valid there for as long as `f` uses it.
 pub(crate) unsafe fn spawn_detached(
-    f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
-    arg: *mut libc::c_void,
+    f: extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void,
+    arg: *mut core::ffi::c_void,
 ) -> bool {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
@@ -314,7 +350,7 @@ unsafe impl PageSource for OsPageSource {
                 old_size,
                 new_size,
                 libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                target.as_ptr() as *mut libc::c_void,
+                target.as_ptr() as *mut core::ffi::c_void,
             );
             if r == libc::MAP_FAILED {
                 libc::munmap(target.as_ptr().cast(), new_size);
@@ -521,7 +557,7 @@ pub(crate) fn random_word() -> usize {
         // SAFETY: writes at most size_of::<usize>() bytes into `r`.
         let n = unsafe {
             libc::getrandom(
-                &mut r as *mut usize as *mut libc::c_void,
+                &mut r as *mut usize as *mut core::ffi::c_void,
                 core::mem::size_of::<usize>(),
                 libc::GRND_NONBLOCK,
             )
@@ -632,6 +668,133 @@ impl core::fmt::Write for FdWriter {
 impl Drop for FdWriter {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// Declares `mod $name`, one pointer to a `$ty` per thread (`get`, `set`), whose value in
+/// every new thread is the address of static `$init`.
+///
+/// On x86-64 Linux the slot is in the initial-exec TLS model. Rust's `thread_local!` uses the
+/// general-dynamic model in a shared library, where every access calls `__tls_get_addr`, and
+/// that may itself call malloc the first time a thread touches a dlopened library's TLS: a
+/// recursion back into the allocator. The initial-exec model reads the slot at a fixed
+/// offset from the thread pointer (two instructions, no call) and is what C allocators use; a
+/// library that has it can still be dlopened, as glibc keeps spare static TLS for exactly
+/// this. Stable Rust cannot choose the model, so the slot is declared in assembly.
+/// Elsewhere (and under Miri) it is a `const` thread-local with no destructor.
+macro_rules! thread_slot {
+    ($name:ident: $ty:ty = $init:ident) => {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+        mod $name {
+            use super::*;
+
+            core::arch::global_asm!(
+                ".pushsection .tdata,\"awT\",@progbits",
+                ".p2align 3",
+                concat!(".globl __mallard_", stringify!($name)),
+                concat!(".hidden __mallard_", stringify!($name)),
+                concat!(".type __mallard_", stringify!($name), ",@object"),
+                concat!(".size __mallard_", stringify!($name), ",8"),
+                concat!("__mallard_", stringify!($name), ":"),
+                ".quad {init}",
+                ".popsection",
+                init = sym $init,
+            );
+
+            #[inline(always)]
+            pub(super) fn get() -> *const $ty {
+                let v: *const $ty;
+                // SAFETY: reads this thread's 8-byte slot declared above.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov {v}, qword ptr [rip + __mallard_", stringify!($name), "@GOTTPOFF]"),
+                        "mov {v}, qword ptr fs:[{v}]",
+                        v = out(reg) v,
+                        options(nostack, readonly, preserves_flags, pure),
+                    );
+                }
+                v
+            }
+
+            #[inline(always)]
+            pub(super) fn set(v: *const $ty) {
+                // SAFETY: writes this thread's 8-byte slot declared above.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("mov {t}, qword ptr [rip + __mallard_", stringify!($name), "@GOTTPOFF]"),
+                        "mov qword ptr fs:[{t}], {v}",
+                        t = out(reg) _,
+                        v = in(reg) v,
+                        options(nostack, preserves_flags),
+                    );
+                }
+            }
+        }
+
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+        mod $name {
+            use super::*;
+            use core::cell::Cell;
+
+            std::thread_local! {
+                static SLOT: Cell<*const $ty> = const { Cell::new(&$init as *const _ as *const $ty) };
+            }
+
+            #[inline(always)]
+            pub(super) fn get() -> *const $ty {
+                SLOT.with(|s| s.get())
+            }
+
+            #[inline(always)]
+            pub(super) fn set(v: *const $ty) {
+                SLOT.with(|s| s.set(v))
+            }
+        }
+    };
+}
+pub(crate) use thread_slot;
+
+/// A pthread key, made at its first use, whose destructor runs when a thread that set a
+/// value exits (with that value).
+pub(crate) struct ExitKey {
+    key: core::sync::atomic::AtomicU32,
+    destructor: extern "C" fn(*mut core::ffi::c_void),
+}
+
+impl ExitKey {
+    const UNSET: u32 = u32::MAX;
+
+    pub(crate) const fn new(destructor: extern "C" fn(*mut core::ffi::c_void)) -> Self {
+        ExitKey { key: core::sync::atomic::AtomicU32::new(Self::UNSET), destructor }
+    }
+
+    /// Sets the calling thread's value, so that the destructor runs at its exit. False if no
+    /// key could be made.
+    pub(crate) fn set(&self, value: *const ()) -> bool {
+        let Some(key) = self.key() else { return false };
+        // SAFETY: key is a valid pthread key.
+        unsafe { libc::pthread_setspecific(key, value.cast()) == 0 }
+    }
+
+    fn key(&self) -> Option<libc::pthread_key_t> {
+        use core::sync::atomic::Ordering;
+        let key = self.key.load(Ordering::Acquire);
+        if key != Self::UNSET {
+            return Some(key);
+        }
+        let mut new: libc::pthread_key_t = 0;
+        // SAFETY: `new` is a valid out-pointer; the destructor has the signature pthread wants.
+        if unsafe { libc::pthread_key_create(&mut new, Some(self.destructor)) } != 0 {
+            return None;
+        }
+        match self.key.compare_exchange(Self::UNSET, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(new),
+            Err(existing) => {
+                // SAFETY: `new` is our own unused key.
+                unsafe { libc::pthread_key_delete(new) };
+                Some(existing)
+            }
+        }
     }
 }
 

@@ -287,31 +287,14 @@ impl Page {
     }
 
     /// Owner only: counts one freed block out of `used`, and runs `empty` when that leaves
-    /// none (on x86-64 one `dec` and a jump on its zero flag: a relaxed load and store would
-    /// need a reload and a compare).
+    /// none (`os::decrement_then`: on x86-64 one `dec` and a jump on its zero flag).
     #[inline(always)]
     pub(crate) fn release_one(&self, empty: impl FnOnce()) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // Only the owner writes `used`, so this unlocked read-modify-write is what
-        // `store(load() - 1)` means; `stats()` readers see the old or the new value.
-        // SAFETY: `used` is a live u32 that this thread owns for writing; the asm touches only
-        // it and the flags.
+        // SAFETY: only the owner writes `used`, so an unlocked decrement is what
+        // `store(load() - 1)` means (`stats()` readers see the old or the new value); the
+        // page is live.
         unsafe {
-            core::arch::asm!(
-                "dec dword ptr [{page} + {used}]",
-                "jz {empty}",
-                page = in(reg) self as *const Page,
-                used = const core::mem::offset_of!(Page, used),
-                empty = label { empty() },
-                options(nostack),
-            );
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        if self.used() == 1 {
-            self.used.store(0, Ordering::Relaxed);
-            empty();
-        } else {
-            self.add_used(-1);
+            crate::os::decrement_then::<{ core::mem::offset_of!(Page, used) }>((self as *const Page).cast(), empty)
         }
     }
 

@@ -133,3 +133,19 @@ fn the_edge_reader_sees_paths_and_skips_comments() {
     );
     assert_eq!(uses(&code).into_iter().collect::<Vec<_>>(), ["os", "page"]);
 }
+
+#[test]
+fn platform_code_is_in_os_only() {
+    let mut found = Vec::new();
+    for (m, code) in modules() {
+        if m == "os" {
+            continue;
+        }
+        for what in ["libc::", "asm!"] {
+            if code.contains(what) {
+                found.push(format!("`{m}` has `{what}`"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "system calls and assembly belong in `os`:\n{}", found.join("\n"));
+}

@@ -282,17 +282,26 @@ impl Backend {
     }
 
     /// Counts a new heap's statistics in `stats` from now on.
-    pub(crate) fn register_heap(&self, heap: &HeapStats) {
+    ///
+    /// # Safety
+    /// `heap` points at a heap's statistics with the whole heap's provenance (the pool hands
+    /// the pointer back as the heap), and the heap is never freed.
+    pub(crate) unsafe fn register_heap(&self, heap: *mut HeapStats) {
         let mut st = self.state.lock();
-        heap.all_next.set(st.heaps);
-        st.heaps = heap as *const HeapStats as *mut HeapStats;
+        // SAFETY: per the contract.
+        unsafe { (*heap).all_next.set(st.heaps) };
+        st.heaps = heap;
     }
 
     /// Returns a heap (already emptied by `Heap::abandon`) to the pool.
-    pub(crate) fn pool_heap(&self, heap: &HeapStats) {
+    ///
+    /// # Safety
+    /// As for `register_heap`; the heap is unowned from now on.
+    pub(crate) unsafe fn pool_heap(&self, heap: *mut HeapStats) {
         let mut st = self.state.lock();
-        heap.pool_next.set(st.free_heaps);
-        st.free_heaps = heap as *const HeapStats as *mut HeapStats;
+        // SAFETY: per the contract.
+        unsafe { (*heap).pool_next.set(st.free_heaps) };
+        st.free_heaps = heap;
     }
 
     /// Keeps a freed huge mapping (header at its base, bigger than a segment) for reuse.

@@ -128,7 +128,7 @@ impl Backend {
             return;
         }
         // SAFETY: the thread gets a `&'static Backend`.
-        if !unsafe { crate::os::spawn_detached(purger_main, self as *const Backend as *mut libc::c_void) } {
+        if !unsafe { crate::os::spawn_detached(purger_main, self as *const Backend as *mut core::ffi::c_void) } {
             // No thread (a sandbox, a thread limit): purging stays on the slow paths.
             self.purger.state.store(OFF, Ordering::Release);
             return;
@@ -182,7 +182,7 @@ impl Backend {
 
 /// The purger thread: sleeps until something is due, purges it, and exits when nothing is
 /// left (see the module doc).
-extern "C" fn purger_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
     // SAFETY: `start_purger` passes a `&'static Backend`.
     let backend: &'static Backend = unsafe { &*(arg as *const Backend) };
     let purger = &backend.purger;

@@ -94,7 +94,8 @@ impl Heap {
         }
         Counters::bump(&self.stats.counters.pages_abandoned, pages);
         self.remote_hint.0.iter().for_each(|h| h.store(0, Ordering::Relaxed));
-        self.backend().pool_heap(&self.stats);
+        // SAFETY: a pointer made from the whole heap; its thread is done with it.
+        unsafe { self.backend().pool_heap((self as *const Heap).cast_mut().cast()) };
     }
 }
 
@@ -115,7 +116,8 @@ impl Backend {
         // pointers.
         let heap: &'static Heap = unsafe { &*mem.as_ptr().cast::<Heap>() };
         heap.init(self);
-        self.register_heap(&heap.stats);
+        // SAFETY: the heap's own memory, which is never freed.
+        unsafe { self.register_heap(mem.as_ptr().cast()) };
         Counters::bump(&heap.stats.counters.heaps_created, 1);
         Some(heap)
     }
