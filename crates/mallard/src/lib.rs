@@ -22,31 +22,49 @@
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Templates of statics (`Page::EMPTY`, empty queues) are consts with cells on purpose.
 #![allow(clippy::declare_interior_mutable_const, clippy::needless_range_loop, clippy::new_without_default)]
-#![allow(clippy::manual_is_multiple_of)] // `a % b == 0` reads as the arithmetic it is
+#![allow(clippy::manual_is_multiple_of)]
+// `a % b == 0` reads as the arithmetic it is
+// Under the model checker only the page and what it needs are built (`sync`).
+#![cfg_attr(loom, allow(dead_code, unused_imports, unreachable_pub))]
 
+#[cfg(not(loom))]
 mod alloc;
+#[cfg(not(loom))]
 mod backend;
 mod block;
+#[cfg(not(loom))]
 mod chunk;
 mod config;
+#[cfg(not(loom))]
 mod global;
+#[cfg(not(loom))]
 mod heap;
+#[cfg(not(loom))]
 mod list;
 mod lock;
 mod misuse;
 mod mitigations;
 mod os;
 mod page;
+#[cfg(not(loom))]
 #[doc(hidden)]
 pub mod raw;
+#[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
 mod segment_map;
+#[cfg(not(loom))]
 mod size_class;
+#[cfg(not(loom))]
 mod stats;
+mod sync;
 
+#[cfg(not(loom))]
 pub use global::Mallard;
+#[cfg(not(loom))]
 pub use stats::Stats;
 
+#[cfg(not(loom))]
 /// A snapshot of the global allocator's statistics, summed over all threads (the chunk-heap
 /// figures are the calling thread's). Does not allocate.
 pub fn stats() -> Stats {
@@ -57,6 +75,7 @@ pub fn stats() -> Stats {
     s
 }
 
+#[cfg(not(loom))]
 /// Collects the calling thread's pending frees (its quarantine in the secure build, remote
 /// frees into its pages and chunks) and
 /// gives free memory back to the OS: with `force`, all free memory of this thread's heap and
@@ -75,12 +94,14 @@ pub fn collect(force: bool) {
     }
 }
 
+#[cfg(not(loom))]
 /// Sets how long free memory stays committed before it is purged, in milliseconds (default
 /// `config::PURGE_DELAY_MS`; 0 purges at the first chance).
 pub fn set_purge_delay_ms(ms: u64) {
     global::GLOBAL_BACKEND.set_purge_delay_ms(ms);
 }
 
+#[cfg(not(loom))]
 /// Turns the background purger on or off (see `purger`): a thread, started when there is free
 /// memory to give back and gone when there is none, that gives it back after the purge delay
 /// even while the program makes no allocator calls. Off by default for `Mallard`; the C
@@ -89,17 +110,20 @@ pub fn set_background_purge(on: bool) {
     global::GLOBAL_BACKEND.purger.set_enabled(on);
 }
 
+#[cfg(not(loom))]
 /// Writes the global allocator's statistics to stderr, without allocating.
 pub fn print_stats() {
     print_stats_to(2);
 }
 
+#[cfg(not(loom))]
 /// Writes the global allocator's statistics to file descriptor `fd`, without allocating.
 pub fn print_stats_to(fd: i32) {
     let mut w = os::FdWriter::new(fd);
     let _ = stats().write_table(&mut w);
 }
 
+#[cfg(not(loom))]
 /// The usable size of a block returned by `Mallard` (at least the size asked for).
 ///
 /// # Safety

@@ -682,6 +682,7 @@ impl Drop for FdWriter {
 /// library that has it can still be dlopened, as glibc keeps spare static TLS for exactly
 /// this. Stable Rust cannot choose the model, so the slot is declared in assembly.
 /// Elsewhere (and under Miri) it is a `const` thread-local with no destructor.
+#[cfg_attr(loom, allow(unused_macros))]
 macro_rules! thread_slot {
     ($name:ident: $ty:ty = $init:ident) => {
         #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]

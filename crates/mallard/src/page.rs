@@ -24,9 +24,12 @@
 use crate::block::{read_mark, write_mark, Block};
 use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SEGMENT_SIZE, SLICE_SIZE};
 use crate::mitigations;
+use crate::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
+
+#[cfg(all(test, loom))]
+mod loom_models;
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 /// A free list of a page led to memory that is not a free block of it.
 #[cold]
@@ -134,6 +137,7 @@ pub(crate) struct Page {
     pub(crate) remote_freed: AtomicU32,
 }
 
+#[cfg(not(loom))] // (loom's atomics are bigger)
 const _: () = assert!(
     core::mem::size_of::<Page>() == 192
         && core::mem::offset_of!(Page, pop_mark) < 64
@@ -142,32 +146,46 @@ const _: () = assert!(
         && core::mem::offset_of!(Page, thread_free) == 128
 );
 
-impl Page {
-    pub(crate) const EMPTY: Page = Page {
-        free: Cell::new(ptr::null_mut()),
-        used: AtomicU32::new(0),
-        owner: AtomicPtr::new(ptr::null_mut()),
-        class: AtomicU8::new(0),
-        free_is_zero: Cell::new(false),
-        fresh: Cell::new(false),
-        local_free: Cell::new(ptr::null_mut()),
-        thread_free: AtomicPtr::new(ptr::null_mut()),
-        remote_freed: AtomicU32::new(0),
-        block_size: Cell::new(0),
-        block_magic: Cell::new(0),
-        capacity: Cell::new(0),
-        reserved: Cell::new(0),
-        start: Cell::new(ptr::null_mut()),
-        purged: AtomicU16::new(0),
-        carved_end: AtomicU32::new(0),
-        key: Cell::new(0),
-        mark: Cell::new(0),
-        pop_mark: Cell::new(0),
-        prev: Cell::new(ptr::null_mut()),
-        next: Cell::new(ptr::null_mut()),
-        purge_used: Cell::new(u32::MAX),
-        sparse_since: Cell::new(0),
+macro_rules! empty_page {
+    () => {
+        Page {
+            free: Cell::new(ptr::null_mut()),
+            used: AtomicU32::new(0),
+            owner: AtomicPtr::new(ptr::null_mut()),
+            class: AtomicU8::new(0),
+            free_is_zero: Cell::new(false),
+            fresh: Cell::new(false),
+            local_free: Cell::new(ptr::null_mut()),
+            thread_free: AtomicPtr::new(ptr::null_mut()),
+            remote_freed: AtomicU32::new(0),
+            block_size: Cell::new(0),
+            block_magic: Cell::new(0),
+            capacity: Cell::new(0),
+            reserved: Cell::new(0),
+            start: Cell::new(ptr::null_mut()),
+            purged: AtomicU16::new(0),
+            carved_end: AtomicU32::new(0),
+            key: Cell::new(0),
+            mark: Cell::new(0),
+            pop_mark: Cell::new(0),
+            prev: Cell::new(ptr::null_mut()),
+            next: Cell::new(ptr::null_mut()),
+            purge_used: Cell::new(u32::MAX),
+            sparse_since: Cell::new(0),
+        }
     };
+}
+
+impl Page {
+    /// A page serving no class (the template of every page of a header).
+    #[cfg(not(loom))]
+    pub(crate) const EMPTY: Page = empty_page!();
+
+    /// `EMPTY`, for the model checker (whose atomics are not `const`).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Page {
+        empty_page!()
+    }
 
     /// Prepares the page to serve `class` from `[start, start + len)`.
     pub(crate) fn init(
@@ -290,11 +308,19 @@ impl Page {
     /// none (`os::decrement_then`: on x86-64 one `dec` and a jump on its zero flag).
     #[inline(always)]
     pub(crate) fn release_one(&self, empty: impl FnOnce()) {
+        #[cfg(not(loom))]
         // SAFETY: only the owner writes `used`, so an unlocked decrement is what
         // `store(load() - 1)` means (`stats()` readers see the old or the new value); the
         // page is live.
         unsafe {
             crate::os::decrement_then::<{ core::mem::offset_of!(Page, used) }>((self as *const Page).cast(), empty)
+        }
+        #[cfg(loom)]
+        if self.used() == 1 {
+            self.used.store(0, Ordering::Relaxed);
+            empty();
+        } else {
+            self.add_used(-1);
         }
     }
 
@@ -416,7 +442,8 @@ impl Page {
         loop {
             // SAFETY: the blocks are ours to link until the push publishes them.
             unsafe { self.set_next(tail, old.map_addr(|a| a & !FULL)) };
-            match self.thread_free.compare_exchange_weak(old, head, Ordering::Release, Ordering::Relaxed) {
+            // (Acquire too: a push that finds `FULL` must see the owner that set it.)
+            match self.thread_free.compare_exchange_weak(old, head, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return old.addr() & FULL,
                 Err(cur) => old = cur,
             }
@@ -424,22 +451,64 @@ impl Page {
     }
 
     /// Remote frees of the `n` blocks `head..=tail` (linked through `next`): pushes them, then
-    /// counts them in `remote_freed`, one push and one count for all. Returns the old tag, as
-    /// `push_remote` does.
+    /// counts them in `remote_freed`, one push and one count for all. Between the two it calls
+    /// `pushed(tag, owner)` with the tag the push found (`FULL`: the page sat in its owner's
+    /// full list, and the push cleared the flag, so the owner must be told) and the page's
+    /// owner as of the push (null: abandoned).
     ///
     /// The count comes after the push, so `used - remote_freed` never falls below the true
     /// number of live blocks: the owner may take the blocks off the list before the count
     /// arrives, but until it does they stay counted in `used`, the page cannot look empty, and
-    /// so its memory stays a page of this class while the count is added.
+    /// so its memory stays a page of this class while the count is added. That is also why
+    /// the owner is read between the two: earlier, the page could change hands before the
+    /// push, and the hint would go to a heap that no longer owns it (the new owner, never
+    /// told, would leave the page in its full list); later, the page could be gone.
     ///
     /// # Safety
     /// Every block of the list is a block of this page that is in use. The caller must not
-    /// touch the page afterwards.
-    pub(crate) unsafe fn free_remote_list(&self, head: *mut Block, tail: *mut Block, n: u32) -> usize {
+    /// touch the page afterwards (nor in `pushed`, but for its segment).
+    pub(crate) unsafe fn free_remote_list(
+        &self,
+        head: *mut Block,
+        tail: *mut Block,
+        n: u32,
+        pushed: impl FnOnce(usize, *mut Owner),
+    ) {
         // SAFETY: forwarded.
         let tag = unsafe { self.push_remote_list(head, tail) };
+        // (A push that cleared `FULL` synchronized with the owner that set it, whose id, or a
+        // later owner's, this reads.)
+        pushed(tag, self.owner_heap());
         self.remote_freed.fetch_add(n, Ordering::Release);
-        tag
+    }
+
+    /// Owner only: tags the page `FULL` as it joins the full list, unless remote frees are
+    /// waiting (then false: it has room). The tag is set with the list empty, so the next
+    /// remote free finds it and tells the owner.
+    pub(crate) fn mark_full(&self) -> bool {
+        self.thread_free.compare_exchange(ptr::null_mut(), EMPTY_FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Owner only: whether a remote free cleared the `FULL` tag (the page has room again).
+    pub(crate) fn full_cleared(&self) -> bool {
+        self.thread_free.load(Ordering::Acquire).addr() & FULL == 0
+    }
+
+    /// Owner only: clears the `FULL` tag (the page leaves the full list, or its owner).
+    pub(crate) fn unmark_full(&self) {
+        // (A loop rather than `fetch_and`, which the model checker's pointers lack; a slow path.)
+        let mut cur = self.thread_free.load(Ordering::Relaxed);
+        while cur.addr() & FULL != 0 {
+            match self.thread_free.compare_exchange_weak(
+                cur,
+                cur.map_addr(|a| a & !FULL),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Owner only: moves remote and local frees to `free` if `free` is empty. Returns the

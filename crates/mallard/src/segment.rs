@@ -100,9 +100,12 @@ pub(crate) struct Segment {
     /// The backend that mapped the segment: to this module an address only (`Backend::of`
     /// turns it into the backend).
     pub(crate) backend: Cell<*const ()>,
-    /// The mapping that holds the segment (a huge one may start before the header).
-    pub(crate) base: Cell<*mut u8>,
-    pub(crate) map_size: Cell<usize>,
+    /// The mapping that holds the segment (a huge one may start before the header). Atomics
+    /// (relaxed) because `stats()` reads them under the backend's lock while a cached
+    /// segment leaving the cache is set up again outside it (the same values: ThreadSanitizer
+    /// found the formal race).
+    pub(crate) base: AtomicPtr<u8>,
+    pub(crate) map_size: AtomicUsize,
     /// Bytes the program asked for in this segment's live blocks, for huge and chunk
     /// segments (statistics).
     pub(crate) live_bytes: AtomicUsize,
@@ -228,7 +231,7 @@ impl Segment {
     /// The segment's start, as a pointer that may reach the whole mapping (a pointer made
     /// from `&self` could only reach the header).
     pub(crate) fn addr(&self) -> *mut u8 {
-        self.base.get().with_addr(self as *const Segment as usize)
+        self.base.load(Ordering::Relaxed).with_addr(self as *const Segment as usize)
     }
 
     /// The segment of a page of this kind of header, from any block pointer of the page.
@@ -277,8 +280,8 @@ impl Segment {
         self.prev.set(core::ptr::null_mut());
         self.backend.set(backend);
         self.shared.set(shared);
-        self.base.set(base);
-        self.map_size.set(map_size);
+        self.base.store(base, Ordering::Relaxed);
+        self.map_size.store(map_size, Ordering::Relaxed);
         self.live_bytes.store(0, Ordering::Relaxed);
     }
 
@@ -401,7 +404,9 @@ impl Segment {
     /// Decommits everything after the header of an empty segment (or huge mapping) and marks
     /// it zero. Returns the bytes decommitted.
     pub(crate) fn purge_all(&self) -> usize {
-        let len = self.map_size.get() - (self.addr() as usize - self.base.get() as usize) - HEADER_KEEP;
+        let len = self.map_size.load(Ordering::Relaxed)
+            - (self.addr() as usize - self.base.load(Ordering::Relaxed) as usize)
+            - HEADER_KEEP;
         // SAFETY: the segment is empty; the range lies inside its mapping, after the header.
         unsafe { self.shared().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
         self.dirty_mask.set(0);

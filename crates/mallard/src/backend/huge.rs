@@ -150,8 +150,8 @@ impl Backend {
         self.count(|c| &c.huge_frees, 1);
         self.note_in_use(-(seg.live_bytes.load(Ordering::Relaxed) as i64));
         self.unguard_huge(seg, false);
-        let plain = seg.base.get() == seg.addr();
-        if !(plain && seg.map_size.get() > SEGMENT_SIZE && self.cache_huge(seg)) {
+        let plain = seg.base.load(Ordering::Relaxed) == seg.addr();
+        if !(plain && seg.map_size.load(Ordering::Relaxed) > SEGMENT_SIZE && self.cache_huge(seg)) {
             self.segment_free(seg);
         }
         self.poke_purger(false);
@@ -163,13 +163,13 @@ impl Backend {
     /// # Safety
     /// `p` is the live huge block of `seg`; after a move only the returned pointer is valid.
     pub(crate) unsafe fn huge_resize(&self, seg: &Segment, p: *mut u8, new_size: usize) -> Option<NonNull<u8>> {
-        let seg_off = seg.addr() as usize - seg.base.get() as usize;
+        let seg_off = seg.addr() as usize - seg.base.load(Ordering::Relaxed) as usize;
         let block_off = p as usize - seg.addr() as usize;
         let map_size = (seg_off + block_off)
             .checked_add(new_size)?
             .checked_add(TAIL_GUARD)?
             .checked_next_multiple_of(SEGMENT_SIZE)?;
-        let old_size = seg.map_size.get();
+        let old_size = seg.map_size.load(Ordering::Relaxed);
         if map_size == old_size {
             seg.set_live_bytes(new_size);
             if HUGE_GUARD {
@@ -184,14 +184,16 @@ impl Backend {
         // the guards, which split the mapping.
         self.unregister(seg);
         self.unguard_huge(seg, true);
+        // (Read before the remap: once the mapping moved, `seg` is no longer mapped.)
+        let old_base = seg.base.load(Ordering::Relaxed);
         // SAFETY: base/old_size are the block's whole mapping.
-        let moved = unsafe { self.source.remap(NonNull::new_unchecked(seg.base.get()), old_size, map_size, map_align) };
-        let base = moved.map(|b| b.as_ptr()).unwrap_or(seg.base.get());
+        let moved = unsafe { self.source.remap(NonNull::new_unchecked(old_base), old_size, map_size, map_align) };
+        let base = moved.map_or(old_base, |b| b.as_ptr());
         // SAFETY: the header is at the same offset in the (possibly moved) mapping.
         let seg = unsafe { &*(base.add(seg_off) as *const Segment) };
         if moved.is_some() {
-            seg.base.set(base);
-            seg.map_size.set(map_size);
+            seg.base.store(base, Ordering::Relaxed);
+            seg.map_size.store(map_size, Ordering::Relaxed);
             seg.set_live_bytes(new_size);
             let usable = map_size - seg_off - block_off;
             // SAFETY: the block keeps its offset.
@@ -226,7 +228,7 @@ impl Backend {
     /// it is part of the mapping), and the one after the header (`HEADER_GUARD`). Returns the
     /// block's usable size: up to the guard, or to the end of the mapping without one.
     fn guard_huge(&self, seg: &Segment, block: *mut u8, size: usize) -> usize {
-        let end = seg.base.get().addr() + seg.map_size.get();
+        let end = seg.base.load(Ordering::Relaxed).addr() + seg.map_size.load(Ordering::Relaxed);
         if !HUGE_GUARD {
             return end - block.addr();
         }

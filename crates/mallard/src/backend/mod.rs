@@ -153,7 +153,7 @@ impl Backend {
     /// mapping and the cache has room, else to the OS.
     pub(crate) fn segment_free(&self, seg: &Segment) {
         seg.owner.store(ptr::null_mut(), Ordering::Relaxed);
-        if seg.map_size.get() == SEGMENT_SIZE && seg.base.get() == seg.addr() {
+        if seg.map_size.load(Ordering::Relaxed) == SEGMENT_SIZE && seg.base.load(Ordering::Relaxed) == seg.addr() {
             let mut st = self.state.lock();
             if st.cache_len < self.segment_cache_limit() {
                 seg.set_kind(SegmentKind::Cached);
@@ -179,7 +179,7 @@ impl Backend {
     /// Unmaps an empty segment that no list holds.
     fn release_segment(&self, seg: &Segment) {
         self.unregister(seg);
-        let (base, size) = (seg.base.get(), seg.map_size.get());
+        let (base, size) = (seg.base.load(Ordering::Relaxed), seg.map_size.load(Ordering::Relaxed));
         // SAFETY: the segment is empty and unlinked; base/size are its whole mapping.
         unsafe { self.source.release(NonNull::new_unchecked(base), size) };
         self.count(|c| &c.segments_released, 1);
@@ -266,19 +266,34 @@ impl Backend {
         Some(h)
     }
 
-    /// `size` bytes of zeroed metadata memory for a new heap.
+    /// `size` bytes of zeroed metadata memory for a new heap. (A new metadata chunk is mapped
+    /// with the lock dropped: no system call runs under it.)
     pub(crate) fn new_heap_memory(&self, size: usize) -> Option<NonNull<u8>> {
-        let mut st = self.state.lock();
-        if (st.meta_end as usize) - (st.meta_cur as usize) < size {
-            let chunk = self.source.reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?;
-            st.meta_cur = chunk.as_ptr();
-            // SAFETY: the chunk is META_CHUNK_SIZE bytes.
-            st.meta_end = unsafe { chunk.as_ptr().add(META_CHUNK_SIZE) };
+        debug_assert!(size <= META_CHUNK_SIZE);
+        let mut fresh: Option<NonNull<u8>> = None;
+        loop {
+            let mut st = self.state.lock();
+            if (st.meta_end as usize) - (st.meta_cur as usize) < size {
+                if let Some(chunk) = fresh.take() {
+                    st.meta_cur = chunk.as_ptr();
+                    // SAFETY: the chunk is META_CHUNK_SIZE bytes.
+                    st.meta_end = unsafe { chunk.as_ptr().add(META_CHUNK_SIZE) };
+                }
+            }
+            if (st.meta_end as usize) - (st.meta_cur as usize) >= size {
+                let mem = st.meta_cur;
+                // SAFETY: `size` bytes at meta_cur are unused, zeroed metadata memory.
+                st.meta_cur = unsafe { mem.add(size) };
+                drop(st);
+                if let Some(unused) = fresh {
+                    // SAFETY: a whole chunk of ours that another thread's refill made unneeded.
+                    unsafe { self.source.release(unused, META_CHUNK_SIZE) };
+                }
+                return NonNull::new(mem);
+            }
+            drop(st);
+            fresh = Some(self.source.reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?);
         }
-        let mem = st.meta_cur;
-        // SAFETY: `size` bytes at meta_cur are unused, zeroed metadata memory.
-        st.meta_cur = unsafe { mem.add(size) };
-        NonNull::new(mem)
     }
 
     /// Counts a new heap's statistics in `stats` from now on.
@@ -307,7 +322,7 @@ impl Backend {
     /// Keeps a freed huge mapping (header at its base, bigger than a segment) for reuse.
     /// False if the cache has no room for it; the caller then releases it.
     pub(crate) fn cache_huge(&self, seg: &Segment) -> bool {
-        let size = seg.map_size.get();
+        let size = seg.map_size.load(Ordering::Relaxed);
         let mut st = self.state.lock();
         if st.huge_cache_bytes + size > HUGE_CACHE_BYTES {
             return false;
@@ -346,26 +361,25 @@ impl Backend {
 
     /// Decommits cached segments and huge mappings whose delay has passed (all with `force`).
     /// Cached segments beyond `SEGMENT_CACHE_KEEP` are unmapped instead.
+    ///
+    /// No system call runs under the lock (threads waiting for it would spin behind it): the
+    /// due entries leave the caches under the lock, linked through `next` (no allocation), and
+    /// are decommitted or unmapped after it is dropped; the decommitted ones then go back. A
+    /// thread that finds a cache empty meanwhile maps afresh.
     pub fn purge(&self, now: u64, force: bool) {
         if !force && now < self.next_purge.load(Ordering::Relaxed) {
             return;
         }
         let mut st = self.state.lock();
         let mut next = u64::MAX;
-        let mut bytes = 0;
         let mut due = |seg: &Segment| {
-            if seg.dirty_mask.get() == 0 {
-                return false;
-            }
             if force || now >= seg.purge_at.get() {
                 return true;
             }
             next = next.min(seg.purge_at.get());
             false
         };
-        // Due segments beyond the number kept move to `release`, linked through `next`
-        // (no allocation), and are unmapped after the lock is dropped (`unregister` takes it).
-        let mut release: *mut Segment = ptr::null_mut();
+        let (mut release, mut decommit): (*mut Segment, *mut Segment) = (ptr::null_mut(), ptr::null_mut());
         let mut prev: *mut Segment = ptr::null_mut();
         let mut s = st.cache;
         while !s.is_null() {
@@ -373,36 +387,52 @@ impl Backend {
             let seg = unsafe { &*s };
             let after = seg.next.get();
             let clean = seg.dirty_mask.get() == 0; // purged already
-            if due(seg) || clean {
-                if st.cache_len > SEGMENT_CACHE_KEEP {
-                    if prev.is_null() {
-                        st.cache = after;
-                    } else {
-                        // SAFETY: as above.
-                        unsafe { (*prev).next.set(after) };
-                    }
-                    st.cache_len -= 1;
-                    seg.next.set(release);
-                    release = s;
-                    s = after;
-                    continue;
+            let beyond_kept = st.cache_len > SEGMENT_CACHE_KEEP;
+            if (clean && beyond_kept) || (!clean && due(seg)) {
+                if prev.is_null() {
+                    st.cache = after;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { (*prev).next.set(after) };
                 }
-                if !clean {
-                    bytes += seg.purge_all();
-                }
+                st.cache_len -= 1;
+                let list = if beyond_kept { &mut release } else { &mut decommit };
+                seg.next.set(*list);
+                *list = s;
+            } else {
+                prev = s;
             }
-            prev = s;
             s = after;
         }
-        for &(seg, size) in st.huge_cache.iter() {
+        for i in 0..HUGE_CACHE_SLOTS {
+            let (seg, size) = st.huge_cache[i];
             // SAFETY: as above, for cached huge mappings.
-            if size != 0 && due(unsafe { &*seg }) {
+            if size != 0 && unsafe { (*seg).dirty_mask.get() } != 0 && due(unsafe { &*seg }) {
+                st.huge_cache[i] = (ptr::null_mut(), 0);
+                st.huge_cache_bytes -= size;
                 // SAFETY: as above.
-                bytes += unsafe { &*seg }.purge_all();
+                unsafe { (*seg).next.set(decommit) };
+                decommit = seg;
             }
         }
         self.next_purge.store(next, Ordering::Relaxed);
         drop(st);
+        let mut bytes = 0;
+        while !decommit.is_null() {
+            // SAFETY: taken off a cache above; nobody else refers to it.
+            let seg = unsafe { &*decommit };
+            decommit = seg.next.get();
+            bytes += seg.purge_all();
+            let huge =
+                seg.map_size.load(Ordering::Relaxed) != SEGMENT_SIZE || seg.base.load(Ordering::Relaxed) != seg.addr();
+            if huge {
+                if !self.cache_huge(seg) {
+                    self.release_segment(seg);
+                }
+            } else {
+                self.segment_free(seg);
+            }
+        }
         self.counters.bytes_purged.fetch_add(bytes as i64, Ordering::Relaxed);
         while !release.is_null() {
             // SAFETY: taken off the cache above; nobody else refers to it.
@@ -493,11 +523,13 @@ impl Backend {
         let mut seg = st.registry;
         while !seg.is_null() {
             // SAFETY: registered segments stay mapped while we hold the lock; we read only
-            // atomics and fields fixed while the segment is registered.
+            // atomics (`base` and `map_size` keep their values while the segment is
+            // registered) and the registry links.
             let sg = unsafe { &*seg };
             s.segments_current += 1;
-            s.mapped_bytes += sg.map_size.get() as i64;
-            s.heap_resident_bytes += crate::os::resident_in(sg.base.get(), sg.map_size.get());
+            s.mapped_bytes += sg.map_size.load(Ordering::Relaxed) as i64;
+            s.heap_resident_bytes +=
+                crate::os::resident_in(sg.base.load(Ordering::Relaxed), sg.map_size.load(Ordering::Relaxed));
             match sg.kind() {
                 SegmentKind::Cached => s.segments_cached += 1,
                 SegmentKind::Chunk => {

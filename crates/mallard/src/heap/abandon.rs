@@ -60,7 +60,7 @@ impl Heap {
                     let page = unsafe { &*p };
                     p = page.next.get();
                     q.remove(page);
-                    page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+                    page.unmark_full();
                     page.owner.store(ptr::null_mut(), Ordering::Relaxed);
                     self.collected(page, page.collect_remote());
                     if page.used() == 0 {

@@ -32,7 +32,7 @@ use crate::chunk::ChunkHeap;
 use crate::config::*;
 use crate::list::{Linked, List};
 use crate::mitigations::QUARANTINE_SLOTS;
-use crate::page::{Owner, Page, EMPTY_FULL, FULL};
+use crate::page::{Owner, Page, FULL};
 use crate::segment::{segment_of, Segment, SegmentKind};
 use crate::size_class::{class_of, kind_of, PageKind, CLASS_COUNT, CLASS_SIZE};
 use crate::stats::{Counters, HeapStats};
@@ -344,8 +344,7 @@ impl Heap {
 
     /// Moves a page without room to the full list, unless remote frees arrived (then false).
     fn page_to_full(&self, page: &Page) -> bool {
-        if page.thread_free.compare_exchange(ptr::null_mut(), EMPTY_FULL, Ordering::AcqRel, Ordering::Relaxed).is_err()
-        {
+        if !page.mark_full() {
             return false;
         }
         let class = page.class.load(Ordering::Relaxed) as usize;
@@ -365,7 +364,7 @@ impl Heap {
     /// back and forth, that was a fifth of the allocator's instructions.)
     fn page_unfull(&self, page: &Page) {
         let class = page.class.load(Ordering::Relaxed) as usize;
-        page.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+        page.unmark_full();
         page.set_in_full(self.id(), false);
         self.full[class].remove(page);
         self.queues[class].push_back(page);

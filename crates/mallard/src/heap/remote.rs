@@ -35,7 +35,7 @@ impl Heap {
             // SAFETY: full-list members are valid pages of this heap.
             let page = unsafe { &*p };
             p = page.next.get();
-            if page.thread_free.load(Ordering::Acquire).addr() & FULL == 0 {
+            if page.full_cleared() {
                 self.page_unfull(page);
             }
         }
@@ -101,24 +101,26 @@ impl Heap {
     }
 
     /// Remote frees of the `n` blocks `head..=tail` of `page` (of `class`): pushes and counts
-    /// them, and if that cleared the page's `FULL` tag, tells its owner.
+    /// them, and if that cleared the page's `FULL` tag, tells the page's owner as of the push
+    /// (see `Page::free_remote_list`).
     ///
     /// # Safety
     /// As for `Page::free_remote_list`.
     pub(crate) unsafe fn free_remote(page: &Page, class: usize, head: *mut Block, tail: *mut Block, n: u32) {
-        // Read before the push: afterwards the owner may recycle the page (and the segment).
-        let owner = page.owner_heap();
-        // (Only an abandoned page's segment is read: news for the purger, see `purger`.)
-        // SAFETY: the page's segment is mapped while the batch's blocks are in use.
-        let abandoned = owner.is_null().then(|| Backend::of(unsafe { Segment::of_page(page) }));
         // SAFETY: forwarded.
-        let tag = unsafe { page.free_remote_list(head, tail, n) };
-        if let Some(backend) = abandoned {
-            backend.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
-        } else if tag == FULL {
-            // SAFETY: heaps are never unmapped; a stale owner only gets a harmless hint.
-            unsafe { (*owner.cast::<Heap>()).remote_hint(class) };
-        }
+        unsafe {
+            page.free_remote_list(head, tail, n, |tag, owner| {
+                if owner.is_null() {
+                    // (Only an abandoned page's segment is read: news for the purger.)
+                    // SAFETY: the page's segment stays mapped until the blocks are counted.
+                    let backend = Backend::of(Segment::of_page(page));
+                    backend.purger.abandoned_activity.fetch_add(1, Ordering::Relaxed);
+                } else if tag == FULL {
+                    // SAFETY: heaps are never unmapped.
+                    (*owner.cast::<Heap>()).remote_hint(class);
+                }
+            })
+        };
     }
 
     /// Called by a remote free that cleared the `FULL` tag of one of this heap's pages.
