@@ -27,37 +27,37 @@
 // Under the model checker only the page and what it needs are built (`sync`).
 #![cfg_attr(loom, allow(dead_code, unused_imports, unreachable_pub))]
 
-#[cfg(not(loom))]
-mod alloc;
-#[cfg(not(loom))]
-mod backend;
+// What the model checker builds (`--cfg loom`, see `sync`): the page and what it needs.
 mod block;
-#[cfg(not(loom))]
-mod chunk;
 mod config;
-#[cfg(not(loom))]
-mod global;
-#[cfg(not(loom))]
-mod heap;
-#[cfg(not(loom))]
-mod list;
 mod lock;
 mod misuse;
 mod mitigations;
 mod os;
 mod page;
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod raw;
-#[cfg(not(loom))]
-mod segment;
-#[cfg(not(loom))]
-mod segment_map;
-#[cfg(not(loom))]
-mod size_class;
-#[cfg(not(loom))]
-mod stats;
 mod sync;
+
+/// The rest of the crate, which the model checker does not build.
+macro_rules! beyond_the_page {
+    ($($(#[$attr:meta])* $vis:vis mod $name:ident;)*) => {
+        $( #[cfg(not(loom))] $(#[$attr])* $vis mod $name; )*
+    };
+}
+
+beyond_the_page! {
+    mod alloc;
+    mod backend;
+    mod chunk;
+    mod global;
+    mod heap;
+    mod list;
+    #[doc(hidden)]
+    pub mod raw;
+    mod segment;
+    mod segment_map;
+    mod size_class;
+    mod stats;
+}
 
 #[cfg(not(loom))]
 pub use global::Mallard;
