@@ -402,9 +402,11 @@ unsafe impl PageSource for OsPageSource {
     }
 }
 
+#[cfg(not(loom))] // (the model checker's lock is not `const`)
 /// Maximum number of released regions a `SimPageSource` remembers for reuse.
 const SIM_FREE_SLOTS: usize = 64;
 
+#[cfg(not(loom))] // (the model checker's lock is not `const`)
 /// A page source over one fixed buffer: bump allocation plus a small first-fit list of
 /// released regions. Decommit zeroes the range, as the kernel would on the next touch.
 pub struct SimPageSource {
@@ -412,6 +414,7 @@ pub struct SimPageSource {
     state: SpinLock<SimState>,
 }
 
+#[cfg(not(loom))]
 struct SimState {
     /// The buffer; null until first use for a `lazy` source.
     base: *mut u8,
@@ -419,9 +422,11 @@ struct SimState {
     free: [(usize, usize); SIM_FREE_SLOTS], // (offset, size); size 0 = unused slot
 }
 
+#[cfg(not(loom))]
 // SAFETY: the buffer is only handed out in disjoint regions, under the lock.
 unsafe impl Send for SimState {}
 
+#[cfg(not(loom))]
 impl SimPageSource {
     /// A source over `[base, base + size)`.
     ///
@@ -499,6 +504,7 @@ unsafe fn give_buffer(base: *mut u8, size: usize) {
 
 // SAFETY: regions are disjoint sub-ranges of a buffer we own; released ranges are zeroed
 // before they are handed out again.
+#[cfg(not(loom))]
 unsafe impl PageSource for SimPageSource {
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         let mut st = self.state.lock();
@@ -799,7 +805,7 @@ impl ExitKey {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::config::SEGMENT_SIZE;
