@@ -14,8 +14,8 @@
 //! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::zero_block` |
 //! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
 //! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
-//! | `fill_freed` (full level) | a use after free reading what the block held | `alloc::fill_and_keep` |
-//! | `quarantine` (full level) | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::fill_and_keep`, `Heap::quarantine_swap` |
+//! | `fill_freed` (full level) | a use after free reading what the block held | `alloc::quarantine::fill_and_keep` |
+//! | `quarantine` (full level) | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::quarantine::fill_and_keep`, `Heap::quarantine_swap` |
 //! | `canaries` (full level) | an overflow past a small block's end going unseen | `small_canary`, `alloc::with_canary`, `alloc::check_canary` |
 //!
 //! SECURITY.md says what each build catches, case by case.
@@ -95,7 +95,7 @@ fn choose_level() {
 }
 
 /// **Freed blocks filled** (full level). A block of a page class is overwritten with zeros
-/// when it is freed (`alloc::fill_and_keep`), so a use after free reads zeros instead of what
+/// when it is freed (`alloc::quarantine::fill_and_keep`), so a use after free reads zeros instead of what
 /// the block held (keys, pointers that would defeat ASLR), and a later allocation never hands
 /// out the old contents. Chunks and huge blocks are not filled (their free memory is purged
 /// to the OS after the purge delay; filling megabytes on every `free` would cost more than
