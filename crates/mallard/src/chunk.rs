@@ -54,7 +54,7 @@ pub(crate) const HEADER: usize = 16;
 /// Blocks above `CLASS_MAX` up to this come from the chunk heap, whose regions are chunk
 /// segments (all of a segment but its header slice, minus a chunk header and the region's end
 /// sentinel). Bigger blocks are huge.
-pub(crate) const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * HEADER;
+pub const CHUNK_MAX: usize = SEGMENT_SIZE - SLICE_SIZE - 2 * HEADER;
 /// Free chunks smaller than this are never split off (they could serve no large request).
 pub(crate) const MIN_SPLIT: usize = 4096;
 const FREE: usize = 1;

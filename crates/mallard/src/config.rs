@@ -22,9 +22,9 @@ pub(crate) const SLICES_PER_SEGMENT: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// least 7 blocks and the tail waste of a page stays under one block.
 pub(crate) const SMALL_PAGE_SIZE: usize = SLICE_SIZE;
 pub(crate) const MEDIUM_PAGE_SIZE: usize = 8 * SLICE_SIZE;
-pub(crate) const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
+pub const SMALL_MAX: usize = SMALL_PAGE_SIZE / 8; // 8 KiB
 pub(crate) const MEDIUM_MAX: usize = MEDIUM_PAGE_SIZE / 8; // 64 KiB
-pub(crate) const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page class
+pub const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest page class
 
 /// Plain `malloc` sizes up to this are served by page classes; above, by the chunk heap (or
 /// huge blocks). The large classes (up to `LARGE_MAX`) serve only aligned requests: a large
@@ -33,7 +33,7 @@ pub(crate) const LARGE_MAX: usize = SEGMENT_SIZE / 8; // 512 KiB: the largest pa
 /// all in one region and coalesces what they free. Measured (peak RSS, large pages → chunk
 /// heap): mstress 22.5 → 15.1 MiB, malloc-large 131 → 111, python 108 → 99.5; time the same
 /// or better.
-pub(crate) const CLASS_MAX: usize = MEDIUM_MAX;
+pub const CLASS_MAX: usize = MEDIUM_MAX;
 
 /// A block that `realloc` must move to grow beyond this gets a huge mapping of its own, which
 /// grows in place (and then by `mremap`) without copying again; it keeps the mapping while it
@@ -50,7 +50,7 @@ pub(crate) const GROW_HUGE_MIN: usize = CLASS_MAX;
 
 /// Sizes up to this are looked up in the heap's direct table (one entry per 8 bytes), so the
 /// common small malloc needs no size-class computation.
-pub(crate) const DIRECT_MAX: usize = 1024;
+pub const DIRECT_MAX: usize = 1024;
 pub(crate) const DIRECT_SLOTS: usize = DIRECT_MAX / 8 + 1;
 
 /// Every block of 16 bytes or more is aligned to 16, like glibc's malloc.

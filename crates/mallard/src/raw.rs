@@ -37,7 +37,10 @@ pub use crate::alloc::{
     usable_size_checked,
 };
 pub use crate::backend::Backend;
-pub use crate::config::{MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE};
+pub use crate::chunk::CHUNK_MAX;
+pub use crate::config::{
+    CLASS_MAX, DIRECT_MAX, LARGE_MAX, MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE, SMALL_MAX,
+};
 pub use crate::heap::Heap;
 pub use crate::misuse::report_op;
 pub use crate::mitigations::{fill_freed, header_guard, quarantine, HEADER_GUARD, HUGE_GUARD, RANDOM_ORDER, SECURE};
