@@ -89,7 +89,8 @@ extern "C" fn print_at_exit() {
 // `fork` copies the backend's lock in whatever state it is; holding it across the fork makes
 // sure no other thread is half-way through a change the child would inherit.
 extern "C" fn fork_prepare() {
-    core_alloc::raw::lock_for_fork();
+    // SAFETY: pthread_atfork runs fork_parent or fork_child after every fork_prepare.
+    unsafe { core_alloc::raw::lock_for_fork() };
 }
 
 extern "C" fn fork_parent() {

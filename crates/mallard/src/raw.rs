@@ -72,7 +72,11 @@ pub unsafe fn abandon(heap: &Heap) {
 
 /// Takes every lock of the global allocator, so that a `fork` finds none held by a thread
 /// that will not exist in the child (`pthread_atfork`'s prepare handler).
-pub fn lock_for_fork() {
+///
+/// # Safety
+/// `unlock_after_fork` follows on this thread (or in the child): until then every allocation
+/// that needs a lock waits forever.
+pub unsafe fn lock_for_fork() {
     crate::global::GLOBAL_BACKEND.lock_for_fork();
 }
 

@@ -217,3 +217,17 @@ fn the_segment_cache_keeps_freed_segments_until_purged_then_only_a_few() {
     assert!(kept <= mallard::raw::SEGMENT_CACHE_KEEP as i64, "{kept} more segments cached after the purge");
     assert!(purged.segments_released - before.segments_released >= 30, "{:?}", purged.segments_released);
 }
+
+/// A purge delay of `u64::MAX` means "never" (the deadline saturates; it used to wrap around
+/// to "at once", and overflowed in a debug build).
+#[test]
+#[cfg_attr(miri, ignore = "maps MiBs")]
+fn the_longest_purge_delay_never_purges() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _delay = PurgeDelay::set(u64::MAX);
+    let blocks: Vec<Box<[u8]>> = (0..64).map(|i| vec![i as u8 + 1; 300_000].into_boxed_slice()).collect();
+    let before = mallard::stats().bytes_purged;
+    drop(blocks);
+    mallard::collect(false);
+    assert_eq!(mallard::stats().bytes_purged, before, "nothing is due under the longest delay");
+}

@@ -347,7 +347,8 @@ impl Backend {
 
     /// When memory freed now is due to be purged.
     pub(crate) fn purge_deadline(&self) -> u64 {
-        crate::os::now_ms() + self.purge_delay_ms()
+        // (Saturating: a delay of `u64::MAX` means never.)
+        crate::os::now_ms().saturating_add(self.purge_delay_ms())
     }
 
     /// A segment entering a cache: due for purging after the delay (if it is dirty).

@@ -174,7 +174,7 @@ impl Backend {
         self.counters.purger_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut next = self.next_purge().min(self.shared.next_owned_due().saturating_add(delay));
         if *abandoned_rounds > 0 && self.abandoned_len() != 0 {
-            next = next.min(now + delay);
+            next = next.min(now.saturating_add(delay));
         }
         (next != u64::MAX).then(|| next.max(now + 1))
     }
@@ -189,7 +189,7 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
     crate::os::name_thread(c"mallard-purge");
     // The first round waits a delay: what a slow path or an exiting thread is about to free
     // is due then.
-    let mut next = crate::os::now_ms() + backend.purge_delay_ms();
+    let mut next = crate::os::now_ms().saturating_add(backend.purge_delay_ms());
     let mut abandoned_rounds = ABANDONED_ROUNDS;
     loop {
         crate::os::sleep_until_ms(next);
@@ -209,7 +209,7 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
                 {
                     return core::ptr::null_mut();
                 }
-                next = crate::os::now_ms() + backend.purge_delay_ms();
+                next = crate::os::now_ms().saturating_add(backend.purge_delay_ms());
                 abandoned_rounds = ABANDONED_ROUNDS;
             }
         }
