@@ -63,7 +63,7 @@ impl Backend {
         let (base, mapping, map_size) = match mapping {
             Some(m) => m,
             None => {
-                let base = self.source.reserve(map_size, map_align)?;
+                let base = self.source().reserve(map_size, map_align)?;
                 self.count(|c| &c.huge_fresh, 1);
                 (base, Mapping::Fresh, map_size)
             }
@@ -107,7 +107,7 @@ impl Backend {
             let excess = size - map_size;
             if excess > map_size.max(HUGE_TRIM_MIN) && seg.dirty_mask.get() != 0 {
                 // SAFETY: the tail of a cached (unused) mapping; it reads as zero after this.
-                unsafe { self.source.decommit(NonNull::new_unchecked(base.add(map_size)), excess) };
+                unsafe { self.source().decommit(NonNull::new_unchecked(base.add(map_size)), excess) };
             }
             // SAFETY: as above.
             return Some((unsafe { NonNull::new_unchecked(base) }, Mapping::Cached, size));
@@ -138,7 +138,7 @@ impl Backend {
         self.unregister(seg);
         self.unguard_huge(seg, true);
         // SAFETY: base is the whole mapping of an empty cached segment.
-        let grown = unsafe { self.source.remap(NonNull::new_unchecked(base), size, map_size, SEGMENT_SIZE) };
+        let grown = unsafe { self.source().remap(NonNull::new_unchecked(base), size, map_size, SEGMENT_SIZE) };
         if grown.is_none() {
             self.register(seg);
             self.segment_free(seg);
@@ -187,7 +187,7 @@ impl Backend {
         // (Read before the remap: once the mapping moved, `seg` is no longer mapped.)
         let old_base = seg.base.load(Ordering::Relaxed);
         // SAFETY: base/old_size are the block's whole mapping.
-        let moved = unsafe { self.source.remap(NonNull::new_unchecked(old_base), old_size, map_size, map_align) };
+        let moved = unsafe { self.source().remap(NonNull::new_unchecked(old_base), old_size, map_size, map_align) };
         let base = moved.map_or(old_base, |b| b.as_ptr());
         // SAFETY: the header is at the same offset in the (possibly moved) mapping.
         let seg = unsafe { &*(base.add(seg_off) as *const Segment) };
@@ -237,7 +237,7 @@ impl Backend {
         let guard = (block.addr() + size.max(1)).next_multiple_of(OS_PAGE_SIZE);
         debug_assert!(guard + OS_PAGE_SIZE <= end && seg.tail_guard.get() == 0);
         // SAFETY: the page lies inside the mapping, after the block's last byte.
-        unsafe { self.source.guard(NonNull::new_unchecked(block.with_addr(guard)), OS_PAGE_SIZE) };
+        unsafe { self.source().guard(NonNull::new_unchecked(block.with_addr(guard)), OS_PAGE_SIZE) };
         seg.tail_guard.set(guard);
         guard - block.addr()
     }
@@ -248,12 +248,12 @@ impl Backend {
         let guard = seg.tail_guard.replace(0);
         if guard != 0 {
             // SAFETY: the tail guard `guard_huge` made.
-            unsafe { self.source.unguard(NonNull::new_unchecked(seg.addr().with_addr(guard)), OS_PAGE_SIZE) };
+            unsafe { self.source().unguard(NonNull::new_unchecked(seg.addr().with_addr(guard)), OS_PAGE_SIZE) };
         }
         if header && seg.guarded.replace(false) {
             let guard = mitigations::header_guard(seg.addr());
             // SAFETY: the header guard `guard_header` made.
-            unsafe { self.source.unguard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+            unsafe { self.source().unguard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
         }
     }
 }

@@ -20,7 +20,6 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 pub struct Backend {
-    pub(crate) source: &'static dyn PageSource,
     state: SpinLock<State>,
     /// Number of segments on the abandoned list (read without the lock).
     abandoned_count: AtomicUsize,
@@ -28,7 +27,7 @@ pub struct Backend {
     pub(crate) counters: Counters,
     /// Remote frees by threads without a heap, per class (see `Heap::remote_pending`).
     pub(crate) remote_pending: [AtomicI64; CLASS_COUNT],
-    /// What its segments share (`segment::Shared`): the page source again, bytes in use.
+    /// What its segments share (`segment::Shared`): the page source, bytes in use.
     pub(crate) shared: Shared,
     /// Purge delay in ms (see `config::PURGE_DELAY_MS`).
     purge_delay_ms: AtomicU64,
@@ -74,7 +73,6 @@ impl Backend {
         reclaim: Option<fn(&'static Backend, u64) -> i64>,
     ) -> Self {
         Backend {
-            source,
             state: SpinLock::new(State {
                 cache: ptr::null_mut(),
                 cache_len: 0,
@@ -97,6 +95,11 @@ impl Backend {
             purger: purger::Purger::new(),
             zero: zero::ZeroSlots::new(),
         }
+    }
+
+    /// The page source the backend's memory comes from.
+    pub(crate) fn source(&self) -> &'static dyn PageSource {
+        self.shared.source
     }
 
     pub(crate) fn count(&self, c: fn(&Counters) -> &core::sync::atomic::AtomicI64, n: i64) {
@@ -127,7 +130,7 @@ impl Backend {
             self.count(|c| &c.segments_reused, 1);
             return Some((seg, false));
         }
-        let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
+        let base = self.source().reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
         seg.init(kind, self.id(), &self.shared, base.as_ptr(), SEGMENT_SIZE, true);
@@ -144,7 +147,7 @@ impl Backend {
             let guard = crate::mitigations::header_guard(seg.addr());
             // SAFETY: the guard page lies in the header slice, past the header; no block is
             // ever placed in that slice.
-            unsafe { self.source.guard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+            unsafe { self.source().guard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
             seg.guarded.set(true);
         }
     }
@@ -181,7 +184,7 @@ impl Backend {
         self.unregister(seg);
         let (base, size) = (seg.base.load(Ordering::Relaxed), seg.map_size.load(Ordering::Relaxed));
         // SAFETY: the segment is empty and unlinked; base/size are its whole mapping.
-        unsafe { self.source.release(NonNull::new_unchecked(base), size) };
+        unsafe { self.source().release(NonNull::new_unchecked(base), size) };
         self.count(|c| &c.segments_released, 1);
     }
 
@@ -287,12 +290,12 @@ impl Backend {
                 drop(st);
                 if let Some(unused) = fresh {
                     // SAFETY: a whole chunk of ours that another thread's refill made unneeded.
-                    unsafe { self.source.release(unused, META_CHUNK_SIZE) };
+                    unsafe { self.source().release(unused, META_CHUNK_SIZE) };
                 }
                 return NonNull::new(mem);
             }
             drop(st);
-            fresh = Some(self.source.reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?);
+            fresh = Some(self.source().reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?);
         }
     }
 

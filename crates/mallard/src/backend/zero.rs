@@ -97,12 +97,12 @@ impl Backend {
             // SAFETY: once set, the zero segment is never unmapped.
             return Some(unsafe { &*s });
         }
-        let base = self.source.reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
+        let base = self.source().reserve(SEGMENT_SIZE, SEGMENT_SIZE)?;
         // SAFETY: fresh zero-filled memory is a valid (empty) segment header.
         let seg = unsafe { &*(base.as_ptr() as *const Segment) };
         seg.init(SegmentKind::Zero, self.id(), &self.shared, base.as_ptr(), SEGMENT_SIZE, true);
         // SAFETY: everything after the header slice is ours and holds nothing.
-        unsafe { self.source.guard(NonNull::new_unchecked(seg.addr().add(SLICE_SIZE)), SEGMENT_SIZE - SLICE_SIZE) };
+        unsafe { self.source().guard(NonNull::new_unchecked(seg.addr().add(SLICE_SIZE)), SEGMENT_SIZE - SLICE_SIZE) };
         match z.segment.compare_exchange(ptr::null_mut(), base.as_ptr().cast(), Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 crate::segment_map::insert(seg.addr());
@@ -111,7 +111,7 @@ impl Backend {
             Err(won) => {
                 // Another thread mapped one first: use it, give this one back.
                 // SAFETY: the mapping is ours and was never published.
-                unsafe { self.source.release(base, SEGMENT_SIZE) };
+                unsafe { self.source().release(base, SEGMENT_SIZE) };
                 // SAFETY: as above.
                 Some(unsafe { &*won })
             }

@@ -67,7 +67,7 @@ impl Heap {
                 self.backend().segment_free(seg);
                 continue;
             }
-            let source = self.backend().source;
+            let source = self.backend().source();
             // SAFETY: the region is this heap's; free chunks hold nothing live.
             bytes += unsafe {
                 self.chunks.purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
@@ -100,7 +100,7 @@ impl Heap {
     pub(super) fn purge_inside_pages(&self, now: u64, when: InPage) -> usize {
         let force = when == InPage::All;
         let delay = self.backend().purge_delay_ms();
-        let source = self.backend().source;
+        let source = self.backend().source();
         let mut decommit = |p: *mut u8, len: usize| {
             // SAFETY: the page's own free OS pages (see `Page::purge_free_os_pages`).
             unsafe { source.decommit(core::ptr::NonNull::new_unchecked(p), len) }
