@@ -1,19 +1,12 @@
-//! Builds the body of C++ operator new (`src/new_delete.c`, plain C with unwind tables so
-//! that a `bad_alloc` thrown by libstdc++ can pass through it) and names the shared library.
+//! Builds the C sources (`build_c.rs`, shared with the fuzz target's rlib) and the stand-in
+//! unwinder, and names the shared library.
+
+include!("build_c.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/new_delete.c");
+    build_c_sources();
     println!("cargo:rerun-if-changed=src/no_unwinder.c");
-    println!("cargo:rerun-if-changed=src/trace_hooks.c");
-    cc::Build::new()
-        .file("src/new_delete.c")
-        .flag("-fexceptions")
-        .warnings(true)
-        .extra_warnings(true)
-        .compile("mallard_new_delete");
-    if std::env::var_os("CARGO_FEATURE_TRACE").is_some() {
-        cc::Build::new().file("src/trace_hooks.c").warnings(true).extra_warnings(true).compile("mallard_trace_hooks");
-    }
+    println!("cargo:rerun-if-changed=build_c.rs");
     cc::Build::new().file("src/no_unwinder.c").warnings(true).extra_warnings(true).compile("mallard_no_unwinder");
     // Programs linked with -lmallard record this name; dlclose must not unmap an allocator
     // whose blocks the program still holds.
