@@ -290,6 +290,27 @@ fn idle_program_gets_its_free_memory_back() {
     }
 }
 
+/// The purger is never started from inside a free (glibc frees thread stacks' TLS holding the
+/// lock that `pthread_create` takes: a thread started there deadlocks), nor from inside
+/// `pthread_join` or another `pthread_create`; but it is started.
+#[test]
+fn purger_is_never_started_inside_a_free() {
+    let exe = build("thread_start", "thread_start.c", &[]);
+    let shim = build("thread_start_shim.so", "thread_start_shim.c", &["-shared", "-fPIC"]);
+    // Delay 0: every purge point finds something due, the most chances to start a thread.
+    let mut cmd = Command::new(&exe);
+    let preload = format!("{} {}", shim.display(), support::lib().display());
+    cmd.env("LD_PRELOAD", preload).env("MALLARD_TEST_REQUIRE", "1").env("MALLARD_PURGE_DELAY_MS", "0");
+    cmd.env_remove("MALLARD_PURGE_THREAD");
+    let run = run_in(exe.parent().expect("program directory"), cmd);
+    assert_ok("thread_start.c", &run);
+    assert!(
+        run.stderr.contains("thread_start_shim: detached threads started: 1\n"),
+        "expected the purger to start once\n{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn idle_program_keeps_its_free_memory_with_the_purge_thread_off() {
     // The control: without the purger the same program keeps what was free at its last call.

@@ -96,6 +96,11 @@ pub(crate) struct Segment {
     /// Links in the backend's registry of every mapped segment (changed under its lock).
     pub(crate) reg_next: Cell<*mut Segment>,
     pub(crate) reg_prev: Cell<*mut Segment>,
+    /// Holds on a page segment by the purger, which drops the backend's lock to decommit its
+    /// free pages (`Backend::pin`), and whether it was given back meanwhile (the last to let
+    /// go then frees it). Both change only under the backend's lock.
+    pub(crate) pins: Cell<u32>,
+    pub(crate) free_deferred: Cell<bool>,
     pub(crate) shared: Cell<*const Shared>,
     /// The backend that mapped the segment: to this module an address only (`Backend::of`
     /// turns it into the backend).

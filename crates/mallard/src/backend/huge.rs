@@ -85,6 +85,10 @@ impl Backend {
             self.register(seg);
         }
         self.count(|c| &c.huge_allocs, 1);
+        // An allocation: a purge point of sorts, where the purger may start (see
+        // `start_purger`); the free of this block leaves it cached, due after a delay.
+        self.purger.last_active.store(crate::os::now_ms(), Ordering::Relaxed);
+        self.start_purger(false);
         // SAFETY: block is inside the mapping, not null.
         Some((unsafe { NonNull::new_unchecked(block) }, zero))
     }
@@ -154,7 +158,6 @@ impl Backend {
         if !(plain && seg.map_size.load(Ordering::Relaxed) > SEGMENT_SIZE && self.cache_huge(seg)) {
             self.segment_free(seg);
         }
-        self.poke_purger(false);
     }
 
     /// Resizes huge block `p` (of segment `seg`) to `new_size` in place or by moving its

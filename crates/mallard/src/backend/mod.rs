@@ -153,20 +153,27 @@ impl Backend {
     }
 
     /// Gives back an empty segment (or a huge one): to the cache if it is a plain 4 MiB
-    /// mapping and the cache has room, else to the OS.
+    /// mapping and the cache has room, else to the OS. A pinned segment stays as it is until
+    /// the last pin goes, whose holder then frees it.
     pub(crate) fn segment_free(&self, seg: &Segment) {
+        // (Null before the lock: the purger pins only owned segments, under the lock.)
         seg.owner.store(ptr::null_mut(), Ordering::Relaxed);
-        if seg.map_size.load(Ordering::Relaxed) == SEGMENT_SIZE && seg.base.load(Ordering::Relaxed) == seg.addr() {
-            let mut st = self.state.lock();
-            if st.cache_len < self.segment_cache_limit() {
-                seg.set_kind(SegmentKind::Cached);
-                self.schedule_purge(seg);
-                seg.next.set(st.cache);
-                st.cache = seg.addr().cast();
-                st.cache_len += 1;
-                return;
-            }
+        let plain =
+            seg.map_size.load(Ordering::Relaxed) == SEGMENT_SIZE && seg.base.load(Ordering::Relaxed) == seg.addr();
+        let mut st = self.state.lock();
+        if seg.pins.get() != 0 {
+            seg.free_deferred.set(true);
+            return;
         }
+        if plain && st.cache_len < self.segment_cache_limit() {
+            seg.set_kind(SegmentKind::Cached);
+            self.schedule_purge(seg);
+            seg.next.set(st.cache);
+            st.cache = seg.addr().cast();
+            st.cache_len += 1;
+            return;
+        }
+        drop(st);
         self.release_segment(seg);
     }
 
@@ -449,26 +456,80 @@ impl Backend {
     /// The background purger's pass over the page segments of live heaps: purges the free
     /// pages that are overdue (`Segment::purge_overdue`). Returns (bytes, when the next are
     /// overdue: ms or `u64::MAX`).
+    ///
+    /// No system call runs under the backend's lock: the registry is walked in batches, each
+    /// segment of a batch pinned (its owner's `segment_free` then leaves it alone, so it stays
+    /// mapped and is not reused) and decommitted with the lock dropped.
     pub(crate) fn purge_owned(&self, now: u64, delay: u64) -> (usize, u64) {
-        let st = self.state.lock();
+        const BATCH: usize = 16;
         let (mut bytes, mut next) = (0, u64::MAX);
-        let mut s = st.registry;
-        while !s.is_null() {
-            // SAFETY: registry entries are mapped segments; under the lock none is unmapped or
-            // moves to or from the cache.
-            let seg = unsafe { &*s };
-            s = seg.reg_next.get();
-            let page_kind = matches!(seg.kind(), SegmentKind::Small | SegmentKind::Medium | SegmentKind::Large);
-            // An owner is set once the header is set up (abandoned ones are the purger's rounds').
-            if page_kind && !seg.owner.load(Ordering::Acquire).is_null() {
-                let (b, n) = seg.purge_overdue(now, delay);
-                bytes += b;
-                next = next.min(n);
+        // The registry entry to go on from: the last of the previous batch, still pinned.
+        let mut resume: *const Segment = ptr::null();
+        loop {
+            let mut batch = [ptr::null::<Segment>(); BATCH];
+            let mut n = 0;
+            let st = self.state.lock();
+            // SAFETY: `resume` is pinned, so still registered and mapped.
+            let (mut s, resumed) = match unsafe { resume.as_ref() } {
+                None => (st.registry, None),
+                Some(last) => (last.reg_next.get(), Some(last)),
+            };
+            let free_resumed = resumed.is_some_and(|last| Self::unpin(&st, last));
+            while !s.is_null() && n < BATCH {
+                // SAFETY: registry entries are mapped segments; under the lock none is unmapped
+                // or moves to or from the cache.
+                let seg = unsafe { &*s };
+                s = seg.reg_next.get();
+                let page_kind = matches!(seg.kind(), SegmentKind::Small | SegmentKind::Medium | SegmentKind::Large);
+                // An owner is set once the header is set up (abandoned ones are the purger's
+                // rounds'); one being freed has none.
+                if page_kind && !seg.owner.load(Ordering::Acquire).is_null() {
+                    Self::pin(&st, seg);
+                    batch[n] = seg;
+                    n += 1;
+                }
             }
+            let done = s.is_null();
+            drop(st);
+            if let (Some(last), true) = (resumed, free_resumed) {
+                self.segment_free(last);
+            }
+            for (i, &p) in batch[..n].iter().enumerate() {
+                // SAFETY: pinned: mapped, and not set up again for another use.
+                let seg = unsafe { &*p };
+                let (b, t) = seg.purge_overdue(now, delay);
+                bytes += b;
+                next = next.min(t);
+                // The last of a full batch stays pinned: the next batch starts after it.
+                if done || i + 1 < n {
+                    let free = Self::unpin(&self.state.lock(), seg);
+                    if free {
+                        self.segment_free(seg);
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+            resume = batch[n - 1];
         }
-        drop(st);
         self.counters.bytes_purged.fetch_add(bytes as i64, Ordering::Relaxed);
         (bytes, next)
+    }
+
+    /// Holds a registered page segment (the lock held: `_st`) so that it stays mapped,
+    /// registered and unused for anything else while the lock is dropped: `segment_free`, the
+    /// only way out for a page segment, leaves a pinned one to whoever unpins it last. (Cached
+    /// segments and huge mappings have other ways out: they are never pinned.)
+    fn pin(_st: &crate::lock::SpinGuard<'_, State>, seg: &Segment) {
+        seg.pins.set(seg.pins.get() + 1);
+    }
+
+    /// Lets go of a pinned segment (the lock held). True if it was the last pin and the
+    /// segment was given back meanwhile: the caller then frees it, with the lock dropped.
+    fn unpin(_st: &crate::lock::SpinGuard<'_, State>, seg: &Segment) -> bool {
+        seg.pins.set(seg.pins.get() - 1);
+        seg.pins.get() == 0 && seg.free_deferred.replace(false)
     }
 
     /// Takes a cached huge mapping of `min..=max` bytes, the smallest (or with `biggest`, the
@@ -532,8 +593,6 @@ impl Backend {
             let sg = unsafe { &*seg };
             s.segments_current += 1;
             s.mapped_bytes += sg.map_size.load(Ordering::Relaxed) as i64;
-            s.heap_resident_bytes +=
-                crate::os::resident_in(sg.base.load(Ordering::Relaxed), sg.map_size.load(Ordering::Relaxed));
             match sg.kind() {
                 SegmentKind::Cached => s.segments_cached += 1,
                 SegmentKind::Chunk => {
@@ -558,9 +617,44 @@ impl Backend {
             seg = sg.reg_next.get();
         }
         drop(st);
+        s.heap_resident_bytes = self.resident_bytes();
         // Blocks freed remotely but not yet collected still count in their page's `used`.
         s.class_blocks.iter_mut().zip(pending).for_each(|(b, p)| *b -= p);
         s
+    }
+
+    /// The resident bytes of every registered mapping, with the lock dropped for the system
+    /// calls: (base, size) pairs are copied out in batches, each batch starting as many
+    /// entries into the registry as were read before. The figure is approximate when mappings
+    /// come and go meanwhile (one given back after it was copied is measured where it was:
+    /// mincore only reads the page tables).
+    fn resident_bytes(&self) -> i64 {
+        const BATCH: usize = 64;
+        let (mut bytes, mut read) = (0, 0);
+        loop {
+            let mut batch = [(ptr::null_mut::<u8>(), 0usize); BATCH];
+            let mut n = 0;
+            let st = self.state.lock();
+            let mut seg = st.registry;
+            let mut i = 0;
+            while !seg.is_null() && n < BATCH {
+                // SAFETY: registered segments stay mapped while we hold the lock; `base` and
+                // `map_size` keep their values while the segment is registered.
+                let sg = unsafe { &*seg };
+                if i >= read {
+                    batch[n] = (sg.base.load(Ordering::Relaxed), sg.map_size.load(Ordering::Relaxed));
+                    n += 1;
+                }
+                i += 1;
+                seg = sg.reg_next.get();
+            }
+            drop(st);
+            bytes += batch[..n].iter().map(|&(base, len)| crate::os::resident_in(base, len)).sum::<i64>();
+            if seg.is_null() {
+                return bytes;
+            }
+            read += n;
+        }
     }
 
     /// Adds `delta` bytes to what is in use (blocks carved from a page or the page given back,
@@ -600,5 +694,75 @@ impl Backend {
             self.state.raw_unlock();
             self.purger.unlock_after_fork(child);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::os::SimPageSource;
+
+    fn backend(segments: usize) -> &'static Backend {
+        let source = SimPageSource::with_capacity((segments + 1) * SEGMENT_SIZE);
+        Backend::leaked(std::boxed::Box::leak(std::boxed::Box::new(source)))
+    }
+
+    /// An owned small segment with a page in use (its index is returned) and a free one,
+    /// committed and due at `due`.
+    fn segment_with_a_free_page(backend: &Backend, due: u64) -> (&Segment, usize) {
+        let (seg, _) = backend.segment_alloc(SegmentKind::Small).expect("a segment");
+        seg.owner.store(NonNull::dangling().as_ptr(), Ordering::Release);
+        let (i, _) = seg.take_page().expect("a free page");
+        let (j, page) = seg.take_page().expect("another free page");
+        assert!(seg.page_was_fresh(i) && seg.page_was_fresh(j));
+        seg.free_page(page, due);
+        (seg, i)
+    }
+
+    #[test]
+    fn the_purger_reaches_every_owned_segment_past_its_batches() {
+        // More than a batch (16), fewer under Miri, where memory is dear.
+        let n = if cfg!(miri) { 18 } else { 40 };
+        let backend = backend(n);
+        let segs: std::vec::Vec<&Segment> = (0..n).map(|_| segment_with_a_free_page(backend, 1000).0).collect();
+        // Due at 1000, overdue a delay (500) later.
+        assert_eq!(backend.purge_owned(1499, 500), (0, 1500), "nothing is overdue yet");
+        let (bytes, next) = backend.purge_owned(1500, 500);
+        let page_len = segs[0].page_area(1).1;
+        assert_eq!((bytes, next), (n * page_len, u64::MAX));
+        assert!(segs.iter().all(|s| s.purge_mask.get() == 0 && s.pins.get() == 0));
+    }
+
+    #[test]
+    fn a_segment_given_back_while_pinned_is_freed_by_the_last_unpin() {
+        let backend = backend(1);
+        let (seg, used) = segment_with_a_free_page(backend, 1000);
+        Backend::pin(&backend.state.lock(), seg);
+        seg.free_page(&seg.pages[used], 1000);
+        assert_eq!(seg.used_pages.get(), 0);
+        backend.segment_free(seg);
+        assert_eq!(seg.kind(), SegmentKind::Small, "a pinned segment stays as it is");
+        assert!(backend.pop_cache().is_none());
+        assert!(Backend::unpin(&backend.state.lock(), seg), "the last unpin frees it");
+        backend.segment_free(seg);
+        assert_eq!(seg.kind(), SegmentKind::Cached);
+        assert!(!seg.free_deferred.get());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mincore: Miri has no page tables to ask")]
+    fn resident_bytes_counts_each_mapping_once_across_batches() {
+        let backend = backend(100);
+        let mut expected = 0;
+        for k in 0..100 {
+            let (seg, _) = backend.segment_alloc(SegmentKind::Small).expect("a segment");
+            // A different number of touched OS pages in each, so a skipped or repeated one shows.
+            for p in 0..k % 7 {
+                // SAFETY: inside the segment's first page, past the header slice.
+                unsafe { seg.addr().add(SLICE_SIZE + p * OS_PAGE_SIZE).write_volatile(1) };
+            }
+            expected += crate::os::resident_in(seg.base.load(Ordering::Relaxed), SEGMENT_SIZE);
+        }
+        assert_eq!(backend.resident_bytes(), expected);
     }
 }

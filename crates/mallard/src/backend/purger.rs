@@ -5,13 +5,19 @@
 //! `background_thread` does the same job.
 //!
 //! Designed for a library that is preloaded into programs that know nothing of it:
-//! - **Lazy.** The thread is started from an allocation slow path, a huge free or a thread's
-//!   exit, once there is something to purge: never from a constructor, before the program's
-//!   own threads and signal set-up exist.
-//! - **Short-lived.** It exits as soon as nothing is left to purge (and is started again when
-//!   there is), so an idle process has no thread waking it, and after `main` calls
-//!   `pthread_exit` the process ends within a few purge delays (the rounds over what the last
-//!   threads left: about 0.3 s at the default delay).
+//! - **Started only where a thread may be made.** An allocation's slow path (once the heaps
+//!   hold `START_MIN_BYTES`, or something is due) and a thread's exit start it; a free never
+//!   does. glibc frees thread stacks' TLS with its stack-cache lock held (in `pthread_join`,
+//!   `pthread_create` and a detached thread's exit), and `pthread_create` takes that lock: a
+//!   purger started from such a free deadlocks. Never from a constructor either, before the
+//!   program's own threads and signal set-up exist.
+//! - **Lingers, then leaves.** With nothing to purge it looks again every purge delay (at
+//!   least every 10 ms) for as long as heaps reach purge points (`LINGER_MS` after the last),
+//!   so the frees that follow an allocation burst are purged without a new thread. Then it
+//!   exits, so an idle process has no thread waking it, and once no heap is live (`main`
+//!   called `pthread_exit` and the other threads are gone) it exits as soon as nothing is
+//!   left to purge, so the process ends. Memory freed after a whole `LINGER_MS` without any
+//!   slow path waits for the next allocation slow path.
 //! - **Quiet.** It blocks every signal (a program that `sigwait`s or counts on its signal
 //!   handlers running in its own threads is unaffected), uses a small stack, never calls
 //!   `malloc`, and is named `mallard-purge`. It is still a thread: while it runs, a program
@@ -32,7 +38,7 @@
 
 use super::Backend;
 use crate::lock::SpinLock;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Off: no thread is started.
 const OFF: u8 = 0;
@@ -46,6 +52,16 @@ const RUNNING: u8 = 2;
 /// segments, the third purges the segments cached by the second.
 const ABANDONED_ROUNDS: u32 = 3;
 
+/// How long a purger with nothing to purge stays after the last purge point of any heap (ms).
+const LINGER_MS: u64 = 1000;
+
+/// How often a lingering purger looks for work, at the shortest (ms; the purge delay may be 0).
+const POLL_MIN_MS: u64 = 10;
+
+/// An allocation slow path starts the purger once the heaps hold this many bytes (or something
+/// is due): a small program never gets the thread.
+const START_MIN_BYTES: i64 = 16 << 20;
+
 /// The purger's state, one per backend.
 pub(crate) struct Purger {
     state: AtomicU8,
@@ -57,6 +73,9 @@ pub(crate) struct Purger {
     /// pages: something may have become free there.
     pub(crate) abandoned_activity: AtomicU64,
     seen_activity: AtomicU64,
+    /// Heaps that have an owner (counted by the heap pool): with none, nothing but a new
+    /// thread can bring work, and that thread starts a purger of its own.
+    pub(crate) live_heaps: AtomicUsize,
 }
 
 impl Purger {
@@ -67,6 +86,7 @@ impl Purger {
             last_active: AtomicU64::new(0),
             abandoned_activity: AtomicU64::new(0),
             seen_activity: AtomicU64::new(0),
+            live_heaps: AtomicUsize::new(0),
         }
     }
 
@@ -99,15 +119,20 @@ impl Purger {
 }
 
 impl Backend {
-    /// Starts the purger thread if it is on, not running, and there is something to purge
-    /// (or `exiting`: a thread is about to abandon its heap). Call only where the caller's heap
-    /// is consistent and no lock is held: starting a thread allocates (glibc's
-    /// `pthread_create` does), which re-enters the allocator on this thread.
+    /// Starts the purger thread if it is on, not running, and worth having: something is due,
+    /// the heaps hold `START_MIN_BYTES`, or `exiting` (a thread is about to abandon its heap).
+    ///
+    /// Call only from an allocation's slow path or a thread's exit, where the caller's heap is
+    /// consistent and no lock is held, and **never from a free**: starting a thread allocates
+    /// (which re-enters the allocator on this thread) and takes glibc's stack-cache lock, which
+    /// glibc holds while it frees thread stacks' TLS (see the module doc).
     #[inline]
-    pub fn poke_purger(&self, exiting: bool) {
-        if self.purger.state.load(Ordering::Relaxed) == IDLE && (exiting || self.purge_pending()) {
+    pub fn start_purger(&self, exiting: bool) {
+        if self.purger.state.load(Ordering::Relaxed) == IDLE
+            && (exiting || self.shared.in_use().0 >= START_MIN_BYTES || self.purge_pending())
+        {
             // SAFETY: backends live as long as the process (statics, or leaked).
-            unsafe { &*(self as *const Backend) }.start_purger();
+            unsafe { &*(self as *const Backend) }.spawn_purger();
         }
     }
 
@@ -123,7 +148,7 @@ impl Backend {
 
     #[cold]
     #[inline(never)]
-    fn start_purger(&'static self) {
+    fn spawn_purger(&'static self) {
         if self.purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
@@ -180,10 +205,10 @@ impl Backend {
     }
 }
 
-/// The purger thread: sleeps until something is due, purges it, and exits when nothing is
-/// left (see the module doc).
+/// The purger thread: sleeps until something is due, purges it, lingers while heaps are busy,
+/// and exits when nothing is left (see the module doc).
 extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
-    // SAFETY: `start_purger` passes a `&'static Backend`.
+    // SAFETY: `spawn_purger` passes a `&'static Backend`.
     let backend: &'static Backend = unsafe { &*(arg as *const Backend) };
     let purger = &backend.purger;
     crate::os::name_thread(c"mallard-purge");
@@ -196,22 +221,29 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
         if purger.state.load(Ordering::Acquire) != RUNNING {
             return core::ptr::null_mut(); // turned off (or, in a forked child, never here)
         }
-        match backend.purger_round(&mut abandoned_rounds) {
-            Some(at) => next = at,
-            None => {
-                // Nothing left: exit, unless work arrived between the round and the state
-                // change (whoever brought it saw RUNNING and started no thread).
-                if purger.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                    return core::ptr::null_mut();
-                }
-                if !backend.purge_pending()
-                    || purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
-                {
-                    return core::ptr::null_mut();
-                }
-                next = crate::os::now_ms().saturating_add(backend.purge_delay_ms());
-                abandoned_rounds = ABANDONED_ROUNDS;
-            }
+        if let Some(at) = backend.purger_round(&mut abandoned_rounds) {
+            next = at;
+            continue;
         }
+        let now = crate::os::now_ms();
+        let busy = purger.live_heaps.load(Ordering::Relaxed) != 0
+            && now < purger.last_active.load(Ordering::Relaxed).saturating_add(LINGER_MS);
+        if busy {
+            // Frees may follow; they cannot start a thread.
+            next = now.saturating_add(backend.purge_delay_ms().clamp(POLL_MIN_MS, LINGER_MS));
+            continue;
+        }
+        // Nothing left: exit, unless work arrived between the round and the state change
+        // (whoever brought it saw RUNNING and started no thread).
+        if purger.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return core::ptr::null_mut();
+        }
+        if !backend.purge_pending()
+            || purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return core::ptr::null_mut();
+        }
+        next = now.saturating_add(backend.purge_delay_ms());
+        abandoned_rounds = ABANDONED_ROUNDS;
     }
 }

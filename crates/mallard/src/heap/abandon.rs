@@ -96,6 +96,7 @@ impl Heap {
         self.remote_hint.0.iter().for_each(|h| h.store(0, Ordering::Relaxed));
         // SAFETY: a pointer made from the whole heap; its thread is done with it.
         unsafe { self.backend().pool_heap((self as *const Heap).cast_mut().cast()) };
+        self.backend().purger.live_heaps.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -105,6 +106,12 @@ impl Heap {
 impl Backend {
     /// A heap for a new owner: a pooled one or a fresh one.
     pub fn heap_alloc(&'static self) -> Option<&'static Heap> {
+        let heap = self.pooled_or_new_heap()?;
+        self.purger.live_heaps.fetch_add(1, Ordering::Relaxed);
+        Some(heap)
+    }
+
+    fn pooled_or_new_heap(&'static self) -> Option<&'static Heap> {
         if let Some(stats) = self.pooled_heap() {
             // SAFETY: the pool holds heaps by their first field; a pooled heap is unowned.
             let heap = unsafe { &*stats.cast::<Heap>() };

@@ -38,6 +38,8 @@ impl Heap {
                 self.reclaim(seg);
                 continue;
             }
+            // Growing: a purge point, where the background purger may start.
+            self.maybe_purge(true);
             self.new_chunk_segment()?;
         }
     }
@@ -75,7 +77,7 @@ impl Heap {
     pub(crate) unsafe fn chunk_free(&self, seg: &Segment, p: *mut u8) {
         // SAFETY: forwarded.
         if unsafe { self.chunk_release(seg, p) } {
-            self.maybe_purge();
+            self.maybe_purge(false);
         }
     }
 
@@ -144,7 +146,7 @@ impl Heap {
             s = seg.next.get();
         }
         if purge {
-            self.maybe_purge();
+            self.maybe_purge(false);
         }
         n
     }

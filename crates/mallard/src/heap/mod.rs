@@ -284,7 +284,7 @@ impl Heap {
         // back what it stopped using; the clock is read there only (a slow path that just
         // recycles the page's own frees runs every few hundred blocks).
         if self.stats.counters.malloc_slow.load(Ordering::Relaxed) % 32 == 0 {
-            self.maybe_purge();
+            self.maybe_purge(true);
         }
         let q = &self.queues[class];
         loop {
@@ -375,7 +375,7 @@ impl Heap {
 
     /// Starts a fresh page of `class` in one of the heap's segments (or a new one).
     fn fresh_page(&self, class: usize, kind: PageKind) -> Option<&Page> {
-        self.maybe_purge();
+        self.maybe_purge(true);
         let n = self.fresh_pages.get().wrapping_add(1);
         self.fresh_pages.set(n);
         if n % FULL_SCAN_PERIOD == 0 && !self.full[class].first.get().is_null() {
@@ -430,7 +430,7 @@ impl Heap {
         let seg = unsafe { Segment::of_page(page) };
         self.release_page(seg, page);
         Counters::bump(&self.stats.counters.pages_retired, 1);
-        self.maybe_purge();
+        self.maybe_purge(false);
     }
 
     /// Returns page `page` (unlinked) to segment `seg`, and the segment to the backend if it

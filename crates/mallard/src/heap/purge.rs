@@ -17,7 +17,9 @@ pub(super) enum InPage {
 
 impl Heap {
     /// Purges what is due, at most a few times per purge delay (called from slow paths).
-    pub(super) fn maybe_purge(&self) {
+    /// `alloc`: the caller is an allocation's slow path, which may start the background
+    /// purger (a free must not: see `Backend::start_purger`).
+    pub(super) fn maybe_purge(&self, alloc: bool) {
         let now = crate::os::now_ms();
         if now < self.next_purge_check.get() {
             return;
@@ -27,9 +29,11 @@ impl Heap {
         self.next_purge_check.set(now + (self.backend().purge_delay_ms() / 4).clamp(1, 100));
         self.purge(now, false);
         // The process is busy: the purger leaves abandoned segments to the threads that
-        // reclaim them; and it starts now if there is something for it to purge later.
+        // reclaim them, and lingers for the frees that follow; an allocation starts it.
         self.backend().purger.last_active.store(now, Ordering::Relaxed);
-        self.backend().poke_purger(false);
+        if alloc {
+            self.backend().start_purger(false);
+        }
     }
 
     /// Decommits free memory whose purge delay has passed (all of it with `force`): free
