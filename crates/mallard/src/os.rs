@@ -222,7 +222,8 @@ pub(crate) unsafe fn spawn_detached(
                 let mut attr: libc::pthread_attr_t = core::mem::zeroed();
                 libc::pthread_attr_init(&mut attr);
                 libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-                let mut t: libc::pthread_t = 0;
+                // (An integer on glibc, a pointer on musl.)
+                let mut t: libc::pthread_t = core::mem::zeroed();
                 // A small stack; should the program's static TLS not fit in it, the default.
                 let small = libc::pthread_attr_setstacksize(&mut attr, 256 << 10) == 0
                     && libc::pthread_create(&mut t, &attr, f, arg) == 0;
@@ -263,7 +264,7 @@ pub(crate) fn sleep_until_ms(at: u64) {
         }
         let ms = at - now;
         let ts =
-            libc::timespec { tv_sec: (ms / 1000) as libc::time_t, tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long };
+            libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
         // SAFETY: ts is a valid timespec; the remainder is not wanted (the loop re-reads the clock).
         #[cfg(not(miri))]
         keep_errno(|| unsafe { libc::nanosleep(&ts, ptr::null_mut()) });

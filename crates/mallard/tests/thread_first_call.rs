@@ -22,7 +22,8 @@ fn heaps_given() -> i64 {
 
 /// Runs `f(arg)` as the first code of a new pthread and waits for it.
 fn on_fresh_thread(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void, arg: *mut u8) {
-    let mut t: libc::pthread_t = 0;
+    // SAFETY: a pthread_t is plain data (an integer on glibc, a pointer on musl).
+    let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
     // SAFETY: `f` has the start routine's signature; `arg` outlives the thread (joined below).
     let e = unsafe { libc::pthread_create(&mut t, std::ptr::null(), f, arg.cast()) };
     assert_eq!(e, 0, "pthread_create");
