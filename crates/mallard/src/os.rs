@@ -263,8 +263,7 @@ pub(crate) fn sleep_until_ms(at: u64) {
             return;
         }
         let ms = at - now;
-        let ts =
-            libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
+        let ts = libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
         // SAFETY: ts is a valid timespec; the remainder is not wanted (the loop re-reads the clock).
         #[cfg(not(miri))]
         keep_errno(|| unsafe { libc::nanosleep(&ts, ptr::null_mut()) });
