@@ -5,6 +5,23 @@
 //! static GLOBAL: mallard::Mallard = mallard::Mallard;
 //! ```
 //!
+//! That is all a program needs: every allocation (`Box`, `Vec`, `String`, …) is then mallard's.
+//! A whole program, with a look at the heap:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: mallard::Mallard = mallard::Mallard;
+//!
+//! fn main() {
+//!     let squares: Vec<u64> = (0..1_000_000).map(|i| i * i).collect();
+//!     let s = mallard::stats();
+//!     assert!(s.in_use_bytes >= 8_000_000, "the vector's 8 MB are mallard's");
+//!     println!("{} bytes in use, {} mapped", s.in_use_bytes, s.mapped_bytes);
+//!     drop(squares);
+//!     mallard::collect(true); // give free memory back to the OS now
+//! }
+//! ```
+//!
 //! Besides [`Mallard`], the crate offers the allocator's statistics ([`stats`],
 //! [`print_stats`]), giving free memory back now ([`collect`]) or after a delay of your choice
 //! ([`set_purge_delay_ms`], [`set_background_purge`]), and [`usable_size`]. Misuse that would
