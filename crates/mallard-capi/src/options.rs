@@ -170,9 +170,30 @@ pub fn parse_flag(v: &[u8]) -> Option<bool> {
     }
 }
 
+/// A whole number up to `u64::MAX` (`MALLARD_PURGE_DELAY_MS=18446744073709551615`: never).
 pub fn parse_number(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 {
+    if v.is_empty() {
         return None;
     }
-    v.iter().try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + (c - b'0') as u64))
+    v.iter().try_fold(0u64, |n, &c| {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add((c - b'0') as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_number;
+
+    #[test]
+    fn numbers_parse_up_to_u64_max_and_no_further() {
+        assert_eq!(parse_number(b"0"), Some(0));
+        assert_eq!(parse_number(b"100"), Some(100));
+        assert_eq!(parse_number(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"18446744073709551616", b"99999999999999999999", b"-1", b"1e3", b" 5", b"5ms"] {
+            assert_eq!(parse_number(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -292,7 +292,7 @@ fn idle_program_gets_its_free_memory_back() {
 
 /// The purger is never started from inside a free (glibc frees thread stacks' TLS holding the
 /// lock that `pthread_create` takes: a thread started there deadlocks), nor from inside
-/// `pthread_join` or another `pthread_create`; but it is started.
+/// `pthread_join`; but it is started.
 #[test]
 fn purger_is_never_started_inside_a_free() {
     let exe = build("thread_start", "thread_start.c", &[]);
@@ -309,6 +309,16 @@ fn purger_is_never_started_inside_a_free() {
         "expected the purger to start once\n{}",
         run.describe()
     );
+}
+
+/// With a purge delay of an hour, a program whose `main` calls `pthread_exit` still ends at once:
+/// once no thread has a heap the purger gives the caches back and leaves, instead of keeping
+/// the process (and, as it blocks every signal, its pending SIGTERM) until the delay passes.
+#[test]
+fn main_exit_ends_the_process_whatever_the_purge_delay() {
+    let exe = build("idle", "idle.c", &[]);
+    let run = run_preloaded(&exe, &["main-exit"], &[("MALLARD_PURGE_DELAY_MS", "3600000")]);
+    assert_ok("idle.c main-exit, delay 1 h", &run);
 }
 
 #[test]

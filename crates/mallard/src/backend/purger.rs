@@ -5,8 +5,8 @@
 //! `background_thread` does the same job.
 //!
 //! Designed for a library that is preloaded into programs that know nothing of it:
-//! - **Started only where a thread may be made.** An allocation's slow path (once the heaps
-//!   hold `START_MIN_BYTES`, or something is due) and a thread's exit start it; a free never
+//! - **Started only where a thread may be made.** An allocation's slow path and a thread's
+//!   exit start it, once the heaps hold `START_MIN_BYTES` or something is due; a free never
 //!   does. glibc frees thread stacks' TLS with its stack-cache lock held (in `pthread_join`,
 //!   `pthread_create` and a detached thread's exit), and `pthread_create` takes that lock: a
 //!   purger started from such a free deadlocks. Never from a constructor either, before the
@@ -14,10 +14,12 @@
 //! - **Lingers, then leaves.** With nothing to purge it looks again every purge delay (at
 //!   least every 10 ms) for as long as heaps reach purge points (`LINGER_MS` after the last),
 //!   so the frees that follow an allocation burst are purged without a new thread. Then it
-//!   exits, so an idle process has no thread waking it, and once no heap is live (`main`
-//!   called `pthread_exit` and the other threads are gone) it exits as soon as nothing is
-//!   left to purge, so the process ends. Memory freed after a whole `LINGER_MS` without any
-//!   slow path waits for the next allocation slow path.
+//!   exits, so an idle process has no thread waking it. Once no heap is live (`main` called
+//!   `pthread_exit` and the other threads are gone) it gives the caches back and exits at
+//!   once, whatever the delay (it sleeps at most `LINGER_MS` at a time to notice), so the
+//!   process ends and gets its signals. Memory freed after a whole `LINGER_MS` without any
+//!   slow path waits for the next allocation slow path. Turned off and on, the old thread
+//!   leaves at its next wake-up (`generation`).
 //! - **Quiet.** It blocks every signal (a program that `sigwait`s or counts on its signal
 //!   handlers running in its own threads is unaffected), uses a small stack, never calls
 //!   `malloc`, and is named `mallard-purge`. It is still a thread: while it runs, a program
@@ -76,6 +78,9 @@ pub(crate) struct Purger {
     /// Heaps that have an owner (counted by the heap pool): with none, nothing but a new
     /// thread can bring work, and that thread starts a purger of its own.
     pub(crate) live_heaps: AtomicUsize,
+    /// Bumped for each thread started: a thread from before an off-and-on exits, instead of
+    /// running beside the new one.
+    generation: AtomicU64,
 }
 
 impl Purger {
@@ -87,6 +92,7 @@ impl Purger {
             abandoned_activity: AtomicU64::new(0),
             seen_activity: AtomicU64::new(0),
             live_heaps: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -120,7 +126,8 @@ impl Purger {
 
 impl Backend {
     /// Starts the purger thread if it is on, not running, and worth having: something is due,
-    /// the heaps hold `START_MIN_BYTES`, or `exiting` (a thread is about to abandon its heap).
+    /// or the heaps hold `START_MIN_BYTES` (a small program never gets the thread). `exiting`:
+    /// the caller is a thread about to abandon its heap, whose segments then become due.
     ///
     /// Call only from an allocation's slow path or a thread's exit, where the caller's heap is
     /// consistent and no lock is held, and **never from a free**: starting a thread allocates
@@ -129,7 +136,7 @@ impl Backend {
     #[inline]
     pub fn start_purger(&self, exiting: bool) {
         if self.purger.state.load(Ordering::Relaxed) == IDLE
-            && (exiting || self.shared.in_use().0 >= START_MIN_BYTES || self.purge_pending())
+            && (self.shared.in_use().0 >= START_MIN_BYTES || self.purge_pending() || (exiting && self.abandoned_len() != 0))
         {
             // SAFETY: backends live as long as the process (statics, or leaked).
             unsafe { &*(self as *const Backend) }.spawn_purger();
@@ -152,6 +159,7 @@ impl Backend {
         if self.purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
+        self.purger.generation.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the thread gets a `&'static Backend`.
         if !unsafe { crate::os::spawn_detached(purger_main, self as *const Backend as *mut core::ffi::c_void) } {
             // No thread (a sandbox, a thread limit): purging stays on the slow paths.
@@ -211,26 +219,49 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
     // SAFETY: `spawn_purger` passes a `&'static Backend`.
     let backend: &'static Backend = unsafe { &*(arg as *const Backend) };
     let purger = &backend.purger;
+    let generation = purger.generation.load(Ordering::Acquire);
     crate::os::name_thread(c"mallard-purge");
-    // The first round waits a delay: what a slow path or an exiting thread is about to free
-    // is due then.
-    let mut next = crate::os::now_ms().saturating_add(backend.purge_delay_ms());
+    let poll = || backend.purge_delay_ms().clamp(POLL_MIN_MS, LINGER_MS);
+    // The first round comes after a poll: what a slow path or an exiting thread is about to
+    // free is due a delay later, which that round finds.
+    let mut next = crate::os::now_ms().saturating_add(poll());
     let mut abandoned_rounds = ABANDONED_ROUNDS;
     loop {
-        crate::os::sleep_until_ms(next);
-        if purger.state.load(Ordering::Acquire) != RUNNING {
-            return core::ptr::null_mut(); // turned off (or, in a forked child, never here)
+        // In steps of at most `LINGER_MS`: once no heap is live, nothing will use what is
+        // cached, and this thread (it blocks every signal) must not keep a process whose `main`
+        // called `pthread_exit` alive, nor deaf to signals, until a long delay has passed.
+        loop {
+            let now = crate::os::now_ms();
+            if now >= next || purger.live_heaps.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            crate::os::sleep_until_ms(next.min(now.saturating_add(LINGER_MS)));
+        }
+        if purger.state.load(Ordering::Acquire) != RUNNING || purger.generation.load(Ordering::Acquire) != generation {
+            return core::ptr::null_mut(); // turned off (or off and on: a newer thread runs)
+        }
+        if purger.live_heaps.load(Ordering::Relaxed) == 0 {
+            // Give the caches back now, and leave: a new heap starts a new purger.
+            let _round = purger.round.lock();
+            backend.purge(crate::os::now_ms(), true);
+            drop(_round);
+            if purger.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err()
+                || purger.live_heaps.load(Ordering::Relaxed) == 0
+                || purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
+            {
+                return core::ptr::null_mut();
+            }
+            // A heap appeared meanwhile, and nobody started another thread: go on.
         }
         if let Some(at) = backend.purger_round(&mut abandoned_rounds) {
             next = at;
             continue;
         }
         let now = crate::os::now_ms();
-        let busy = purger.live_heaps.load(Ordering::Relaxed) != 0
-            && now < purger.last_active.load(Ordering::Relaxed).saturating_add(LINGER_MS);
-        if busy {
+        let busy = now < purger.last_active.load(Ordering::Relaxed).saturating_add(LINGER_MS);
+        if busy && purger.live_heaps.load(Ordering::Relaxed) != 0 {
             // Frees may follow; they cannot start a thread.
-            next = now.saturating_add(backend.purge_delay_ms().clamp(POLL_MIN_MS, LINGER_MS));
+            next = now.saturating_add(poll());
             continue;
         }
         // Nothing left: exit, unless work arrived between the round and the state change
@@ -243,7 +274,7 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
         {
             return core::ptr::null_mut();
         }
-        next = now.saturating_add(backend.purge_delay_ms());
+        next = now.saturating_add(poll());
         abandoned_rounds = ABANDONED_ROUNDS;
     }
 }
