@@ -63,7 +63,7 @@ fn thread_init() -> *const Heap {
 extern "C" fn thread_done(heap: *mut core::ffi::c_void) {
     // What the heap leaves is the purger's to give back: start it while this thread still
     // has its heap (starting a thread allocates).
-    GLOBAL_BACKEND.start_purger(true);
+    GLOBAL_BACKEND.start_purger();
     heap_slot::set(&EXITED.0);
     // SAFETY: the key's value is the heap this thread created and still owns.
     let heap = unsafe { &*(heap as *const Heap) };

@@ -88,7 +88,7 @@ impl Backend {
         // An allocation: a purge point of sorts, where the purger may start (see
         // `start_purger`); the free of this block leaves it cached, due after a delay.
         self.purger.last_active.store(crate::os::now_ms(), Ordering::Relaxed);
-        self.start_purger(false);
+        self.start_purger();
         // SAFETY: block is inside the mapping, not null.
         Some((unsafe { NonNull::new_unchecked(block) }, zero))
     }

@@ -125,18 +125,18 @@ impl Purger {
 }
 
 impl Backend {
-    /// Starts the purger thread if it is on, not running, and worth having: something is due,
-    /// or the heaps hold `START_MIN_BYTES` (a small program never gets the thread). `exiting`:
-    /// the caller is a thread about to abandon its heap, whose segments then become due.
+    /// Starts the purger thread if it is on, not running, and worth having: something is due
+    /// (abandoned segments with new frees count), or the heaps hold `START_MIN_BYTES` (a small
+    /// program never gets the thread).
     ///
     /// Call only from an allocation's slow path or a thread's exit, where the caller's heap is
     /// consistent and no lock is held, and **never from a free**: starting a thread allocates
     /// (which re-enters the allocator on this thread) and takes glibc's stack-cache lock, which
     /// glibc holds while it frees thread stacks' TLS (see the module doc).
     #[inline]
-    pub fn start_purger(&self, exiting: bool) {
+    pub fn start_purger(&self) {
         if self.purger.state.load(Ordering::Relaxed) == IDLE
-            && (self.shared.in_use().0 >= START_MIN_BYTES || self.purge_pending() || (exiting && self.abandoned_len() != 0))
+            && (self.shared.in_use().0 >= START_MIN_BYTES || self.purge_pending())
         {
             // SAFETY: backends live as long as the process (statics, or leaked).
             unsafe { &*(self as *const Backend) }.spawn_purger();

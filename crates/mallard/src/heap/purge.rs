@@ -32,7 +32,7 @@ impl Heap {
         // reclaim them, and lingers for the frees that follow; an allocation starts it.
         self.backend().purger.last_active.store(now, Ordering::Relaxed);
         if alloc {
-            self.backend().start_purger(false);
+            self.backend().start_purger();
         }
     }
 
