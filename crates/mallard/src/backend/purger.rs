@@ -105,6 +105,15 @@ impl Purger {
         }
     }
 
+    /// The running thread's exit: RUNNING becomes IDLE, so that the next start makes a new
+    /// thread, unless `work_arrived` (asked after the change: whoever brought work before it
+    /// saw RUNNING and started no thread) and the thread can take RUNNING back. True: exit.
+    fn leaves(&self, work_arrived: impl FnOnce() -> bool) -> bool {
+        self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err()
+            || !work_arrived()
+            || self.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
+    }
+
     /// Before `fork`: waits for a round in progress and keeps the next from starting.
     pub(crate) fn lock_for_fork(&self) {
         self.round.raw_lock();
@@ -242,13 +251,11 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
         }
         if purger.live_heaps.load(Ordering::Relaxed) == 0 {
             // Give the caches back now, and leave: a new heap starts a new purger.
-            let _round = purger.round.lock();
-            backend.purge(crate::os::now_ms(), true);
-            drop(_round);
-            if purger.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err()
-                || purger.live_heaps.load(Ordering::Relaxed) == 0
-                || purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
             {
+                let _round = purger.round.lock();
+                backend.purge(crate::os::now_ms(), true);
+            }
+            if purger.leaves(|| purger.live_heaps.load(Ordering::Relaxed) != 0) {
                 return core::ptr::null_mut();
             }
             // A heap appeared meanwhile, and nobody started another thread: go on.
@@ -264,14 +271,7 @@ extern "C" fn purger_main(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void
             next = now.saturating_add(poll());
             continue;
         }
-        // Nothing left: exit, unless work arrived between the round and the state change
-        // (whoever brought it saw RUNNING and started no thread).
-        if purger.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return core::ptr::null_mut();
-        }
-        if !backend.purge_pending()
-            || purger.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err()
-        {
+        if purger.leaves(|| backend.purge_pending()) {
             return core::ptr::null_mut();
         }
         next = now.saturating_add(poll());
