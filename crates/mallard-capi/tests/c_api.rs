@@ -297,12 +297,10 @@ fn idle_program_gets_its_free_memory_back() {
 fn purger_is_never_started_inside_a_free() {
     let exe = build("thread_start", "thread_start.c", &[]);
     let shim = build("thread_start_shim.so", "thread_start_shim.c", &["-shared", "-fPIC"]);
-    // Delay 0: every purge point finds something due, the most chances to start a thread.
-    let mut cmd = Command::new(&exe);
+    // The shim first, then libmallard.so. Delay 0: every purge point finds something due,
+    // the most chances to start a thread.
     let preload = format!("{} {}", shim.display(), support::lib().display());
-    cmd.env("LD_PRELOAD", preload).env("MALLARD_TEST_REQUIRE", "1").env("MALLARD_PURGE_DELAY_MS", "0");
-    cmd.env_remove("MALLARD_PURGE_THREAD");
-    let run = run_in(exe.parent().expect("program directory"), cmd);
+    let run = run_preloaded(&exe, &[], &[("LD_PRELOAD", &preload), ("MALLARD_PURGE_DELAY_MS", "0")]);
     assert_ok("thread_start.c", &run);
     assert!(
         run.stderr.contains("thread_start_shim: detached threads started: 1\n"),
