@@ -51,7 +51,7 @@ use core::ffi::{c_int, c_void, CStr};
 use libfuzzer_sys::fuzz_target;
 use mallard_capi as capi;
 use mallard_core::raw::{
-    CHUNK_MAX, CLASS_MAX, DIRECT_MAX, LARGE_MAX, MIN_ALIGN, OS_PAGE_SIZE, SEGMENT_SIZE, SMALL_MAX,
+    page_size, CHUNK_MAX, CLASS_MAX, DIRECT_MAX, LARGE_MAX, MIN_ALIGN, MIN_PAGE_SIZE, SEGMENT_SIZE, SMALL_MAX,
 };
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -158,7 +158,7 @@ impl Unmappable {
     const SIZES: [usize; 8] = [
         usize::MAX,
         usize::MAX - 15,
-        usize::MAX - OS_PAGE_SIZE + 1,
+        usize::MAX - MIN_PAGE_SIZE + 1,
         usize::MAX - SEGMENT_SIZE + 1,
         isize::MAX as usize,
         isize::MAX as usize + 1,
@@ -781,8 +781,8 @@ impl Model {
     /// in it: where memory given back to the OS would show as zero.
     fn spot_check(&self, block: &Block, when: &str) {
         let mut offsets = vec![0, block.usable.saturating_sub(8) & !7];
-        let first_page = (block.addr + OS_PAGE_SIZE - 1) & !(OS_PAGE_SIZE - 1);
-        offsets.extend((first_page..block.addr + block.usable).step_by(OS_PAGE_SIZE).map(|a| a - block.addr));
+        let first_page = (block.addr + MIN_PAGE_SIZE - 1) & !(MIN_PAGE_SIZE - 1);
+        offsets.extend((first_page..block.addr + block.usable).step_by(MIN_PAGE_SIZE).map(|a| a - block.addr));
         for offset in offsets.into_iter().filter(|offset| offset + 8 <= block.usable) {
             // SAFETY: as in `check`; 8-aligned (blocks are 16-aligned).
             let found = unsafe { *((block.addr + offset) as *const u64) };
@@ -1080,11 +1080,11 @@ fn aligned_call(func: AlignedFn, align: usize, size: usize) -> (Raw, Expect) {
         }
         // memalign rounds the alignment up to a power of two.
         AlignedFn::Memalign => (Raw::Memalign(align, size), outcome(size, align.next_power_of_two(), Kind::OtherC)),
-        AlignedFn::Valloc => (Raw::Valloc(size), outcome(size, OS_PAGE_SIZE, Kind::OtherC)),
+        AlignedFn::Valloc => (Raw::Valloc(size), outcome(size, page_size(), Kind::OtherC)),
         AlignedFn::Pvalloc => {
             // pvalloc rounds the size up to whole pages (at least one).
-            let rounded = size.max(1).checked_next_multiple_of(OS_PAGE_SIZE).unwrap_or(usize::MAX);
-            (Raw::Pvalloc(size), outcome(rounded, OS_PAGE_SIZE, Kind::OtherC))
+            let rounded = size.max(1).checked_next_multiple_of(page_size()).unwrap_or(usize::MAX);
+            (Raw::Pvalloc(size), outcome(rounded, page_size(), Kind::OtherC))
         }
     }
 }

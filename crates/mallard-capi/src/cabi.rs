@@ -8,7 +8,7 @@ use crate::options;
 use core::ffi::{c_int, c_void};
 use core::ptr;
 use core_alloc::raw as alloc;
-use core_alloc::raw::{thread_heap, MIN_ALIGN, OS_PAGE_SIZE};
+use core_alloc::raw::{page_size, thread_heap, MIN_ALIGN};
 
 #[inline(always)]
 fn set_errno(e: c_int) {
@@ -168,16 +168,6 @@ pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
             set_errno(libc::EINVAL);
             ptr::null_mut()
         }
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 && (n as usize).is_power_of_two() {
-        n as usize
-    } else {
-        OS_PAGE_SIZE
     }
 }
 

@@ -33,7 +33,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use core_alloc::raw::{keep_errno, OsPageSource, PageSource, OS_PAGE_SIZE};
+use core_alloc::raw::{keep_errno, OsPageSource, PageSource, MIN_PAGE_SIZE};
 
 /// The recorder's system calls, made directly: libc's `open`, `read` and `writev` are
 /// cancellation points, and a `malloc` must not become one (a thread with a cancel pending
@@ -727,7 +727,7 @@ fn new_buffer() -> Option<*mut Buffer> {
         let b = match free {
             Some(b) => b,
             None => {
-                let b: *mut Buffer = OsPageSource.reserve(BUF_BYTES, OS_PAGE_SIZE)?.as_ptr().cast();
+                let b: *mut Buffer = OsPageSource.reserve(BUF_BYTES, MIN_PAGE_SIZE)?.as_ptr().cast();
                 // Fresh zeroed memory: an IDLE, empty buffer.
                 (*b).in_use.store(true, Ordering::Relaxed);
                 let mut head = BUFFERS.load(Ordering::Relaxed);
@@ -1042,7 +1042,7 @@ fn write_maps() {
     if FD.load(Ordering::Relaxed) < 0 {
         return;
     }
-    let Some(m) = OsPageSource.reserve(MAX, OS_PAGE_SIZE) else { return };
+    let Some(m) = OsPageSource.reserve(MAX, MIN_PAGE_SIZE) else { return };
     // SAFETY: a fresh mapping for the text, released below; the file is read with plain system
     // calls into it.
     unsafe {

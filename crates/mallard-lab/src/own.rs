@@ -10,7 +10,7 @@
 //! replay does not depend on how fast it runs.
 
 use crate::{Span, Strategy, HEAP_BASE, PAGE};
-use mallard::raw::{Backend, Heap, PageSource, HEADER_KEEP};
+use mallard::raw::{header_keep, Backend, Heap, PageSource};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Mutex;
@@ -114,7 +114,7 @@ unsafe impl PageSource for LabPages {
         // SAFETY: inside the mapping, not null.
         let p = unsafe { self.base.add(start) };
         // What mallard writes at once: a segment's header, or all of a small region.
-        self.mark(p, if size <= 64 << 10 { size } else { HEADER_KEEP }, true);
+        self.mark(p, if size <= 64 << 10 { size } else { header_keep(self.page_size()) }, true);
         // SAFETY: as above.
         Some(unsafe { NonNull::new_unchecked(p) })
     }

@@ -791,8 +791,8 @@ impl ChunkHeap {
         }
     }
 
-    /// Decommits the whole OS pages inside every free chunk of a region (headers, links and
-    /// footers stay). Returns the bytes decommitted.
+    /// Decommits the whole OS pages (of `page` bytes, a power of two) inside every free chunk
+    /// of a region (headers, links and footers stay). Returns the bytes decommitted.
     ///
     /// # Safety
     /// `[start, end)` is a region of this heap; `decommit` may drop the contents of the ranges
@@ -801,9 +801,9 @@ impl ChunkHeap {
         &self,
         start: *mut u8,
         end: *mut u8,
+        page: usize,
         mut decommit: impl FnMut(*mut u8, usize),
     ) -> usize {
-        const PAGE: usize = crate::config::OS_PAGE_SIZE;
         let mut bytes = 0;
         let mut c = start;
         // SAFETY: walking the region through its headers (each size checked).
@@ -811,8 +811,8 @@ impl ChunkHeap {
             while c < end.sub(HEADER) {
                 let size = self.checked_size(c);
                 if is_free(c) {
-                    let from = (c as usize + HEADER + 16).next_multiple_of(PAGE);
-                    let to = (c as usize + size) & !(PAGE - 1);
+                    let from = (c as usize + HEADER + 16).next_multiple_of(page);
+                    let to = (c as usize + size) & !(page - 1);
                     if to > from {
                         decommit(c.add(from - c as usize), to - from);
                         bytes += to - from;

@@ -1,8 +1,15 @@
 //! Tunables, each with the reason for its value. `const` asserts tie them together so that a
 //! change to one that breaks another fails to compile.
 
-/// The kernel's page: the unit of commit, decommit and RSS.
-pub const OS_PAGE_SIZE: usize = 4096;
+/// The smallest OS page mallard runs on. The kernel's own page, the unit of decommit, guard
+/// pages and RSS, is read at start-up (`os::page_size`, or the page source's `page_size`):
+/// 4 KiB on x86-64, and 4, 16 or 64 KiB on aarch64 kernels, where a madvise or mprotect on a
+/// 4 KiB boundary inside a bigger page fails (or, for a length, is rounded up over live data).
+pub const MIN_PAGE_SIZE: usize = 4096;
+
+/// The largest OS page mallard runs on: a slice (every page and every decommit of whole
+/// pages starts on a slice boundary).
+pub const MAX_PAGE_SIZE: usize = SLICE_SIZE;
 
 /// Segments are 4 MiB and aligned to 4 MiB, so a block's segment header is found by masking
 /// its address. Big enough that mmap is rare, small enough that a thread's first segment does
@@ -58,7 +65,7 @@ pub const MIN_ALIGN: usize = 16;
 
 /// A fresh page's free list is built at most this many bytes at a time, so memory the program
 /// never uses is never touched (and never counted in RSS).
-pub(crate) const EXTEND_BYTES: usize = OS_PAGE_SIZE;
+pub(crate) const EXTEND_BYTES: usize = MIN_PAGE_SIZE;
 
 /// Empty segments kept for reuse (process-wide) instead of being unmapped at once: the cost
 /// of a program that frees many blocks and allocates again right after is then a list pop,
@@ -113,7 +120,7 @@ pub(crate) const REMOTE_BATCH_MAX: u32 = 64;
 pub(crate) const META_CHUNK_SIZE: usize = SLICE_SIZE;
 
 const _: () = assert!(SEGMENT_SIZE % SLICE_SIZE == 0 && SLICES_PER_SEGMENT == 64);
-const _: () = assert!(SLICE_SIZE % OS_PAGE_SIZE == 0);
+const _: () = assert!(SLICE_SIZE % MIN_PAGE_SIZE == 0 && MAX_PAGE_SIZE.is_power_of_two());
 const _: () = assert!(MEDIUM_PAGE_SIZE <= SEGMENT_SIZE && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);
 const _: () = assert!(DIRECT_MAX <= SMALL_MAX && DIRECT_MAX % 8 == 0);
 const _: () = assert!(LARGE_MAX * 7 <= SEGMENT_SIZE - SLICE_SIZE);

@@ -44,6 +44,19 @@
 // Under the model checker only the page and what it needs are built (`sync`).
 #![cfg_attr(loom, allow(dead_code, unused_imports, unreachable_pub))]
 
+// The targets mallard runs on: Linux on x86-64 and aarch64 (glibc or musl), tested; macOS on
+// the same two, compiled in CI but untested. Elsewhere a clear error, not a pile of them.
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "macos"),
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_pointer_width = "64"
+)))]
+compile_error!(concat!(
+    "mallard does not support the target ",
+    env!("MALLARD_TARGET"),
+    ": it runs on Linux (x86_64, aarch64; glibc or musl) and, untested, macOS (x86_64, aarch64)"
+));
+
 // What the model checker builds (`--cfg loom`, see `sync`): the page and what it needs.
 mod block;
 mod config;

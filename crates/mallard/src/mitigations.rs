@@ -13,7 +13,7 @@
 //! | `BLOCK_MARKS` | a free mark read from a freed block being copied into a live one, so that a forged link to it passes `malloc`'s check | `block_mark`, `Page::mark_of` |
 //! | `ZERO_BLOCKS` | a read or write through a zero-size block reaching another block's bytes | `zero`, `alloc::zero_block` |
 //! | `HUGE_GUARD` | an overflow out of a huge block running through its mapping's slack into the next mapping | `huge::guard_huge` |
-//! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `header_guard`, `Backend::segment_alloc` |
+//! | `HEADER_GUARD` | an underflow out of a segment's first page running into the segment header (the page map and page states) | `segment::header_guard`, `Backend::guard_header` |
 //! | `fill_freed` (full level) | a use after free reading what the block held | `alloc::quarantine::fill_and_keep` |
 //! | `quarantine` (full level) | a use after free reaching the next object of the block's size; finds writes to a freed block | `alloc::quarantine::fill_and_keep`, `Heap::quarantine_swap` |
 //! | `canaries` (full level) | an overflow past a small block's end going unseen | `small_canary`, `alloc::with_canary`, `alloc::check_canary` |
@@ -21,7 +21,6 @@
 //! SECURITY.md says what each build catches, case by case.
 
 use crate::block::Block;
-use crate::config::{OS_PAGE_SIZE, SLICE_SIZE};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// Whether this is the secure build.
@@ -211,11 +210,6 @@ pub const HEADER_GUARD: bool = SECURE;
 /// grows or shrinks in place, and lifts it around an `mremap`. An overflow smaller than the
 /// rounding to the OS page goes unseen (as in hardened_malloc).
 pub const HUGE_GUARD: bool = SECURE;
-
-/// The guard page of the segment at `segment` (its last OS page of the header slice).
-pub fn header_guard(segment: *mut u8) -> *mut u8 {
-    segment.wrapping_add(SLICE_SIZE - OS_PAGE_SIZE)
-}
 
 /// A per-process secret for `purpose`, drawn from the kernel on first use. The secrets live
 /// in the library's data, never in memory a block can reach, and no two are related, so a

@@ -6,10 +6,10 @@
 //! it. `OsPageSource` implements it with mmap/madvise/munmap; `SimPageSource` carves a fixed
 //! buffer, so that Miri and the model tests run the real allocator without system calls.
 
-#[cfg_attr(miri, allow(unused_imports))]
-use crate::config::OS_PAGE_SIZE;
+use crate::config::{MAX_PAGE_SIZE, MIN_PAGE_SIZE};
 use crate::lock::SpinLock;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// A source of aligned, zero-filled memory.
 ///
@@ -17,14 +17,21 @@ use core::ptr::{self, NonNull};
 /// `reserve` must return memory that is valid for reads and writes of `size` bytes, aligned to
 /// `align`, zero-filled, and not handed out again until it is released.
 pub unsafe trait PageSource: Sync {
-    /// Reserves `size` bytes (a multiple of the OS page) aligned to `align` (a power of two,
-    /// at least the OS page). `None` when the system is out of memory.
+    /// The source's page: the unit of `decommit`, `guard` and `unguard`. A power of two from
+    /// `MIN_PAGE_SIZE` to `MAX_PAGE_SIZE`; the kernel's page for the OS source.
+    fn page_size(&self) -> usize {
+        page_size()
+    }
+
+    /// Reserves `size` bytes (a multiple of `MIN_PAGE_SIZE`) aligned to `align` (a power of
+    /// two, at least `MIN_PAGE_SIZE`). `None` when the system is out of memory.
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>>;
 
     /// Lets the system drop the contents of `[p, p + size)`; it reads as zero afterwards.
     ///
     /// # Safety
-    /// The range lies inside one reserved region and holds no live data.
+    /// The range lies inside one reserved region, holds no live data, and starts and ends on
+    /// the source's page boundaries (`page_size`).
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize);
 
     /// Returns a whole region to the system.
@@ -44,8 +51,8 @@ pub unsafe trait PageSource: Sync {
         None
     }
 
-    /// Makes `[p, p + size)` (whole OS pages) a guard: any access faults. Sources that cannot
-    /// (the simulated one) leave it as it is.
+    /// Makes `[p, p + size)` (whole pages of `page_size`) a guard: any access faults. Sources
+    /// that cannot (the simulated one) leave it as it is.
     ///
     /// # Safety
     /// The range lies inside one reserved region and holds nothing that is ever accessed.
@@ -145,31 +152,45 @@ pub(crate) unsafe fn decrement_then<const OFFSET: usize>(base: *const u8, then: 
 /// keep errno, and a failed `madvise` or `munmap` would set it.
 #[cfg(not(miri))]
 pub fn keep_errno<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: __errno_location returns the calling thread's errno.
-    let saved = unsafe { *libc::__errno_location() };
+    // SAFETY: errno_location returns the calling thread's errno.
+    let saved = unsafe { *errno_location() };
     let r = f();
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved };
+    unsafe { *errno_location() = saved };
     r
+}
+
+/// The calling thread's errno.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn errno_location() -> *mut i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::__errno_location() }
+}
+
+/// The calling thread's errno.
+#[cfg(all(target_os = "macos", not(miri)))]
+fn errno_location() -> *mut i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::__error() }
 }
 
 pub(crate) use libc::ENOMEM;
 
 /// Sets the calling thread's errno (C callers read it after a failed `malloc`).
 pub(crate) fn set_errno(value: i32) {
-    #[cfg(all(target_os = "linux", not(miri)))]
-    // SAFETY: __errno_location returns the calling thread's errno.
+    #[cfg(not(miri))]
+    // SAFETY: errno_location returns the calling thread's errno.
     unsafe {
-        *libc::__errno_location() = value
+        *errno_location() = value
     };
-    #[cfg(not(all(target_os = "linux", not(miri))))]
+    #[cfg(miri)]
     let _ = value;
 }
 
 /// The value of environment variable `name`, if it is set (without allocating; under Miri,
 /// never). For start-up only: the slice lives as long as nothing changes the environment.
 pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(not(miri))]
     {
         // SAFETY: getenv takes a C string and returns NULL or a C string of the environment.
         let v = unsafe { libc::getenv(name.as_ptr()) };
@@ -179,7 +200,7 @@ pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
         // SAFETY: a non-null result of getenv.
         Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
     }
-    #[cfg(not(all(target_os = "linux", not(miri))))]
+    #[cfg(miri)]
     {
         let _ = name;
         None
@@ -189,9 +210,10 @@ pub(crate) fn env(name: &core::ffi::CStr) -> Option<&'static [u8]> {
 /// Milliseconds on a monotonic clock (for purge delays; read only on slow paths).
 pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    #[cfg(not(miri))]
+    // (The coarse clock is enough for delays in ms, and costs no more than a memory read.)
+    #[cfg(all(target_os = "linux", not(miri)))]
     let clock = libc::CLOCK_MONOTONIC_COARSE;
-    #[cfg(miri)]
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     let clock = libc::CLOCK_MONOTONIC;
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
@@ -208,7 +230,7 @@ pub(crate) unsafe fn spawn_detached(
     f: extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void,
     arg: *mut core::ffi::c_void,
 ) -> bool {
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(not(miri))]
     {
         keep_errno(|| {
             // SAFETY: attr and the signal sets are initialised before use and destroyed after;
@@ -239,7 +261,7 @@ pub(crate) unsafe fn spawn_detached(
             }
         })
     }
-    #[cfg(not(all(target_os = "linux", not(miri))))]
+    #[cfg(miri)]
     {
         let _ = (f, arg);
         false
@@ -251,7 +273,10 @@ pub(crate) fn name_thread(name: &core::ffi::CStr) {
     #[cfg(all(target_os = "linux", not(miri)))]
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
     keep_errno(|| unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) });
-    #[cfg(not(all(target_os = "linux", not(miri))))]
+    #[cfg(all(target_os = "macos", not(miri)))]
+    // SAFETY: names the calling thread; reads a NUL-terminated string.
+    keep_errno(|| unsafe { libc::pthread_setname_np(name.as_ptr()) });
+    #[cfg(miri)]
     let _ = name;
 }
 
@@ -273,6 +298,38 @@ pub(crate) fn sleep_until_ms(at: u64) {
     }
 }
 
+/// The kernel's page size, read once (`sysconf`, which does not allocate). mallard runs on
+/// pages of 4 to 64 KiB (`MIN_PAGE_SIZE`, `MAX_PAGE_SIZE`: aarch64 kernels come with 4, 16
+/// or 64 KiB); on any other size it stops at its first allocation with one line, rather than
+/// decommit or guard ranges the kernel would round over live data.
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            #[cfg(not(miri))]
+            // SAFETY: sysconf has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+            #[cfg(miri)]
+            let p = MIN_PAGE_SIZE;
+            if !(p.is_power_of_two() && (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&p)) {
+                unsupported_page_size(p);
+            }
+            PAGE.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+#[cold]
+fn unsupported_page_size(p: usize) -> ! {
+    use core::fmt::Write;
+    let mut w = FdWriter::new(2);
+    let _ = writeln!(w, "mallard: the OS page size is {p} bytes; mallard runs on pages of 4 KiB to 64 KiB");
+    w.flush();
+    std::process::abort()
+}
+
 /// Memory straight from the kernel: anonymous private mappings.
 pub struct OsPageSource;
 
@@ -281,7 +338,7 @@ pub struct OsPageSource;
 // `size` bytes mapped.
 unsafe impl PageSource for OsPageSource {
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        debug_assert!(size % OS_PAGE_SIZE == 0 && align.is_power_of_two());
+        debug_assert!(size % MIN_PAGE_SIZE == 0 && align.is_power_of_two());
         // Ask for a region that is aligned by luck first (the kernel often places mappings
         // next to each other); otherwise over-reserve and trim both ends.
         let p = mmap(ptr::null_mut(), size)?;
@@ -290,7 +347,7 @@ unsafe impl PageSource for OsPageSource {
         }
         // SAFETY: p is a mapping of exactly `size` bytes that we own.
         unsafe { libc::munmap(p.as_ptr().cast(), size) };
-        let total = size.checked_add(align - OS_PAGE_SIZE)?;
+        let total = size.checked_add(align.saturating_sub(MIN_PAGE_SIZE))?;
         let raw = mmap(ptr::null_mut(), total)?;
         let start = raw.as_ptr() as usize;
         let aligned = (start + align - 1) & !(align - 1);
@@ -311,7 +368,25 @@ unsafe impl PageSource for OsPageSource {
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
         // SAFETY: the caller owns the range; MADV_DONTNEED on private anonymous memory drops
         // the pages and makes them read as zero on the next touch.
+        #[cfg(target_os = "linux")]
         keep_errno(|| unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_DONTNEED) });
+        // macOS keeps the contents after MADV_DONTNEED, and MADV_FREE drops them only under
+        // memory pressure, so neither reads as zero, which `decommit` promises (a purged page
+        // is handed out as zeroed memory, for calloc). A fresh mapping over the range does;
+        // should it fail, the range merely stays as it was (it is not zero then, but the
+        // failure leaves the old mapping: the caller's blocks are never lost).
+        // SAFETY: the caller owns the range; MAP_FIXED replaces exactly these pages.
+        #[cfg(target_os = "macos")]
+        keep_errno(|| unsafe {
+            libc::mmap(
+                p.as_ptr().cast(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        });
     }
 
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
@@ -331,6 +406,8 @@ unsafe impl PageSource for OsPageSource {
         keep_errno(|| unsafe { libc::mprotect(p.as_ptr().cast(), size, libc::PROT_READ | libc::PROT_WRITE) });
     }
 
+    // (macOS has no mremap: huge blocks that grow past their mapping are copied.)
+    #[cfg(target_os = "linux")]
     unsafe fn remap(&self, p: NonNull<u8>, old_size: usize, new_size: usize, align: usize) -> Option<NonNull<u8>> {
         // Shrinking or growing in place keeps the alignment; try that first.
         // SAFETY: the caller passes one whole region; without MREMAP_MAYMOVE the kernel
@@ -411,6 +488,9 @@ const SIM_FREE_SLOTS: usize = 64;
 /// released regions. Decommit zeroes the range, as the kernel would on the next touch.
 pub struct SimPageSource {
     size: usize,
+    /// The simulated kernel's page: every decommit, release and guard must be whole pages of
+    /// it (checked), as a kernel with that page would need.
+    page: usize,
     state: SpinLock<SimState>,
 }
 
@@ -434,7 +514,28 @@ impl SimPageSource {
     /// The buffer must be valid for reads and writes, zero-filled, and used by nothing else for
     /// as long as the source or any memory from it is used.
     pub const unsafe fn new(base: *mut u8, size: usize) -> Self {
-        SimPageSource { size, state: SpinLock::new(SimState { base, bump: 0, free: [(0, 0); SIM_FREE_SLOTS] }) }
+        SimPageSource {
+            size,
+            page: MIN_PAGE_SIZE,
+            state: SpinLock::new(SimState { base, bump: 0, free: [(0, 0); SIM_FREE_SLOTS] }),
+        }
+    }
+
+    /// The same source simulating a kernel whose page is `page` bytes (a power of two from
+    /// `MIN_PAGE_SIZE` to `MAX_PAGE_SIZE`; 4 KiB by default).
+    pub const fn with_page_size(self, page: usize) -> Self {
+        assert!(page.is_power_of_two() && page >= MIN_PAGE_SIZE && page <= MAX_PAGE_SIZE, "page size");
+        SimPageSource { page, ..self }
+    }
+
+    /// Panics unless `[p, p + size)` is whole pages: a kernel would refuse it, or round the
+    /// length up over the bytes that follow.
+    fn check_pages(&self, what: &str, p: NonNull<u8>, size: usize) {
+        let page = self.page;
+        assert!(
+            (p.as_ptr() as usize) % page == 0 && size % page == 0,
+            "SimPageSource: {what} of {size} bytes at {p:p} is not whole {page}-byte pages"
+        );
     }
 
     /// A source whose zeroed buffer of `size` bytes is taken on first use, straight from the
@@ -506,7 +607,13 @@ unsafe fn give_buffer(base: *mut u8, size: usize) {
 // before they are handed out again.
 #[cfg(not(loom))]
 unsafe impl PageSource for SimPageSource {
+    fn page_size(&self) -> usize {
+        self.page
+    }
+
     fn reserve(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        // A kernel's mappings start on its pages.
+        let align = align.max(self.page);
         let mut st = self.state.lock();
         if st.base.is_null() {
             st.base = take_buffer(self.size);
@@ -536,11 +643,22 @@ unsafe impl PageSource for SimPageSource {
     }
 
     unsafe fn decommit(&self, p: NonNull<u8>, size: usize) {
+        self.check_pages("decommit", p, size);
         // SAFETY: the caller owns the range and holds no live data in it.
         unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
     }
 
+    unsafe fn guard(&self, p: NonNull<u8>, size: usize) {
+        self.check_pages("guard", p, size);
+    }
+
+    unsafe fn unguard(&self, p: NonNull<u8>, size: usize) {
+        self.check_pages("unguard", p, size);
+    }
+
     unsafe fn release(&self, p: NonNull<u8>, size: usize) {
+        // (Only the start: a kernel rounds a released length up to its page, as reserve did.)
+        self.check_pages("release", p, 0);
         // SAFETY: the caller gives the region back; zero it so a later reserve gets zeroes.
         unsafe { ptr::write_bytes(p.as_ptr(), 0, size) };
         let mut st = self.state.lock();
@@ -572,15 +690,21 @@ pub(crate) fn random_word() -> usize {
             return r;
         }
     }
+    #[cfg(all(target_os = "macos", not(miri)))]
+    // SAFETY: writes size_of::<usize>() bytes (at most 256) into `r`.
+    if unsafe { libc::getentropy(&mut r as *mut usize as *mut core::ffi::c_void, core::mem::size_of::<usize>()) } == 0 {
+        return r;
+    }
     r = crate::os::now_ms() as usize ^ (&r as *const usize as usize).rotate_left(29);
     r.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The process's resident set in bytes, read from /proc/self/statm without allocating.
+/// 0 where there is no /proc (macOS, Miri).
 pub fn resident_bytes() -> i64 {
-    #[cfg(miri)]
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     return 0;
-    #[cfg(not(miri))]
+    #[cfg(all(target_os = "linux", not(miri)))]
     {
         let mut buf = [0u8; 128];
         // Plain system calls, not libc's `open` and `read`: those are cancellation points, and
@@ -614,21 +738,22 @@ pub(crate) fn resident_in(base: *mut u8, len: usize) -> i64 {
     }
     #[cfg(not(miri))]
     {
-        const STEP: usize = 4096 * crate::config::OS_PAGE_SIZE;
+        let page = page_size();
+        let step = 4096 * page;
         let mut vec = [0u8; 4096];
         let mut pages = 0i64;
         let mut at = 0;
         while at < len {
-            let n = (len - at).min(STEP);
+            let n = (len - at).min(step);
             // SAFETY: `vec` has a byte for each OS page of the `n` bytes asked about; the range
             // is one the caller has mapped (mincore only reads the page tables).
-            let ok = unsafe { libc::mincore(base.add(at).cast(), n, vec.as_mut_ptr()) } == 0;
+            let ok = unsafe { libc::mincore(base.add(at).cast(), n, vec.as_mut_ptr().cast()) } == 0;
             if ok {
-                pages += vec[..n.div_ceil(crate::config::OS_PAGE_SIZE)].iter().filter(|&&b| b & 1 != 0).count() as i64;
+                pages += vec[..n.div_ceil(page)].iter().filter(|&&b| b & 1 != 0).count() as i64;
             }
             at += n;
         }
-        pages * crate::config::OS_PAGE_SIZE as i64
+        pages * page as i64
     }
 }
 
@@ -764,15 +889,15 @@ pub(crate) use thread_slot;
 /// A pthread key, made at its first use, whose destructor runs when a thread that set a
 /// value exits (with that value).
 pub(crate) struct ExitKey {
-    key: core::sync::atomic::AtomicU32,
+    key: AtomicUsize, // a pthread_key_t: 32 bits on Linux, 64 on macOS
     destructor: extern "C" fn(*mut core::ffi::c_void),
 }
 
 impl ExitKey {
-    const UNSET: u32 = u32::MAX;
+    const UNSET: usize = usize::MAX;
 
     pub(crate) const fn new(destructor: extern "C" fn(*mut core::ffi::c_void)) -> Self {
-        ExitKey { key: core::sync::atomic::AtomicU32::new(Self::UNSET), destructor }
+        ExitKey { key: AtomicUsize::new(Self::UNSET), destructor }
     }
 
     /// Sets the calling thread's value, so that the destructor runs at its exit. False if no
@@ -784,22 +909,21 @@ impl ExitKey {
     }
 
     fn key(&self) -> Option<libc::pthread_key_t> {
-        use core::sync::atomic::Ordering;
         let key = self.key.load(Ordering::Acquire);
         if key != Self::UNSET {
-            return Some(key);
+            return Some(key as libc::pthread_key_t);
         }
         let mut new: libc::pthread_key_t = 0;
         // SAFETY: `new` is a valid out-pointer; the destructor has the signature pthread wants.
         if unsafe { libc::pthread_key_create(&mut new, Some(self.destructor)) } != 0 {
             return None;
         }
-        match self.key.compare_exchange(Self::UNSET, new, Ordering::AcqRel, Ordering::Acquire) {
+        match self.key.compare_exchange(Self::UNSET, new as usize, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => Some(new),
             Err(existing) => {
                 // SAFETY: `new` is our own unused key.
                 unsafe { libc::pthread_key_delete(new) };
-                Some(existing)
+                Some(existing as libc::pthread_key_t)
             }
         }
     }
@@ -814,7 +938,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "mmap")]
     fn os_source_returns_aligned_zeroed_memory() {
         let src = OsPageSource;
-        for align in [OS_PAGE_SIZE, SEGMENT_SIZE, 4 * SEGMENT_SIZE] {
+        for align in [MIN_PAGE_SIZE, SEGMENT_SIZE, 4 * SEGMENT_SIZE] {
             let p = src.reserve(SEGMENT_SIZE, align).unwrap();
             assert_eq!(p.as_ptr() as usize % align, 0);
             // SAFETY: freshly reserved region of SEGMENT_SIZE bytes.
@@ -822,7 +946,7 @@ mod tests {
                 let s = core::slice::from_raw_parts_mut(p.as_ptr(), SEGMENT_SIZE);
                 assert!(s.iter().step_by(4096).all(|&b| b == 0));
                 s[100] = 7;
-                src.decommit(p, OS_PAGE_SIZE);
+                src.decommit(p, page_size());
                 assert_eq!(s[100], 0, "decommitted memory reads as zero");
                 src.release(p, SEGMENT_SIZE);
             }

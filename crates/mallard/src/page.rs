@@ -22,7 +22,7 @@
 //! head are one word, the freer learns "this page was full" atomically with its push.
 
 use crate::block::{read_mark, write_mark, Block};
-use crate::config::{EXTEND_BYTES, OS_PAGE_SIZE, SEGMENT_SIZE, SLICE_SIZE};
+use crate::config::{EXTEND_BYTES, MIN_PAGE_SIZE, SEGMENT_SIZE, SLICE_SIZE};
 use crate::mitigations;
 use crate::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
@@ -681,45 +681,53 @@ impl Page {
     // A page whose blocks were mostly freed in a scattered pattern never empties, so the
     // page-level purge never gives it back. Here its OS pages that hold only free blocks are
     // decommitted while the page stays in use. A free block keeps its list link in its first
-    // word, which the purge zeroes, so the blocks that *start* in a purged OS page are taken
-    // off the lists and remembered by the `purged` bitmap alone; `unpurge_one` puts them back
-    // (faulting the OS page in again) when the page runs out of other free blocks. They are the
-    // `purged_blocks()` term of the invariant at the top of this file. While any bit is set
-    // the owner carries the `PURGED` tag, so the free fast path (which cannot tell a purged
-    // block from a live one) sends the page's frees to the slow path, which reports a free of
-    // a block in a purged OS page as the double free it is.
+    // word, which the purge zeroes, so the blocks that *start* in a purged granule (4 KiB) are
+    // taken off the lists and remembered by the `purged` bitmap alone; `unpurge_one` puts
+    // them back (faulting the memory in again) when the page runs out of other free blocks.
+    // They are the `purged_blocks()` term of the invariant at the top of this file. While any
+    // bit is set the owner carries the `PURGED` tag, so the free fast path (which cannot tell
+    // a purged block from a live one) sends the page's frees to the slow path, which reports
+    // a free of a block in a purged granule as the double free it is.
+    //
+    // The bitmap counts 4 KiB granules whatever the kernel's page; on a kernel with bigger
+    // pages (16 or 64 KiB on aarch64) a whole OS page of granules is decommitted at once, and
+    // only when every block it overlaps is free.
 
-    /// OS pages per small page: the `purged` bitmap has one bit for each.
-    pub(crate) const OS_PAGES: usize = SLICE_SIZE / OS_PAGE_SIZE;
+    /// The bookkeeping unit of in-page purging: the smallest OS page.
+    pub(crate) const GRANULE: usize = MIN_PAGE_SIZE;
 
-    /// Blocks of the page whose first byte lies in OS page `k`, as an index range.
+    /// Granules per small page: the `purged` bitmap has one bit for each.
+    pub(crate) const GRANULES: usize = SLICE_SIZE / Self::GRANULE;
+
+    /// Blocks of the page whose first byte lies in granule `k`, as an index range.
     fn blocks_starting_in(&self, k: usize) -> core::ops::Range<usize> {
         let size = self.block_size.get();
         let cap = self.capacity.get() as usize;
-        let first = (k * OS_PAGE_SIZE).div_ceil(size);
-        let end = ((k + 1) * OS_PAGE_SIZE).div_ceil(size);
+        let first = (k * Self::GRANULE).div_ceil(size);
+        let end = ((k + 1) * Self::GRANULE).div_ceil(size);
         first.min(cap)..end.min(cap)
     }
 
-    /// Whether block `p` of this page starts in a purged OS page (it is then free).
+    /// Whether block `p` of this page starts in a purged granule (it is then free).
     pub(crate) fn in_purged_os_page(&self, p: *const u8) -> bool {
         let bits = self.purged.load(Ordering::Relaxed);
         let off = (p as usize).wrapping_sub(self.start.get() as usize);
-        bits != 0 && off < SLICE_SIZE && bits & (1 << (off / OS_PAGE_SIZE)) != 0
+        bits != 0 && off < SLICE_SIZE && bits & (1 << (off / Self::GRANULE)) != 0
     }
 
-    /// Blocks that start in purged OS pages (free, on no list).
+    /// Blocks that start in purged granules (free, on no list).
     pub(crate) fn purged_blocks(&self) -> u32 {
         let bits = self.purged.load(Ordering::Relaxed);
-        (0..Self::OS_PAGES).filter(|k| bits & (1 << k) != 0).map(|k| self.blocks_starting_in(k).len() as u32).sum()
+        (0..Self::GRANULES).filter(|k| bits & (1 << k) != 0).map(|k| self.blocks_starting_in(k).len() as u32).sum()
     }
 
-    /// Owner only, small pages only: decommits (through `decommit`) every OS page of the
-    /// carved part that holds only free blocks (remote frees not yet collected count as in
-    /// use). Returns the bytes given back.
-    pub(crate) fn purge_free_os_pages(&self, decommit: &mut dyn FnMut(*mut u8, usize)) -> usize {
+    /// Owner only, small pages only: decommits (through `decommit`) every OS page (of `page`
+    /// bytes, a power of two from 4 to 64 KiB) of the carved part that holds only free blocks
+    /// (remote frees not yet collected count as in use). Returns the bytes given back.
+    pub(crate) fn purge_free_os_pages(&self, page: usize, decommit: &mut dyn FnMut(*mut u8, usize)) -> usize {
         let size = self.block_size.get();
         debug_assert!(size <= crate::config::SMALL_MAX);
+        debug_assert!(page.is_power_of_two() && (Self::GRANULE..=SLICE_SIZE).contains(&page));
         // All free blocks onto `free`.
         let local = self.local_free.replace(ptr::null_mut());
         if !local.is_null() {
@@ -746,34 +754,42 @@ impl Page {
                 free_bits[i / 64] |= bit;
             })
         };
-        let is_free = |i: usize| free_bits[i / 64] & (1 << (i % 64)) != 0;
+        let old = self.purged.load(Ordering::Relaxed);
+        // A block is free when it is listed or starts in a purged granule (kept on no list).
+        let is_free =
+            |i: usize| free_bits[i / 64] & (1 << (i % 64)) != 0 || old & (1 << (i * size / Self::GRANULE)) != 0;
         let cap = self.capacity.get() as usize;
         let carved_end = cap * size;
-        let old = self.purged.load(Ordering::Relaxed);
-        let mut new = 0u16;
-        for k in 0..Self::OS_PAGES {
-            let (lo, hi) = (k * OS_PAGE_SIZE, (k + 1) * OS_PAGE_SIZE);
-            // Only wholly carved OS pages: a block carved later must not start in a purged one.
-            if old & (1 << k) != 0 || hi > carved_end {
+        let per_page = page / Self::GRANULE;
+        let page_mask = ((1u32 << per_page) - 1) as u16;
+        let mut new = 0u16; // granules purged now
+        let mut whole = 0u16; // the OS pages they lie in, every granule of each
+        for k in (0..Self::GRANULES).step_by(per_page) {
+            let (lo, hi) = (k * Self::GRANULE, k * Self::GRANULE + page);
+            let granules = page_mask << k;
+            // Only wholly carved OS pages (a block carved later must not start in a purged
+            // granule) that are not purged already.
+            if old & granules == granules || hi > carved_end {
                 continue;
             }
             // Every block overlapping [lo, hi) must be free.
             let blocks = lo / size..hi.div_ceil(size).min(cap);
             if blocks.clone().all(is_free) {
-                new |= 1 << k;
+                new |= granules & !old;
+                whole |= granules;
             }
         }
         if new == 0 {
             return 0;
         }
-        // Take the blocks that start in the new purged OS pages off the list, before the
+        // Take the blocks that start in the newly purged granules off the list, before the
         // purge zeroes their links.
         let mut keep: *mut Block = ptr::null_mut();
         // SAFETY: the free list of this page, just walked; each block relinked onto the kept
         // list after its link was read.
         unsafe {
             self.walk(self.free.get(), |b| {
-                let k = (b as usize - start as usize) / OS_PAGE_SIZE;
+                let k = (b as usize - start as usize) / Self::GRANULE;
                 if new & (1 << k) == 0 {
                     self.set_next(b, keep);
                     keep = b;
@@ -781,28 +797,27 @@ impl Page {
             })
         };
         self.free.set(keep);
-        let mut bytes = 0;
         let mut k = 0;
-        while k < Self::OS_PAGES {
-            if new & (1 << k) == 0 {
+        while k < Self::GRANULES {
+            if whole & (1 << k) == 0 {
                 k += 1;
                 continue;
             }
-            let run = (new >> k).trailing_ones() as usize;
-            // SAFETY: OS pages k..k+run lie inside the page.
-            decommit(unsafe { start.add(k * OS_PAGE_SIZE) }, run * OS_PAGE_SIZE);
-            bytes += run * OS_PAGE_SIZE;
+            let run = (whole >> k).trailing_ones() as usize;
+            // SAFETY: granules k..k+run are whole OS pages inside the page, holding only free
+            // blocks (those purged before read as zero already).
+            decommit(unsafe { start.add(k * Self::GRANULE) }, run * Self::GRANULE);
             k += run;
         }
         self.purged.store(old | new, Ordering::Relaxed);
         self.set_in_full(self.owner_heap(), self.in_full());
-        bytes
+        new.count_ones() as usize * Self::GRANULE
     }
 
-    /// Owner only: puts the blocks that start in the lowest purged OS page back on `free`,
-    /// faulting it in. An OS page that no block starts in (inside a block bigger than 4 KiB)
+    /// Owner only: puts the blocks that start in the lowest purged granule back on `free`,
+    /// faulting it in. A granule that no block starts in (inside a block bigger than 4 KiB)
     /// just loses its bit, and the next one is tried. False if no purged block is left. A
-    /// block found freed there (the free mark) was freed twice while its OS page was purged.
+    /// block found freed there (the free mark) was freed twice while its granule was purged.
     pub(crate) fn unpurge_one(&self) -> bool {
         let blocks = loop {
             let bits = self.purged.load(Ordering::Relaxed);
@@ -821,7 +836,7 @@ impl Page {
         let start = self.start.get();
         let mut head = self.free.get();
         for i in blocks.rev() {
-            // SAFETY: block i is a free block of this page, in an OS page that reads as zero.
+            // SAFETY: block i is a free block of this page, in a granule that reads as zero.
             unsafe {
                 let b = start.add(i * size) as *mut Block;
                 if read_mark(b) == self.mark_of(b as *const u8) {

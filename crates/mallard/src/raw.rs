@@ -39,16 +39,16 @@ pub use crate::alloc::{
 pub use crate::backend::Backend;
 pub use crate::chunk::CHUNK_MAX;
 pub use crate::config::{
-    CLASS_MAX, DIRECT_MAX, LARGE_MAX, MIN_ALIGN, OS_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE, SMALL_MAX,
+    CLASS_MAX, DIRECT_MAX, LARGE_MAX, MAX_PAGE_SIZE, MIN_ALIGN, MIN_PAGE_SIZE, PURGE_DELAY_MS, SEGMENT_CACHE_KEEP, SEGMENT_SIZE, SMALL_MAX,
 };
 pub use crate::heap::Heap;
 pub use crate::misuse::report_op;
-pub use crate::mitigations::{fill_freed, header_guard, quarantine, HEADER_GUARD, HUGE_GUARD, RANDOM_ORDER, SECURE};
+pub use crate::mitigations::{fill_freed, quarantine, HEADER_GUARD, HUGE_GUARD, RANDOM_ORDER, SECURE};
 #[cfg(not(miri))]
 pub use crate::os::keep_errno;
-pub use crate::os::{resident_bytes, FdWriter};
+pub use crate::os::{page_size, resident_bytes, FdWriter};
 pub use crate::os::{OsPageSource, PageSource, SimPageSource};
-pub use crate::segment::HEADER_KEEP;
+pub use crate::segment::{header_guard, header_keep};
 pub use crate::size_class::{class_of, CLASS_SIZE};
 
 /// Collects `heap`'s pending frees (its quarantine in the secure build, remote frees into its

@@ -181,10 +181,19 @@ impl Shared {
 }
 
 /// The first bytes of a segment are its header, which stays committed when the segment is
-/// purged (the registry links in it stay in use).
-pub const HEADER_KEEP: usize = core::mem::size_of::<Segment>().next_multiple_of(OS_PAGE_SIZE);
-const _: () =
-    assert!(HEADER_KEEP <= SLICE_SIZE - OS_PAGE_SIZE, "the secure build's guard page must not cover the header");
+/// purged (the registry links in it stay in use): the header's own bytes rounded up to pages
+/// of `page` bytes.
+pub const fn header_keep(page: usize) -> usize {
+    core::mem::size_of::<Segment>().next_multiple_of(page)
+}
+
+/// The secure build's guard page of the segment at `segment` (`mitigations::HEADER_GUARD`) on
+/// a kernel with `page`-byte pages: the last page of the header slice. None when that page
+/// would cover the header itself (64 KiB pages: the header slice is one page); such segments
+/// have no header guard.
+pub fn header_guard(segment: *mut u8, page: usize) -> Option<*mut u8> {
+    (header_keep(page) + page <= SLICE_SIZE).then(|| segment.wrapping_add(SLICE_SIZE - page))
+}
 
 /// The segment holding block `p`.
 ///
@@ -409,11 +418,14 @@ impl Segment {
     /// Decommits everything after the header of an empty segment (or huge mapping) and marks
     /// it zero. Returns the bytes decommitted.
     pub(crate) fn purge_all(&self) -> usize {
+        let source = self.shared().source;
+        let keep = header_keep(source.page_size());
         let len = self.map_size.load(Ordering::Relaxed)
             - (self.addr() as usize - self.base.load(Ordering::Relaxed) as usize)
-            - HEADER_KEEP;
-        // SAFETY: the segment is empty; the range lies inside its mapping, after the header.
-        unsafe { self.shared().source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(HEADER_KEEP)), len) };
+            - keep;
+        // SAFETY: the segment is empty; the range lies inside its mapping, after the header, and
+        // is whole pages (the mapping's base and size are).
+        unsafe { source.decommit(core::ptr::NonNull::new_unchecked(self.addr().add(keep)), len) };
         self.dirty_mask.set(0);
         self.purge_at.set(0);
         len

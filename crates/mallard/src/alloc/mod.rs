@@ -141,7 +141,7 @@ fn malloc_aligned_slow(heap: &Heap, size: usize, align: usize) -> Option<(*mut u
             return malloc_class(heap, class);
         }
     }
-    huge_alloc(heap, size, align.max(OS_PAGE_SIZE))
+    huge_alloc(heap, size, align.max(MIN_PAGE_SIZE))
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`. Memory fresh from the OS is not cleared
@@ -215,7 +215,7 @@ fn with_canary(heap: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
     } else {
         match class_for_aligned(n.max(align), align).filter(|_| align <= SLICE_SIZE) {
             Some(class) => (malloc_class(heap, class), true),
-            None => (huge_alloc(heap, size, align.max(OS_PAGE_SIZE)), false),
+            None => (huge_alloc(heap, size, align.max(MIN_PAGE_SIZE)), false),
         }
     };
     let Some((p, contents)) = r else { return out_of_memory() };

@@ -16,7 +16,7 @@
 
 use super::Backend;
 use crate::config::*;
-use crate::mitigations::{self, HUGE_GUARD};
+use crate::mitigations::HUGE_GUARD;
 use crate::segment::{Segment, SegmentKind};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ impl Backend {
         let size = size.max(1);
         let (seg_off, block_off, map_align) = huge_layout(align);
         let map_size =
-            (block_off + seg_off).checked_add(size)?.checked_add(TAIL_GUARD)?.checked_next_multiple_of(SEGMENT_SIZE)?;
+            (block_off + seg_off).checked_add(size)?.checked_add(self.tail_guard())?.checked_next_multiple_of(SEGMENT_SIZE)?;
         if map_size > isize::MAX as usize {
             return None;
         }
@@ -170,7 +170,7 @@ impl Backend {
         let block_off = p as usize - seg.addr() as usize;
         let map_size = (seg_off + block_off)
             .checked_add(new_size)?
-            .checked_add(TAIL_GUARD)?
+            .checked_add(self.tail_guard())?
             .checked_next_multiple_of(SEGMENT_SIZE)?;
         let old_size = seg.map_size.load(Ordering::Relaxed);
         if map_size == old_size {
@@ -219,13 +219,21 @@ impl Backend {
     }
 }
 
-const TAIL_GUARD: usize = if HUGE_GUARD { OS_PAGE_SIZE } else { 0 };
 
 /// A reused huge mapping's excess over its new block is decommitted when it is at least this
 /// big (and bigger than the block).
 const HUGE_TRIM_MIN: usize = 32 << 20;
 
 impl Backend {
+    /// Room for the secure build's guard page after a huge block: one page of the source.
+    fn tail_guard(&self) -> usize {
+        if HUGE_GUARD {
+            self.source().page_size()
+        } else {
+            0
+        }
+    }
+
     /// Guards huge block `block` of `size` bytes of `seg` in the secure build: a guard page
     /// right after it, from the OS page boundary at or after its end (`HUGE_GUARD`, room for
     /// it is part of the mapping), and the one after the header (`HEADER_GUARD`). Returns the
@@ -236,11 +244,12 @@ impl Backend {
             return end - block.addr();
         }
         self.guard_header(seg);
+        let page = self.source().page_size();
         // (A block of 0 bytes gets a page, like any other.)
-        let guard = (block.addr() + size.max(1)).next_multiple_of(OS_PAGE_SIZE);
-        debug_assert!(guard + OS_PAGE_SIZE <= end && seg.tail_guard.get() == 0);
+        let guard = (block.addr() + size.max(1)).next_multiple_of(page);
+        debug_assert!(guard + page <= end && seg.tail_guard.get() == 0);
         // SAFETY: the page lies inside the mapping, after the block's last byte.
-        unsafe { self.source().guard(NonNull::new_unchecked(block.with_addr(guard)), OS_PAGE_SIZE) };
+        unsafe { self.source().guard(NonNull::new_unchecked(block.with_addr(guard)), page) };
         seg.tail_guard.set(guard);
         guard - block.addr()
     }
@@ -248,15 +257,17 @@ impl Backend {
     /// Lifts the tail guard of huge segment `seg`, and with `header` its header's guard too
     /// (before `mremap`, which moves only a whole mapping).
     fn unguard_huge(&self, seg: &Segment, header: bool) {
+        let page = self.source().page_size();
         let guard = seg.tail_guard.replace(0);
         if guard != 0 {
             // SAFETY: the tail guard `guard_huge` made.
-            unsafe { self.source().unguard(NonNull::new_unchecked(seg.addr().with_addr(guard)), OS_PAGE_SIZE) };
+            unsafe { self.source().unguard(NonNull::new_unchecked(seg.addr().with_addr(guard)), page) };
         }
         if header && seg.guarded.replace(false) {
-            let guard = mitigations::header_guard(seg.addr());
-            // SAFETY: the header guard `guard_header` made.
-            unsafe { self.source().unguard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+            if let Some(guard) = crate::segment::header_guard(seg.addr(), page) {
+                // SAFETY: the header guard `guard_header` made.
+                unsafe { self.source().unguard(NonNull::new_unchecked(guard), page) };
+            }
         }
     }
 }

@@ -144,10 +144,12 @@ impl Backend {
     /// mapping: a cached segment may have started as a huge block's, which has none.
     pub(crate) fn guard_header(&self, seg: &Segment) {
         if crate::mitigations::HEADER_GUARD && !seg.guarded.get() {
-            let guard = crate::mitigations::header_guard(seg.addr());
-            // SAFETY: the guard page lies in the header slice, past the header; no block is
-            // ever placed in that slice.
-            unsafe { self.source().guard(NonNull::new_unchecked(guard), OS_PAGE_SIZE) };
+            let page = self.source().page_size();
+            if let Some(guard) = crate::segment::header_guard(seg.addr(), page) {
+                // SAFETY: the guard page lies in the header slice, past the header; no block
+                // is ever placed in that slice.
+                unsafe { self.source().guard(NonNull::new_unchecked(guard), page) };
+            }
             seg.guarded.set(true);
         }
     }
@@ -302,7 +304,7 @@ impl Backend {
                 return NonNull::new(mem);
             }
             drop(st);
-            fresh = Some(self.source().reserve(META_CHUNK_SIZE, OS_PAGE_SIZE)?);
+            fresh = Some(self.source().reserve(META_CHUNK_SIZE, MIN_PAGE_SIZE)?);
         }
     }
 
@@ -759,7 +761,7 @@ mod tests {
             // A different number of touched OS pages in each, so a skipped or repeated one shows.
             for p in 0..k % 7 {
                 // SAFETY: inside the segment's first page, past the header slice.
-                unsafe { seg.addr().add(SLICE_SIZE + p * OS_PAGE_SIZE).write_volatile(1) };
+                unsafe { seg.addr().add(SLICE_SIZE + p * MIN_PAGE_SIZE).write_volatile(1) };
             }
             expected += crate::os::resident_in(seg.base.load(Ordering::Relaxed), SEGMENT_SIZE);
         }

@@ -74,7 +74,9 @@ impl Heap {
             let source = self.backend().source();
             // SAFETY: the region is this heap's; free chunks hold nothing live.
             bytes += unsafe {
-                self.chunks.purge_free(start, end, |p, len| source.decommit(core::ptr::NonNull::new_unchecked(p), len))
+                self.chunks.purge_free(start, end, source.page_size(), |p, len| {
+                    source.decommit(core::ptr::NonNull::new_unchecked(p), len)
+                })
             };
         }
         Counters::bump(&self.stats.counters.bytes_purged, bytes as i64);
@@ -105,6 +107,7 @@ impl Heap {
         let force = when == InPage::All;
         let delay = self.backend().purge_delay_ms();
         let source = self.backend().source();
+        let os_page = source.page_size();
         let mut decommit = |p: *mut u8, len: usize| {
             // SAFETY: the page's own free OS pages (see `Page::purge_free_os_pages`).
             unsafe { source.decommit(core::ptr::NonNull::new_unchecked(p), len) }
@@ -139,7 +142,7 @@ impl Heap {
                     }
                 }
                 self.collected(page, page.collect_remote());
-                bytes += page.purge_free_os_pages(&mut decommit);
+                bytes += page.purge_free_os_pages(os_page, &mut decommit);
                 page.purge_used.set(page.used());
                 page.sparse_since.set(0);
                 if when == InPage::Pressure && bytes >= SEGMENT_SIZE {
