@@ -311,7 +311,7 @@ pub fn page_size() -> usize {
             let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
             #[cfg(miri)]
             let p = MIN_PAGE_SIZE;
-            if !(p.is_power_of_two() && (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&p)) {
+            if !page_size_supported(p) {
                 unsupported_page_size(p);
             }
             PAGE.store(p, Ordering::Relaxed);
@@ -319,6 +319,11 @@ pub fn page_size() -> usize {
         }
         p => p,
     }
+}
+
+/// Whether mallard runs on OS pages of `p` bytes (what `sysconf` said; -1 is `usize::MAX`).
+fn page_size_supported(p: usize) -> bool {
+    p.is_power_of_two() && (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&p)
 }
 
 #[cold]
@@ -933,6 +938,17 @@ impl ExitKey {
 mod tests {
     use super::*;
     use crate::config::SEGMENT_SIZE;
+
+    #[test]
+    fn the_page_sizes_of_x86_64_and_aarch64_kernels_are_supported_and_no_others() {
+        for p in [4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10] {
+            assert!(page_size_supported(p), "{p}");
+        }
+        for p in [0, 512, 2048, 12 << 10, 128 << 10, 256 << 10, usize::MAX] {
+            assert!(!page_size_supported(p), "{p}");
+        }
+        assert!(page_size_supported(page_size()));
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "mmap")]
