@@ -189,46 +189,72 @@ fn clock_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The time-stamp counter at calibration, and nanoseconds per tick in 32.32 fixed point
-/// (0: the counter is not used).
+/// The CPU's counter at calibration, and nanoseconds per tick in 32.32 fixed point (0: the
+/// counter is not used).
 static TSC0: AtomicU64 = AtomicU64::new(0);
 static TSC_SCALE: AtomicU64 = AtomicU64::new(0);
 
-/// Uses the CPU's time-stamp counter for event times when it is invariant (the same rate on
-/// every core, in every power state): reading it costs a few nanoseconds where
-/// `clock_gettime` costs about 20, on every event. Calibrated against the monotonic clock over
-/// 2 ms at start-up.
-fn calibrate() {
+/// Whether the CPU has a counter that ticks at one rate on every core and in every power
+/// state: on x86-64 the time-stamp counter where CPUID says it is invariant, on aarch64 the
+/// generic timer's virtual count (constant-rate by the architecture, and Linux lets user
+/// space read it). Without one, event times come from `clock_gettime`.
+fn counter_is_invariant() -> bool {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: cpuid and rdtsc are available on every x86-64 CPU.
-    unsafe {
-        use core::arch::x86_64::{__cpuid, _rdtsc};
-        if __cpuid(0x8000_0000).eax < 0x8000_0007 || __cpuid(0x8000_0007).edx & (1 << 8) == 0 {
-            return; // no invariant counter: clock_gettime it is
-        }
-        let (t0, c0) = (clock_ns(), _rdtsc());
-        let (mut t1, mut c1) = (t0, c0);
-        while t1 - t0 < 2_000_000 {
-            (t1, c1) = (clock_ns(), _rdtsc());
-        }
-        if c1 > c0 {
-            TSC0.store(c0, Ordering::Relaxed);
-            T0.store(t0, Ordering::Relaxed);
-            TSC_SCALE.store((((t1 - t0) as u128) << 32).div_ceil((c1 - c0) as u128) as u64, Ordering::Relaxed);
-        }
+    {
+        use core::arch::x86_64::__cpuid;
+        __cpuid(0x8000_0000).eax >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0
+    }
+    #[cfg(target_arch = "aarch64")]
+    return true;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    return false;
+}
+
+/// The counter of `counter_is_invariant` (0 where there is none).
+#[inline(always)]
+fn ticks() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc is available on every x86-64 CPU.
+    return unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // `cntvct_el0`; the `isb` keeps the read from being done early, as in the kernel's vDSO.
+        // SAFETY: reads a system register that Linux lets user space read.
+        unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    0
+}
+
+/// Uses the CPU's counter for event times when it is invariant: reading it costs a few
+/// nanoseconds where `clock_gettime` costs about 20, on every event. Calibrated against the
+/// monotonic clock over 2 ms at start-up (on aarch64 too: `cntfrq_el0` says only what the
+/// firmware wrote there).
+fn calibrate() {
+    if !counter_is_invariant() {
+        return;
+    }
+    let (t0, c0) = (clock_ns(), ticks());
+    let (mut t1, mut c1) = (t0, c0);
+    while t1 - t0 < 2_000_000 {
+        (t1, c1) = (clock_ns(), ticks());
+    }
+    if c1 > c0 {
+        TSC0.store(c0, Ordering::Relaxed);
+        T0.store(t0, Ordering::Relaxed);
+        TSC_SCALE.store((((t1 - t0) as u128) << 32).div_ceil((c1 - c0) as u128) as u64, Ordering::Relaxed);
     }
 }
 
-/// Nanoseconds on the monotonic clock (through the time-stamp counter when calibrated).
+/// Nanoseconds on the monotonic clock (through the CPU's counter when calibrated).
 fn now_ns() -> u64 {
     let scale = TSC_SCALE.load(Ordering::Relaxed);
-    #[cfg(target_arch = "x86_64")]
     if scale != 0 {
-        // SAFETY: rdtsc is available on every x86-64 CPU.
-        let ticks = unsafe { core::arch::x86_64::_rdtsc() }.wrapping_sub(TSC0.load(Ordering::Relaxed));
+        let ticks = ticks().wrapping_sub(TSC0.load(Ordering::Relaxed));
         return T0.load(Ordering::Relaxed) + ((ticks as u128 * scale as u128) >> 32) as u64;
     }
-    let _ = scale;
     clock_ns()
 }
 
@@ -390,11 +416,7 @@ fn hex(line: &[u8], from: usize) -> Option<u64> {
 #[inline(always)]
 fn call_site(low: u64, high: u64) -> Walk {
     let mut w = Walk { frames: [0; FRAMES], n: 0 };
-    let (fp, sp): (u64, u64);
-    // SAFETY: reads two registers.
-    unsafe {
-        core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
+    let (fp, sp) = frame_and_stack_pointers();
     let (lo, hi) = (SELF_START.load(Ordering::Relaxed), SELF_END.load(Ordering::Relaxed));
     let mut fp = fp;
     let mut steps = 0;
@@ -404,7 +426,7 @@ fn call_site(low: u64, high: u64) -> Walk {
     }
     while fp >= sp && fp.is_multiple_of(16) && fp <= high - 16 && w.n < FRAMES && steps < 64 {
         // SAFETY: [fp, fp + 16) lies inside this thread's stack (checked above).
-        let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        let (next, ret) = unsafe { (*(fp as *const u64), strip_signature(*((fp + 8) as *const u64))) };
         if !(lo..hi).contains(&ret) {
             if ret < 4096 {
                 break; // not code: the chain left the frames (code without frame pointers)
@@ -419,6 +441,50 @@ fn call_site(low: u64, high: u64) -> Walk {
         steps += 1;
     }
     w
+}
+
+/// The frame pointer and the stack pointer of the caller (inlined into it). On x86-64 `rbp`
+/// points at the saved `rbp` with the return address above it; on aarch64 `x29` points at
+/// the frame record, the caller's `x29` with the return address (its `x30`) above it: the
+/// same walk for both.
+#[inline(always)]
+fn frame_and_stack_pointers() -> (u64, u64) {
+    let (fp, sp): (u64, u64);
+    // SAFETY: reads two registers.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: reads two registers.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    (fp, sp)
+}
+
+/// The stack pointer of the caller (inlined into it).
+#[inline(always)]
+fn stack_pointer() -> u64 {
+    frame_and_stack_pointers().1
+}
+
+/// A return address without its pointer-authentication code: on aarch64, code built with
+/// `-mbranch-protection=pac-ret` saves a signed `x30`. `xpaclri` (a hint: a no-op on CPUs
+/// without pointer authentication) strips it; it works on `x30` only.
+#[inline(always)]
+fn strip_signature(ret: u64) -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let mut r = ret;
+        // SAFETY: moves a value through x30, which the asm declares it changes.
+        unsafe {
+            core::arch::asm!("mov x30, {r}", "hint #7", "mov {r}, x30", r = inout(reg) r, out("x30") _, options(nomem, nostack, preserves_flags))
+        };
+        r
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    ret
 }
 
 /// Finds this library's loaded segments (`SELF_START`, `SELF_END`) with `dl_iterate_phdr`.
@@ -744,8 +810,7 @@ fn new_buffer() -> Option<*mut Buffer> {
         // This thread owns it now.
         (*b).fill.store(0, Ordering::Relaxed);
         (*b).thread = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-        let sp: u64;
-        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+        let sp = stack_pointer();
         let (low, high) = stack_of(sp, &mut (&mut (*b).data)[..64 << 10]);
         (*b).stack_low = low;
         (*b).stack_high = high;

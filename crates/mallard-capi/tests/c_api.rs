@@ -17,6 +17,13 @@
 //! - the environment variables `MALLARD_STATS`, `MALLARD_VERBOSE`, `MALLARD_PURGE_DELAY_MS`.
 //!
 //! gcc and g++ are required: without them the tests fail and say how to install them.
+//!
+//! With `MALLARD_TEST_TARGET` (tests/support) the library and the programs are built for
+//! another target and run under an emulator. scripts/test-aarch64 runs them so under qemu-user,
+//! all but three: `preloading_loads_no_unwinder_library` (it runs the host's `cat`),
+//! `fork_from_busy_threads` (qemu-user 7.2 itself fails an assertion when a multi-threaded
+//! program forks) and `idle_program_gets_its_free_memory_back` (the RSS it reads is the
+//! emulator's, with its translated code).
 
 mod support;
 
@@ -74,11 +81,11 @@ fn build(name: &str, source: &str, extra: &[&str]) -> PathBuf {
     };
     slot.get_or_init(|| {
         let cxx = source.ends_with(".cpp");
-        let compiler = if cxx { "g++" } else { "gcc" };
-        require_compiler(compiler);
+        let compiler = support::compiler(cxx);
+        require_compiler(&compiler);
         let dir = support::scratch(&format!("bin-{name}"));
         let exe = dir.join(name);
-        let mut cmd = Command::new(compiler);
+        let mut cmd = Command::new(&compiler);
         cmd.args(["-O2", "-g", "-pthread", "-Wall"]);
         if cxx {
             cmd.arg("-std=c++17");
@@ -181,14 +188,22 @@ fn run_in(dir: &Path, mut cmd: Command) -> Run {
     };
     let secs = start.elapsed().as_secs_f64();
     let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-    Run { cmd: shown, status, stdout: read(&out_path), stderr: read(&err_path), secs }
+    Run { cmd: shown, status, stdout: read(&out_path), stderr: support::program_stderr(read(&err_path)), secs }
 }
 
 /// Runs `exe args` with libmallard.so preloaded and `env` set. The C programs check that
 /// mallard is really loaded (`MALLARD_TEST_REQUIRE=1`, see `tests/cases/common.h`).
 fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = support::preloaded(exe);
-    cmd.args(args).env("MALLARD_TEST_REQUIRE", "1").envs(env.iter().copied());
+    cmd.args(args).env("MALLARD_TEST_REQUIRE", "1");
+    for &(k, v) in env {
+        // (Another LD_PRELOAD is for the program, not for an emulator running it.)
+        if k == "LD_PRELOAD" {
+            support::program_env(&mut cmd, k, v);
+        } else {
+            cmd.env(k, v);
+        }
+    }
     for v in ["MALLARD_STATS", "MALLARD_VERBOSE", "MALLARD_PURGE_DELAY_MS", "MALLARD_PURGE_THREAD"] {
         if !env.iter().any(|(k, _)| *k == v) {
             cmd.env_remove(v);
@@ -199,7 +214,7 @@ fn run_preloaded(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Runs `exe args` without preloading anything.
 fn run_plain(exe: &Path, args: &[&str]) -> Run {
-    let mut cmd = Command::new(exe);
+    let mut cmd = support::command(exe);
     cmd.args(args).env_remove("LD_PRELOAD").env_remove("MALLARD_TEST_REQUIRE");
     run_in(exe.parent().expect("program directory"), cmd)
 }
@@ -246,7 +261,10 @@ fn contract_linked() {
     // An old-style DT_RPATH, which wins over LD_LIBRARY_PATH (cargo puts its own target
     // directory there, which may hold another build of libmallard.so).
     let exe = build("contract-linked", "contract.c", &[&l, "-lmallard", &rpath, "-Wl,--disable-new-dtags"]);
-    let ldd = support::output(Command::new("ldd").arg(&exe));
+    // What `ldd` shows (it sets this variable too), also for a program run by an emulator.
+    let mut ldd = support::command(&exe);
+    support::program_env(&mut ldd, "LD_TRACE_LOADED_OBJECTS", "1");
+    let ldd = support::output(&mut ldd);
     let ldd_out = String::from_utf8_lossy(&ldd.stdout);
     let expected = format!("libmallard.so => {}", support::lib().display());
     assert!(ldd_out.contains(&expected), "ldd {} does not show `{expected}`:\n{ldd_out}", exe.display());

@@ -39,6 +39,9 @@ struct Module {
     segments: Vec<(u64, u64, u64)>,
     /// The file's bytes (to check for a call instruction before a return address).
     data: Vec<u8>,
+    /// Whether it is x86-64 code (the one whose call instructions are checked): a trace
+    /// recorded on aarch64 may be read here.
+    x86_64: bool,
     /// Its DWARF, or its debug file's.
     dwarf: Option<addr2line::Loader>,
 }
@@ -213,7 +216,7 @@ impl Symbolizer {
         else {
             return unknown(file_off + 1);
         };
-        if !after_call(&md.data, file_off + 1) {
+        if !after_call(&md.data, file_off + 1, md.x86_64) {
             return Vec::new();
         }
         let addr = file_off - seg_off + seg_addr;
@@ -241,10 +244,10 @@ impl Symbolizer {
 }
 
 /// Whether the bytes before `ret` (a file offset) end with an x86-64 call instruction: `E8`
-/// and a 32-bit displacement, or `FF /2` (an indirect call, 2 to 7 bytes). Elsewhere, or
-/// where the bytes are not known, every address passes.
-fn after_call(data: &[u8], ret: u64) -> bool {
-    if !cfg!(target_arch = "x86_64") {
+/// and a 32-bit displacement, or `FF /2` (an indirect call, 2 to 7 bytes). In other code
+/// (`x86_64` false), or where the bytes are not known, every address passes.
+fn after_call(data: &[u8], ret: u64, x86_64: bool) -> bool {
+    if !x86_64 {
         return true;
     }
     let Some(r) = usize::try_from(ret).ok().filter(|&r| r >= 7 && r <= data.len()) else { return true };
@@ -276,7 +279,8 @@ fn load(path: &Path) -> Option<Module> {
     let segments = file.segments().map(|s| (s.file_range().0, s.file_range().1, s.address())).collect();
     let dwarf = if file.has_debug_symbols() { addr2line::Loader::new(path).ok() } else { None }
         .or_else(|| debug.and_then(|d| addr2line::Loader::new(d).ok()));
-    Some(Module { functions, segments, data, dwarf })
+    let x86_64 = file.architecture() == object::Architecture::X86_64;
+    Some(Module { functions, segments, data, dwarf, x86_64 })
 }
 
 fn symbols(file: &object::File) -> Functions {
@@ -319,12 +323,14 @@ mod tests {
     fn a_return_address_follows_a_call_instruction() {
         // call rel32; call *%rax; call *%r11 (REX); call *0x10(%rip); then code that is no call.
         let direct = [0x90, 0x90, 0xE8, 1, 2, 3, 4];
-        assert!(after_call(&direct, 7));
-        assert!(after_call(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xFF, 0xD0], 7));
-        assert!(after_call(&[0x90, 0x90, 0x90, 0x90, 0x41, 0xFF, 0xD3], 7));
-        assert!(after_call(&[0x90, 0xFF, 0x15, 0x10, 0, 0, 0], 7));
-        assert!(!after_call(&[0x48, 0x89, 0xE5, 0x48, 0x83, 0xEC, 0x10], 7), "mov %rsp,%rbp; sub $16,%rsp");
-        assert!(!after_call(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xFF, 0xE0], 7), "jmp *%rax is no call");
+        assert!(after_call(&direct, 7, true));
+        assert!(after_call(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xFF, 0xD0], 7, true));
+        assert!(after_call(&[0x90, 0x90, 0x90, 0x90, 0x41, 0xFF, 0xD3], 7, true));
+        assert!(after_call(&[0x90, 0xFF, 0x15, 0x10, 0, 0, 0], 7, true));
+        assert!(!after_call(&[0x48, 0x89, 0xE5, 0x48, 0x83, 0xEC, 0x10], 7, true), "mov %rsp,%rbp; sub $16,%rsp");
+        assert!(!after_call(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xFF, 0xE0], 7, true), "jmp *%rax is no call");
+        // In aarch64 code (a trace recorded there) the x86-64 check does not apply.
+        assert!(after_call(&[0x48, 0x89, 0xE5, 0x48, 0x83, 0xEC, 0x10], 7, false));
     }
 
     #[test]

@@ -810,13 +810,14 @@ impl Drop for FdWriter {
 /// Declares `mod $name`, one pointer to a `$ty` per thread (`get`, `set`), whose value in
 /// every new thread is the address of static `$init`.
 ///
-/// On x86-64 Linux the slot is in the initial-exec TLS model. Rust's `thread_local!` uses the
-/// general-dynamic model in a shared library, where every access calls `__tls_get_addr`, and
-/// that may itself call malloc the first time a thread touches a dlopened library's TLS: a
-/// recursion back into the allocator. The initial-exec model reads the slot at a fixed
-/// offset from the thread pointer (two instructions, no call) and is what C allocators use; a
-/// library that has it can still be dlopened, as glibc keeps spare static TLS for exactly
-/// this. Stable Rust cannot choose the model, so the slot is declared in assembly.
+/// On x86-64 and aarch64 Linux the slot is in the initial-exec TLS model. Rust's
+/// `thread_local!` uses the general-dynamic model in a shared library, where every access
+/// calls `__tls_get_addr`, and that may itself call malloc the first time a thread touches a
+/// dlopened library's TLS: a recursion back into the allocator. The initial-exec model reads
+/// the slot at a fixed offset from the thread pointer, an offset the dynamic linker writes
+/// into the GOT (x86-64: two instructions, no call; aarch64: four) and is what C allocators
+/// use; a library that has it can still be dlopened, as glibc keeps spare static TLS for
+/// exactly this. Stable Rust cannot choose the model, so the slot is declared in assembly.
 /// Elsewhere (and under Miri) it is a `const` thread-local with no destructor.
 #[cfg_attr(loom, allow(unused_macros))]
 macro_rules! thread_slot {
@@ -868,7 +869,65 @@ macro_rules! thread_slot {
             }
         }
 
-        #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+        #[cfg(all(target_arch = "aarch64", target_os = "linux", not(miri)))]
+        mod $name {
+            use super::*;
+
+            // As on x86-64 (`%` for `@`: `@` starts a comment in some ARM assemblers).
+            core::arch::global_asm!(
+                ".pushsection .tdata,\"awT\",%progbits",
+                ".p2align 3",
+                concat!(".globl __mallard_", stringify!($name)),
+                concat!(".hidden __mallard_", stringify!($name)),
+                concat!(".type __mallard_", stringify!($name), ",%object"),
+                concat!(".size __mallard_", stringify!($name), ",8"),
+                concat!("__mallard_", stringify!($name), ":"),
+                ".quad {init}",
+                ".popsection",
+                init = sym $init,
+            );
+
+            // The thread pointer is `tpidr_el0`; the slot's offset from it is in a GOT entry
+            // (`:gottprel:`, an R_AARCH64_TLS_TPREL64 the dynamic linker fills in), reached
+            // with `adrp` and `ldr` like any GOT entry. In an executable the linker turns the
+            // pair into `movz`/`movk` of the offset.
+            #[inline(always)]
+            pub(super) fn get() -> *const $ty {
+                let v: *const $ty;
+                // SAFETY: reads this thread's 8-byte slot declared above.
+                unsafe {
+                    core::arch::asm!(
+                        "mrs {tp}, tpidr_el0",
+                        concat!("adrp {v}, :gottprel:__mallard_", stringify!($name)),
+                        concat!("ldr {v}, [{v}, #:gottprel_lo12:__mallard_", stringify!($name), "]"),
+                        "ldr {v}, [{tp}, {v}]",
+                        tp = out(reg) _,
+                        v = out(reg) v,
+                        options(nostack, readonly, preserves_flags, pure),
+                    );
+                }
+                v
+            }
+
+            #[inline(always)]
+            pub(super) fn set(v: *const $ty) {
+                // SAFETY: writes this thread's 8-byte slot declared above.
+                unsafe {
+                    core::arch::asm!(
+                        "mrs {tp}, tpidr_el0",
+                        concat!("adrp {t}, :gottprel:__mallard_", stringify!($name)),
+                        concat!("ldr {t}, [{t}, #:gottprel_lo12:__mallard_", stringify!($name), "]"),
+                        "str {v}, [{tp}, {t}]",
+                        tp = out(reg) _,
+                        t = out(reg) _,
+                        v = in(reg) v,
+                        options(nostack, preserves_flags),
+                    );
+                }
+            }
+        }
+
+        #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(miri))))]
         mod $name {
             use super::*;
             use core::cell::Cell;
@@ -967,6 +1026,30 @@ mod tests {
                 src.release(p, SEGMENT_SIZE);
             }
         }
+    }
+
+    static FIRST: u64 = 1;
+    static SECOND: u64 = 2;
+    static THIRD: u64 = 3;
+    thread_slot!(test_slot: u64 = FIRST);
+
+    /// The slot (assembly on x86-64 and aarch64 Linux) starts at its static in every thread
+    /// and is the thread's own: a wrong TLS offset reads or writes some other thread-local.
+    #[test]
+    fn thread_slot_is_per_thread_and_starts_at_its_static() {
+        assert_eq!(test_slot::get(), &FIRST as *const u64);
+        test_slot::set(&SECOND);
+        assert_eq!(test_slot::get(), &SECOND as *const u64);
+        std::thread::spawn(|| {
+            assert_eq!(test_slot::get(), &FIRST as *const u64, "a new thread starts at the static");
+            test_slot::set(&THIRD);
+            // SAFETY: the slot holds the address of a static.
+            assert_eq!(unsafe { *test_slot::get() }, 3);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(test_slot::get(), &SECOND as *const u64, "another thread's set leaves this one's");
+        test_slot::set(&FIRST);
     }
 
     #[test]

@@ -34,7 +34,20 @@ fn alone_with(name: &str, env: &[(&str, &str)]) -> bool {
     if cfg!(miri) || std::env::var_os("MALLARD_TEST_ALONE").is_some() {
         return true;
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+    let exe = std::env::current_exe().expect("the test binary");
+    // Under an emulator (`MALLARD_TEST_RUNNER`, such as qemu-user running the aarch64 tests in
+    // scripts/test-aarch64) the child runs through it too: the host cannot run the binary.
+    let runner = std::env::var("MALLARD_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(emulator) => {
+            let mut c = std::process::Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let out = cmd
         .args([name, "--exact", "--test-threads=1", "--nocapture"])
         .env("MALLARD_TEST_ALONE", "1")
         .envs(env.iter().copied())
