@@ -154,11 +154,22 @@ fn read(path: &Path) -> Result<String, String> {
 }
 
 /// Copies `from` (following links) to `to`, writing only files that changed, so that the nested
-/// cargo sees the rest as fresh. `Cargo.toml.in` becomes `Cargo.toml`, without its
-/// dev-dependencies (nothing here builds tests; they would have to be in the lock file).
+/// cargo sees the rest as fresh, and removing what `from` does not have (a build from the
+/// package must not use a file that a build from the repository left). `Cargo.toml.in` becomes
+/// `Cargo.toml`, without its dev-dependencies (nothing here builds tests; they would have to be
+/// in the lock file).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for path in read_dir(from)? {
+    let sources = read_dir(from)?;
+    for old in read_dir(to)? {
+        let name = old.file_name().unwrap_or_default();
+        let source = if name == "Cargo.toml" { from.join("Cargo.toml.in") } else { from.join(name) };
+        if !sources.contains(&source) || source.is_dir() != old.is_dir() {
+            let gone = if old.is_dir() { fs::remove_dir_all(&old) } else { fs::remove_file(&old) };
+            gone.map_err(|e| format!("{}: {e}", old.display()))?;
+        }
+    }
+    for path in sources {
         let name = path.file_name().unwrap_or_default();
         if path.is_dir() {
             copy_tree(&path, &to.join(name))?;
