@@ -110,3 +110,31 @@ fn cache_dirs() -> Vec<(PathBuf, bool)> {
     dirs.push((std::env::temp_dir().join(format!("mallard-{uid}")).join(ID), true));
     dirs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn a_missing_short_long_or_changed_file_is_written_again() {
+        let dir = std::env::temp_dir().join(format!("mallard-embedded-test-{}", std::process::id()));
+        let lib = Library { name: "libx.so", bytes: b"0123456789", env: "X" };
+        let path = lib.install(&dir, false).unwrap();
+        assert_eq!(path, dir.join("libx.so"));
+        for damaged in [&b"01234"[..], b"0123456789X", b"0123456780", b""] {
+            std::fs::write(&path, damaged).unwrap();
+            assert_eq!(lib.install(&dir, false).unwrap(), path);
+            assert_eq!(std::fs::read(&path).unwrap(), lib.bytes, "after {damaged:?}");
+        }
+        // In the shared temporary directory, only a directory of ours alone will do.
+        let private = dir.join("mallard-uid");
+        let path = lib.install(&private.join("id"), true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), lib.bytes);
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = lib.install(&private.join("id"), true).unwrap_err();
+        assert!(err.to_string().contains("not a directory of ours alone"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
