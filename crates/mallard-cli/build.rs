@@ -49,8 +49,9 @@ fn build() -> Result<(), String> {
             println!("cargo:rerun-if-changed={}", real.display());
         }
     }
+    // (embed/ itself too: a link added or removed.)
+    println!("cargo:rerun-if-changed={}", embed.display());
     let template = embed.join("workspace.toml");
-    println!("cargo:rerun-if-changed={}", template.display());
     let root = read(&template)?
         .replace("@VERSION@", &var("CARGO_PKG_VERSION")?)
         .replace("@LICENSE@", &var("CARGO_PKG_LICENSE")?)
