@@ -1,6 +1,7 @@
 //! The `mallard` command. It runs on the system allocator on purpose: a harness that
 //! allocated through the allocator under test would measure itself and could crash with it.
 
+mod embedded;
 mod lab;
 mod record;
 mod run;
@@ -147,7 +148,11 @@ fn write_out(path: Option<&Path>, text: impl FnOnce() -> String) -> Result<(), S
 fn bench_process(args: &BenchArgs, selected: &[&str]) -> Result<(), String> {
     use mallard_bench::process::{self, Job};
     let lib = run::find_library(None)?;
-    let exe = run::sibling("mallard-workload", &["-p", "mallard-bench", "--bins"], "build it")?;
+    let exe = run::sibling(
+        "mallard-workload",
+        &["-p", "mallard-bench", "--bins"],
+        "install it beside mallard: cargo install --path bench",
+    )?;
     let mut allocators = process::detect(&lib);
     for e in &args.extra {
         let (name, rest) = e.split_once('=').ok_or_else(|| format!("--extra {e:?}: want NAME=LIB[@VAR=VALUE...]"))?;

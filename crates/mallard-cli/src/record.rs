@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(clap::Args)]
 pub struct RecordArgs {
@@ -15,8 +14,8 @@ pub struct RecordArgs {
     /// objects are recorded too).
     #[arg(long)]
     keep_pymalloc: bool,
-    /// The libmallard_trace.so to preload (default: next to this program, built first when run
-    /// by cargo; or `$MALLARD_TRACE_LIB`).
+    /// The libmallard_trace.so to preload (default: `$MALLARD_TRACE_LIB`, else the one built
+    /// with this program, written to ~/.cache/mallard on first use).
     #[arg(long, value_name = "PATH")]
     lib: Option<PathBuf>,
     /// The program and its arguments.
@@ -24,53 +23,16 @@ pub struct RecordArgs {
     command: Vec<OsString>,
 }
 
-/// Finds libmallard_trace.so: `--lib`, `$MALLARD_TRACE_LIB`, or next to this executable. Under
-/// `cargo run` it is built first (`scripts/build-trace` does the same by hand): with the
-/// feature `trace`, in its own target directory, so that the recorder never reaches
-/// libmallard.so through feature unification.
+/// Finds libmallard_trace.so: `--lib`, `$MALLARD_TRACE_LIB`, or the one built with this
+/// program (`crate::embedded`: mallard-capi with the feature `trace`, built apart so that the
+/// recorder never reaches libmallard.so through feature unification).
 fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) =
         explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_TRACE_LIB").map(PathBuf::from))
     {
         return p.canonicalize().map_err(|e| format!("{}: {e}", p.display()));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
-    let dir = exe.parent().ok_or("this program has no directory")?;
-    let path = dir.join("libmallard_trace.so");
-    if let (Some(cargo), Some(target)) = (std::env::var_os("CARGO"), dir.parent()) {
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let trace_dir = target.join("trace");
-        let mut build = Command::new(cargo);
-        // Frame pointers: the recorder walks them to find call sites (as scripts/build-trace).
-        let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-        build.env("RUSTFLAGS", format!("{flags} -C force-frame-pointers=yes"));
-        build.args(["build", "--quiet", "-p", "mallard-capi", "--features", "trace", "--target-dir"]).arg(&trace_dir);
-        if release {
-            build.arg("--release");
-        }
-        if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR") {
-            build.current_dir(manifest);
-        }
-        let status = build.status().map_err(|e| format!("cannot run cargo to build libmallard_trace.so: {e}"))?;
-        if !status.success() {
-            return Err("building libmallard_trace.so failed (see above)".into());
-        }
-        let built = trace_dir.join(if release { "release" } else { "debug" }).join("libmallard.so");
-        // Copied beside, then renamed over: a program running on the old file keeps its
-        // mapping (rewriting the file in place would change the code under its feet).
-        let tmp = dir.join(format!(".libmallard_trace.so.{}", std::process::id()));
-        std::fs::copy(&built, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("copying {} to {}: {e}", built.display(), path.display()))?;
-    }
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "cannot find {}: build it with scripts/build-trace, or pass --lib / set MALLARD_TRACE_LIB",
-            path.display()
-        ))
-    }
+    crate::embedded::TRACE.path()
 }
 
 /// Runs the program; returns its exit code (128 + signal if it was killed).

@@ -26,8 +26,8 @@ pub struct RunArgs {
     /// objects go through mallard instead of CPython's own allocator).
     #[arg(long)]
     pub keep_pymalloc: bool,
-    /// The libmallard.so to preload (default: next to this program, built first when run by
-    /// cargo; or `$MALLARD_LIB`).
+    /// The libmallard.so to preload (default: `$MALLARD_LIB`, else the one built with this
+    /// program, written to ~/.cache/mallard on first use).
     #[arg(long, value_name = "PATH")]
     pub lib: Option<PathBuf>,
     /// The program and its arguments.
@@ -100,9 +100,8 @@ pub fn preloaded(command: &[OsString], lib: &Path, keep_pymalloc: bool) -> Comma
     cmd
 }
 
-/// Finds libmallard.so: `--lib`, `$MALLARD_LIB`, or next to this executable. Under `cargo
-/// run` it first builds the library with the same profile, so a fresh checkout works and a
-/// changed library is never stale.
+/// Finds libmallard.so: `--lib`, `$MALLARD_LIB`, or the one built with this program
+/// (`crate::embedded`, written to a cache directory on first use).
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_LIB").map(PathBuf::from)) {
         return if p.is_file() {
@@ -111,7 +110,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
             Err(format!("{} is not a file", p.display()))
         };
     }
-    sibling("libmallard.so", &["-p", "mallard-capi"], "pass --lib / set MALLARD_LIB")
+    crate::embedded::MALLARD.path()
 }
 
 /// A file built next to this program (`target/<profile>/`). Under `cargo run` it is built

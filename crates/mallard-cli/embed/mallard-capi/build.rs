@@ -1,0 +1,1 @@
+../../../mallard-capi/build.rs

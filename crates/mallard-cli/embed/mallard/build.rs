@@ -1,0 +1,1 @@
+../../../mallard/build.rs

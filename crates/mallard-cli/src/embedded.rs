@@ -1,0 +1,140 @@
+//! The preload libraries built with this program (build.rs) and carried inside it, so that an
+//! installed `mallard` needs no checkout. A library must be a file to be preloaded: on first use
+//! each is written to a cache directory, `$XDG_CACHE_HOME/mallard/ID/` (else
+//! `~/.cache/mallard/ID/`, else a private directory in the temporary directory), ID naming the
+//! build, and used from there as long as the file holds exactly the embedded bytes: a
+//! truncated or damaged file is written again.
+
+use std::io::Read as _;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+
+/// A library embedded in this program.
+pub struct Library {
+    name: &'static str,
+    bytes: &'static [u8],
+    /// The environment variable that names another file instead (for the error message).
+    env: &'static str,
+}
+
+/// `libmallard.so`, for `run` and `bench --process`.
+pub const MALLARD: Library = Library {
+    name: "libmallard.so",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libmallard.so")),
+    env: "MALLARD_LIB",
+};
+
+/// `libmallard_trace.so`, for `record`.
+pub const TRACE: Library = Library {
+    name: "libmallard_trace.so",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libmallard_trace.so")),
+    env: "MALLARD_TRACE_LIB",
+};
+
+/// The version and a hash of both libraries: builds do not share (and overwrite) files.
+const ID: &str = env!("MALLARD_EMBED_ID");
+
+impl Library {
+    /// The library's file in the cache, written first if it is missing or is not the
+    /// embedded library byte for byte.
+    pub fn path(&self) -> Result<PathBuf, String> {
+        let mut errors = Vec::new();
+        for (dir, private) in cache_dirs() {
+            match self.install(&dir, private) {
+                Ok(path) => return Ok(path),
+                Err(e) => errors.push(format!("{}: {e}", dir.display())),
+            }
+        }
+        Err(format!(
+            "cannot write {} to a cache directory ({}); pass --lib or set {}",
+            self.name,
+            errors.join("; "),
+            self.env
+        ))
+    }
+
+    fn install(&self, dir: &Path, private: bool) -> std::io::Result<PathBuf> {
+        let path = dir.join(self.name);
+        if private {
+            // In a directory anyone can write to, only one that is ours alone will do: another
+            // user could otherwise swap the file between our check and the program's start.
+            let base = dir.parent().unwrap_or(dir);
+            std::fs::DirBuilder::new().mode(0o700).create(base).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })?;
+            let meta = base.symlink_metadata()?;
+            // SAFETY: geteuid has no preconditions.
+            if !meta.is_dir() || meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o022 != 0 {
+                return Err(std::io::Error::other("not a directory of ours alone"));
+            }
+        }
+        if self.is_at(&path) {
+            return Ok(path);
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // A file of our own, then renamed over: first runs at the same time each write a whole
+        // file, and a program still running on a replaced file keeps its mapping.
+        let tmp = dir.join(format!(".{}.{}", self.name, std::process::id()));
+        let written = std::fs::write(&tmp, self.bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        if self.is_at(&path) {
+            Ok(path)
+        } else {
+            Err(std::io::Error::other(format!("{} does not read back as written", self.name)))
+        }
+    }
+
+    /// Whether `path` holds exactly the embedded bytes (a few MiB: the comparison costs about
+    /// a millisecond, less than hashing them would).
+    fn is_at(&self, path: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(path) else { return false };
+        let mut held = Vec::with_capacity(self.bytes.len() + 1);
+        file.take(self.bytes.len() as u64 + 1).read_to_end(&mut held).is_ok() && held == self.bytes
+    }
+}
+
+/// Where the libraries may go, in order; `true` for the shared temporary directory, where the
+/// directory must be private.
+fn cache_dirs() -> Vec<(PathBuf, bool)> {
+    let absolute = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute());
+    let mut dirs = Vec::new();
+    if let Some(cache) = absolute("XDG_CACHE_HOME").or_else(|| absolute("HOME").map(|h| h.join(".cache"))) {
+        dirs.push((cache.join("mallard").join(ID), false));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    dirs.push((std::env::temp_dir().join(format!("mallard-{uid}")).join(ID), true));
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn a_missing_short_long_or_changed_file_is_written_again() {
+        let dir = std::env::temp_dir().join(format!("mallard-embedded-test-{}", std::process::id()));
+        let lib = Library { name: "libx.so", bytes: b"0123456789", env: "X" };
+        let path = lib.install(&dir, false).unwrap();
+        assert_eq!(path, dir.join("libx.so"));
+        for damaged in [&b"01234"[..], b"0123456789X", b"0123456780", b""] {
+            std::fs::write(&path, damaged).unwrap();
+            assert_eq!(lib.install(&dir, false).unwrap(), path);
+            assert_eq!(std::fs::read(&path).unwrap(), lib.bytes, "after {damaged:?}");
+        }
+        // In the shared temporary directory, only a directory of ours alone will do.
+        let private = dir.join("mallard-uid");
+        let path = lib.install(&private.join("id"), true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), lib.bytes);
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = lib.install(&private.join("id"), true).unwrap_err();
+        assert!(err.to_string().contains("not a directory of ours alone"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
