@@ -33,7 +33,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::{c_int, c_void, CStr};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use core_alloc::raw::{keep_errno, OsPageSource, PageSource, MIN_PAGE_SIZE};
+use core_alloc::raw::{keep_errno, page_size, OsPageSource, PageSource, MIN_PAGE_SIZE};
 
 /// The recorder's system calls, made directly: libc's `open`, `read` and `writev` are
 /// cancellation points, and a `malloc` must not become one (a thread with a cancel pending
@@ -933,8 +933,15 @@ extern "C" fn thread_exit(b: *mut c_void) {
         }
         keep_errno(|| {
             flush(b);
-            // Give the data's memory back before another thread takes the buffer.
-            libc::madvise((*b).data.as_mut_ptr().cast(), (*b).data.len(), libc::MADV_DONTNEED);
+            // Give the data's memory back before another thread takes the buffer: its whole OS
+            // pages (`data` starts inside the buffer's first page, after the header, and a
+            // madvise that does not start on a page boundary fails, on 4 KiB pages too).
+            let page = page_size();
+            let start = ((*b).data.as_ptr() as usize).next_multiple_of(page);
+            let end = (b as usize + BUF_BYTES) & !(page - 1);
+            if end > start {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
         });
         (*b).state.store(IDLE, Ordering::Release);
         (*b).in_use.store(false, Ordering::Release);
