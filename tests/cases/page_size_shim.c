@@ -30,6 +30,10 @@
  *   (mallard's own `reserve` relies on this: it trims the tail of an over-sized mapping with a
  *   length that is whole 4 KiB pages, which on a bigger page ends at the mapping's end.)
  *
+ * What it does not fake: /proc (statm, smaps) still counts 4 KiB pages, so a resident size
+ * computed as statm's pages times sysconf's page (mallard's `resident_bytes`, idle.c) comes out
+ * FAKE_PAGE / 4096 times too big here (on a real kernel both are its page, and it is right).
+ *
  * It must not allocate (it runs inside malloc): every call is forwarded with `syscall`, the
  * real sysconf is glibc's `__sysconf`, the real getauxval `__getauxval`; no dlsym. glibc's own
  * internal mmap/mprotect calls (thread stacks, ld.so loading libraries) do not go through these
