@@ -998,9 +998,9 @@ extern "C" fn thread_exit(b: *mut c_void) {
         }
         keep_errno(|| {
             flush(b);
-            // Give the data's memory back before another thread takes the buffer: the whole
-            // OS pages of it (it starts after the header, inside the buffer's first page, and a
-            // madvise must start on a page).
+            // Give the data's memory back before another thread takes the buffer: its whole OS
+            // pages (`data` starts inside the buffer's first page, after the header, and a
+            // madvise that does not start on a page boundary fails, on 4 KiB pages too).
             let page = page_size();
             let start = ((*b).data.as_ptr() as usize).next_multiple_of(page);
             let end = (b as usize + BUF_BYTES) & !(page - 1);

@@ -9,6 +9,8 @@
 //!   for purge;
 //! - `idle.c`: free memory goes back while every thread sits idle (the background purger),
 //!   also across `fork` and when `main` calls `pthread_exit`;
+//! - `page_churn.c` under `page_size_shim.c`: a kernel with 16 or 64 KiB pages (aarch64), with
+//!   every madvise, mprotect, munmap and mremap checked against them, and the contents too;
 //! - `dlopen.c`: the library dlopened by a program that does not use it as its malloc;
 //! - `cxx.cpp`: every `operator new`/`delete`, `std::bad_alloc`, new-handlers, the STL;
 //! - `cxx_plugin.cpp`, `cxx_plugin_host.c`: the same out of memory in C++ code that a C
@@ -325,6 +327,81 @@ fn purger_is_never_started_inside_a_free() {
         "expected the purger to start once\n{}",
         run.describe()
     );
+}
+
+/// `page_churn.c` on `lib` under `page_size_shim.c`, a kernel with `page`-byte pages (with a
+/// purge delay of 0, every purge point purges): the shim stops the program with one line on any
+/// madvise, mprotect, munmap or mremap such a kernel would refuse or round over live data.
+fn churn_on_pages(lib: &Path, page: usize, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let exe = build("page_churn", "page_churn.c", &[]);
+    let shim = build("page_size_shim.so", "page_size_shim.c", &["-shared", "-fPIC"]);
+    // The shim first, then the library.
+    let preload = format!("{} {}", shim.display(), lib.display());
+    let page = page.to_string();
+    let mut vars = vec![("LD_PRELOAD", preload.as_str()), ("FAKE_PAGE", page.as_str())];
+    vars.extend_from_slice(env);
+    let run = run_preloaded(&exe, args, &vars);
+    // The shim is there: the program sees its page.
+    assert!(
+        run.stdout.contains(&format!("page_churn: sysconf(_SC_PAGESIZE) = {page}, getpagesize() = {page}\n")),
+        "the program does not see the shim's page size\n{}",
+        run.describe()
+    );
+    run
+}
+
+/// mallard on a kernel with 16 and 64 KiB pages (aarch64), simulated on this one by a shim:
+/// every decommit (the in-page purge of free OS pages inside small pages, free pages, chunks,
+/// segments, huge mappings' excess), every mremap of a huge block, and the page-aligned
+/// functions are whole pages of it, and no live byte is lost (`page_churn.c` checks them all).
+#[test]
+fn every_decommit_is_whole_pages_of_16_and_64_kib() {
+    for page in [16384, 65536] {
+        let run = churn_on_pages(support::lib(), page, &["3"], &[("MALLARD_PURGE_DELAY_MS", "0")]);
+        assert_ok(&format!("page_churn.c on {page}-byte pages"), &run);
+        assert!(run.stdout.contains("page_churn: ok; bytes purged "), "{}", run.describe());
+    }
+}
+
+/// The same with the secure build, whose guard pages (after each huge block, after a segment's
+/// header) are whole pages too.
+#[test]
+fn secure_guards_are_whole_pages_of_16_and_64_kib() {
+    for page in [16384, 65536] {
+        let run = churn_on_pages(support::secure_lib(), page, &["1"], &[("MALLARD_PURGE_DELAY_MS", "0")]);
+        assert_ok(&format!("page_churn.c on {page}-byte pages, secure build"), &run);
+    }
+}
+
+/// The recorder gives a thread's buffer back when the thread exits by whole OS pages (it used
+/// to madvise from the buffer's data, 96 bytes into a page: EINVAL on any kernel, so the
+/// memory stayed).
+#[test]
+fn recorder_gives_thread_buffers_back_in_whole_pages() {
+    let trace = support::scratch("page-trace").join("trace");
+    let trace = trace.to_str().expect("UTF-8 path");
+    let run = churn_on_pages(support::trace_lib(), 16384, &["1"], &[("MALLARD_TRACE", trace)]);
+    assert_ok("page_churn.c on 16384-byte pages, recording", &run);
+}
+
+/// The shim really checks: a MADV_DONTNEED that starts inside a page, or is shorter than one,
+/// stops the program with the shim's line.
+#[test]
+fn page_size_shim_stops_a_partial_page_madvise() {
+    for (mode, what) in
+        [("misaligned-madvise", "address not page-aligned"), ("short-madvise", "MADV_DONTNEED length not whole pages")]
+    {
+        let run = churn_on_pages(support::lib(), 16384, &[mode], &[]);
+        let line = format!(", 4096) on 16384-byte pages: {what}");
+        assert!(
+            run.signal() == Some(libc::SIGABRT)
+                && run.stderr.contains("page_size_shim: madvise(")
+                && run.stderr.contains(&line)
+                && run.stderr.contains("; called from page_churn+"),
+            "expected the shim to stop `page_churn {mode}` with `{line}`\n{}",
+            run.describe()
+        );
+    }
 }
 
 /// With a purge delay of an hour, a program whose `main` calls `pthread_exit` still ends at once:

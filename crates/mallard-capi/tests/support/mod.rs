@@ -35,6 +35,13 @@ pub fn secure_lib() -> &'static Path {
     LIB.get_or_init(|| build("MALLARD_TEST_SECURE_LIB", "target/capi-test-secure", &["--features", "secure"]))
 }
 
+/// Path of the recording build under test, `libmallard_trace.so` (built on first use, in a
+/// target directory of its own). `MALLARD_TEST_TRACE_LIB=/path` uses a given library instead.
+pub fn trace_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build("MALLARD_TEST_TRACE_LIB", "target/capi-test-trace", &["--features", "trace"]))
+}
+
 /// Builds `mallard-capi` with `args` into `target_dir` (unless `env` names a library to use)
 /// and returns the library's path.
 fn build(env: &str, target_dir: &str, args: &[&str]) -> PathBuf {
