@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=--smoke ;;
     --no-glibc) glibc="" ;;
-    --only) only="$2"; shift ;;
+    --only) only="${2:?--only needs a list of workloads}"; shift ;;
     [0-9]*) rounds="$1" ;;
     *) echo "usage: bench/musl.sh [rounds=5] [--smoke] [--no-glibc] [--only w1,w2]" >&2; exit 2 ;;
   esac
