@@ -72,7 +72,9 @@ fn build() -> Result<(), String> {
         let dir = work.join(if features.is_empty() { "default" } else { features });
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--release", "--offline", "-p", "mallard-capi", "--target", &target, "--manifest-path"])
+        // (Not --offline: when the outer build resolved newer versions than the lock file, as a
+        // `cargo install` without --locked does, the locked ones may still need a download.)
+        cmd.args(["build", "--release", "-p", "mallard-capi", "--target", &target, "--manifest-path"])
             .arg(tree.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&dir);

@@ -6,7 +6,7 @@
 //! truncated or damaged file is written again.
 
 use std::io::Read as _;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// A library embedded in this program.
@@ -40,7 +40,10 @@ impl Library {
     pub fn path(&self) -> Result<PathBuf, String> {
         let mut errors = Vec::new();
         for (dir, private) in cache_dirs() {
-            match self.install(&dir, private) {
+            match self.install(&dir, private).and_then(|p| {
+                crate::run::preloadable(&p).map_err(std::io::Error::other)?;
+                Ok(p)
+            }) {
                 Ok(path) => return Ok(path),
                 Err(e) => errors.push(format!("{}: {e}", dir.display())),
             }
@@ -54,7 +57,6 @@ impl Library {
     }
 
     fn install(&self, dir: &Path, private: bool) -> std::io::Result<PathBuf> {
-        let path = dir.join(self.name);
         if private {
             // In a directory anyone can write to, only one that is ours alone will do: another
             // user could otherwise swap the file between our check and the program's start.
@@ -69,14 +71,28 @@ impl Library {
                 return Err(std::io::Error::other("not a directory of ours alone"));
             }
         }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // From here on the real path (no links, absolute), and only if no one else can change
+        // what it holds: otherwise another user could swap the library between our check and
+        // the program's start (with root running on another user's HOME, say).
+        let dir = &dir.canonicalize()?;
+        trusted(dir)?;
+        let path = dir.join(self.name);
         if self.is_at(&path) {
             return Ok(path);
         }
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         // A file of our own, then renamed over: first runs at the same time each write a whole
-        // file, and a program still running on a replaced file keeps its mapping.
+        // file, and a program still running on a replaced file keeps its mapping. (A new file:
+        // never through a link someone left under that name.)
         let tmp = dir.join(format!(".{}.{}", self.name, std::process::id()));
-        let written = std::fs::write(&tmp, self.bytes).and_then(|()| std::fs::rename(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, self.bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -91,10 +107,36 @@ impl Library {
     /// Whether `path` holds exactly the embedded bytes (a few MiB: the comparison costs about
     /// a millisecond, less than hashing them would).
     fn is_at(&self, path: &Path) -> bool {
+        // A regular file only (opening a FIFO would wait for a writer).
+        if !path.symlink_metadata().is_ok_and(|m| m.file_type().is_file()) {
+            return false;
+        }
         let Ok(file) = std::fs::File::open(path) else { return false };
         let mut held = Vec::with_capacity(self.bytes.len() + 1);
         file.take(self.bytes.len() as u64 + 1).read_to_end(&mut held).is_ok() && held == self.bytes
     }
+}
+
+/// Whether only we (and root) can change what `dir` (a real, absolute path) holds: it and every
+/// directory above it belong to us or to root, and none is writable by others unless it is
+/// sticky (like /tmp, where others cannot rename what is ours).
+fn trusted(dir: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for d in dir.ancestors() {
+        let m = d.symlink_metadata()?;
+        let owner_ok = m.uid() == me || m.uid() == 0;
+        let others_write = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+        if !m.is_dir() || !owner_ok || others_write {
+            return Err(std::io::Error::other(format!(
+                "{} is not safe to run a library from (owned by uid {}, mode {:o})",
+                d.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Where the libraries may go, in order; `true` for the shared temporary directory, where the
@@ -136,5 +178,37 @@ mod tests {
         let err = lib.install(&private.join("id"), true).unwrap_err();
         assert!(err.to_string().contains("not a directory of ours alone"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cache_others_can_write_to_or_a_fifo_is_never_used() {
+        let dir = std::env::temp_dir().join(format!("mallard-embedded-trust-{}", std::process::id()));
+        let lib = Library { name: "libx.so", bytes: b"0123456789", env: "X" };
+        // Writable by others (not sticky) at any level: refused, however it got there.
+        let shared = dir.join("shared");
+        let path = lib.install(&shared.join("id"), false).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = lib.install(&shared.join("id"), false).unwrap_err();
+        assert!(err.to_string().contains("is not safe to run a library from"), "{err}");
+        // Sticky, like /tmp: others cannot rename what is ours there.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(lib.install(&shared.join("id"), false).unwrap(), path);
+        // A FIFO where the library goes is replaced, not opened (that would wait for a writer).
+        std::fs::remove_file(&path).unwrap();
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(lib.install(&shared.join("id"), false).unwrap(), path);
+        assert_eq!(std::fs::read(&path).unwrap(), lib.bytes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ld_preload_can_name_only_absolute_paths_without_spaces_or_colons() {
+        assert!(crate::run::preloadable(Path::new("/home/a/.cache/mallard/x/libmallard.so")).is_ok());
+        for bad in ["/home/John Smith/libmallard.so", "/tmp/a:b/libmallard.so", "rel/libmallard.so", "/a\tb.so"] {
+            let err = crate::run::preloadable(Path::new(bad)).unwrap_err();
+            assert!(err.contains("LD_PRELOAD cannot name"), "{bad}: {err}");
+        }
     }
 }

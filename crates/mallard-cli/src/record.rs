@@ -27,12 +27,10 @@ pub struct RecordArgs {
 /// program (`crate::embedded`: mallard-capi with the feature `trace`, built apart so that the
 /// recorder never reaches libmallard.so through feature unification).
 fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) =
-        explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_TRACE_LIB").map(PathBuf::from))
-    {
-        return p.canonicalize().map_err(|e| format!("{}: {e}", p.display()));
+    match crate::run::named_library(explicit, "MALLARD_TRACE_LIB")? {
+        Some(p) => Ok(p),
+        None => crate::embedded::TRACE.path(),
     }
-    crate::embedded::TRACE.path()
 }
 
 /// Runs the program; returns its exit code (128 + signal if it was killed).

@@ -43,8 +43,10 @@ pub struct Outcome {
 
 pub fn run(args: RunArgs) -> Result<Outcome, String> {
     let lib = find_library(args.lib.as_deref())?;
-    let report_path = std::env::temp_dir().join(format!("mallard-run-{}.records", std::process::id()));
-    let _ = std::fs::remove_file(&report_path);
+    // In a directory of our own: in a shared /tmp another user could have put a file (or a
+    // link) there first, to read the report or add to it.
+    let report_dir = private_dir("mallard-run")?;
+    let report_path = report_dir.join("records");
     let mut cmd = preloaded(&args.command, &lib, args.keep_pymalloc);
     cmd.env("MALLARD_REPORT", &report_path);
     if args.stats {
@@ -63,7 +65,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
         .map_err(|e| format!("waiting for the program: {e}"))?;
     let wall = start.elapsed();
     let records = std::fs::read_to_string(&report_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&report_path);
+    let _ = std::fs::remove_dir_all(&report_dir);
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else if libc::WIFSIGNALED(status) {
@@ -76,6 +78,22 @@ pub fn run(args: RunArgs) -> Result<Outcome, String> {
         eprint!("{}", format_report(&args.command, status, wall, &usage, &records, child.id()));
     }
     Ok(Outcome { code })
+}
+
+/// A new directory in the temporary directory that only we can use (mode 0700, made here).
+fn private_dir(prefix: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let tmp = std::path::absolute(std::env::temp_dir()).map_err(|e| format!("the temporary directory: {e}"))?;
+    let mut last = None;
+    for n in 0..100u32 {
+        let dir = tmp.join(format!("{prefix}-{}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("cannot make a directory in {}: {e}", tmp.display())),
+        }
+    }
+    Err(format!("cannot make a directory in {}: {}", tmp.display(), last.map(|e| e.to_string()).unwrap_or_default()))
 }
 
 /// `command` (program and arguments) with `lib` first in `LD_PRELOAD`, and, unless
@@ -103,14 +121,33 @@ pub fn preloaded(command: &[OsString], lib: &Path, keep_pymalloc: bool) -> Comma
 /// Finds libmallard.so: `--lib`, `$MALLARD_LIB`, or the one built with this program
 /// (`crate::embedded`, written to a cache directory on first use).
 pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("MALLARD_LIB").map(PathBuf::from)) {
-        return if p.is_file() {
-            p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))
-        } else {
-            Err(format!("{} is not a file", p.display()))
-        };
+    match named_library(explicit, "MALLARD_LIB")? {
+        Some(p) => Ok(p),
+        None => crate::embedded::MALLARD.path(),
     }
-    crate::embedded::MALLARD.path()
+}
+
+/// The library `--lib` or environment variable `var` names (an empty value is no name): a
+/// file, as a real absolute path that `LD_PRELOAD` can carry.
+pub fn named_library(explicit: Option<&Path>, var: &str) -> Result<Option<PathBuf>, String> {
+    let named = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(var).map(PathBuf::from));
+    let Some(p) = named.filter(|p| !p.as_os_str().is_empty()) else { return Ok(None) };
+    if !p.is_file() {
+        return Err(format!("{} is not a file", p.display()));
+    }
+    let p = p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?;
+    preloadable(&p)?;
+    Ok(Some(p))
+}
+
+/// Whether `LD_PRELOAD` can name `lib` as it is: the dynamic loader splits the variable at
+/// spaces and colons, and would look the pieces up from the program's directory.
+pub fn preloadable(lib: &Path) -> Result<(), String> {
+    let text = lib.as_os_str().as_encoded_bytes();
+    if !lib.is_absolute() || text.iter().any(|b| b" :\t\n".contains(b)) {
+        return Err(format!("{}: LD_PRELOAD cannot name a library whose path has a space or a colon", lib.display()));
+    }
+    Ok(())
 }
 
 /// A file built next to this program (`target/<profile>/`). Under `cargo run` it is built
