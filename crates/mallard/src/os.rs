@@ -822,27 +822,31 @@ impl Drop for FdWriter {
 #[cfg_attr(loom, allow(unused_macros))]
 macro_rules! thread_slot {
     ($name:ident: $ty:ty = $init:ident) => {
+        // The slot itself, in the initial TLS image (`.tdata`), holding `$init`'s address; the
+        // same on both (`%` rather than `@` for types: `@` starts a comment in ARM assembly).
+        #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(miri)))]
+        core::arch::global_asm!(
+            ".pushsection .tdata,\"awT\",%progbits",
+            ".p2align 3",
+            concat!(".globl __mallard_", stringify!($name)),
+            concat!(".hidden __mallard_", stringify!($name)),
+            concat!(".type __mallard_", stringify!($name), ",%object"),
+            concat!(".size __mallard_", stringify!($name), ",8"),
+            concat!("__mallard_", stringify!($name), ":"),
+            ".quad {init}",
+            ".popsection",
+            init = sym $init,
+        );
+
         #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
         mod $name {
+            #[allow(unused_imports)] // (for `$ty`, when it is a type of the caller's module)
             use super::*;
-
-            core::arch::global_asm!(
-                ".pushsection .tdata,\"awT\",@progbits",
-                ".p2align 3",
-                concat!(".globl __mallard_", stringify!($name)),
-                concat!(".hidden __mallard_", stringify!($name)),
-                concat!(".type __mallard_", stringify!($name), ",@object"),
-                concat!(".size __mallard_", stringify!($name), ",8"),
-                concat!("__mallard_", stringify!($name), ":"),
-                ".quad {init}",
-                ".popsection",
-                init = sym $init,
-            );
 
             #[inline(always)]
             pub(super) fn get() -> *const $ty {
                 let v: *const $ty;
-                // SAFETY: reads this thread's 8-byte slot declared above.
+                // SAFETY: reads this thread's 8-byte slot (the `.tdata` above).
                 unsafe {
                     core::arch::asm!(
                         concat!("mov {v}, qword ptr [rip + __mallard_", stringify!($name), "@GOTTPOFF]"),
@@ -856,7 +860,7 @@ macro_rules! thread_slot {
 
             #[inline(always)]
             pub(super) fn set(v: *const $ty) {
-                // SAFETY: writes this thread's 8-byte slot declared above.
+                // SAFETY: writes this thread's 8-byte slot (the `.tdata` above).
                 unsafe {
                     core::arch::asm!(
                         concat!("mov {t}, qword ptr [rip + __mallard_", stringify!($name), "@GOTTPOFF]"),
@@ -871,21 +875,8 @@ macro_rules! thread_slot {
 
         #[cfg(all(target_arch = "aarch64", target_os = "linux", not(miri)))]
         mod $name {
+            #[allow(unused_imports)] // (for `$ty`, when it is a type of the caller's module)
             use super::*;
-
-            // As on x86-64 (`%` for `@`: `@` starts a comment in some ARM assemblers).
-            core::arch::global_asm!(
-                ".pushsection .tdata,\"awT\",%progbits",
-                ".p2align 3",
-                concat!(".globl __mallard_", stringify!($name)),
-                concat!(".hidden __mallard_", stringify!($name)),
-                concat!(".type __mallard_", stringify!($name), ",%object"),
-                concat!(".size __mallard_", stringify!($name), ",8"),
-                concat!("__mallard_", stringify!($name), ":"),
-                ".quad {init}",
-                ".popsection",
-                init = sym $init,
-            );
 
             // The thread pointer is `tpidr_el0`; the slot's offset from it is in a GOT entry
             // (`:gottprel:`, an R_AARCH64_TLS_TPREL64 the dynamic linker fills in), reached
@@ -894,7 +885,7 @@ macro_rules! thread_slot {
             #[inline(always)]
             pub(super) fn get() -> *const $ty {
                 let v: *const $ty;
-                // SAFETY: reads this thread's 8-byte slot declared above.
+                // SAFETY: reads this thread's 8-byte slot (the `.tdata` above).
                 unsafe {
                     core::arch::asm!(
                         "mrs {tp}, tpidr_el0",
@@ -911,7 +902,7 @@ macro_rules! thread_slot {
 
             #[inline(always)]
             pub(super) fn set(v: *const $ty) {
-                // SAFETY: writes this thread's 8-byte slot declared above.
+                // SAFETY: writes this thread's 8-byte slot (the `.tdata` above).
                 unsafe {
                     core::arch::asm!(
                         "mrs {tp}, tpidr_el0",
